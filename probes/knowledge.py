@@ -1,0 +1,81 @@
+"""The rules in probes/rules/*.toml, loaded once and queried by path or by feature.
+
+Pure data access: no I/O beyond reading the packaged TOML files, no imports from the
+tracer except `tracer.model`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracer.model import AccessKind
+
+RULES_DIR = Path(__file__).resolve().parent / "rules"
+
+
+@dataclass(frozen=True)
+class PathRule:
+    pattern: str
+    kind: AccessKind
+    feature: str
+
+
+@dataclass(frozen=True)
+class Feature:
+    id: str
+    title: str
+    fix: str
+    go_packages: tuple[str, ...] = ()
+    cgo_markers: tuple[re.Pattern[str], ...] = ()
+    go_markers: tuple[re.Pattern[str], ...] = ()
+    embedded_markers: tuple[re.Pattern[str], ...] = ()
+    cgo_predicts: tuple[str, ...] = ()
+    go_predicts: tuple[str, ...] = ()
+    c_functions: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _load(name: str) -> dict[str, Any]:
+    with open(RULES_DIR / name, "rb") as f:
+        return tomllib.load(f)
+
+
+@functools.cache
+def path_rules() -> tuple[PathRule, ...]:
+    return tuple(PathRule(r["pattern"], AccessKind(r["kind"]), r["feature"])
+                 for r in _load("paths.toml")["path"])
+
+
+@functools.cache
+def features() -> dict[str, Feature]:
+    out: dict[str, Feature] = {}
+    known = {"id", "title", "fix", "go_packages", "cgo_markers", "go_markers", "embedded_markers",
+             "cgo_predicts", "go_predicts", "c_functions"}
+    for r in _load("features.toml")["feature"]:
+        out[r["id"]] = Feature(
+            id=r["id"], title=r["title"], fix=r["fix"],
+            go_packages=tuple(r.get("go_packages", ())),
+            cgo_markers=tuple(re.compile(p) for p in r.get("cgo_markers", ())),
+            go_markers=tuple(re.compile(p) for p in r.get("go_markers", ())),
+            embedded_markers=tuple(re.compile(p) for p in r.get("embedded_markers", ())),
+            cgo_predicts=tuple(r.get("cgo_predicts", ())),
+            go_predicts=tuple(r.get("go_predicts", ())),
+            c_functions=tuple(r.get("c_functions", ())),
+            extra={k: v for k, v in r.items() if k not in known},
+        )
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def classify_path(path: str) -> PathRule | None:
+    """The first path rule whose glob matches `path`, or None."""
+    for rule in path_rules():
+        if fnmatch.fnmatchcase(path, rule.pattern):
+            return rule
+    return None

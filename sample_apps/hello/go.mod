@@ -1,0 +1,3 @@
+module cgotrace.test/hello
+
+go 1.21

@@ -1,0 +1,3 @@
+module cgotrace.test/userlookup
+
+go 1.21

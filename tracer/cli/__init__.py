@@ -1,0 +1,99 @@
+"""The `cgotrace` command. Subcommands live one per module and are imported only when run,
+so `cgotrace --help` stays instant (pyelftools alone costs ~50 ms to import)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from tracer import __version__
+
+# name -> (module, attribute, one-line help shown by --help without importing the module)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("tracer.cli.run", "run", "Run a program under the tracer and report its hidden dependencies."),
+    "attach": ("tracer.cli.attach", "attach", "Attach to a running PID, trace until Ctrl-C or exit, detach cleanly."),
+    "inspect": ("tracer.cli.inspect", "inspect", "What static analysis can know about a binary (ELF, Go build info, cgo)."),
+    "symbolize": ("tracer.cli.symbolize", "symbolize", "Turn addresses in a Go binary into function, file:line (stripped too)."),
+    "report": ("tracer.cli.report", "report", "Re-read a saved trace file and report on it."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, (mod, _, _) in SUBCOMMANDS.items() if _module_exists(mod)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = SUBCOMMANDS.get(cmd_name)
+        if entry is None or not _module_exists(entry[0]):
+            return None
+        module = importlib.import_module(entry[0])
+        command: click.Command = getattr(module, entry[1])
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SUBCOMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _module_exists(module: str) -> bool:
+    path = os.path.join(os.path.dirname(__file__), module.rsplit(".", 1)[1] + ".py")
+    return os.path.exists(path)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cgotrace")
+@click.option("--debug", is_flag=True, envvar="CGOTRACE_DEBUG", help="Show Python tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """cgotrace: the run-time dependencies a Go binary hides from readelf, and the Go code
+    that causes each one.
+
+    Exit codes: 0 ok; 1 --fail-on matched; 2 usage; 3 bad binary or trace file; 4 not found;
+    5 permission denied; 70 internal error. `run`/`attach` exit with the program's status
+    (128+N for signal N) and use 125/126/127 for their own failures (docs/exit-codes.md).
+    """
+    ctx.obj = {"debug": debug}
+
+
+def main(argv: list[str] | None = None) -> Any:
+    from tracer.errors import CgotraceError, ExitCode
+
+    debug = os.environ.get("CGOTRACE_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    try:
+        rc = cli.main(args=argv, prog_name="cgotrace", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("cgotrace: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except CgotraceError as e:
+        if debug:
+            raise
+        line = f"cgotrace: {e.message}"
+        if e.help:
+            line += f" ({e.help})"
+        click.echo(line, err=True)
+        sys.exit(int(e.exit_code))
+    except BrokenPipeError:
+        # `cgotrace ... | head`: not an error. Point stdout at devnull so Python's exit flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # a bug: one line, and how to get the traceback
+        if debug:
+            raise
+        click.echo(f"cgotrace: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)",
+                   err=True)
+        sys.exit(int(ExitCode.INTERNAL))
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,74 @@
+"""Typed errors. The library raises these; only `tracer.cli` turns them into a line and an exit code.
+
+Each class carries its exit code and a remedy (`help`), so the message a user sees always
+says what to do next. Exit codes are documented in docs/exit-codes.md.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    POLICY = 1  # --fail-on matched (findings exist)
+    USAGE = 2  # click's own usage errors
+    BAD_INPUT = 3  # not an ELF, truncated, corrupt, wrong architecture
+    NOT_FOUND = 4  # a file, rootfs or PID that does not exist
+    PERMISSION = 5  # ptrace / namespaces / file permission refused
+    INTERNAL = 70  # a bug in cgotrace (EX_SOFTWARE)
+    # `run`/`attach` pass the program's own status through; their own failures use these
+    # (the convention of env(1), docker run and podman run):
+    TRACER_FAILED = 125
+    CANNOT_EXECUTE = 126
+    COMMAND_NOT_FOUND = 127
+
+
+class CgotraceError(Exception):
+    """Base class: a failure the user can act on."""
+
+    exit_code: int = ExitCode.INTERNAL
+    help: str = ""
+
+    def __init__(self, message: str, *, help: str | None = None, exit_code: int | None = None):
+        super().__init__(message)
+        if help is not None:
+            self.help = help
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class BadBinaryError(CgotraceError):
+    """The input is not a (usable) ELF file, or a table inside it is corrupt."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class NotGoBinaryError(BadBinaryError):
+    """A valid ELF without Go metadata (no pclntab/buildinfo)."""
+
+
+class NotFoundError(CgotraceError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class PermissionDeniedError(CgotraceError):
+    exit_code = ExitCode.PERMISSION
+
+
+class ProcessGoneError(NotFoundError):
+    """The PID or thread vanished."""
+
+
+class TraceFormatError(BadBinaryError):
+    """A saved trace file that cannot be read."""
+
+
+class TracerError(CgotraceError):
+    """The tracer itself failed while running a program."""
+
+    exit_code = ExitCode.TRACER_FAILED

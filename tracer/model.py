@@ -1,0 +1,225 @@
+"""The data every layer shares: frozen dataclasses, no behaviour beyond (de)serialisation.
+
+Probes and reporters read only this module. `to_dict` output is the JSON contract
+documented in docs/trace-format.md; add fields freely, never rename.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class AccessKind(str, Enum):
+    """What a recorded access is, from the program's point of view."""
+
+    INTERPRETER = "interpreter"  # the ELF interpreter named by PT_INTERP
+    STARTUP_LIBRARY = "startup-library"  # loaded by ld.so before the entry point (NEEDED closure)
+    DLOPEN_LIBRARY = "dlopen-library"  # a shared object opened after start (NSS modules, plugins)
+    CONFIG = "config"  # /etc/nsswitch.conf, /etc/passwd, resolv.conf, ...
+    DATA = "data"  # CA bundles, zoneinfo, locale, mime
+    SOCKET = "socket"  # connect(): nscd, DNS servers, userdb, ...
+    EXECUTABLE = "executable"  # execve of a program
+    PROBE = "probe"  # stat/access/readlink of a path
+    RUNTIME = "runtime"  # /proc, /sys, /dev: runtime-internal
+    OTHER = "other"
+
+
+class Via(str, Enum):
+    """How the program reached an access."""
+
+    CGO = "cgo"  # C code called from Go (libc getpwuid_r, getaddrinfo, ...)
+    GO = "go"  # pure Go (os.Open, net's Go resolver, ...)
+    LOADER = "loader"  # the dynamic loader, before main
+    EXEC = "exec"  # the exec itself
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One stack frame; `module` is the ELF image the PC lies in (basename)."""
+
+    function: str | None
+    file: str | None = None
+    line: int | None = None
+    module: str | None = None
+    pc: int | None = None
+    inlined: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["pc"] = None if self.pc is None else hex(self.pc)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Frame:
+        pc = d.get("pc")
+        return cls(
+            function=d.get("function"),
+            file=d.get("file"),
+            line=d.get("line"),
+            module=d.get("module"),
+            pc=int(pc, 16) if isinstance(pc, str) else pc,
+            inlined=bool(d.get("inlined", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Which Go code caused an access."""
+
+    via: Via
+    go_api: str | None = None  # os/user.LookupId, net.(*Resolver).LookupHost, ...
+    user_frame: Frame | None = None  # first frame in the main module
+    c_function: str | None = None  # getpwuid_r, getaddrinfo, dlopen, ...
+    stack: tuple[Frame, ...] = ()
+    goroutine: int | None = None
+    parent_goroutine: int | None = None  # for lookups run in a helper goroutine
+    creator_frame: Frame | None = None  # the go statement that started this goroutine
+    unsymbolized: tuple[str, ...] = ()  # "libfoo.so (reason)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "via": self.via.value,
+            "go_api": self.go_api,
+            "user_frame": self.user_frame.to_dict() if self.user_frame else None,
+            "c_function": self.c_function,
+            "stack": [f.to_dict() for f in self.stack],
+            "goroutine": self.goroutine,
+            "parent_goroutine": self.parent_goroutine,
+            "creator_frame": self.creator_frame.to_dict() if self.creator_frame else None,
+            "unsymbolized": list(self.unsymbolized),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Attribution:
+        uf, cf = d.get("user_frame"), d.get("creator_frame")
+        return cls(
+            via=Via(d.get("via", "unknown")),
+            go_api=d.get("go_api"),
+            user_frame=Frame.from_dict(uf) if uf else None,
+            c_function=d.get("c_function"),
+            stack=tuple(Frame.from_dict(f) for f in d.get("stack", [])),
+            goroutine=d.get("goroutine"),
+            parent_goroutine=d.get("parent_goroutine"),
+            creator_frame=Frame.from_dict(cf) if cf else None,
+            unsymbolized=tuple(d.get("unsymbolized", [])),
+        )
+
+
+@dataclass(frozen=True)
+class Access:
+    """One watched syscall, decoded.
+
+    `path` is absolute as the tracee saw it (inside its rootfs); `host_path` is the same
+    file seen from the tracer when a sandbox maps it elsewhere. For connect, `path` is the
+    unix socket path or "address:port". `result` is "ok", an errno name, or "unknown"
+    (thread killed before the syscall returned).
+    """
+
+    seq: int
+    time: float  # seconds since the trace started
+    pid: int
+    tid: int
+    syscall: str
+    path: str
+    result: str
+    kind: AccessKind = AccessKind.OTHER
+    hidden: bool = False
+    host_path: str | None = None
+    flags: str | None = None  # O_RDONLY|O_CLOEXEC, AT_SYMLINK_NOFOLLOW, X_OK, ...
+    retval: int | None = None
+    argv: tuple[str, ...] | None = None  # execve
+    family: str | None = None  # connect: AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
+    attribution: Attribution | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "type": "access",
+            "seq": self.seq,
+            "time": round(self.time, 6),
+            "pid": self.pid,
+            "tid": self.tid,
+            "syscall": self.syscall,
+            "path": self.path,
+            "result": self.result,
+            "kind": self.kind.value,
+            "hidden": self.hidden,
+        }
+        for key in ("host_path", "flags", "retval", "family"):
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = value
+        if self.argv is not None:
+            d["argv"] = list(self.argv)
+        if self.attribution is not None:
+            d.update(self.attribution.to_dict())
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Access:
+        attribution = Attribution.from_dict(d) if "via" in d else None
+        argv = d.get("argv")
+        return cls(
+            seq=int(d.get("seq", 0)),
+            time=float(d.get("time", 0.0)),
+            pid=int(d["pid"]),
+            tid=int(d["tid"]),
+            syscall=str(d["syscall"]),
+            path=str(d["path"]),
+            result=str(d["result"]),
+            kind=AccessKind(d.get("kind", "other")),
+            hidden=bool(d.get("hidden", False)),
+            host_path=d.get("host_path"),
+            flags=d.get("flags"),
+            retval=d.get("retval"),
+            argv=tuple(argv) if argv is not None else None,
+            family=d.get("family"),
+            attribution=attribution,
+        )
+
+
+@dataclass(frozen=True)
+class ProcessEvent:
+    """exec/fork/exit of a traced process, kept in the trace for context."""
+
+    event: str  # "exec", "fork", "exit", "signal", "crash"
+    pid: int
+    tid: int
+    time: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "event", "event": self.event, "pid": self.pid, "tid": self.tid,
+                "time": round(self.time, 6), **self.detail}
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How the traced program ended: an exit code, or a signal."""
+
+    code: int | None = None
+    signal: int | None = None
+    signal_name: str | None = None
+    core_dumped: bool = False
+    fault_address: int | None = None  # for SIGSEGV/SIGBUS: si_addr
+
+    @property
+    def shell_code(self) -> int:
+        """The code a shell would report: the exit code, or 128+N for signal N."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return self.code if self.code is not None else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"exit_code": self.shell_code}
+        if self.code is not None:
+            d["code"] = self.code
+        if self.signal is not None:
+            d["signal"] = self.signal
+            d["signal_name"] = self.signal_name
+            d["core_dumped"] = self.core_dumped
+        if self.fault_address is not None:
+            d["fault_address"] = hex(self.fault_address)
+        return d
