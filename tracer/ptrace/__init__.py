@@ -1,0 +1,57 @@
+"""The only code that issues ptrace requests.
+
+python-ptrace provides the register structure (`user_regs_struct`), `siginfo` and the
+x86_64 syscall names; what it lacks (SEIZE, INTERRUPT, LISTEN, GET_SYSCALL_INFO, the seccomp
+option and event) is added here on a raw `ptrace(2)` binding, which is also what the hot
+loop uses: python-ptrace's debugger layer costs ~8x per stop (DESIGN.md §5).
+
+Every failing request raises `PtraceRequestError` carrying `errno`; ESRCH is routine
+(threads vanish during exit_group and exec).
+"""
+
+from __future__ import annotations
+
+from tracer.ptrace.memory import memory_reader, read_cstring, read_memory
+from tracer.ptrace.requests import (
+    EVENT_CLONE,
+    EVENT_EXEC,
+    EVENT_EXIT,
+    EVENT_FORK,
+    EVENT_SECCOMP,
+    EVENT_STOP,
+    EVENT_VFORK,
+    EVENT_VFORK_DONE,
+    O_EXITKILL,
+    O_TRACECLONE,
+    O_TRACEEXEC,
+    O_TRACEFORK,
+    O_TRACESECCOMP,
+    O_TRACESYSGOOD,
+    O_TRACEVFORK,
+    SYSCALL_INFO_ENTRY,
+    SYSCALL_INFO_EXIT,
+    SYSCALL_INFO_NONE,
+    SYSCALL_INFO_SECCOMP,
+    LAUNCH_OPTIONS,
+    PtraceRequestError,
+    SyscallInfo,
+    cont,
+    get_eventmsg,
+    get_regs,
+    get_siginfo,
+    interrupt,
+    listen,
+    seize,
+    syscall,
+    syscall_info,
+)
+
+__all__ = [
+    "EVENT_CLONE", "EVENT_EXEC", "EVENT_EXIT", "EVENT_FORK", "EVENT_SECCOMP", "EVENT_STOP",
+    "EVENT_VFORK", "EVENT_VFORK_DONE", "LAUNCH_OPTIONS", "O_EXITKILL", "O_TRACECLONE",
+    "O_TRACEEXEC", "O_TRACEFORK", "O_TRACESECCOMP", "O_TRACESYSGOOD", "O_TRACEVFORK",
+    "SYSCALL_INFO_ENTRY", "SYSCALL_INFO_EXIT", "SYSCALL_INFO_NONE", "SYSCALL_INFO_SECCOMP",
+    "PtraceRequestError", "SyscallInfo", "cont", "get_eventmsg", "get_regs", "get_siginfo",
+    "interrupt", "listen", "memory_reader", "read_cstring", "read_memory", "seize", "syscall",
+    "syscall_info",
+]

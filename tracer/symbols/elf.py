@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from tracer.errors import BadBinaryError, NotFoundError, PermissionDeniedError
 
@@ -44,6 +44,43 @@ class Section:
     sh_type: str
 
 
+# === facts for `inspect` and the engine (static analysis) ==================================
+# Everything below is parsed by hand from the bytes (bounds-checked) rather than through
+# pyelftools: it is small, it works on images without section headers (UPX), and a Go
+# binary's .symtab is parsed in milliseconds instead of seconds.
+
+_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_STRSZ = 0, 1, 5, 10
+_DT_SONAME, _DT_RPATH, _DT_FLAGS, _DT_RUNPATH = 14, 15, 30, 29
+_DT_FLAGS_1 = 0x6FFFFFFB
+_DF_1_PIE = 0x08000000
+_NT_GNU_BUILD_ID = 3
+_NT_GO_BUILD_ID = 4
+_SUPPORTED_MACHINES = {"EM_X86_64"}
+
+
+@dataclass(frozen=True)
+class DynamicInfo:
+    """The parts of PT_DYNAMIC the loader acts on, strings already resolved."""
+
+    needed: tuple[str, ...] = ()
+    rpath: tuple[str, ...] = ()
+    runpath: tuple[str, ...] = ()
+    soname: str | None = None
+    flags: int = 0
+    flags_1: int = 0
+
+
+@dataclass(frozen=True)
+class ElfSymbol:
+    name: str
+    addr: int
+    size: int
+    kind: str  # "func", "object", "notype", "tls", "ifunc", "other"
+    bind: str  # "local", "global", "weak", "other"
+    defined: bool
+    source: str  # ".symtab" or ".dynsym"
+
+
 class ElfImage:
     """One ELF file on disk (or bytes in memory), read lazily."""
 
@@ -55,7 +92,7 @@ class ElfImage:
         try:
             from elftools.elf.elffile import ELFFile
 
-            self._stream: IO[bytes] = _BytesStream(data)
+            self._stream = cast(IO[bytes], _BytesStream(data))
             self.elf: Any = ELFFile(self._stream)
             self.header = self.elf.header
         except Exception as e:  # pyelftools raises many types on hostile input
@@ -163,6 +200,208 @@ class ElfImage:
         return min(s.vaddr - s.offset for s in loads)
 
 
+    # --- loader facts (static analysis) ------------------------------------------------
+    @cached_property
+    def interpreter(self) -> str | None:
+        """PT_INTERP: the program that loads this one (None for a static binary)."""
+        for s in self.segments:
+            if s.p_type == "PT_INTERP":
+                if s.offset + s.filesz > len(self.data):
+                    raise BadBinaryError(f"{self.path}: PT_INTERP runs past the end of the file "
+                                         "(truncated?)")
+                raw = bytes(self.data[s.offset:s.offset + s.filesz])
+                return raw.split(b"\0", 1)[0].decode("utf-8", "replace") or None
+        return None
+
+    @cached_property
+    def dynamic(self) -> DynamicInfo:
+        """DT_NEEDED, RPATH, RUNPATH, SONAME and flags, read from PT_DYNAMIC."""
+        seg = next((s for s in self.segments if s.p_type == "PT_DYNAMIC"), None)
+        if seg is None:
+            return DynamicInfo()
+        if seg.offset + seg.filesz > len(self.data):
+            raise BadBinaryError(f"{self.path}: PT_DYNAMIC runs past the end of the file "
+                                 "(truncated?)")
+        entries = _unpack_dyn(self, bytes(self.data[seg.offset:seg.offset + seg.filesz]))
+        tags: dict[int, int] = {}
+        for tag, val in entries:
+            tags.setdefault(tag, val)
+        strtab = b""
+        if _DT_STRTAB in tags:
+            strsz = tags.get(_DT_STRSZ, 0)
+            try:
+                strtab = self.read_vaddr(tags[_DT_STRTAB], strsz)
+            except BadBinaryError:
+                # Some linkers leave DT_STRTAB unrelocated in shared objects: try the section.
+                strtab = self.section_data(".dynstr") or b""
+        needed = tuple(_cstr(strtab, v) for t, v in entries if t == _DT_NEEDED)
+        rpath = tuple(p for t, v in entries if t == _DT_RPATH
+                      for p in _split_path_list(_cstr(strtab, v)))
+        runpath = tuple(p for t, v in entries if t == _DT_RUNPATH
+                        for p in _split_path_list(_cstr(strtab, v)))
+        soname = _cstr(strtab, tags[_DT_SONAME]) if _DT_SONAME in tags else None
+        return DynamicInfo(needed=needed, rpath=rpath, runpath=runpath, soname=soname,
+                           flags=tags.get(_DT_FLAGS, 0), flags_1=tags.get(_DT_FLAGS_1, 0))
+
+    @property
+    def needed(self) -> tuple[str, ...]:
+        return self.dynamic.needed
+
+    @property
+    def rpath(self) -> tuple[str, ...]:
+        return self.dynamic.rpath
+
+    @property
+    def runpath(self) -> tuple[str, ...]:
+        return self.dynamic.runpath
+
+    @property
+    def soname(self) -> str | None:
+        return self.dynamic.soname
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Needs a loader: has PT_INTERP or PT_DYNAMIC with NEEDED entries."""
+        return self.interpreter is not None or bool(self.needed)
+
+    @property
+    def is_static(self) -> bool:
+        return not self.is_dynamic
+
+    @property
+    def is_pie(self) -> bool:
+        """Position-independent executable: ET_DYN with an interpreter, or DF_1_PIE
+        (static-pie has no interpreter but sets the flag)."""
+        if self.etype != "ET_DYN":
+            return False
+        return self.interpreter is not None or bool(self.dynamic.flags_1 & _DF_1_PIE)
+
+    @property
+    def is_shared_library(self) -> bool:
+        return self.etype == "ET_DYN" and not self.is_pie
+
+    # --- symbols and debug info ---------------------------------------------------------
+    @property
+    def stripped(self) -> bool:
+        """No .symtab (what `file` calls stripped)."""
+        return ".symtab" not in self.sections
+
+    @property
+    def has_dwarf(self) -> bool:
+        return any(n.startswith((".debug_", ".zdebug_")) for n in self.sections)
+
+    @cached_property
+    def _notes(self) -> list[tuple[str, int, bytes]]:
+        out: list[tuple[str, int, bytes]] = []
+        for s in self.segments:
+            if s.p_type == "PT_NOTE" and s.offset + s.filesz <= len(self.data):
+                out.extend(_parse_notes(self, bytes(self.data[s.offset:s.offset + s.filesz])))
+        if not out:  # relocatable objects or odd layouts: fall back to note sections
+            for sec in self.sections.values():
+                if sec.sh_type == "SHT_NOTE" and sec.offset + sec.size <= len(self.data):
+                    raw = bytes(self.data[sec.offset:sec.offset + sec.size])
+                    out.extend(_parse_notes(self, raw))
+        return out
+
+    @property
+    def gnu_build_id(self) -> str | None:
+        for name, ntype, desc in self._notes:
+            if name == "GNU" and ntype == _NT_GNU_BUILD_ID:
+                return desc.hex()
+        return None
+
+    @property
+    def go_build_id(self) -> str | None:
+        """The Go build ID (.note.go.buildid), as `go tool buildid` prints it."""
+        for name, ntype, desc in self._notes:
+            if name == "Go" and ntype == _NT_GO_BUILD_ID:
+                return desc.rstrip(b"\0").decode("utf-8", "replace")
+        return None
+
+    @cached_property
+    def upx_packed(self) -> bool:
+        """UPX-compressed: the `UPX!` marker near the start or the end of the file.
+
+        A packed image has no section headers and its pclntab and buildinfo are
+        compressed: static analysis sees only the stub; the names exist after the
+        stub has unpacked the program in memory.
+        """
+        head = bytes(self.data[:4096])
+        tail = bytes(self.data[-4096:]) if len(self.data) > 4096 else b""
+        return b"UPX!" in head or b"UPX!" in tail
+
+    @cached_property
+    def dynamic_symbols(self) -> tuple[ElfSymbol, ...]:
+        return tuple(s for s in _read_symbols(self, ".dynsym") if s.name)
+
+    @property
+    def imports(self) -> tuple[str, ...]:
+        """Undefined dynamic symbols (what the binary needs from its libraries), sorted."""
+        return tuple(sorted({s.name for s in self.dynamic_symbols if not s.defined}))
+
+    @property
+    def exports(self) -> tuple[str, ...]:
+        """Defined global/weak dynamic symbols, sorted."""
+        return tuple(sorted({s.name for s in self.dynamic_symbols
+                             if s.defined and s.bind != "local"}))
+
+    def defined_symbol_names(self) -> frozenset[str]:
+        """Every defined name in .symtab and .dynsym (aliases included)."""
+        return frozenset(s.name for name in (".symtab", ".dynsym")
+                         for s in _read_symbols(self, name) if s.defined and s.name)
+
+    @cached_property
+    def _symbol_table(self) -> tuple[list[int], list[tuple[int, int, str]]]:
+        seen: dict[int, tuple[int, int, str]] = {}
+        for sym in _read_symbols(self, ".symtab") + _read_symbols(self, ".dynsym"):
+            if not sym.defined or not sym.name or sym.kind not in ("func", "ifunc", "notype",
+                                                                   "object"):
+                continue
+            if sym.addr == 0:
+                continue
+            prev = seen.get(sym.addr)
+            # Prefer a sized function symbol over a marker at the same address.
+            if prev is None or (prev[1] == 0 and sym.size > 0):
+                seen[sym.addr] = (sym.addr, sym.size, sym.name)
+        table = sorted(seen.values())
+        return [t[0] for t in table], table
+
+    def symbols(self) -> list[tuple[int, int, str]]:
+        """Defined symbols from .symtab and .dynsym as sorted (addr, size, name), one per
+        address, link-time addresses (add the load bias for PIE/shared objects)."""
+        return list(self._symbol_table[1])
+
+    def symbol_for(self, addr: int) -> tuple[str, int] | None:
+        """(name, offset) of the symbol containing link-time address `addr`, or None.
+
+        A symbol with size 0 covers up to the next symbol (assembly labels)."""
+        import bisect
+
+        addrs, table = self._symbol_table
+        i = bisect.bisect_right(addrs, addr) - 1
+        if i < 0:
+            return None
+        start, size, name = table[i]
+        if size and addr >= start + size:
+            return None
+        if not size and i + 1 < len(table) and addr >= table[i + 1][0]:
+            return None
+        return name, addr - start
+
+    # --- architecture -------------------------------------------------------------------
+    @property
+    def arch_supported(self) -> bool:
+        """x86-64 is what the tracer supports; other arches still get ELF facts."""
+        return self.machine in _SUPPORTED_MACHINES and self.elfclass == 64 and self.little_endian
+
+    @property
+    def arch_note(self) -> str | None:
+        if self.arch_supported:
+            return None
+        return (f"{self.machine.removeprefix('EM_').lower()} ({self.elfclass}-bit): cgotrace "
+                "traces x86-64 only; ELF facts are reported, tracing is not possible")
+
+
 class _BytesStream:
     """A seekable read-only stream over bytes or an mmap, for pyelftools."""
 
@@ -193,3 +432,86 @@ class _BytesStream:
 def _reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:160]
+
+
+def _split_path_list(value: str) -> tuple[str, ...]:
+    return tuple(p for p in value.split(":") if p)
+
+
+def _cstr(blob: bytes, off: int) -> str:
+    if off < 0 or off >= len(blob):
+        return ""
+    end = blob.find(b"\0", off)
+    if end < 0:
+        end = len(blob)
+    return blob[off:end].decode("utf-8", "replace")
+
+
+def _unpack_dyn(img: ElfImage, raw: bytes) -> list[tuple[int, int]]:
+    import struct
+
+    size = 16 if img.elfclass == 64 else 8
+    fmt = ("<" if img.little_endian else ">") + ("qQ" if img.elfclass == 64 else "iI")
+    out: list[tuple[int, int]] = []
+    for i in range(0, len(raw) - size + 1, size):
+        tag, val = struct.unpack_from(fmt, raw, i)
+        if tag == _DT_NULL:
+            break
+        out.append((int(tag), int(val)))
+    return out
+
+
+def _parse_notes(img: ElfImage, raw: bytes) -> list[tuple[str, int, bytes]]:
+    import struct
+
+    end = "<" if img.little_endian else ">"
+    out: list[tuple[str, int, bytes]] = []
+    pos = 0
+    while pos + 12 <= len(raw):
+        namesz, descsz, ntype = struct.unpack_from(end + "III", raw, pos)
+        pos += 12
+        name = raw[pos:pos + namesz].rstrip(b"\0").decode("ascii", "replace")
+        pos += (namesz + 3) & ~3
+        desc = raw[pos:pos + descsz]
+        pos += (descsz + 3) & ~3
+        if len(desc) != descsz:
+            break
+        out.append((name, int(ntype), bytes(desc)))
+    return out
+
+
+def _sym_kind(info: int) -> str:
+    return {0: "notype", 1: "object", 2: "func", 6: "tls", 10: "ifunc"}.get(info & 0xF, "other")
+
+
+def _sym_bind(info: int) -> str:
+    return {0: "local", 1: "global", 2: "weak", 10: "unique"}.get(info >> 4, "other")
+
+
+def _read_symbols(img: ElfImage, name: str) -> list[ElfSymbol]:
+    import struct
+
+    sec = img.sections.get(name)
+    if sec is None or sec.sh_type == "SHT_NOBITS":
+        return []
+    strname = ".strtab" if name == ".symtab" else ".dynstr"
+    try:
+        raw = img.section_data(name) or b""
+        strtab = img.section_data(strname) or b""
+    except BadBinaryError:
+        return []
+    end = "<" if img.little_endian else ">"
+    out: list[ElfSymbol] = []
+    if img.elfclass == 64:
+        size, fmt = 24, end + "IBBHQQ"
+        for i in range(size, len(raw) - size + 1, size):  # entry 0 is the null symbol
+            st_name, info, _other, shndx, value, sz = struct.unpack_from(fmt, raw, i)
+            out.append(ElfSymbol(_cstr(strtab, st_name), int(value), int(sz), _sym_kind(info),
+                                 _sym_bind(info), shndx != 0, name))
+    else:
+        size, fmt = 16, end + "IIIBBH"
+        for i in range(size, len(raw) - size + 1, size):
+            st_name, value, sz, info, _other, shndx = struct.unpack_from(fmt, raw, i)
+            out.append(ElfSymbol(_cstr(strtab, st_name), int(value), int(sz), _sym_kind(info),
+                                 _sym_bind(info), shndx != 0, name))
+    return out

@@ -1,0 +1,1 @@
+"""The watched syscalls: table (nr -> spec), the seccomp filter, and argument decoders."""

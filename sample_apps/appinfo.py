@@ -1,0 +1,185 @@
+"""What each sample app is for, how to run it, and what a tracer should see: app.toml.
+
+Every sample_apps/<app>/app.toml has this shape (docs in sample_apps/README.md):
+
+    description = "one line"
+    modes = ["cgo", "pure", ...]     # build modes the app supports (sample_apps.build.MODES)
+    needs_dns = false                # true: runs only in a loopback netns with dnsresponder
+    lifecycle = "exit"               # or "ready-file": see Run.argv's {ready_file}
+
+    [[run]]                          # how tests run it; the first is the default run
+    name = "default"                 # optional
+    argv = ["..."]                   # "{ready_file}" is replaced by the harness's FIFO
+    modes = [...]                    # optional: only in these modes
+    exit_code = 0                    # expected exit status
+    stdout = ['regex', ...]          # each must match at least one line of stdout
+    stderr = ['regex', ...]          # likewise for stderr
+
+    [[expect]]                       # one hidden access a tracer must attribute
+    marker = "lookupid"              # the call site: the line with `// expect:lookupid`
+    modes = [...]                    # the build modes it holds for
+    path = "/etc/passwd"             # normalized path of the access
+    go_api = "os/user.LookupId"      # first standard-library frame below the user's code
+    via = "cgo"                      # cgo | go | loader | exec
+    c_function = "getpwuid_r"        # the libc function, for via = "cgo"
+    note = "..."                     # optional
+
+Markers are resolved from the source at load time, so expectations never carry a raw line
+number that could drift when someone edits main.go.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sample_apps.build import APPS_DIR, MODES, BuildError, supported_modes
+
+MARKER_RE = re.compile(r"//\s*expect:([A-Za-z0-9_.-]+)\s*$")
+VIAS = ("cgo", "go", "loader", "exec")
+LIFECYCLES = ("exit", "ready-file")
+
+
+class AppInfoError(BuildError):
+    """app.toml is malformed, or refers to a marker that is not exactly one source line."""
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    argv: tuple[str, ...]
+    modes: tuple[str, ...]
+    exit_code: int = 0
+    stdout: tuple[str, ...] = ()
+    stderr: tuple[str, ...] = ()
+
+    def args(self, ready_file: str | None = None) -> list[str]:
+        """argv with {ready_file} filled in."""
+        if any("{ready_file}" in a for a in self.argv) and ready_file is None:
+            raise AppInfoError(f"run {self.name!r} needs a ready file")
+        return [a.replace("{ready_file}", ready_file or "") for a in self.argv]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    marker: str
+    modes: tuple[str, ...]
+    path: str
+    go_api: str
+    via: str
+    file: str  # user frame: file (relative to the app dir) and line of the marker
+    line: int
+    c_function: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    name: str
+    description: str
+    modes: tuple[str, ...]
+    needs_dns: bool
+    lifecycle: str
+    runs: tuple[Run, ...]
+    expect: tuple[Expectation, ...] = field(default=())
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The default run's arguments."""
+        return self.runs[0].argv
+
+    def runs_for(self, mode: str) -> list[Run]:
+        return [r for r in self.runs if mode in r.modes]
+
+    def expectations(self, mode: str) -> list[Expectation]:
+        return [e for e in self.expect if mode in e.modes]
+
+
+def markers(app: str) -> dict[str, list[tuple[str, int]]]:
+    """Every `// expect:NAME` marker in the app's .go files -> [(file, line), ...]."""
+    found: dict[str, list[tuple[str, int]]] = {}
+    app_dir = APPS_DIR / app
+    for path in sorted(app_dir.rglob("*.go")):
+        for lineno, text in enumerate(path.read_text().splitlines(), start=1):
+            m = MARKER_RE.search(text)
+            if m:
+                found.setdefault(m.group(1), []).append((str(path.relative_to(app_dir)), lineno))
+    return found
+
+
+def marker_line(app: str, marker: str) -> tuple[str, int]:
+    """(file, line) of the single source line carrying `// expect:<marker>`."""
+    sites = markers(app).get(marker, [])
+    if len(sites) != 1:
+        raise AppInfoError(f"{app}: marker {marker!r} is on {len(sites)} lines "
+                           f"({sites or 'none'}); it must be on exactly one")
+    return sites[0]
+
+
+def load(app: str) -> AppInfo:
+    """Parse and check sample_apps/<app>/app.toml; resolve its markers."""
+    path = APPS_DIR / app / "app.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise AppInfoError(f"{path}: {e}") from e
+    modes = supported_modes(app)
+    try:
+        runs = tuple(_run(r, i, modes) for i, r in enumerate(data["run"]))
+        expect = tuple(_expectation(app, e, modes) for e in data.get("expect", []))
+        info = AppInfo(name=app, description=str(data["description"]), modes=modes,
+                       needs_dns=bool(data.get("needs_dns", False)),
+                       lifecycle=str(data.get("lifecycle", "exit")), runs=runs, expect=expect)
+    except (KeyError, TypeError, ValueError) as e:
+        raise AppInfoError(f"{path}: {type(e).__name__}: {e}") from e
+    if not runs:
+        raise AppInfoError(f"{path}: needs at least one [[run]]")
+    if info.lifecycle not in LIFECYCLES:
+        raise AppInfoError(f"{path}: lifecycle must be one of {LIFECYCLES}")
+    return info
+
+
+def _modes(raw: Any, allowed: tuple[str, ...], where: str) -> tuple[str, ...]:
+    if raw is None:
+        return allowed
+    bad = [m for m in raw if m not in allowed]
+    if bad:
+        known = "unknown" if any(m not in MODES for m in bad) else "unsupported"
+        raise ValueError(f"{where}: {known} modes {bad}")
+    return tuple(m for m in MODES if m in raw)
+
+
+def _run(raw: dict[str, Any], index: int, modes: tuple[str, ...]) -> Run:
+    name = str(raw.get("name", "default" if index == 0 else f"run{index}"))
+    for pattern in [*raw.get("stdout", []), *raw.get("stderr", [])]:
+        re.compile(pattern)
+    return Run(name=name, argv=tuple(str(a) for a in raw["argv"]),
+               modes=_modes(raw.get("modes"), modes, f"run {name}"),
+               exit_code=int(raw.get("exit_code", 0)),
+               stdout=tuple(raw.get("stdout", ())), stderr=tuple(raw.get("stderr", ())))
+
+
+def _expectation(app: str, raw: dict[str, Any], modes: tuple[str, ...]) -> Expectation:
+    marker = str(raw["marker"])
+    via = str(raw["via"])
+    if via not in VIAS:
+        raise ValueError(f"expect {marker}: via must be one of {VIAS}")
+    if via == "cgo" and not raw.get("c_function"):
+        raise ValueError(f"expect {marker}: via = cgo needs c_function")
+    file, line = marker_line(app, marker)
+    return Expectation(marker=marker, modes=_modes(raw.get("modes"), modes, f"expect {marker}"),
+                       path=str(raw["path"]), go_api=str(raw["go_api"]), via=via, file=file,
+                       line=line, c_function=raw.get("c_function"), note=str(raw.get("note", "")))
+
+
+def all_apps() -> list[AppInfo]:
+    from sample_apps.build import apps
+
+    return [load(a) for a in apps()]
+
+
+def app_dir(app: str) -> Path:
+    return APPS_DIR / app

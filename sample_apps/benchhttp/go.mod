@@ -1,0 +1,3 @@
+module cgotrace.test/benchhttp
+
+go 1.21

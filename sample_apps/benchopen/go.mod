@@ -1,0 +1,3 @@
+module cgotrace.test/benchopen
+
+go 1.21

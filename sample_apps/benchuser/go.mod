@@ -1,0 +1,3 @@
+module cgotrace.test/benchuser
+
+go 1.21

@@ -1,0 +1,3 @@
+module cgotrace.test/crash
+
+go 1.21

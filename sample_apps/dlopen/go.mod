@@ -1,0 +1,3 @@
+module cgotrace.test/dlopen
+
+go 1.21

@@ -1,0 +1,3 @@
+module cgotrace.test/dnslookup
+
+go 1.21

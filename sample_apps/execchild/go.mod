@@ -1,0 +1,3 @@
+module cgotrace.test/execchild
+
+go 1.21

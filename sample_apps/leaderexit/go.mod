@@ -1,0 +1,3 @@
+module cgotrace.test/leaderexit
+
+go 1.21

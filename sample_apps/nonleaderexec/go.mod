@@ -1,0 +1,3 @@
+module cgotrace.test/nonleaderexec
+
+go 1.21

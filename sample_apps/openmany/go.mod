@@ -1,0 +1,3 @@
+module cgotrace.test/openmany
+
+go 1.21

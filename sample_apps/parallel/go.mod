@@ -1,0 +1,3 @@
+module cgotrace.test/parallel
+
+go 1.21

@@ -1,0 +1,3 @@
+module cgotrace.test/server
+
+go 1.21

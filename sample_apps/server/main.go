@@ -1,0 +1,77 @@
+// server: a long-running HTTP server on 127.0.0.1 (random port) for attach/detach tests.
+//
+// Hidden dependencies exercised: per request to /lookup, one os/user lookup (cgo:
+// getpwuid_r -> /etc/nsswitch.conf, /etc/passwd; pure: /etc/passwd), on whatever thread
+// serves it; / answers "ok" without touching any file. Readiness handshake: with
+// --ready-file PATH (a FIFO made by the test) it writes "ready <port>\n" there once it
+// listens. It serves until SIGTERM or SIGINT, then shuts down and exits 0. --timeout bounds
+// its life (default 120 s; exit 3 if no signal came).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"os/user"
+	"syscall"
+	"time"
+)
+
+func main() {
+	readyFile := flag.String("ready-file", "", "write \"ready <port>\" to this path (FIFO)")
+	timeout := flag.Duration("timeout", 120*time.Second, "exit 3 after this long")
+	flag.Parse()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println("listen:", err)
+		os.Exit(1)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/lookup", func(w http.ResponseWriter, r *http.Request) {
+		u, err := user.LookupId("0") // expect:server-lookupid
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, u.Username)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	port := ln.Addr().(*net.TCPAddr).Port
+	fmt.Printf("server: listening on 127.0.0.1:%d\n", port)
+	if *readyFile != "" {
+		if err := os.WriteFile(*readyFile, []byte(fmt.Sprintf("ready %d\n", port)), 0o600); err != nil {
+			fmt.Println("ready-file:", err)
+			os.Exit(1)
+		}
+	}
+	select {
+	case s := <-sigs:
+		fmt.Println("server: got", s)
+	case err := <-served:
+		fmt.Println("server: serve failed:", err)
+		os.Exit(1)
+	case <-time.After(*timeout):
+		fmt.Println("server: timed out without a signal")
+		os.Exit(3)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		fmt.Println("server: shutdown:", err)
+		os.Exit(1)
+	}
+	fmt.Println("server: stopped")
+}

@@ -1,0 +1,3 @@
+module cgotrace.test/signals
+
+go 1.21

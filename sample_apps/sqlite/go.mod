@@ -1,0 +1,3 @@
+module cgotrace.test/sqlite
+
+go 1.21

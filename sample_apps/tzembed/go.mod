@@ -1,0 +1,3 @@
+module cgotrace.test/tzembed
+
+go 1.21

@@ -1,0 +1,3 @@
+module cgotrace.test/tzload
+
+go 1.21

@@ -1,0 +1,3 @@
+module cgotrace.test/x509roots
+
+go 1.21

@@ -1,0 +1,106 @@
+"""Trace files: round trip, truncated last line, malformed input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tracer.errors import NotFoundError, TraceFormatError
+from tracer.model import Access, AccessKind, Attribution, ExitStatus, Frame, ProcessEvent, Via
+from tracer.recorder import FORMAT_VERSION, TraceWriter, exit_status, read_trace
+
+
+def _access(seq: int, path: str = "/etc/passwd") -> Access:
+    return Access(seq=seq, time=0.5 * seq, pid=10, tid=11, syscall="openat", path=path,
+                  result="ok", kind=AccessKind.CONFIG, hidden=True, flags="O_RDONLY|O_CLOEXEC",
+                  retval=3, attribution=Attribution(via=Via.CGO, go_api="os/user.LookupId",
+                                                    user_frame=Frame("main.main", "m.go", 20),
+                                                    c_function="getpwuid_r"))
+
+
+def _write(path: Path, n: int = 3, close: bool = True) -> None:
+    with TraceWriter(str(path)) as w:
+        w.header(argv=["./prog", "x"], binary="/abs/prog", static={"interpreter": None})
+        for i in range(1, n + 1):
+            w.access(_access(i))
+        w.event(ProcessEvent("exec", 10, 10, 0.1, {"exe": "/abs/prog"}))
+        if close:
+            w.exit(ExitStatus(signal=11, signal_name="SIGSEGV", fault_address=0x28))
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    p = tmp_path / "t.jsonl"
+    _write(p)
+    t = read_trace(p)
+    assert t.header["version"] == FORMAT_VERSION and t.header["argv"] == ["./prog", "x"]
+    assert [a.seq for a in t.accesses] == [1, 2, 3]
+    assert t.accesses[0] == _access(1)
+    assert t.events[0].event == "exec" and t.events[0].detail == {"exe": "/abs/prog"}
+    status = exit_status(t)
+    assert status is not None and status.shell_code == 139 and status.fault_address == 0x28
+    assert not t.truncated
+
+
+def test_every_line_is_on_disk_before_close(tmp_path: Path) -> None:
+    p = tmp_path / "t.jsonl"
+    w = TraceWriter(str(p))
+    w.header(argv=["p"], binary="p")
+    w.access(_access(1))
+    lines = p.read_text().splitlines()  # read while the writer is still open
+    assert [json.loads(line)["type"] for line in lines] == ["header", "access"]
+    w.close()
+
+
+def test_truncated_last_line_is_tolerated(tmp_path: Path) -> None:
+    p = tmp_path / "t.jsonl"
+    _write(p, close=False)
+    text = p.read_text()
+    p.write_text(text + '{"type":"access","seq":4,"pa')  # tracer killed mid-line
+    t = read_trace(p)
+    assert [a.seq for a in t.accesses] == [1, 2, 3]
+    assert t.truncated and t.exit is None
+
+
+def test_missing_exit_line_means_truncated(tmp_path: Path) -> None:
+    p = tmp_path / "t.jsonl"
+    _write(p, close=False)
+    assert read_trace(p).truncated
+
+
+@pytest.mark.parametrize("content", [
+    "", "not json\n", '{"type":"access"}\n', "[1,2]\n",
+    '{"type":"header","format":"cgotrace-trace","version":1}\nGARBAGE\n{"type":"exit"}\n',
+    '{"type":"header","format":"cgotrace-trace","version":1}\n{"type":"access","pid":1}\n',
+    '{"type":"header","format":"cgotrace-trace","version":99}\n',
+])
+def test_malformed_files_raise_trace_format_error(tmp_path: Path, content: str) -> None:
+    p = tmp_path / "bad.jsonl"
+    p.write_text(content)
+    with pytest.raises(TraceFormatError) as e:
+        read_trace(p)
+    assert "\n" not in e.value.message
+    assert e.value.exit_code == 3
+
+
+def test_missing_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError):
+        read_trace(tmp_path / "nope.jsonl")
+
+
+def test_report_command_prints_summary_and_json(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tracer.cli import cli
+
+    p = tmp_path / "t.jsonl"
+    _write(p)
+    res = CliRunner().invoke(cli, ["report", str(p)])
+    assert res.exit_code == 0, res.output
+    assert "/etc/passwd" in res.output and "x3" in res.output and "SIGSEGV" in res.output
+    res = CliRunner().invoke(cli, ["report", "--json", str(p)])
+    data = json.loads(res.output)
+    assert data["hidden"] == [{"path": "/etc/passwd", "result": "ok", "kind": "config",
+                               "count": 3}]
+    assert data["exit"]["exit_code"] == 139

@@ -1,0 +1,57 @@
+"""`cgotrace run [options] -- PROGRAM [ARGS...]`: trace a program, pass its status through."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from tracer.errors import TracerError
+
+
+@click.command(context_settings={"ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the trace (JSON lines, streamed) to this file.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False),
+              help="Write the summary as JSON to this file.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@click.option("--rootfs", help="Run inside this root (directory, image, or preset).")
+@click.option("--network", type=click.Choice(["loopback", "host", "none"]),
+              help="Network namespace: loopback only (default with --rootfs), the host's, "
+              "or none.")
+@click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bool,
+        rootfs: str | None, network: str | None, program: tuple[str, ...]) -> None:
+    """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
+
+    stdin, stdout, stderr and the environment pass through; SIGINT, SIGTERM, SIGHUP and
+    SIGQUIT sent to cgotrace are forwarded to the program.
+    """
+    from tracer.session.runner import RunOptions, trace_program
+
+    debug = bool((ctx.obj or {}).get("debug"))
+    result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
+                                      network=network, debug=debug))
+    if json_file:
+        _write_json(json_file, result.summary)
+    if not quiet:
+        from tracer.cli.report import render_summary
+
+        print(render_summary(result.summary), file=sys.stderr)
+        if result.crash:
+            print(result.crash, file=sys.stderr)
+    sys.stdout.flush()
+    ctx.exit(result.status.shell_code)
+
+
+def _write_json(path: str, summary: dict[str, Any]) -> None:
+    try:
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+    except OSError as e:
+        raise TracerError(f"cannot write {path}: {e.strerror}") from None

@@ -1,0 +1,213 @@
+"""One traced run, end to end: static facts, (sandbox), launch, loop, trace file, summary.
+
+`cgotrace run` is a thin shell over `trace_program`; tests call it directly (it takes a
+`child_setup` hook, e.g. a private network namespace, and an attributor).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracer.classify import Classifier
+from tracer.loop import FAULT_SIGNALS, Attributor, Loop
+from tracer.model import Access, ExitStatus, ProcessEvent
+from tracer.recorder import TraceWriter
+from tracer.session.launch import (
+    LaunchSpec,
+    SignalForwarder,
+    describe_exec_failure,
+    launch,
+    resolve_program,
+)
+from tracer.syscalls.entry import EntryDecoder
+
+
+@dataclass
+class RunOptions:
+    argv: list[str]
+    output: str | None = None
+    rootfs: str | None = None
+    network: str | None = None  # None: host network without a sandbox, unless rootfs
+    env: dict[str, str] | None = None
+    child_setup: Callable[[], None] | None = None  # tests: e.g. unshare(CLONE_NEWNET)
+    attributor: Attributor | None = None
+    forward_signals: bool = True
+    debug: bool = False
+    on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
+
+
+@dataclass
+class RunResult:
+    status: ExitStatus
+    summary: dict[str, Any]
+    crash: str | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+    events: list[ProcessEvent] = field(default_factory=list)
+
+
+class SummaryBuilder:
+    """Incremental form of `tracer.cli.report.summarize`: memory grows with distinct hidden
+    (path, result) pairs, not with the number of accesses."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_kind: Counter[str] = Counter()
+        self.hidden: Counter[tuple[str, str, str]] = Counter()
+
+    def add(self, a: Access) -> None:
+        self.total += 1
+        self.by_kind[a.kind.value] += 1
+        if a.hidden:
+            self.hidden[(a.path, a.result, a.kind.value)] += 1
+
+    def summary(self, status: ExitStatus | None, truncated: bool = False) -> dict[str, Any]:
+        return {
+            "accesses": self.total,
+            "by_kind": dict(sorted(self.by_kind.items())),
+            "hidden": [{"path": p, "result": r, "kind": k, "count": n}
+                       for (p, r, k), n in sorted(self.hidden.items(),
+                                                  key=lambda x: (x[0][2], x[0][0]))],
+            "exit": status.to_dict() if status is not None else None,
+            "truncated": truncated,
+        }
+
+
+def _static_summary(facts: Any) -> dict[str, Any]:
+    if facts is None:
+        return {}
+    out: dict[str, Any] = {}
+    for key in ("interpreter", "needed", "static", "pie", "stripped"):
+        value = getattr(facts, key, None)
+        out[key] = list(value) if isinstance(value, tuple) else value
+    go = getattr(facts, "go", None)
+    out["go_version"] = getattr(go, "version", None)
+    elf = getattr(facts, "elf", None)
+    out["libc"] = getattr(elf, "libc", None)
+    cgo = getattr(facts, "cgo", None)
+    out["cgo"] = getattr(cgo, "linked", None)
+    return out
+
+
+def _inspect(path: str) -> Any:
+    try:
+        from tracer.static import inspect_binary
+
+        return inspect_binary(path, strict=False)
+    except Exception:
+        return None
+
+
+def trace_program(opts: RunOptions) -> RunResult:
+    """Trace `opts.argv`; the program's ExitStatus is in the result.
+
+    Raises TracerError 127/126 when the program cannot be executed (with the reason), or
+    the sandbox's errors.
+    """
+    env = dict(os.environ) if opts.env is None else opts.env
+    prepared = None
+    if opts.rootfs is not None or opts.network not in (None, "host"):
+        from tracer.session import sandbox
+        from tracer.session.rootfs import resolve_rootfs
+
+        program = resolve_program(opts.argv[0], env)
+        spec = sandbox.SandboxSpec(rootfs=resolve_rootfs(opts.rootfs) if opts.rootfs else None,
+                                   network=opts.network or "loopback")
+        prepared = sandbox.prepare(spec, program)
+        lspec = LaunchSpec(argv=opts.argv, env=env, exec_path=prepared.program_in_root,
+                           child_setup=prepared.child_setup,
+                           enter_namespaces=prepared.enter_namespaces,
+                           setup_root=prepared.setup_root,
+                           pid_namespace=prepared.pid_namespace)
+    else:
+        program = resolve_program(opts.argv[0], env)
+        lspec = LaunchSpec(argv=opts.argv, env=env, exec_path=program,
+                           child_setup=opts.child_setup)
+    facts = _inspect(program)
+    classifier = Classifier()
+    if facts is not None:
+        from tracer.classify import Closure
+
+        classifier.seed(os.path.realpath(program), Closure.from_facts(facts))
+    summary = SummaryBuilder()
+    events: list[ProcessEvent] = []
+    writer = TraceWriter(opts.output) if opts.output else None
+    try:
+        if writer is not None:
+            writer.header(argv=opts.argv, binary=os.path.abspath(program),
+                          static=_static_summary(facts),
+                          sandbox=prepared.label if prepared is not None else None)
+        extra = opts.on_access
+
+        def on_access(a: Access) -> None:
+            summary.add(a)
+            if writer is not None:
+                writer.access(a)
+            if extra is not None:
+                extra(a)
+
+        def on_event(e: ProcessEvent) -> None:
+            if e.event != "fork":
+                events.append(e)
+            if writer is not None:
+                writer.event(e)
+
+        def interpreter_of(exe: str) -> str | None:
+            closure = classifier.closure(exe)
+            return closure.interpreter if closure is not None else None
+
+        tracee = launch(lspec)
+        forwarder = SignalForwarder(tracee.pid).start() if opts.forward_signals else None
+        loop = Loop(tracee.pid, on_access=on_access, on_event=on_event,
+                    classifier=classifier, decoder=EntryDecoder(),
+                    attributor=opts.attributor, interpreter_of=interpreter_of,
+                    debug=opts.debug)
+        try:
+            status = loop.run()
+        finally:
+            if forwarder is not None:
+                forwarder.stop()
+            _reap(tracee.child, tracee.pid)
+        err = tracee.exec_errno()
+        tracee.close()
+        stats = {"stops": loop.stats.stops, "accesses": loop.stats.accesses,
+                 "unknown": loop.stats.lost, "attributor_errors": loop.stats.attributor_errors}
+        if writer is not None:
+            writer.exit(status, stats=stats)
+        if err is not None:
+            exc = describe_exec_failure(program, err)
+            if prepared is not None:
+                exc.args = (prepared.diagnose_exec_failure(err),)
+            raise exc
+        crash = _crash_line(status, events)
+        return RunResult(status=status, summary=summary.summary(status), crash=crash,
+                         stats=stats, events=events)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _reap(child: int, pid: int) -> None:
+    if child == pid:
+        return  # the traced program was our child: the loop reaped it
+    try:
+        os.waitpid(child, 0)
+    except ChildProcessError:
+        pass
+
+
+def _crash_line(status: ExitStatus, events: list[ProcessEvent]) -> str | None:
+    if status.signal is None or status.signal not in FAULT_SIGNALS:
+        return None
+    tid = None
+    for e in reversed(events):
+        if e.event == "signal" and e.detail.get("signal") == status.signal:
+            tid = e.tid
+            break
+    where = f" at address {hex(status.fault_address)}" if status.fault_address is not None else ""
+    thread = f" in thread {tid}" if tid is not None else ""
+    return f"cgotrace: program crashed: {signal.Signals(status.signal).name}{where}{thread}"

@@ -1,0 +1,110 @@
+"""The seccomp-BPF filter: SECCOMP_RET_TRACE for the watched syscalls, ALLOW for the rest.
+
+Layout (classic BPF over struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}):
+
+    ld  [4]                      arch
+    jeq AUDIT_ARCH_X86_64, +1    else -> TRACE
+    ret TRACE
+    ld  [0]                      nr
+    jge X32_SYSCALL_BIT          -> TRACE  (x32 ABI calls)
+    jeq nr_1 -> TRACE ... jeq nr_n -> TRACE
+    ret ALLOW
+    ret TRACE
+
+A foreign arch (i386 via int 0x80) or the x32 ABI is *traced*, not killed and not
+allowed: a 64-bit Go program never makes such calls, so tracing all of them costs nothing
+in practice, while allowing them would let a watched call slip through unseen and killing
+would change the program's behaviour. The loop decodes the watched ones with the i386
+table and resumes the rest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Iterable
+
+from tracer.syscalls.table import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT
+
+BPF_LD_W_ABS = 0x20
+BPF_JEQ_K = 0x15
+BPF_JGE_K = 0x35
+BPF_RET_K = 0x06
+
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_TRACE = 0x7FF00000
+SECCOMP_DATA_NR = 0
+SECCOMP_DATA_ARCH = 4
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+Insn = tuple[int, int, int, int]  # (code, jt, jf, k)
+
+
+def build_filter(numbers: Iterable[int]) -> list[Insn]:
+    """The instructions for a filter tracing `numbers` (x86_64 syscall numbers)."""
+    nrs = sorted(set(numbers))
+    if len(nrs) > 250:  # jump offsets are 8-bit
+        raise ValueError("too many watched syscalls for one filter block")
+    prog: list[Insn] = [
+        (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
+        (BPF_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_TRACE),
+        (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
+    ]
+    # After the jge and the n jeqs come `ret ALLOW` then `ret TRACE`; offsets count from
+    # the next instruction.
+    n = len(nrs)
+    prog.append((BPF_JGE_K, n + 1, 0, X32_SYSCALL_BIT))
+    for i, nr in enumerate(nrs):
+        prog.append((BPF_JEQ_K, n - i, 0, nr))
+    prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+    prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_TRACE))
+    return prog
+
+
+def evaluate(prog: list[Insn], nr: int, arch: int = AUDIT_ARCH_X86_64) -> int:
+    """Run the filter in Python (for tests): the SECCOMP_RET_* value for (nr, arch)."""
+    data = struct.pack("<iI", nr & 0xFFFFFFFF if nr < 0 else nr, arch) + bytes(56)
+    acc = 0
+    pc = 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        pc += 1
+        if code == BPF_LD_W_ABS:
+            acc = struct.unpack_from("<I", data, k)[0]
+        elif code == BPF_JEQ_K:
+            pc += jt if acc == k else jf
+        elif code == BPF_JGE_K:
+            pc += jt if acc >= k else jf
+        elif code == BPF_RET_K:
+            return k
+        else:
+            raise ValueError(f"unknown BPF opcode {code:#x}")
+
+
+def encode(prog: list[Insn]) -> bytes:
+    """struct sock_filter[] as the kernel expects it."""
+    return b"".join(struct.pack("<HBBI", *insn) for insn in prog)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def install(prog: list[Insn]) -> None:
+    """PR_SET_NO_NEW_PRIVS then PR_SET_SECCOMP in the calling process (the forked child).
+
+    Raises OSError. Makes no watched syscall, so it is safe right before the handshake.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    raw = ctypes.create_string_buffer(encode(prog))
+    fprog = _SockFprog(len(prog), ctypes.addressof(raw))
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "prctl(PR_SET_NO_NEW_PRIVS)")
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "prctl(PR_SET_SECCOMP)")

@@ -1,0 +1,236 @@
+"""Per-Go-version runtime facts the unwinder needs: struct offsets, the g0 frame that
+`asmcgocall` leaves for C code, and where TLS keeps the current g.
+
+Offsets live in one table (`LAYOUTS`), each row with the versions it was verified on against
+DWARF (`runtime.g`, `runtime.m`, `runtime.gobuf` members; tests/unit/test_goruntime.py re-checks
+every installed toolchain). Rows for versions we could not build are marked interpolated.
+
+Two facts are also read from the runtime's own machine code, so stripped binaries and future
+versions work without a table hit:
+
+* the TLS offset of g, from the first `%fs:` load in `runtime.asmcgocall` (it is -8 normally,
+  -96 in a static glibc link, -16 with a 4 KiB `__thread` array in the program's C code);
+* the g0 slots (depth and old g) from asmcgocall's `mov %rdi,N(%rsp)` stores; the table is the
+  fallback and the two are cross-checked in tests.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from tracer.errors import BadBinaryError
+
+if TYPE_CHECKING:
+    from tracer.symbols.elf import ElfImage
+    from tracer.symbols.pclntab import Func, PclnTable
+
+FUNCID_ASMCGOCALL: Final = 2  # stable 1.21-1.27 (go-internals 1.4)
+FUNCID_CGOCALLBACK: Final = 4
+FLAG_TOP_FRAME: Final = 1
+
+# Frames where a goroutine (or thread) stack ends.
+STACK_ROOTS: Final = frozenset({"runtime.goexit", "runtime.mstart", "runtime.mstart0",
+                                "runtime.rt0_go", "runtime.morestack", "runtime.mcall"})
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeLayout:
+    """Byte offsets inside runtime structures (amd64) for a range of Go versions."""
+
+    first: tuple[int, int]  # (1, 21): first minor version the row applies to
+    last: tuple[int, int]
+    verified: tuple[str, ...]  # toolchains the row was checked on (DWARF); () = interpolated
+    g_stack_hi: int
+    g_m: int
+    g_sched: int  # gobuf: sp +0, pc +8, bp +gobuf_bp
+    gobuf_bp: int
+    g_syscallsp: int
+    g_syscallpc: int
+    g_atomicstatus: int
+    g_goid: int
+    g_parent_goid: int
+    g_gopc: int
+    m_g0: int
+    m_curg: int
+    g0_depth_slot: int  # asmcgocall: [S+depth_slot] = g.stack.hi - goroutine SP
+    g0_g_slot: int  # [S+g_slot] = the goroutine's g (0 in the nosave path)
+
+
+def _row(first: tuple[int, int], last: tuple[int, int], verified: tuple[str, ...], *,
+         old_m: bool, goid: int, parent_goid: int, g0_old: bool) -> RuntimeLayout:
+    """Two families: 1.21-1.24 (gobuf.bp 48, syscallsp 112, m.curg 192) and 1.25+ (gobuf.bp
+    40, syscallsp 104, m.curg 184); goid/atomicstatus moved by 8 in 1.23/1.24 only."""
+    return RuntimeLayout(first, last, verified, g_stack_hi=8, g_m=48, g_sched=56,
+                         gobuf_bp=48 if old_m else 40, g_syscallsp=112 if old_m else 104,
+                         g_syscallpc=120 if old_m else 112, g_atomicstatus=goid - 8,
+                         g_goid=goid, g_parent_goid=parent_goid, g_gopc=parent_goid + 8,
+                         m_g0=0, m_curg=192 if old_m else 184,
+                         g0_depth_slot=40 if g0_old else 0, g0_g_slot=48 if g0_old else 8)
+
+
+LAYOUTS: Final[tuple[RuntimeLayout, ...]] = (
+    _row((1, 21), (1, 21), ("1.21.13",), old_m=True, goid=152, parent_goid=272, g0_old=True),
+    # 1.22: go-internals 3.9 (DWARF, research prototype); parentGoid/gopc interpolated from
+    # 1.21 (no 1.22 toolchain here).
+    _row((1, 22), (1, 22), (), old_m=True, goid=152, parent_goid=272, g0_old=False),
+    # 1.23 was never built by anyone here: assumed equal to 1.24.
+    _row((1, 23), (1, 24), ("1.24.11",), old_m=True, goid=160, parent_goid=280, g0_old=False),
+    # 1.25-1.26: go-internals 3.9 except parentGoid/gopc, interpolated from 1.27.
+    _row((1, 25), (1, 26), (), old_m=False, goid=152, parent_goid=280, g0_old=False),
+    _row((1, 27), (1, 99), ("1.27.3",), old_m=False, goid=152, parent_goid=280, g0_old=False),
+)
+
+
+def parse_go_version(text: str) -> tuple[int, int] | None:
+    """'go1.21.13' / 'go1.27rc1' / 'devel go1.28-abc' -> (1, 21); None if unrecognised."""
+    m = re.search(r"go(\d+)\.(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def layout_for(version: tuple[int, int] | None) -> RuntimeLayout:
+    """The table row for a Go version; unknown or newer versions get the newest row."""
+    if version is not None:
+        for row in LAYOUTS:
+            if row.first <= version <= row.last:
+                return row
+        if version < LAYOUTS[0].first:
+            return LAYOUTS[0]
+    return LAYOUTS[-1]
+
+
+# --- decoding facts from machine code ------------------------------------------------------
+
+def decode_tls_offset(code: bytes) -> int | None:
+    """The TLS offset of g from the first %fs-relative load in `runtime.asmcgocall`.
+
+    Encodings seen (go-internals 3.8): `64 48 8b /r` with SIB 0x25 and a disp32
+    (`mov %fs:disp32,%reg`; exe and static links) and `48 c7 c0+r imm32` followed by
+    `64 48 8b` with `(%r)` addressing (`mov $imm,%r; mov %fs:(%r),%reg`; PIE).
+    """
+    for i in range(len(code) - 4):
+        if code[i] != 0x64 or code[i + 1] not in (0x48, 0x4C) or code[i + 2] != 0x8B:
+            continue
+        modrm = code[i + 3]
+        if modrm & 0xC7 == 0x04 and i + 9 <= len(code) and code[i + 4] == 0x25:
+            return int.from_bytes(code[i + 5:i + 9], "little", signed=True)
+        if modrm >> 6 == 0 and modrm & 7 not in (4, 5):
+            base = modrm & 7
+            # Look back for `mov $imm32, %base` (REX.W C7 /0, sign-extended).
+            for j in range(max(0, i - 16), i - 6):
+                if code[j] == 0x48 and code[j + 1] == 0xC7 and code[j + 2] == 0xC0 | base:
+                    return int.from_bytes(code[j + 3:j + 7], "little", signed=True)
+        return None
+    return None
+
+
+def decode_g0_slots(code: bytes) -> tuple[int, int] | None:
+    """(depth slot, g slot) from asmcgocall's switch path: after `and $-16,%rsp`, the first two
+    stores `mov %rdi,N(%rsp)` save g, then depth (`48 89 7c 24 NN` or `48 89 3c 24`)."""
+    and_rsp = bytes.fromhex("4883e4f0")
+    i = code.find(and_rsp)
+    if i < 0:
+        return None
+    stores: list[int] = []
+    pos = i + len(and_rsp)
+    end = min(len(code), pos + 40)
+    while pos < end and len(stores) < 2:
+        if code[pos:pos + 4] == bytes.fromhex("48897c24"):
+            stores.append(code[pos + 4])
+            pos += 5
+        elif code[pos:pos + 4] == bytes.fromhex("48893c24"):
+            stores.append(0)
+            pos += 4
+        else:
+            pos += 1
+    if len(stores) != 2:
+        return None
+    g_slot, depth_slot = stores
+    return depth_slot, g_slot
+
+
+def decode_allgs(code: bytes, code_addr: int) -> int | None:
+    """Address of `runtime.allgs` (a slice: ptr, len, cap) from `runtime.forEachG`'s code: the
+    first two RIP-relative 8-byte loads whose targets are A and A+8 (`allgs.ptr`, `.len`)."""
+    targets: list[int] = []
+    for i in range(len(code) - 6):
+        if code[i] in (0x48, 0x4C) and code[i + 1] == 0x8B and code[i + 2] & 0xC7 == 0x05:
+            disp = int.from_bytes(code[i + 3:i + 7], "little", signed=True)
+            target = code_addr + i + 7 + disp
+            if target - 8 in targets:
+                return target - 8
+            targets.append(target)
+    return None
+
+
+def _go_version(img: ElfImage) -> str | None:
+    """The Go version string from buildinfo (H1's reader when available)."""
+    try:
+        from tracer.symbols import buildinfo
+
+        info = buildinfo.read_buildinfo(img)
+        version = getattr(info, "go_version", None) or getattr(info, "version", None)
+        if isinstance(version, str):
+            return version
+    except (ImportError, AttributeError):
+        pass
+    except Exception:  # noqa: BLE001 - a corrupt buildinfo only costs us the table lookup
+        return None
+    return None
+
+
+def _main_module(img: ElfImage) -> tuple[str | None, str | None]:
+    """(main package path, main module path) from buildinfo, when available."""
+    try:
+        from tracer.symbols import buildinfo
+
+        info = buildinfo.read_buildinfo(img)
+    except Exception:  # noqa: BLE001 - optional: attribution falls back to package main
+        return None, None
+    path = getattr(info, "path", None)
+    main = getattr(info, "main", None)
+    mod = getattr(main, "path", None) if main is not None else getattr(info, "module", None)
+    return (path if isinstance(path, str) else None, mod if isinstance(mod, str) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class GoRuntime:
+    """What the unwinder needs to know about one Go image (link-time addresses)."""
+
+    version: str | None
+    layout: RuntimeLayout
+    tls_g_offset: int
+    g0_depth_slot: int
+    g0_g_slot: int
+    asmcgocall: tuple[tuple[int, int], ...]  # [entry, end) of the ABI0 bodies (funcID 2)
+    main_path: str | None
+    main_module: str | None
+    allgs: int | None  # link-time address of runtime.allgs, when found
+
+    @classmethod
+    def from_image(cls, img: ElfImage, pcln: PclnTable) -> GoRuntime:
+        version = _go_version(img)
+        layout = layout_for(parse_go_version(version) if version else None)
+        bodies = [f for f in pcln.lookup_functions("runtime.asmcgocall")
+                  if f.func_id == FUNCID_ASMCGOCALL]
+        if not bodies:
+            raise BadBinaryError(f"{img.path}: no runtime.asmcgocall body in pclntab")
+        code = _code(img, bodies[0])
+        tls = decode_tls_offset(code)
+        slots = decode_g0_slots(code)
+        if version is None and slots is not None:
+            # No buildinfo: the g0 layout from code tells 1.21 from 1.22+.
+            layout = LAYOUTS[0] if slots == (40, 48) else layout
+        depth, gslot = slots if slots is not None else (layout.g0_depth_slot, layout.g0_g_slot)
+        main_path, main_module = _main_module(img)
+        allgs = None
+        for_each = pcln.lookup_function("runtime.forEachG")
+        if for_each is not None:
+            allgs = decode_allgs(_code(img, for_each), for_each.entry)
+        return cls(version, layout, tls if tls is not None else -8, depth, gslot,
+                   tuple((f.entry, f.end) for f in bodies), main_path, main_module, allgs)
+
+
+def _code(img: ElfImage, f: Func) -> bytes:
+    return img.read_vaddr(f.entry, min(f.end - f.entry, 512))
