@@ -80,7 +80,8 @@ def _tgid(tid: int) -> int:
     return tid
 
 
-def _interpreter_ranges(pid: int, exe: str | None) -> tuple[str | None, tuple[tuple[int, int], ...]]:
+def _interpreter_ranges(pid: int, exe: str | None
+                        ) -> tuple[str | None, tuple[tuple[int, int], ...]]:
     """At an exec stop only the kernel's mappings exist: the binary, its interpreter, the
     vdso and the stack. File mappings that are not the binary are the interpreter's."""
     ranges: list[tuple[int, int]] = []
@@ -206,7 +207,7 @@ class Loop:
         draft = self._decoder.decode(pid, tid, info.nr, info.arch, info.args, info.ip,
                                      info.sp, time.monotonic() - self._t0)
         if draft is None:
-            try:
+            try:  # noqa: SIM105 (hot path)
                 ptrace.cont(tid)
             except ptrace.PtraceRequestError:
                 pass
@@ -234,7 +235,7 @@ class Loop:
                     print(f"cgotrace: attributor failed: {type(e).__name__}: {e}",
                           file=sys.stderr)
         self.pending[tid] = draft
-        try:
+        try:  # noqa: SIM105 (hot path)
             ptrace.syscall(tid)
         except ptrace.PtraceRequestError:
             pass
@@ -249,17 +250,16 @@ class Loop:
             return
         if info.op == ptrace.SYSCALL_INFO_ENTRY and draft is not None:
             self.pending[tid] = draft  # an entry stop we did not ask for: still owed
-        elif draft is not None:
-            if not (info.is_error and -info.rval in RESTART_ERRNOS):
-                self._finish(draft, info.rval)
-            # else: interrupted by a signal and restarted: the restarted call stops again
+        elif draft is not None and not (info.is_error and -info.rval in RESTART_ERRNOS):
+            self._finish(draft, info.rval)
+        # (a call interrupted by a signal and restarted stops again: no record for it here)
         self._resume(tid)
 
     def _event(self, tid: int, event: int, sig: int) -> None:
         if event == ptrace.EVENT_STOP:
             self._pid_of(tid)
             if sig in _STOP_SIGNALS:
-                try:
+                try:  # noqa: SIM105 (hot path)
                     ptrace.listen(tid)
                 except ptrace.PtraceRequestError:
                     pass
@@ -276,10 +276,8 @@ class Loop:
         except ptrace.PtraceRequestError:
             return
         parent = self._pid_of(tid)
-        if event == ptrace.EVENT_CLONE:
-            newpid = self.tid2pid.get(new) or _tgid(new)
-        else:
-            newpid = new
+        # fork/vfork events are new processes; clone usually a thread (ask /proc to be sure)
+        newpid = (self.tid2pid.get(new) or _tgid(new)) if event == ptrace.EVENT_CLONE else new
         self.tid2pid[new] = newpid
         if newpid != parent:
             if parent in self.exe:

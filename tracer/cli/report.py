@@ -33,17 +33,20 @@ def summarize(accesses: Iterable[Access], status: ExitStatus | None,
     }
 
 
-def render_summary(summary: dict[str, Any]) -> str:
+def render_summary(summary: dict[str, Any], limit: int = 40) -> str:
     lines = []
     kinds = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items()) or "none"
     lines.append(f"cgotrace: {summary['accesses']} accesses ({kinds})")
     hidden = summary["hidden"]
     if hidden:
         lines.append(f"cgotrace: {len(hidden)} hidden dependencies (readelf does not show them):")
-        width = max(len(h["path"]) for h in hidden)
-        for h in hidden:
+        shown = hidden[:limit]
+        width = max(len(h["path"]) for h in shown)
+        for h in shown:
             times = f"x{h['count']}" if h["count"] > 1 else ""
             lines.append(f"  {h['kind']:<15} {h['path']:<{width}}  {h['result']} {times}".rstrip())
+        if len(hidden) > limit:
+            lines.append(f"  ... and {len(hidden) - limit} more (--json, or the trace file)")
     else:
         lines.append("cgotrace: no hidden dependencies")
     ex = summary.get("exit")

@@ -10,6 +10,7 @@ means the exec succeeded. See docs/architecture.md ("Launch hook").
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_mod
 import os
 import shutil
@@ -64,10 +65,8 @@ class Tracee:
         return None
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.report_fd)
-        except OSError:
-            pass
 
 
 def resolve_program(name: str, env: Mapping[str, str] | None = None) -> str:
@@ -165,10 +164,8 @@ def _child(spec: LaunchSpec, path: str, env: Mapping[str, str], prog: list[secco
             os._exit(127 if e.errno == errno_mod.ENOENT else 126)
         os.write(report_w, _encode_error(e))
     except BaseException as e:  # a hook's CgotraceError, or anything else
-        try:
+        with contextlib.suppress(BaseException):
             os.write(report_w, _encode_error(e))
-        except BaseException:
-            pass
     os._exit(code)
 
 
@@ -228,14 +225,10 @@ def launch(spec: LaunchSpec) -> Tracee:
 
 def _kill_and_reap(child: int, pid: int) -> None:
     for p in {child, pid}:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(p, signal.SIGKILL)
-        except OSError:
-            pass
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(child, 0)
-    except ChildProcessError:
-        pass
 
 
 def describe_exec_failure(path: str, err: int) -> TracerError:
@@ -292,13 +285,13 @@ class SignalForwarder:
         self.pid = pid
         self.signals = set(signals)
         self.forwarded: list[int] = []
-        self._old_mask: set[signal.Signals] | None = None
+        self._old_mask: set[int] | None = None
         self._active = True
 
     def start(self) -> SignalForwarder:
         import threading
 
-        self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+        self._old_mask = {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)}
         threading.Thread(target=self._run, name="cgotrace-signals", daemon=True).start()
         return self
 

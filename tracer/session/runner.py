@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections import Counter
@@ -194,10 +195,8 @@ def trace_program(opts: RunOptions) -> RunResult:
 def _reap(child: int, pid: int) -> None:
     if child == pid:
         return  # the traced program was our child: the loop reaped it
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(child, 0)
-    except ChildProcessError:
-        pass
 
 
 def _crash_line(status: ExitStatus, events: list[ProcessEvent]) -> str | None:

