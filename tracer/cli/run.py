@@ -19,9 +19,10 @@ from tracer.errors import TracerError
               help="Write the summary as JSON to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @click.option("--rootfs", help="Run inside this root (directory, image, or preset).")
-@click.option("--network", type=click.Choice(["loopback", "host", "none"]),
-              help="Network namespace: loopback only (default with --rootfs), the host's, "
-              "or none.")
+@click.option("--network", callback=lambda ctx, param, value: _network(value),
+              help="Network namespace: 'loopback' (only lo up; the default with --rootfs), "
+              "'none' (lo down), 'host', or the path of a netns to join "
+              "(/proc/PID/ns/net, /run/netns/NAME).")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bool,
@@ -46,6 +47,18 @@ def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bo
             print(result.crash, file=sys.stderr)
     sys.stdout.flush()
     ctx.exit(result.status.shell_code)
+
+
+def _network(value: str | None) -> str | None:
+    if value is None or value in ("loopback", "host", "none"):
+        return value
+    if value.startswith("/"):
+        import os
+
+        if not os.path.exists(value):
+            raise click.BadParameter(f"{value}: no such network namespace file")
+        return value
+    raise click.BadParameter("expected loopback, none, host or the path of a netns file")
 
 
 def _write_json(path: str, summary: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 from collections import Counter
@@ -94,11 +95,14 @@ def _static_summary(facts: Any) -> dict[str, Any]:
     return out
 
 
-def _inspect(path: str) -> Any:
+def _inspect(path: str, rootfs: str | None = None, path_in_root: str | None = None) -> Any:
+    """Static facts, resolved inside the sandbox's root when there is one (None if the
+    binary cannot be inspected: the trace goes on without them)."""
     try:
         from tracer.static import inspect_binary
 
-        return inspect_binary(path, strict=False)
+        return inspect_binary(path, rootfs=rootfs, strict=False,
+                              binary_path_in_root=path_in_root)
     except Exception:
         return None
 
@@ -128,12 +132,17 @@ def trace_program(opts: RunOptions) -> RunResult:
         program = resolve_program(opts.argv[0], env)
         lspec = LaunchSpec(argv=opts.argv, env=env, exec_path=program,
                            child_setup=opts.child_setup)
-    facts = _inspect(program)
+    root = str(prepared.root) if prepared is not None and prepared.root is not None else None
+    in_root = prepared.program_in_root if prepared is not None else None
+    facts = _inspect(program, root, in_root if root else None)
     classifier = Classifier()
     if facts is not None:
         from tracer.classify import Closure
 
-        classifier.seed(os.path.realpath(program), Closure.from_facts(facts))
+        closure = Closure.from_facts(facts)
+        classifier.seed(os.path.realpath(program), closure)
+        if in_root is not None:
+            classifier.seed(in_root, closure)  # the exe path the tracee reports
     summary = SummaryBuilder()
     events: list[ProcessEvent] = []
     writer = TraceWriter(opts.output) if opts.output else None
@@ -144,7 +153,11 @@ def trace_program(opts: RunOptions) -> RunResult:
                           sandbox=prepared.label if prepared is not None else None)
         extra = opts.on_access
 
+        to_host = _host_mapper(prepared)
+
         def on_access(a: Access) -> None:
+            if to_host is not None:
+                a = to_host(a)
             summary.add(a)
             if writer is not None:
                 writer.access(a)
@@ -190,6 +203,25 @@ def trace_program(opts: RunOptions) -> RunResult:
     finally:
         if writer is not None:
             writer.close()
+
+
+def _host_mapper(prepared: Any) -> Callable[[Access], Access] | None:
+    """In a sandbox, add the host path of each file the tracee saw (when it differs)."""
+    if prepared is None:
+        return None
+    from tracer.session.sandbox import host_path
+
+    cache: dict[str, str | None] = {}
+
+    def add_host_path(a: Access) -> Access:
+        if a.family is not None and not a.path.startswith("/"):
+            return a  # connect to address:port
+        if a.path not in cache:
+            cache[a.path] = host_path(prepared, a.path)
+        hp = cache[a.path]
+        return a if hp is None or hp == a.path else dataclasses.replace(a, host_path=hp)
+
+    return add_host_path
 
 
 def _reap(child: int, pid: int) -> None:
