@@ -140,7 +140,7 @@ def test_runtime_facts_from_real_binaries(go: str, mode: str) -> None:
     rt = GoRuntime.from_image(img, PclnTable.from_image(img))
     assert rt.tls_g_offset == (-96 if mode == "static" else -8)
     assert (rt.g0_depth_slot, rt.g0_g_slot) == (rt.layout.g0_depth_slot, rt.layout.g0_g_slot)
-    assert rt.layout.first <= (parse_go_version(go) or (0, 0)) <= rt.layout.last
+    assert rt.layout.first <= (parse_go_version("go" + go) or (0, 0)) <= rt.layout.last
     if mode != "stripped":
         syms = {n: a for a, _s, n in img.symbols()}
         assert rt.allgs == syms["runtime.allgs"]
@@ -173,7 +173,7 @@ def test_offsets_table_matches_dwarf(go: str) -> None:
                     found[sname] = {c.attributes["DW_AT_name"].value.decode():
                                     c.attributes["DW_AT_data_member_location"].value
                                     for c in die.iter_children() if c.tag == "DW_TAG_member"}
-    lay = layout_for(parse_go_version(go))
+    lay = layout_for(parse_go_version("go" + go))
     assert go in lay.verified
     g, m = found["runtime.g"], found["runtime.m"]
     assert (g["m"], g["sched"], g["syscallsp"], g["syscallpc"]) == \

@@ -94,7 +94,7 @@ class LoadedImage:
             except (CgotraceError, OSError) as e:
                 self._problem("unreadable", e)
                 self._elf = None
-        return self._elf if self._elf is not True and self._elf is not False else None
+        return self._elf if not isinstance(self._elf, bool) else None
 
     @property
     def pcln(self) -> PclnTable | None:

@@ -109,7 +109,7 @@ def decode_tls_offset(code: bytes) -> int | None:
     (`mov %fs:disp32,%reg`; exe and static links) and `48 c7 c0+r imm32` followed by
     `64 48 8b` with `(%r)` addressing (`mov $imm,%r; mov %fs:(%r),%reg`; PIE).
     """
-    for i in range(len(code) - 4):
+    for i in range(len(code) - 3):
         if code[i] != 0x64 or code[i + 1] not in (0x48, 0x4C) or code[i + 2] != 0x8B:
             continue
         modrm = code[i + 3]
