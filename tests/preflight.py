@@ -38,10 +38,7 @@ def ptrace_reason() -> str | None:
 
 @functools.cache
 def netns_reason() -> str | None:
-    if os.geteuid() != 0:
-        flag = "--user --map-root-user "
-    else:
-        flag = ""
+    flag = "--user --map-root-user " if os.geteuid() != 0 else ""
     unshare = shutil.which("unshare")
     if unshare is None:
         return "unshare(1) not found"

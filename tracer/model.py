@@ -7,11 +7,11 @@ documented in docs/trace-format.md; add fields freely, never rename.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class AccessKind(str, Enum):
+class AccessKind(StrEnum):
     """What a recorded access is, from the program's point of view."""
 
     INTERPRETER = "interpreter"  # the ELF interpreter named by PT_INTERP
@@ -26,7 +26,7 @@ class AccessKind(str, Enum):
     OTHER = "other"
 
 
-class Via(str, Enum):
+class Via(StrEnum):
     """How the program reached an access."""
 
     CGO = "cgo"  # C code called from Go (libc getpwuid_r, getaddrinfo, ...)

@@ -14,10 +14,14 @@ from tracer import __version__
 
 # name -> (module, attribute, one-line help shown by --help without importing the module)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "run": ("tracer.cli.run", "run", "Run a program under the tracer and report its hidden dependencies."),
-    "attach": ("tracer.cli.attach", "attach", "Attach to a running PID, trace until Ctrl-C or exit, detach cleanly."),
-    "inspect": ("tracer.cli.inspect", "inspect", "What static analysis can know about a binary (ELF, Go build info, cgo)."),
-    "symbolize": ("tracer.cli.symbolize", "symbolize", "Turn addresses in a Go binary into function, file:line (stripped too)."),
+    "run": ("tracer.cli.run", "run",
+            "Run a program under the tracer and report its hidden dependencies."),
+    "attach": ("tracer.cli.attach", "attach",
+               "Attach to a running PID, trace until Ctrl-C or exit, detach cleanly."),
+    "inspect": ("tracer.cli.inspect", "inspect",
+                "What static analysis can know about a binary (ELF, Go build info, cgo)."),
+    "symbolize": ("tracer.cli.symbolize", "symbolize",
+                  "Turn addresses in a Go binary into function, file:line (stripped too)."),
     "report": ("tracer.cli.report", "report", "Re-read a saved trace file and report on it."),
 }
 
@@ -48,7 +52,8 @@ def _module_exists(module: str) -> bool:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cgotrace")
-@click.option("--debug", is_flag=True, envvar="CGOTRACE_DEBUG", help="Show Python tracebacks for errors.")
+@click.option("--debug", is_flag=True, envvar="CGOTRACE_DEBUG",
+              help="Show Python tracebacks for errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """cgotrace: the run-time dependencies a Go binary hides from readelf, and the Go code
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo(line, err=True)
         sys.exit(int(e.exit_code))
     except BrokenPipeError:
-        # `cgotrace ... | head`: not an error. Point stdout at devnull so Python's exit flush is quiet.
+        # `cgotrace ... | head` is not an error; silence Python's flush of stdout at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> Any:
     except Exception as e:  # a bug: one line, and how to get the traceback
         if debug:
             raise
-        click.echo(f"cgotrace: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)",
-                   err=True)
+        click.echo(f"cgotrace: internal error: {type(e).__name__}: {e} "
+                   "(rerun with --debug for a traceback)", err=True)
         sys.exit(int(ExitCode.INTERNAL))
     sys.exit(rc if isinstance(rc, int) else 0)
