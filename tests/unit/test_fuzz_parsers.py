@@ -112,7 +112,7 @@ def mutate(data: bytes, regions: list[tuple[int, int]], rng: random.Random) -> b
             buf[at] = rng.choice((0, 1, 0x7F, 0x80, 0xFF))
         elif op == 2 and at + 4 <= len(buf):  # interesting u32 (offsets, counts)
             struct.pack_into("<I", buf, at - at % 4, rng.choice(INTERESTING_U32))
-        elif op == 3:  # splice: copy a chunk from elsewhere in the file
+        elif op == 3 and len(buf) > 64:  # splice: copy a chunk from elsewhere in the file
             n = rng.randrange(1, 64)
             src = rng.randrange(0, len(buf) - n)
             buf[at:at + n] = buf[src:src + n]
