@@ -12,6 +12,7 @@ trace says what it did.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from collections.abc import Iterable
@@ -245,7 +246,8 @@ def _function_names(img: ElfImage, notes: list[str]) -> tuple[list[str], str, in
     from tracer.symbols.pclntab import PclnTable
 
     table = PclnTable.from_image(img)
-    return list(table.function_names()), "pclntab", int(table.nfunc), int(table.text_start)
+    # sorted: feature markers are matched on bisected prefix ranges
+    return sorted(table.function_names()), "pclntab", int(table.nfunc), int(table.text_start)
 
 
 def _buildinfo(img: ElfImage) -> Any:
@@ -313,7 +315,7 @@ def inspect_binary(path: str | os.PathLike[str], rootfs: str | None = None,
         go_error = go_error or msg
         is_go = True
     if source == "none" and is_go and not img.stripped:
-        names = [n for _, _, n in img.symbols()]
+        names = sorted({n for _, _, n in img.symbols()})
         source = ".symtab"
     if not is_go:
         notes.append("not a Go binary (no pclntab, no Go build info): ELF facts only")
@@ -401,6 +403,46 @@ def _module(m: Any) -> tuple[str | None, str | None]:
     return getattr(m, "path", None), getattr(m, "version", None)
 
 
+# Markers are anchored regexes ('^os/user\._C2?func_'); their literal head narrows the
+# search to a bisected range of the sorted function names instead of a scan of all 20k+.
+_LITERAL_HEAD = re.compile(r"\^((?:[^\\.^$*+?{}\[\]|()]|\\.)*)")
+
+
+def _literal_prefix(pattern: re.Pattern[str]) -> str:
+    m = _LITERAL_HEAD.match(pattern.pattern)
+    if m is None:
+        return ""
+    head = m.group(1)
+    # a quantifier after the last literal makes that literal optional: drop it
+    rest = pattern.pattern[m.end():]
+    if rest[:1] in ("?", "*", "{") and head:
+        head = head[:-2] if head.endswith("\\.") or len(head) > 1 and head[-2] == "\\" \
+            else head[:-1]
+    return re.sub(r"\\(.)", r"\1", head)
+
+
+def _with_prefix(names: list[str], prefix: str) -> list[str]:
+    """The slice of sorted `names` that starts with `prefix`."""
+    lo = bisect.bisect_left(names, prefix)
+    hi = bisect.bisect_left(names, prefix + "\U0010ffff") if prefix else len(names)
+    return names[lo:hi]
+
+
+def _all_matches(names: list[str], patterns: tuple[re.Pattern[str], ...]) -> list[str]:
+    found: set[str] = set()
+    for pat in patterns:
+        found.update(n for n in _with_prefix(names, _literal_prefix(pat)) if pat.search(n))
+    return sorted(found)
+
+
+def _first_match(names: list[str], patterns: tuple[re.Pattern[str], ...]) -> str | None:
+    for pat in patterns:
+        for n in _with_prefix(names, _literal_prefix(pat)):
+            if pat.search(n):
+                return n
+    return None
+
+
 def _cgo_facts(img: ElfImage, names: list[str], settings: dict[str, str],
                main_module: str | None) -> CgoFacts:
     marks = set(CGO_RUNTIME_MARKERS)
@@ -408,7 +450,7 @@ def _cgo_facts(img: ElfImage, names: list[str], settings: dict[str, str],
     feats = knowledge.features()
     std: list[str] = []
     for f in feats.values():
-        if f.cgo_markers and any(m.search(n) for n in names for m in f.cgo_markers):
+        if f.cgo_markers and _first_match(names, f.cgo_markers) is not None:
             std.extend(pkg for pkg in f.go_packages if pkg not in std)
     std_known = set(std)
     third: list[str] = []
@@ -427,7 +469,7 @@ def _cgo_facts(img: ElfImage, names: list[str], settings: dict[str, str],
     c_funcs = {c for f in feats.values() for c in f.c_functions}
     imports = set(img.imports)
     c_imports = sorted(c for c in c_funcs if c in imports)
-    if not imports and not img.stripped:  # static: the C functions are linked in
+    if evidence and not imports and not img.stripped:  # static cgo: C functions linked in
         defined = img.defined_symbol_names()
         c_imports = sorted(c for c in c_funcs if c in defined)
     return CgoFacts(linked=bool(evidence), evidence=tuple(evidence), std_packages=tuple(std),
@@ -502,12 +544,12 @@ def _feature_facts(names: list[str], cgo: CgoFacts, nsswitch: dict[str, tuple[st
     for f in knowledge.features().values():
         if not f.go_packages:
             continue
-        cgo_ev = sorted({n for n in names if any(m.search(n) for m in f.cgo_markers)})
-        emb_ev = sorted({n for n in names if any(m.search(n) for m in f.embedded_markers)})
-        go_ev = sorted({n for n in names if any(m.search(n) for m in f.go_markers)})
+        cgo_ev = _all_matches(names, f.cgo_markers)
+        emb_ev = _all_matches(names, f.embedded_markers)
+        go_ev = _all_matches(names, f.go_markers)
         if not go_ev and not f.go_markers:
-            prefixes = tuple(pkg + "." for pkg in f.go_packages)
-            go_ev = sorted({n for n in names if n.startswith(prefixes)})[:3]
+            go_ev = sorted({n for pkg in f.go_packages
+                            for n in _with_prefix(names, pkg + ".")})[:3]
         if cgo_ev:
             form, evidence, raw = "cgo", cgo_ev, f.cgo_predicts
         elif go_ev or emb_ev:
