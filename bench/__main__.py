@@ -32,7 +32,7 @@ CGOTRACE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "trace
 COMPILE = ROOT / ".cache" / "go" / "1.27.3" / "go" / "pkg" / "tool" / "linux_amd64" / "compile"
 WATCHED = ("open,openat,openat2,creat,execve,execveat,connect,stat,lstat,newfstatat,statx,"
            "access,faccessat,faccessat2,readlink,readlinkat")
-MB = 1024 * 1024
+MB = 1024 * 1024  # RSS and its goals are in MiB, as /proc and getrusage count them
 
 
 @dataclass
@@ -116,12 +116,12 @@ def part_a(runs: int) -> str:
         out.append(f"  cgotrace inspect exited {failed[0]}: not available")
     else:
         t, rss = median_of(inspect)
-        rows.append([f"cgotrace inspect compile ({COMPILE.stat().st_size / MB:.0f} MB)",
-                     fmt_time(t), f"{rss / MB:.0f} MB", "<= 0.5 s, <= 150 MB",
+        rows.append([f"cgotrace inspect compile ({COMPILE.stat().st_size / 1e6:.1f} MB)",
+                     fmt_time(t), f"{rss / MB:.0f} MiB", "<= 0.5 s, <= 150 MiB",
                      verdict(t <= 0.5 and rss <= 150 * MB)])
     helps = [measure([*CGOTRACE, "--help"]) for _ in range(runs)]
     t, rss = median_of(helps)
-    rows.append(["cgotrace --help", fmt_time(t), f"{rss / MB:.0f} MB", "<= 150 ms",
+    rows.append(["cgotrace --help", fmt_time(t), f"{rss / MB:.0f} MiB", "<= 150 ms",
                  verdict(t <= 0.15 and all(s.rc == 0 for s in helps))])
     return "\n".join([*out, table(rows)])
 
@@ -172,6 +172,11 @@ def part_b(runs: int, scale: float, build: Callable[[str], Path]) -> str:
         return "\n".join(out + [f"  not available: {reason}"])
     if shutil.which("strace") is None:
         out.append("  strace not installed: strace columns left out (make system-deps)")
+    fixed = [measure([*CGOTRACE, "run", "-q", "--", "/bin/true"]) for _ in range(runs)]
+    true_plain = [measure(["/bin/true"]) for _ in range(runs)]
+    out.append(f"fixed cost: `cgotrace run -q -- /bin/true` {fmt_time(median_of(fixed)[0])} "
+               f"(untraced {fmt_time(median_of(true_plain)[0])}); it is inside every "
+               "cgotrace figure below")
     rows = [["workload", "untraced", "cgotrace", "x untraced", "goal", "result",
              "strace -f", "x vs strace", "strace seccomp", "x vs seccomp", "tracer RSS"]]
     rss_ok = True
@@ -191,19 +196,54 @@ def part_b(runs: int, scale: float, build: Callable[[str], Path]) -> str:
         rss_ok = rss_ok and tracer_rss <= 100 * MB
         ratio = med["cgotrace run"] / med["untraced"]
 
-        def vs(name: str) -> tuple[str, str]:
-            if name not in med:
-                return "-", "-"
-            return fmt_time(med[name]), f"{med['cgotrace run'] / med[name]:.2f}x"
-
         rows.append([f"{w.label} ({w.app} {' '.join(args)})", fmt_time(med["untraced"]),
                      fmt_time(med["cgotrace run"]), f"{ratio:.2f}x", f"<= {w.goal:g}x",
-                     verdict(ratio <= w.goal), *vs("strace -f"), *vs("strace -f --seccomp-bpf"),
-                     f"{tracer_rss / MB:.0f} MB"])
+                     verdict(ratio <= w.goal), *_versus(med, "strace -f"),
+                     *_versus(med, "strace -f --seccomp-bpf"),
+                     f"{tracer_rss / MB:.0f} MiB"])
     out.append(table(rows))
-    out.append(f"tracer peak RSS goal <= 100 MB: {verdict(rss_ok)}")
+    out.append(f"tracer peak RSS goal <= 100 MiB: {verdict(rss_ok)}")
     out.append(f"strace filter: -e trace={WATCHED}")
     return "\n".join(out)
+
+
+def _versus(med: dict[str, float], name: str) -> tuple[str, str]:
+    """(median of variant `name`, cgotrace's time as a multiple of it) or dashes."""
+    if name not in med:
+        return "-", "-"
+    return fmt_time(med[name]), f"{med['cgotrace run'] / med[name]:.2f}x"
+
+
+def part_stacks(runs: int, scale: float, build: Callable[[str], Path]) -> str:
+    """The cgo workload with stacks on (the default) vs --no-stacks, and the attributor's
+    own cost per kept access on a warm cache (in-process, second run of one Attributor)."""
+    out = [f"Stacks: benchuser (cgo), median of {runs} alternating runs"]
+    n = str(max(1, int(20000 * scale)))
+    exe = build("benchuser")
+    v = {"stacks on": [*CGOTRACE, "run", "-q", "--", str(exe), n],
+         "--no-stacks": [*CGOTRACE, "run", "-q", "--no-stacks", "--", str(exe), n]}
+    samples: dict[str, list[Sample]] = {k: [] for k in v}
+    for _ in range(runs):
+        for name, argv in v.items():
+            samples[name].append(measure(argv))
+    on, off = (median_of(samples[k])[0] for k in v)
+    rows = [["measurement", "value", "goal", "result"],
+            [f"cgotrace run benchuser {n}, stacks on / --no-stacks",
+             f"{fmt_time(on)} / {fmt_time(off)} ({on / off:.2f}x)", "-", "-"]]
+    from tracer.attribution import Attributor, AttributorStats
+    from tracer.session.runner import RunOptions, trace_program
+
+    for label, keep_all in (("full walk + memo", True), ("keep-policy", False)):
+        att = Attributor()
+        att.keep_all = keep_all
+        for _ in range(2):  # the first run fills the image caches
+            att.stats = AttributorStats()
+            trace_program(RunOptions(argv=[str(exe), "2000"], attributor=att,
+                                     on_access=lambda a: None, forward_signals=False))
+        ms = 1000 * att.stats.seconds / max(1, att.stats.calls)
+        rows.append([f"warm cost per kept access ({label}, {att.stats.calls} accesses)",
+                     f"{ms:.3f} ms", "<= 0.2 ms", verdict(ms <= 0.2)])
+    return "\n".join([*out, table(rows)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             print(part_b(args.runs, args.scale, lambda app: sample_build.build(app, "cgo")))
         except sample_build.BuildError as e:
             print(f"Part B: engine\n  not available: {e}")
+        print()
+        try:
+            print(part_stacks(args.runs, args.scale, lambda app: sample_build.build(app, "cgo")))
+        except sample_build.BuildError as e:
+            print(f"Stacks\n  not available: {e}")
     print(f"\n(bench took {time.monotonic() - t0:.0f} s)")
     return 0
 

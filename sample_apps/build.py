@@ -178,8 +178,12 @@ def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
 
 def build_many(targets: Iterable[tuple[str, str, str]], jobs: int = 2
                ) -> dict[tuple[str, str, str], Path | BuildError]:
-    """Build (app, mode, version) targets on `jobs` threads (the Go linker is mostly
-    single-threaded, so two builds at once use two cores). Returns a path or the error."""
+    """Build (app, mode, version) targets on `jobs` threads. Returns a path or the error.
+
+    Modes that differ only in link flags share compiled packages in GOCACHE, so the first
+    target of each (version, compile configuration) is built before the rest: two builds
+    that both start from a cold cache would compile the standard library twice.
+    """
     todo = list(dict.fromkeys(targets))
 
     def one(t: tuple[str, str, str]) -> Path | BuildError:
@@ -188,8 +192,19 @@ def build_many(targets: Iterable[tuple[str, str, str]], jobs: int = 2
         except BuildError as e:
             return e
 
+    def compile_config(t: tuple[str, str, str]) -> tuple[object, ...]:
+        m = MODES.get(t[1])
+        return (t[2], m.env, m.tags, m.buildmode) if m else (t[2], t[1])
+
+    first: dict[tuple[object, ...], tuple[str, str, str]] = {}
+    for t in todo:
+        first.setdefault(compile_config(t), t)
+    warm = list(first.values())
+    rest = [t for t in todo if t not in set(warm)]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return dict(zip(todo, pool.map(one, todo), strict=True))
+        results = dict(zip(warm, pool.map(one, warm), strict=True))
+        results.update(zip(rest, pool.map(one, rest), strict=True))
+    return {t: results[t] for t in todo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,13 +28,14 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from tracer.model import Attribution, Frame, Via
 from tracer.symbols.maps import LoadedImage, MapsRegistry, Module, ProcessMaps
 from tracer.unwind.stack import (
     MemoryError_,
     PagedReader,
+    PagesReader,
     RawFrame,
     Reader,
     Registers,
@@ -52,6 +53,25 @@ _G_WAITING: Final = 4
 _G_SYSCALL: Final = 3
 MAX_PARENT_DEPTH: Final = 4
 MAX_ALLGS: Final = 100_000
+# Keep-policy (docs/architecture.md): the first FULL_PER_PATH accesses of each
+# (pid, syscall, path) are walked in full; after that an access is walked only when its fast
+# key (syscall PC + the first FAST_FRAMES frame PCs) is new for that path, or when the key's
+# count reaches a power of two (re-sampling); otherwise the earlier Attribution is reused.
+FULL_PER_PATH: Final = 8
+FAST_FRAMES: Final = 4
+MAX_KEYS: Final = 65_536  # per-process table bounds: cleared when exceeded
+
+
+@dataclass(slots=True)
+class AttributorStats:
+    """What the attributor did (tests assert on these; `make bench` prints them)."""
+
+    calls: int = 0  # hook calls with a live thread
+    walks: int = 0  # full unwinds
+    reused: int = 0  # keep-policy: no full unwind, an earlier Attribution reused
+    memo_hits: int = 0  # full unwinds whose PC chain was analysed before
+    memo_misses: int = 0  # ... and those analysed now (symbolized, classified)
+    seconds: float = 0.0  # time inside the hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +137,16 @@ class _Analysis:
 
 
 class _ProcessState:
-    def __init__(self, pid: int, maps: ProcessMaps, read: Reader) -> None:
+    def __init__(self, pid: int, maps: ProcessMaps, read: Reader,
+                 read_pages: PagesReader | None = None) -> None:
         self.pid = pid
         self.maps = maps
         self.read = read
+        self.read_pages = read_pages
+        self.pages: dict[int, list[int]] = {}  # tid -> pages its last walk touched
+        self.per_path: dict[tuple[str, str], int] = {}  # (syscall, path) -> accesses seen
+        self.fast: dict[tuple[str, str, tuple[int, ...]], list[Any]] = {}  # -> [attr, n]
+        self.interned: dict[tuple[Any, ...], Attribution] = {}
         self.unwinder = Unwinder(maps)
         self.goids: dict[int, int] = {}  # goid -> g address (from allgs)
         self.parents: dict[tuple[int, int], tuple[int | None, Frame | None,
@@ -140,8 +166,17 @@ class Attributor:
         self.symbolizer = Symbolizer()
         self._procs: dict[int, _ProcessState] = {}
         self._memo: dict[tuple[int, tuple[int, ...], str, bool], _Analysis] = {}
-        self.calls = 0
-        self.seconds = 0.0
+        self.stats = AttributorStats()
+        self._last_pcs: tuple[int, ...] = ()
+        self.keep_all = False  # True: walk every access (no keep-policy)
+
+    @property
+    def calls(self) -> int:
+        return self.stats.calls
+
+    @property
+    def seconds(self) -> float:
+        return self.stats.seconds
 
     # --- the hook -----------------------------------------------------------------------
     def __call__(self, pid: int, tid: int, draft: Any) -> Attribution | None:
@@ -155,12 +190,46 @@ class Attributor:
                 regs = self._get_regs(tid)
         except Exception:  # noqa: BLE001 - thread gone (ESRCH): nothing to attribute
             return None
+        stats = self.stats
         try:
-            return self.attribute(pid, regs, str(getattr(draft, "syscall", "")),
-                                  loader_phase=bool(getattr(draft, "loader_phase", False)))
+            syscall = str(getattr(draft, "syscall", ""))
+            loader_phase = bool(getattr(draft, "loader_phase", False))
+            path = getattr(draft, "path", None)
+            if self.keep_all or not isinstance(path, str):
+                return self.attribute(pid, regs, syscall, loader_phase=loader_phase, tid=tid)
+            return self._keep(pid, tid, regs, syscall, path, loader_phase)
         finally:
-            self.calls += 1
-            self.seconds += time.perf_counter() - t0
+            stats.calls += 1
+            stats.seconds += time.perf_counter() - t0
+
+    def _keep(self, pid: int, tid: int, regs: Registers, syscall: str, path: str,
+              loader_phase: bool) -> Attribution:
+        """The keep-policy: a full walk, or the Attribution of an earlier access with the
+        same (syscall, path, fast key)."""
+        st = self._state(pid)
+        n = st.per_path.get((syscall, path), 0) + 1
+        if len(st.per_path) >= MAX_KEYS:
+            st.per_path.clear()
+        st.per_path[(syscall, path)] = n
+        if n > FULL_PER_PATH:
+            st.maps.epoch += 1
+            short = st.unwinder.unwind(regs, PagedReader(st.read), max_frames=FAST_FRAMES)
+            fkey = (syscall, path, tuple(f.pc for f in short.frames))
+            entry = st.fast.get(fkey)
+            if entry is not None:
+                entry[1] += 1
+                count = entry[1]
+                if count & (count - 1):  # not a power of two: reuse
+                    self.stats.reused += 1
+                    return cast(Attribution, entry[0])
+        attribution = self.attribute(pid, regs, syscall, loader_phase=loader_phase, tid=tid)
+        pcs = self._last_pcs[:FAST_FRAMES]
+        fkey = (syscall, path, pcs)
+        if len(st.fast) >= MAX_KEYS:
+            st.fast.clear()
+        old = st.fast.get(fkey)
+        st.fast[fkey] = [attribution, old[1] if old is not None else 1]
+        return attribution
 
     def on_exec(self, pid: int, tid: int, exe: str) -> None:
         self._drop(pid)
@@ -177,29 +246,48 @@ class Attributor:
     def _state(self, pid: int) -> _ProcessState:
         st = self._procs.get(pid)
         if st is None:
+            read_pages: PagesReader | None = None
             if self._reader_for is None:
                 from tracer import ptrace
 
                 read = ptrace.memory_reader(pid)
+                read_pages = ptrace.pages_reader(pid)
             else:
                 read = self._reader_for(pid)
-            st = _ProcessState(pid, self.registry.for_pid(pid), read)
+            st = _ProcessState(pid, self.registry.for_pid(pid), read, read_pages)
             self._procs[pid] = st
         return st
 
     # --- the work -----------------------------------------------------------------------
     def attribute(self, pid: int, regs: Registers, syscall: str, *,
-                  loader_phase: bool = False) -> Attribution:
+                  loader_phase: bool = False, tid: int | None = None) -> Attribution:
         """Attribution for thread registers `regs` of process `pid`, stopped at `syscall`."""
         st = self._state(pid)
         st.maps.epoch += 1
-        read = PagedReader(st.read)
+        read = PagedReader(st.read, st.read_pages)
+        if tid is not None:
+            read.prefetch(st.pages.get(tid, []))
+        try:
+            return self._attribute(st, read, regs, syscall, loader_phase)
+        finally:
+            if tid is not None:
+                st.pages[tid] = read.touched
+
+    def _attribute(self, st: _ProcessState, read: PagedReader, regs: Registers, syscall: str,
+                   loader_phase: bool) -> Attribution:
+        pid = st.pid
         stack = st.unwinder.unwind(regs, read)
-        key = (pid, tuple(f.pc for f in stack.frames), syscall, loader_phase)
+        pcs = tuple(f.pc for f in stack.frames)
+        self._last_pcs = pcs
+        self.stats.walks += 1
+        key = (pid, pcs, syscall, loader_phase)
         analysis = self._memo.get(key)
         if analysis is None:
+            self.stats.memo_misses += 1
             analysis = self._analyse(st, stack, syscall, loader_phase)
             self._memo[key] = analysis
+        else:
+            self.stats.memo_hits += 1
         goroutine = parent = None
         creator: Frame | None = None
         user_frame, go_api = analysis.user_frame, analysis.go_api
@@ -216,10 +304,18 @@ class Attributor:
                         go_api = parent_analysis.go_api or go_api
             except MemoryError_:
                 pass
-        return Attribution(via=analysis.via, go_api=go_api, user_frame=user_frame,
-                           c_function=analysis.c_function, stack=analysis.stack,
-                           goroutine=goroutine, parent_goroutine=parent,
-                           creator_frame=creator, unsymbolized=analysis.unsymbolized)
+        # Identical attributions are one object, so the loop can record `same_as`.
+        ikey = (id(analysis), go_api, user_frame, goroutine, parent, creator)
+        found = st.interned.get(ikey)
+        if found is None:
+            found = Attribution(via=analysis.via, go_api=go_api, user_frame=user_frame,
+                                c_function=analysis.c_function, stack=analysis.stack,
+                                goroutine=goroutine, parent_goroutine=parent,
+                                creator_frame=creator, unsymbolized=analysis.unsymbolized)
+            if len(st.interned) >= MAX_KEYS:
+                st.interned.clear()
+            st.interned[ikey] = found
+        return found
 
     def _analyse(self, st: _ProcessState, stack: Stack, syscall: str,
                  loader_phase: bool) -> _Analysis:

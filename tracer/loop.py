@@ -45,6 +45,7 @@ __all__ = ["AccessDraft", "Attributor", "Loop", "LoopStats"]
 WALL = 0x40000000
 _SYSCALL_STOP = signal.SIGTRAP | 0x80
 _STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+MAX_SHARED_ATTRIBUTIONS = 65_536  # bound on the same_as table (cleared when full)
 FAULT_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
                            signal.SIGABRT, signal.SIGSYS})
 
@@ -147,6 +148,7 @@ class Loop:
         self._main_exec_done = False
         self._interp_after_exec: dict[int, tuple[int, str, str | None]] = {}
         self._seq = 0
+        self._attributed: dict[int, tuple[Attribution, int]] = {}  # id -> (it, first seq)
         self._t0 = time.monotonic()
         self._debug = debug
 
@@ -389,10 +391,19 @@ class Loop:
                                          self.exe.get(pid), first_exec)
         attribution = draft.attribution if isinstance(draft.attribution, Attribution) else None
         self._seq += 1
+        same_as = None
+        if attribution is not None:  # the attributor returns one object per distinct answer
+            first = self._attributed.get(id(attribution))
+            if first is not None and first[0] is attribution:
+                same_as = first[1]
+            else:
+                if len(self._attributed) >= MAX_SHARED_ATTRIBUTIONS:
+                    self._attributed.clear()
+                self._attributed[id(attribution)] = (attribution, self._seq)
         self._emit(Access(seq=self._seq, time=draft.time, pid=pid, tid=draft.tid,
                           syscall=draft.syscall, path=draft.path, result=result, kind=kind,
                           hidden=hidden, flags=draft.flags, retval=rval, argv=draft.argv,
-                          family=draft.family, attribution=attribution))
+                          family=draft.family, attribution=attribution, same_as=same_as))
         if draft.cls == "exec":
             interp = self._interp_after_exec.pop(draft.tid, None)
             if interp is not None:

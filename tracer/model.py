@@ -133,6 +133,9 @@ class Access:
     argv: tuple[str, ...] | None = None  # execve
     family: str | None = None  # connect: AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
     attribution: Attribution | None = None
+    # seq of an earlier access whose attribution applies to this one: the JSON line then
+    # carries "same_as" instead of the attribution fields (readers fill `attribution` back in)
+    same_as: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -153,7 +156,9 @@ class Access:
                 d[key] = value
         if self.argv is not None:
             d["argv"] = list(self.argv)
-        if self.attribution is not None:
+        if self.same_as is not None:
+            d["same_as"] = self.same_as
+        elif self.attribution is not None:
             d.update(self.attribution.to_dict())
         return d
 
@@ -177,6 +182,7 @@ class Access:
             argv=tuple(argv) if argv is not None else None,
             family=d.get("family"),
             attribution=attribution,
+            same_as=int(d["same_as"]) if d.get("same_as") is not None else None,
         )
 
 

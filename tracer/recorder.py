@@ -9,6 +9,7 @@ is malformed. The format is documented in docs/trace-format.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -17,7 +18,7 @@ from typing import IO, Any
 
 from tracer import __version__
 from tracer.errors import NotFoundError, TraceFormatError
-from tracer.model import Access, ExitStatus, ProcessEvent
+from tracer.model import Access, Attribution, ExitStatus, ProcessEvent
 
 FORMAT = "cgotrace-trace"
 FORMAT_VERSION = 1
@@ -144,4 +145,15 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
     assert trace is not None
     if trace.exit is None:
         trace.truncated = True
+    _resolve_same_as(trace.accesses)
     return trace
+
+
+def _resolve_same_as(accesses: list[Access]) -> None:
+    """Give each `same_as` access the attribution of the access it refers to."""
+    by_seq: dict[int, Attribution] = {}
+    for i, a in enumerate(accesses):
+        if a.attribution is not None:
+            by_seq[a.seq] = a.attribution
+        elif a.same_as is not None and a.same_as in by_seq:
+            accesses[i] = dataclasses.replace(a, attribution=by_seq[a.same_as])

@@ -102,5 +102,30 @@ def test_report_command_prints_summary_and_json(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["report", "--json", str(p)])
     data = json.loads(res.output)
     assert data["hidden"] == [{"path": "/etc/passwd", "result": "ok", "kind": "config",
-                               "count": 3}]
+                               "count": 3, "caller": {"via": "cgo", "go_api": "os/user.LookupId",
+                                                      "c_function": "getpwuid_r",
+                                                      "user_frame": "m.go:20"}}]
+    assert "<- os/user.LookupId via cgo getpwuid_r at m.go:20" in CliRunner().invoke(
+        cli, ["report", str(p)]).output
     assert data["exit"]["exit_code"] == 139
+
+
+def test_same_as_is_written_compactly_and_resolved_on_read(tmp_path: Path) -> None:
+    """An access whose attribution repeats an earlier one carries `same_as` in JSON only;
+    reading the trace gives it the attribution back."""
+    import dataclasses
+
+    p = tmp_path / "t.jsonl"
+    first = _access(1)
+    again = dataclasses.replace(_access(2), same_as=1)
+    line = again.to_dict()
+    assert line["same_as"] == 1 and "via" not in line and "stack" not in line
+    assert "same_as" not in first.to_dict() and first.to_dict()["via"] == "cgo"
+    with TraceWriter(str(p)) as w:
+        w.header(argv=["./prog"], binary="/abs/prog", static={})
+        w.access(first)
+        w.access(again)
+        w.exit(ExitStatus(code=0))
+    t = read_trace(p)
+    assert t.accesses[1].same_as == 1
+    assert t.accesses[1].attribution == first.attribution

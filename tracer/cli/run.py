@@ -23,10 +23,13 @@ from tracer.errors import TracerError
               help="Network namespace: 'loopback' (only lo up; the default with --rootfs), "
               "'none' (lo down), 'host', or the path of a netns to join "
               "(/proc/PID/ns/net, /run/netns/NAME).")
+@click.option("--no-stacks", is_flag=True,
+              help="Do not unwind stacks: no via/go_api/user_frame/stack in the trace.")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bool,
-        rootfs: str | None, network: str | None, program: tuple[str, ...]) -> None:
+        rootfs: str | None, network: str | None, no_stacks: bool,
+        program: tuple[str, ...]) -> None:
     """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
 
     stdin, stdout, stderr and the environment pass through; SIGINT, SIGTERM, SIGHUP and
@@ -35,8 +38,13 @@ def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bo
     from tracer.session.runner import RunOptions, trace_program
 
     debug = bool((ctx.obj or {}).get("debug"))
+    attributor = None
+    if not no_stacks:
+        from tracer.attribution import Attributor
+
+        attributor = Attributor()
     result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
-                                      network=network, debug=debug))
+                                      network=network, debug=debug, attributor=attributor))
     if json_file:
         _write_json(json_file, result.summary)
     if not quiet:

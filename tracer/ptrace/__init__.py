@@ -11,7 +11,13 @@ Every failing request raises `PtraceRequestError` carrying `errno`; ESRCH is rou
 
 from __future__ import annotations
 
-from tracer.ptrace.memory import memory_reader, read_cstring, read_memory
+from tracer.ptrace.memory import (
+    memory_reader,
+    pages_reader,
+    read_cstring,
+    read_memory,
+    read_pages,
+)
 from tracer.ptrace.requests import (
     EVENT_CLONE,
     EVENT_EXEC,
@@ -52,6 +58,7 @@ __all__ = [
     "O_TRACEEXEC", "O_TRACEFORK", "O_TRACESECCOMP", "O_TRACESYSGOOD", "O_TRACEVFORK",
     "SYSCALL_INFO_ENTRY", "SYSCALL_INFO_EXIT", "SYSCALL_INFO_NONE", "SYSCALL_INFO_SECCOMP",
     "PtraceRequestError", "SyscallInfo", "cont", "get_eventmsg", "get_regs", "get_siginfo",
-    "interrupt", "listen", "memory_reader", "read_cstring", "read_memory", "seize", "syscall",
+    "interrupt", "listen", "memory_reader", "pages_reader", "read_cstring", "read_memory",
+    "read_pages", "seize", "syscall",
     "syscall_info",
 ]

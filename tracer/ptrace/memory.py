@@ -105,6 +105,39 @@ def read_cstring(pid: int, addr: int, limit: int = PATH_MAX) -> bytes | None:
     return data if end < 0 else data[:end]
 
 
+MAX_BATCH_PAGES = 64
+_batch_buf = ctypes.create_string_buffer(MAX_BATCH_PAGES * PAGE)
+_batch_local = _Iovec(ctypes.addressof(_batch_buf), 0)
+_batch_remote = (_Iovec * MAX_BATCH_PAGES)()
+
+
+def read_pages(pid: int, pages: list[int]) -> list[bytes]:
+    """Whole pages at the page-aligned addresses `pages`, in one process_vm_readv (at most
+    MAX_BATCH_PAGES); the kernel stops at the first unreadable page, which and every page
+    after it come back as b"" (callers re-read those one by one)."""
+    pages = pages[:MAX_BATCH_PAGES]
+    if not pages or not _vm_readv_ok:
+        return [b""] * len(pages)
+    for i, page in enumerate(pages):
+        _batch_remote[i].base = page
+        _batch_remote[i].len = PAGE
+    _batch_local.len = PAGE * len(pages)
+    got = _readv(pid, ctypes.addressof(_batch_local), 1, ctypes.addressof(_batch_remote),
+                 len(pages), 0)
+    full = max(0, got) // PAGE
+    raw = _batch_buf.raw[:full * PAGE]
+    return [raw[i * PAGE:(i + 1) * PAGE] if i < full else b"" for i in range(len(pages))]
+
+
+def pages_reader(pid: int) -> Callable[[list[int]], list[bytes]]:
+    """`read_pages` bound to one process (the unwinder's batch prefetch)."""
+
+    def read(pages: list[int]) -> list[bytes]:
+        return read_pages(pid, pages)
+
+    return read
+
+
 def memory_reader(pid: int) -> Callable[[int, int], bytes]:
     """`read(addr, n) -> bytes` for one process: what unwinders and symbolizers take."""
 

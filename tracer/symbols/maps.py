@@ -235,6 +235,7 @@ class ProcessMaps:
         self._ranges: list[tuple[int, int, Module]] = []
         self.modules: list[Module] = []
         self.epoch = 0  # bumped by the caller once per stop; a miss refreshes once per epoch
+        self.generation = 0  # bumped by every refresh: caches keyed by address must drop
         self._refreshed_epoch = -1
         self.refresh(text)
 
@@ -292,6 +293,7 @@ class ProcessMaps:
         self._ranges = [(lo, hi, mod) for lo, hi, mod in ranges]
         self._starts = [r[0] for r in self._ranges]
         self.modules = modules
+        self.generation += 1
 
     def module_for(self, pc: int) -> Module | None:
         """The module whose executable mapping holds `pc`; re-reads the maps on a miss."""
@@ -323,7 +325,7 @@ class MapsRegistry:
 
     def __init__(self, cache: ImageCache | None = None,
                  reader: MapsReader = read_proc_maps) -> None:
-        self.cache = cache or ImageCache()
+        self.cache = cache if cache is not None else ImageCache()
         self._reader = reader
         self._pids: dict[int, ProcessMaps] = {}
 

@@ -17,6 +17,8 @@ The walk never raises for bad memory or odd code: it records why it ended in `St
 
 from __future__ import annotations
 
+import struct
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -31,6 +33,8 @@ Reader = Callable[[int, int], bytes]
 MAX_FRAMES: Final = 128
 SCAN_LIMIT: Final = 64 * 1024
 PAGE: Final = 4096
+_TRACKED: Final = frozenset(cfi.TRACKED)
+_U64: Final = struct.Struct("<Q")
 
 
 class Registers(Protocol):
@@ -74,32 +78,76 @@ class MemoryError_(Exception):
     """A read that came back short (unmapped memory, process gone)."""
 
 
+PagesReader = Callable[[list[int]], list[bytes]]
+
+
 class PagedReader:
     """Caches whole pages for one stop: a stack walk touches a handful of pages many times.
 
-    Falls back to the exact range when a page read fails (the last page of a mapping).
+    `prefetch(pages)` reads many pages in one call when a batch reader is given (one
+    process_vm_readv for the pages the thread's previous walk touched); `touched` lists the
+    pages used so far. Falls back to the exact range when a page read fails (the last page
+    of a mapping).
     """
 
-    def __init__(self, read: Reader) -> None:
+    __slots__ = ("_pages", "_read", "_read_pages")
+
+    def __init__(self, read: Reader, read_pages: PagesReader | None = None) -> None:
         self._read = read
+        self._read_pages = read_pages
         self._pages: dict[int, bytes] = {}
+
+    def prefetch(self, pages: list[int]) -> None:
+        if self._read_pages is None or not pages:
+            return
+        try:
+            got = self._read_pages(pages)
+        except OSError:
+            return
+        for page, data in zip(pages, got, strict=False):
+            if len(data) == PAGE:
+                self._pages[page] = data
+
+    @property
+    def touched(self) -> list[int]:
+        return [p for p, d in self._pages.items() if len(d) == PAGE]
+
+    def _page(self, page: int) -> bytes:
+        data = self._pages.get(page)
+        if data is None:
+            try:
+                data = self._read(page, PAGE)
+            except OSError:
+                data = b""
+            self._pages[page] = data
+        return data
 
     def __call__(self, addr: int, n: int) -> bytes:
         page = addr & ~(PAGE - 1)
         if addr + n <= page + PAGE:
-            data = self._pages.get(page)
-            if data is None:
-                try:
-                    data = self._read(page, PAGE)
-                except OSError:
-                    data = b""
-                self._pages[page] = data
+            data = self._pages.get(page) or self._page(page)
             if len(data) == PAGE:
                 return data[addr - page:addr - page + n]
         return self._read(addr, n)
 
+    def word(self, addr: int) -> int:
+        """The little-endian word at `addr`; MemoryError_ when unreadable."""
+        off = addr & (PAGE - 1)
+        if off <= PAGE - 8:
+            data = self._pages.get(addr - off) or self._page(addr - off)
+            if len(data) == PAGE:
+                return int(_U64.unpack_from(data, off)[0])
+        return _word_slow(self, addr)
+
 
 def word(read: Reader, addr: int) -> int:
+    """The little-endian word at `addr`; MemoryError_ when unreadable."""
+    if type(read) is PagedReader:
+        return read.word(addr)
+    return _word_slow(read, addr)
+
+
+def _word_slow(read: Reader, addr: int) -> int:
     try:
         data = read(addr, 8)
     except OSError as e:
@@ -117,6 +165,7 @@ class _GoCtx:
     rt: GoRuntime
     read: Reader
     fs_base: int
+    asmcgocall_abs: tuple[tuple[int, int], ...] = ()  # runtime [entry, end) of asmcgocall
     _tls_g: int | None | bool = False
 
     def tls_g(self) -> int | None:
@@ -144,34 +193,151 @@ class _GoCtx:
             return False
 
     def asmcgocall_ret(self, pc: int) -> bool:
-        rel = pc - self.module.bias
-        return any(lo < rel < hi for lo, hi in self.rt.asmcgocall)
+        return any(lo < pc < hi for lo, hi in self.asmcgocall_abs)
+
+
+# --- compiled steps -----------------------------------------------------------------------
+OP_GO: Final = 0  # Go frame: ret = [sp+delta], sp += delta+8
+OP_ROOT: Final = 1  # goexit, mstart, rt0_go, top-frame flag: the stack ends here
+OP_ASMCGOCALL: Final = 2  # return into asmcgocall: leave g0 for the goroutine stack
+OP_SYSTEMSTACK: Final = 3  # systemstack on g0: continue on m.curg.sched
+OP_CFI: Final = 4  # native frame with a CFI row
+OP_SCAN: Final = 5  # native frame without CFI (or a CFI that does not step): scan for asmcgocall
+
+
+@dataclass(frozen=True, slots=True)
+class _CfiRecipe:
+    """A CFI row pre-digested for `_cfi_step` (same semantics as `cfi.step`)."""
+
+    cfa_reg: int
+    cfa_offset: int
+    loads: tuple[tuple[int, int], ...]  # (reg, offset from CFA): reg = [CFA+offset]
+    values: tuple[tuple[int, int], ...]  # (reg, offset): reg = CFA+offset
+    copies: tuple[tuple[int, int], ...]  # (reg, src): reg = src's value, or lost
+    drops: tuple[int, ...]  # registers lost (undefined, expression)
+    ra_offset: int | None  # RA = [CFA+ra_offset]
+    ra_register: int | None  # RA = value of this register
+    outermost: bool  # RA undefined: the thread's first frame
+
+    @classmethod
+    def from_row(cls, row: cfi.Row) -> _CfiRecipe | None:
+        if row.cfa_expr:
+            return None
+        loads: list[tuple[int, int]] = []
+        values: list[tuple[int, int]] = []
+        copies: list[tuple[int, int]] = []
+        drops: list[int] = []
+        ra_offset: int | None = -8
+        ra_register: int | None = None
+        outermost = False
+        for reg, rule in row.rules:
+            if reg == cfi.RA:
+                ra_offset = rule.arg if rule.kind == "offset" else None
+                ra_register = rule.arg if rule.kind == "register" else None
+                outermost = rule.kind == "undefined"
+            elif rule.kind == "offset":
+                loads.append((reg, rule.arg))
+            elif rule.kind == "val_offset":
+                values.append((reg, rule.arg))
+            elif rule.kind == "register":
+                copies.append((reg, rule.arg))
+            elif rule.kind in ("undefined", "expression"):
+                drops.append(reg)
+        return cls(row.cfa_reg, row.cfa_offset, tuple(loads), tuple(values), tuple(copies),
+                   tuple(drops), ra_offset, ra_register, outermost)
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What the walk does at one PC (absolute, per process): built once, then replayed."""
+
+    frame: RawFrame
+    op: int
+    delta: int | None = None  # Go frames: the pcsp value (None: no pcsp at this PC)
+    recipe: _CfiRecipe | None = None
+    row_found: bool = False  # a CFI row exists (for the end reason when it cannot step)
+
+
+def _cfi_step(rc: _CfiRecipe, regs: dict[int, int], read: Reader) -> dict[int, int] | None:
+    """`cfi.step` on a recipe; a short read raises MemoryError_ (the walk ends unreadable)."""
+    base = regs.get(rc.cfa_reg)
+    if base is None:
+        return None
+    cfa = base + rc.cfa_offset
+    out = {r: v for r, v in regs.items() if r in _TRACKED}
+    for reg, off in rc.loads:
+        out[reg] = word(read, cfa + off)
+    for reg, off in rc.values:
+        out[reg] = cfa + off
+    for reg, src in rc.copies:
+        if src in regs:
+            out[reg] = regs[src]
+        else:
+            out.pop(reg, None)
+    for reg in rc.drops:
+        out.pop(reg, None)
+    if rc.ra_offset is not None:
+        ra = word(read, cfa + rc.ra_offset)
+    elif rc.ra_register is not None and rc.ra_register in regs:
+        ra = regs[rc.ra_register]
+    else:
+        return None
+    if ra == 0:
+        return None
+    out[cfi.RSP] = cfa
+    out[cfi.RA] = ra
+    return out
 
 
 class Unwinder:
-    """Walks one stopped thread's stack. Stateless between calls except for the module map."""
+    """Walks one stopped thread's stack. Per process: the module map and the compiled steps.
+
+    Each PC the walk meets is turned once into a `_Step` (its module, whether it is Go or
+    native, the pcsp delta or the CFI recipe); a repeated call path then costs a dict lookup
+    and a word read or two per frame. Steps are dropped when the module map is re-read.
+    """
 
     def __init__(self, maps: ModuleMap, *, max_frames: int = MAX_FRAMES,
                  scan_limit: int = SCAN_LIMIT) -> None:
         self.maps = maps
         self.max_frames = max_frames
         self.scan_limit = scan_limit
+        self._steps: dict[tuple[int, bool], _Step] = {}
+        self._generation = -1
+        self._go: tuple[Module, GoRuntime, tuple[tuple[int, int], ...]] | None = None
+        self.steps_built = 0
+
+    def _sync(self) -> None:
+        gen = getattr(self.maps, "generation", 0)
+        if gen != self._generation:
+            self._generation = gen
+            self._steps.clear()
+            self._go = None
+            for mod in getattr(self.maps, "modules", ()):
+                img = mod.image
+                if img is not None and img.pcln is not None and img.goruntime is not None:
+                    rt = img.goruntime
+                    ranges = tuple((lo + mod.bias, hi + mod.bias) for lo, hi in rt.asmcgocall)
+                    self._go = (mod, rt, ranges)
+                    break
 
     def go_context(self, read: Reader, fs_base: int) -> _GoCtx | None:
-        for mod in getattr(self.maps, "modules", ()):
-            img = mod.image
-            if img is not None and img.pcln is not None and img.goruntime is not None:
-                return _GoCtx(mod, img.goruntime, read, fs_base)
-        return None
+        self._sync()
+        if self._go is None:
+            return None
+        mod, rt, ranges = self._go
+        return _GoCtx(mod, rt, read, fs_base, ranges)
 
-    def unwind(self, regs: Registers, read: Reader) -> Stack:
-        """The stack of a thread stopped with `regs`, innermost frame first."""
+    def unwind(self, regs: Registers, read: Reader, *, max_frames: int | None = None) -> Stack:
+        """The stack of a thread stopped with `regs`, innermost frame first (at most
+        `max_frames` frames: a short walk for a cheap key)."""
         state = {cfi.RSP: regs.rsp, cfi.RBP: regs.rbp, cfi.RBX: regs.rbx, 12: regs.r12,
                  13: regs.r13, 14: regs.r14, 15: regs.r15}
         go = self.go_context(read, regs.fs_base)
         stack = Stack()
-        self._walk(stack, regs.rip, state, read, go, innermost=True)
-        if stack.g is None and go is not None:
+        self._walk(stack, regs.rip, state, read, go, innermost=True,
+                   limit=max_frames or self.max_frames)
+        if stack.g is None and go is not None and max_frames is None:
             stack.g = self._current_goroutine(go, stack)
         return stack
 
@@ -179,76 +345,108 @@ class Unwinder:
         """The stack of a parked goroutine from its saved `g.sched` pc/sp."""
         go = self.go_context(read, fs_base)
         stack = Stack()
-        self._walk(stack, pc, {cfi.RSP: sp}, read, go, innermost=False)
+        self._walk(stack, pc, {cfi.RSP: sp}, read, go, innermost=False,
+                   limit=self.max_frames)
         return stack
 
     # --- the walk ---------------------------------------------------------------------------
+    def _step_for(self, pc: int, innermost: bool) -> _Step:
+        """The compiled step at `pc` (may raise CgotraceError for corrupt tables)."""
+        step = self._steps.get((pc, innermost))
+        if step is not None:
+            return step
+        mod = self.maps.module_for(pc)
+        if mod is None:  # not cached: a library mapped later (dlopen) must be found
+            return _Step(RawFrame(pc, None, "unknown", not innermost), OP_SCAN)
+        rel = pc - mod.bias
+        look = rel if innermost else rel - 1
+        img = mod.image
+        pcln = img.pcln if img is not None else None
+        fn = None
+        if pcln is not None:
+            try:
+                fn = pcln.func_for_pc(look)
+            except CgotraceError:
+                fn = None
+        if fn is not None and fn.has_pcsp and pcln is not None:
+            frame = RawFrame(pc, mod, "go", not innermost)
+            if fn.name in STACK_ROOTS or fn.flag & FLAG_TOP_FRAME:
+                step = _Step(frame, OP_ROOT)
+            else:
+                delta = pcln.sp_delta(fn, look)
+                op = OP_GO
+                if not innermost and fn.func_id == FUNCID_ASMCGOCALL:
+                    op = OP_ASMCGOCALL
+                elif not innermost and fn.name == "runtime.systemstack":
+                    op = OP_SYSTEMSTACK
+                step = _Step(frame, op, delta)
+        else:
+            frame = RawFrame(pc, mod, "c", not innermost)
+            table = img.cfi if img is not None and fn is None else None
+            row = table.row_for(look) if table is not None else None
+            recipe = _CfiRecipe.from_row(row) if row is not None else None
+            step = _Step(frame, OP_CFI if recipe is not None else OP_SCAN, None, recipe,
+                         row is not None)
+        self._steps[(pc, innermost)] = step
+        self.steps_built += 1
+        return step
+
     def _walk(self, stack: Stack, pc: int, regs: dict[int, int], read: Reader,
-              go: _GoCtx | None, *, innermost: bool) -> None:
+              go: _GoCtx | None, *, innermost: bool, limit: int) -> None:
         frames = stack.frames
+        steps = self._steps
         try:
             while True:
-                if len(frames) >= self.max_frames:
+                if len(frames) >= limit:
                     stack.end = "cap"
                     return
-                mod = self.maps.module_for(pc)
-                if mod is None:
-                    frames.append(RawFrame(pc, None, "unknown", not innermost))
+                step = steps.get((pc, innermost)) or self._step_for(pc, innermost)
+                frames.append(step.frame)
+                op = step.op
+                if op == OP_GO or (op >= OP_ASMCGOCALL and op <= OP_SYSTEMSTACK and go is None):
+                    pass
+                elif op == OP_ROOT:
+                    stack.end = "root"
+                    return
+                elif op == OP_ASMCGOCALL:
+                    assert go is not None
+                    sp, pc = self._leave_g0(stack, regs[cfi.RSP], read, go)
+                    regs = {cfi.RSP: sp}
+                    continue
+                elif op == OP_SYSTEMSTACK:
+                    assert go is not None
+                    switched = self._systemstack(stack, read, go)
+                    if switched is not None:
+                        sp, pc = switched
+                        regs = {cfi.RSP: sp}
+                        continue
+                else:  # native code
+                    rc = step.recipe
+                    if rc is not None:
+                        new = _cfi_step(rc, regs, read)
+                        if new is not None:
+                            regs, pc, innermost = new, new[cfi.RA], False
+                            continue
+                        if rc.outermost:
+                            stack.end = "outermost"  # _start, clone3: the thread's first frame
+                            return
                     if not self._scan(stack, regs, read, go):
-                        stack.end = stack.end or "no-module"
+                        if step.frame.module is None:
+                            stack.end = stack.end or "no-module"
+                        else:
+                            stack.end = stack.end or ("cfa-expression" if step.row_found
+                                                      else "no-cfi")
                         return
                     pc, innermost = regs[cfi.RA], False
                     continue
-                rel = pc - mod.bias
-                look = rel if innermost else rel - 1
-                img = mod.image
-                pcln = img.pcln if img is not None else None
-                fn = None
-                if pcln is not None:
-                    try:
-                        fn = pcln.func_for_pc(look)
-                    except CgotraceError:
-                        fn = None
-                if fn is not None and fn.has_pcsp and pcln is not None:
-                    frames.append(RawFrame(pc, mod, "go", not innermost))
-                    if fn.name in STACK_ROOTS or fn.flag & FLAG_TOP_FRAME:
-                        stack.end = "root"
-                        return
-                    if fn.func_id == FUNCID_ASMCGOCALL and not innermost and go is not None:
-                        sp, pc = self._leave_g0(stack, regs[cfi.RSP], read, go)
-                        regs = {cfi.RSP: sp}
-                        continue
-                    if fn.name == "runtime.systemstack" and not innermost and go is not None:
-                        switched = self._systemstack(stack, read, go)
-                        if switched is not None:
-                            sp, pc = switched
-                            regs = {cfi.RSP: sp}
-                            continue
-                    delta = pcln.sp_delta(fn, look)
-                    if delta is None:
-                        stack.end = "no-pcsp"
-                        return
-                    sp = regs[cfi.RSP]
-                    pc = word(read, sp + delta)
-                    regs = {cfi.RSP: sp + delta + 8}
-                    innermost = False
-                    continue
-                frames.append(RawFrame(pc, mod, "c", not innermost))
-                table = img.cfi if img is not None and fn is None else None
-                row = table.row_for(look) if table is not None else None
-                if row is not None:
-                    new = cfi.step(row, regs, read)
-                    if new is not None:
-                        regs, pc, innermost = new, new[cfi.RA], False
-                        continue
-                    ra_rule = dict(row.rules).get(cfi.RA, cfi.Rule("offset"))
-                    if not row.cfa_expr and ra_rule.kind == "undefined":
-                        stack.end = "outermost"  # _start, clone3: the thread's first frame
-                        return
-                if not self._scan(stack, regs, read, go):
-                    stack.end = stack.end or ("no-cfi" if row is None else "cfa-expression")
+                delta = step.delta
+                if delta is None:
+                    stack.end = "no-pcsp"
                     return
-                pc, innermost = regs[cfi.RA], False
+                sp = regs[cfi.RSP]
+                pc = word(read, sp + delta)
+                regs = {cfi.RSP: sp + delta + 8}
+                innermost = False
         except MemoryError_ as e:
             stack.end = "unreadable"
             stack.notes.append(str(e))
@@ -264,6 +462,7 @@ class Unwinder:
         """
         if go is None or cfi.RSP not in regs or not go.in_cgo_call():
             return False
+        ranges = go.asmcgocall_abs
         sp = regs[cfi.RSP] & ~7
         limit = sp + self.scan_limit
         addr = sp
@@ -275,14 +474,17 @@ class Unwinder:
                 data = b""
             if len(data) != chunk_end - addr:
                 break
-            for off in range(0, len(data) - 7, 8):
-                value = int.from_bytes(data[off:off + 8], "little")
-                if go.asmcgocall_ret(value):
-                    regs.clear()
-                    regs[cfi.RSP] = addr + off + 8
-                    regs[cfi.RA] = value
-                    stack.notes.append(f"scanned {addr + off - sp:#x} bytes to asmcgocall")
-                    return True
+            words = array("Q")
+            words.frombytes(data[:len(data) & ~7])
+            for i, value in enumerate(words):
+                for lo, hi in ranges:
+                    if lo < value < hi:
+                        off = 8 * i
+                        regs.clear()
+                        regs[cfi.RSP] = addr + off + 8
+                        regs[cfi.RA] = value
+                        stack.notes.append(f"scanned {addr + off - sp:#x} bytes to asmcgocall")
+                        return True
             addr = chunk_end
         stack.end = "scan-failed"
         return False
