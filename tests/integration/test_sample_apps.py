@@ -95,9 +95,10 @@ def run_ready_file(app: str, binary: Path, run: appinfo.Run, tmp_path: Path) -> 
         payload = read_ready(fifo, proc)
         if app == "server":
             base = f"http://127.0.0.1:{int(payload[0])}"
-            with urllib.request.urlopen(base + "/", timeout=10) as r:
+            direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy
+            with direct.open(base + "/", timeout=10) as r:
                 assert r.read() == b"ok\n"
-            with urllib.request.urlopen(base + "/lookup", timeout=10) as r:
+            with direct.open(base + "/lookup", timeout=10) as r:
                 assert r.read() == b"root\n"
         else:
             assert int(payload[0]) == proc.pid
