@@ -256,12 +256,6 @@ def _buildinfo(img: ElfImage) -> Any:
     return read_buildinfo(img)
 
 
-def _looks_like_go(img: ElfImage) -> bool:
-    secs = img.sections
-    return (any(n in secs for n in (".gopclntab", ".data.rel.ro.gopclntab", ".go.buildinfo"))
-            or img.go_build_id is not None)
-
-
 # === the analysis ==========================================================================
 
 def inspect_binary(path: str | os.PathLike[str], rootfs: str | None = None,
@@ -308,7 +302,7 @@ def inspect_binary(path: str | os.PathLike[str], rootfs: str | None = None,
         go_error = go_error or e.message
     if bi is not None:
         is_go = True
-    if not is_go and _looks_like_go(img) and not img.upx_packed:
+    if not is_go and img.has_go_sections and not img.upx_packed:
         msg = f"{p}: Go sections present but no readable pclntab or build info"
         if strict:
             raise BadBinaryError(msg)

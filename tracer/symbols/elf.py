@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -137,27 +138,90 @@ class ElfImage:
         return int(self.header["e_entry"])
 
     # --- sections and segments ---------------------------------------------------------
+    # Section and program headers are read with struct, not pyelftools: building its
+    # section objects costs ~4 ms an image, paid for every module the unwinder maps.
+    @cached_property
+    def _layout(self) -> tuple[str, bool]:
+        """(struct byte-order prefix, is 64-bit) from e_ident."""
+        ei_class, ei_data = self.data[4], self.data[5]
+        if ei_class not in (1, 2) or ei_data not in (1, 2):
+            raise BadBinaryError(f"{self.path}: bad ELF class/data bytes")
+        return ("<" if ei_data == 1 else ">"), ei_class == 2
+
+    def _unpack(self, fmt: str, off: int, what: str) -> tuple[int, ...]:
+        order, _ = self._layout
+        size = struct.calcsize(order + fmt)
+        if off < 0 or off + size > len(self.data):
+            raise BadBinaryError(f"{self.path}: {what} run past the end of the file "
+                                 "(truncated?)")
+        return struct.unpack_from(order + fmt, self.data, off)
+
     @cached_property
     def sections(self) -> dict[str, Section]:
+        from elftools.elf.enums import ENUM_SH_TYPE_AMD64, ENUM_SH_TYPE_BASE
+
+        names = {v: k for k, v in {**ENUM_SH_TYPE_BASE, **ENUM_SH_TYPE_AMD64}.items()
+                 if isinstance(v, int)}
+        _, is64 = self._layout
+        hdr = "16xHHIQQQIHHHHHH" if is64 else "16xHHIIIIIHHHHHH"
+        (_, _, _, _, _, shoff, _, _, _, _, shentsize, shnum,
+         shstrndx) = self._unpack(hdr, 0, "ELF header")
+        if shoff == 0:
+            return {}
+        ent = "IIQQQQIIQQ" if is64 else "IIIIIIIIII"
+        if shentsize < struct.calcsize(ent):
+            raise BadBinaryError(f"{self.path}: corrupt section headers (entry size "
+                                 f"{shentsize})")
+        raw = []
+        if shnum == 0 or shstrndx == 0xFFFF:  # extended numbering lives in section 0
+            first = self._unpack(ent, shoff, "section headers")
+            shnum = shnum or first[5]
+            shstrndx = first[6] if shstrndx == 0xFFFF else shstrndx
+        if shnum > 65536 * 16:
+            raise BadBinaryError(f"{self.path}: corrupt section headers ({shnum} sections)")
+        for i in range(shnum):
+            raw.append(self._unpack(ent, shoff + i * shentsize, "section headers"))
+        if not 0 <= shstrndx < len(raw):
+            raise BadBinaryError(f"{self.path}: corrupt section headers (no name table)")
+        stroff, strsize = raw[shstrndx][4], raw[shstrndx][5]
+        if stroff + strsize > len(self.data):
+            raise BadBinaryError(f"{self.path}: truncated file (the section name table ends "
+                                 f"at {stroff + strsize:#x}, file has {len(self.data):#x} bytes)")
         out: dict[str, Section] = {}
-        try:
-            for s in self.elf.iter_sections():
-                if s.name and s.name not in out:
-                    out[s.name] = Section(s.name, int(s["sh_addr"]), int(s["sh_offset"]),
-                                          int(s["sh_size"]), str(s["sh_type"]))
-        except Exception as e:
-            raise BadBinaryError(f"{self.path}: corrupt section headers ({_reason(e)})") from None
+        for (name_off, sh_type, _, addr, off, size, *_rest) in raw:
+            if name_off >= strsize or stroff + name_off >= len(self.data):
+                continue
+            start = stroff + name_off
+            end = self.data.find(b"\0", start, min(len(self.data), stroff + strsize))
+            name = bytes(self.data[start:end if end >= 0 else start]).decode("utf-8",
+                                                                              "replace")
+            if name and name not in out:
+                out[name] = Section(name, addr, off, size, names.get(sh_type, str(sh_type)))
         return out
 
     @cached_property
     def segments(self) -> list[Segment]:
+        from elftools.elf.enums import ENUM_P_TYPE_BASE
+
+        names = {v: k for k, v in ENUM_P_TYPE_BASE.items() if isinstance(v, int)}
+        _, is64 = self._layout
+        hdr = "16xHHIQQQIHHH" if is64 else "16xHHIIIIIHHH"
+        _, _, _, _, phoff, _, _, _, phentsize, phnum = self._unpack(hdr, 0, "ELF header")
+        ent = "IIQQQQQQ" if is64 else "IIIIIIII"
+        if phoff == 0 or phnum == 0:
+            return []
+        if phentsize < struct.calcsize(ent):
+            raise BadBinaryError(f"{self.path}: corrupt program headers (entry size "
+                                 f"{phentsize})")
         out: list[Segment] = []
-        try:
-            for seg in self.elf.iter_segments():
-                out.append(Segment(str(seg["p_type"]), int(seg["p_vaddr"]), int(seg["p_offset"]),
-                                   int(seg["p_filesz"]), int(seg["p_memsz"]), int(seg["p_flags"])))
-        except Exception as e:
-            raise BadBinaryError(f"{self.path}: corrupt program headers ({_reason(e)})") from None
+        for i in range(phnum):
+            f = self._unpack(ent, phoff + i * phentsize, "program headers")
+            if is64:
+                p_type, flags, off, vaddr, _, filesz, memsz, _ = f
+            else:
+                p_type, off, vaddr, _, filesz, memsz, flags, _ = f
+            out.append(Segment(names.get(p_type, str(p_type)), vaddr, off, filesz, memsz,
+                               flags))
         return out
 
     def section(self, name: str) -> Section | None:
@@ -317,6 +381,15 @@ class ElfImage:
             if name == "Go" and ntype == _NT_GO_BUILD_ID:
                 return desc.rstrip(b"\0").decode("utf-8", "replace")
         return None
+
+    @cached_property
+    def has_go_sections(self) -> bool:
+        """Go's own sections or build-id note: cheap, and true of every Go image the
+        linker wrote (stripped, PIE, external) — false for libc, ld.so and C programs."""
+        secs = self.sections
+        return (any(n in secs for n in (".gopclntab", ".data.rel.ro.gopclntab",
+                                        ".go.buildinfo", ".note.go.buildid"))
+                or self.go_build_id is not None)
 
     @cached_property
     def upx_packed(self) -> bool:

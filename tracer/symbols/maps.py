@@ -102,7 +102,9 @@ class LoadedImage:
         if self._pcln is False:
             self._pcln = None
             elf = self.elf
-            if elf is not None:
+            # libc, ld.so and other C images: don't pay for a pclntab search (a .symtab
+            # lookup and a data scan) in every module of every traced process
+            if elf is not None and (elf.has_go_sections or elf.upx_packed):
                 from tracer.errors import NotGoBinaryError
                 from tracer.symbols.pclntab import PclnTable
 
