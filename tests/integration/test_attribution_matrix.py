@@ -263,3 +263,25 @@ def test_warm_cost_per_access(sample: Callable[..., Path]) -> None:
     assert ks.reused > 0 and ks.walks + ks.reused == ks.calls
     assert ks.walks < ks.calls // 4  # repeats are reused, re-sampled only at powers of two
     assert ks.walks >= FULL_PER_PATH
+
+
+def test_sampling_after_many_accesses_of_one_path(sample: Callable[..., Path]) -> None:
+    """Past SAMPLE_AFTER accesses of one path, only power-of-two accesses are walked; the
+    rest carry the path's latest attribution, and the trace says so with same_as."""
+    from tracer.attribution import SAMPLE_AFTER
+
+    exe = sample("benchopen", "cgo", GO_VERSIONS[0])
+    accesses, status, att = _trace(exe, ("2000",))
+    assert status == 0
+    target = os.path.realpath(exe)
+    opens = [a for a in accesses if a.syscall == "openat" and a.path == target]
+    assert len(opens) >= 2000
+    walked = [a for a in opens if a.same_as is None]
+    # 8 full + new fast keys + power-of-two resamples: a few dozen walks for 2000 opens
+    assert len(walked) <= 64, len(walked)
+    assert att.stats.reused >= len(opens) - 64
+    late = opens[SAMPLE_AFTER + 10:]
+    assert late and all(a.attribution is not None and a.attribution.via is Via.GO
+                        and a.attribution.user_frame is not None
+                        and (a.attribution.user_frame.file or "").endswith("main.go")
+                        for a in late)
