@@ -1,10 +1,12 @@
-"""`make demo`: what cgotrace shows on two built-in samples, in sandboxes, in four steps.
+"""`make demo`: what cgotrace shows on two built-in samples, in sandboxes, in five steps.
 
 1. `cgotrace inspect` on the cgo build of userlookup: what static analysis sees.
 2. `cgotrace run --rootfs glibc` on it: the hidden dependencies observed at run time.
 3. `cgotrace run --rootfs scratch` on it: why the same binary cannot even start there.
-4. `cgotrace run --rootfs glibc --network loopback` on dnslookup: name lookups in a network
-   namespace with nothing but lo (resolv.conf names 127.0.0.1), so nothing leaves the host.
+4. `cgotrace run --rootfs glibc --network <netns>` on dnslookup: name lookups in a network
+   namespace with nothing but lo (resolv.conf names 127.0.0.1), where a local responder
+   answers svc.cgotrace.test, so nothing leaves the host.
+5. `cgotrace report` re-reads the trace saved in step 2.
 
 Each step prints the command, then cgotrace's own output. Exit 0 when every step behaved as
 described (step 3 is expected to fail to exec, with a diagnosis).
@@ -17,7 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sample_apps.build import BuildError, build
+from sample_apps.build import ROOT, BuildError, build
+from sample_apps.dnsresponder import Responder
+from tracer.session.netns import LoopbackNetwork
 
 CGOTRACE = [str(Path(sys.executable).parent / "cgotrace")]
 
@@ -41,16 +45,23 @@ def main() -> int:
     except BuildError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 1
+    trace = str(ROOT / ".cache" / "demo-userlookup.jsonl")
     results = [
         step("1. static view: readelf-level facts and the cgo packages compiled in",
              ["inspect", users]),
         step("2. run in a Debian-like root: what the binary really touches",
-             ["run", "--rootfs", "glibc", "--", users]),
+             ["run", "--rootfs", "glibc", "--output", trace, "--", users]),
         step("3. run in an empty (scratch) root: exec fails, and cgotrace says why",
              ["run", "--rootfs", "scratch", "--", users], expect_ok=False),
-        step("4. DNS in a loopback-only network namespace (localhost, 127.0.0.1, tcp/http)",
-             ["run", "--rootfs", "glibc", "--network", "loopback", "--", dns]),
     ]
+    # DNS stays inside a network namespace with nothing but lo, where the demo's responder
+    # answers svc.cgotrace.test on 127.0.0.1:53 (the root's resolv.conf names 127.0.0.1).
+    with LoopbackNetwork(service=lambda: Responder(port=53, timeout=300)) as net:
+        results.append(step(
+            "4. DNS in a loopback-only network namespace, answered by a local responder",
+            ["run", "--rootfs", "glibc", "--network", net.netns_path, "--", dns, "-svc"]))
+    results.append(step("5. later, post-incident: re-read the saved trace of step 2",
+                        ["report", trace]))
     print(f"\ndemo: {sum(results)}/{len(results)} steps behaved as expected")
     return 0 if all(results) else 1
 

@@ -48,7 +48,7 @@ def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bo
     if json_file:
         _write_json(json_file, result.summary)
     if not quiet:
-        from tracer.cli.report import render_summary
+        from tracer.summary import render_summary
 
         print(render_summary(result.summary), file=sys.stderr)
         if result.crash:

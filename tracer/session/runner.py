@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from tracer.session.launch import (
     launch,
     resolve_program,
 )
+from tracer.summary import SummaryBuilder
 from tracer.syscalls.entry import EntryDecoder
 
 
@@ -50,46 +50,6 @@ class RunResult:
     crash: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
     events: list[ProcessEvent] = field(default_factory=list)
-
-
-class SummaryBuilder:
-    """Incremental form of `tracer.cli.report.summarize`: memory grows with distinct hidden
-    (path, result) pairs, not with the number of accesses."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.by_kind: Counter[str] = Counter()
-        self.hidden: Counter[tuple[str, str, str]] = Counter()
-        self.callers: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.unsymbolized: dict[str, None] = {}
-
-    def add(self, a: Access) -> None:
-        self.total += 1
-        self.by_kind[a.kind.value] += 1
-        if a.hidden:
-            key = (a.path, a.result, a.kind.value)
-            self.hidden[key] += 1
-            if key not in self.callers and a.attribution is not None:
-                from tracer.cli.report import caller_of
-
-                self.callers[key] = caller_of(a.attribution)
-        if a.attribution is not None and a.same_as is None:
-            for note in a.attribution.unsymbolized:
-                self.unsymbolized.setdefault(note)
-
-    def summary(self, status: ExitStatus | None, truncated: bool = False) -> dict[str, Any]:
-        from tracer.cli.report import hidden_entry
-
-        return {
-            "accesses": self.total,
-            "by_kind": dict(sorted(self.by_kind.items())),
-            "hidden": [hidden_entry(p, r, k, n, self.callers.get((p, r, k)))
-                       for (p, r, k), n in sorted(self.hidden.items(),
-                                                  key=lambda x: (x[0][2], x[0][0]))],
-            "unsymbolized": list(self.unsymbolized),
-            "exit": status.to_dict() if status is not None else None,
-            "truncated": truncated,
-        }
 
 
 def _static_summary(facts: Any) -> dict[str, Any]:

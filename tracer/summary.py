@@ -1,0 +1,164 @@
+"""The run summary: counts by kind and the hidden dependencies, built incrementally while a
+trace runs (memory grows with distinct hidden (path, result) pairs, not with accesses) or
+from a saved trace, and rendered for the terminal.
+
+Failed lookups of one file name along a search path (glibc's dlopen tries a dozen
+directories for libnss_db.so.2; libnss_systemd probes six userdb directories) are folded
+into one entry: the name, where it was found (if it was), and how many places missed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from tracer.model import Access, Attribution, ExitStatus
+
+FOLD_MIN_DIRS = 3  # fold failed lookups of one name once they span this many directories
+
+
+def caller_of(at: Attribution) -> dict[str, Any]:
+    """What the summary says about the code behind an access (first attributed access)."""
+    uf = at.user_frame
+    return {"via": at.via.value, "go_api": at.go_api, "c_function": at.c_function,
+            "user_frame": (f"{os.path.basename(uf.file)}:{uf.line}" if uf and uf.file
+                           else (uf.function if uf else None))}
+
+
+class SummaryBuilder:
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_kind: Counter[str] = Counter()
+        self.hidden: Counter[tuple[str, str, str]] = Counter()
+        self.callers: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.unsymbolized: dict[str, None] = {}
+
+    def add(self, a: Access) -> None:
+        self.total += 1
+        self.by_kind[a.kind.value] += 1
+        if a.hidden:
+            key = (a.path, a.result, a.kind.value)
+            self.hidden[key] += 1
+            if key not in self.callers and a.attribution is not None:
+                self.callers[key] = caller_of(a.attribution)
+        if a.attribution is not None and a.same_as is None:
+            for note in a.attribution.unsymbolized:
+                self.unsymbolized.setdefault(note)
+
+    def summary(self, status: ExitStatus | None, truncated: bool = False) -> dict[str, Any]:
+        return {
+            "accesses": self.total,
+            "by_kind": dict(sorted(self.by_kind.items())),
+            "hidden": fold_search_paths(
+                [_entry(p, r, k, n, self.callers.get((p, r, k)))
+                 for (p, r, k), n in self.hidden.items()]),
+            "unsymbolized": list(self.unsymbolized),
+            "exit": status.to_dict() if status is not None else None,
+            "truncated": truncated,
+        }
+
+
+def summarize(accesses: Iterable[Access], status: ExitStatus | None,
+              truncated: bool = False) -> dict[str, Any]:
+    builder = SummaryBuilder()
+    for a in accesses:
+        builder.add(a)
+    return builder.summary(status, truncated)
+
+
+def _entry(path: str, result: str, kind: str, count: int,
+           caller: dict[str, Any] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"path": path, "result": result, "kind": kind, "count": count}
+    if caller is not None:
+        entry["caller"] = caller
+    return entry
+
+
+def fold_search_paths(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold the failed lookups of one (kind, file name) that span FOLD_MIN_DIRS or more
+    directories: into the successful entry of that name (as `misses`), or into one
+    `not found` entry listing the places searched. Sorted by kind, then path."""
+    failed: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in entries:
+        key = (e["kind"], os.path.basename(e["path"].rstrip("/")))
+        if e["result"] == "ok":
+            found.setdefault(key, e)
+        elif e["result"] not in ("unknown",):
+            failed[key].append(e)
+    out = [e for e in entries if e["result"] == "ok" or e["result"] == "unknown"]
+    for key, misses in failed.items():
+        dirs = {os.path.dirname(e["path"].rstrip("/")) for e in misses}
+        if len(dirs) < FOLD_MIN_DIRS:
+            out.extend(misses)
+            continue
+        searched = sorted(e["path"] for e in misses)
+        count = sum(e["count"] for e in misses)
+        hit = found.get(key)
+        if hit is not None:
+            hit["misses"] = count
+            hit["searched"] = searched
+            continue
+        folded = _entry(key[1], misses[0]["result"], key[0], count,
+                        next((e["caller"] for e in misses if "caller" in e), None))
+        folded["not_found"] = True
+        folded["searched"] = searched
+        out.append(folded)
+    return sorted(out, key=lambda e: (e["kind"], e["path"]))
+
+
+def describe_caller(caller: dict[str, Any] | None) -> str:
+    """'<- os/user.LookupId via cgo getpwuid_r at main.go:17' (empty without attribution)."""
+    if not caller:
+        return ""
+    via = caller.get("via")
+    if via == "loader":
+        return "<- loader"
+    if via == "exec":
+        return ""
+    parts = ["<-", caller.get("go_api") or "?", "via", str(via)]
+    if caller.get("c_function"):
+        parts.append(caller["c_function"])
+    if caller.get("user_frame"):
+        parts += ["at", caller["user_frame"]]
+    return " ".join(parts)
+
+
+def _status(h: dict[str, Any]) -> str:
+    times = f" x{h['count']}" if h["count"] > 1 and not h.get("not_found") else ""
+    if h.get("not_found"):
+        return f"{h['result']}: not found in {len(h['searched'])} places"
+    if h.get("misses"):
+        return f"{h['result']}{times} (after {h['misses']} misses)"
+    return f"{h['result']}{times}"
+
+
+def render_summary(summary: dict[str, Any], limit: int = 40) -> str:
+    lines = []
+    kinds = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items()) or "none"
+    lines.append(f"cgotrace: {summary['accesses']} accesses ({kinds})")
+    hidden = summary["hidden"]
+    if hidden:
+        lines.append(f"cgotrace: {len(hidden)} hidden dependencies (readelf does not show them):")
+        shown = hidden[:limit]
+        width = max(len(h["path"]) for h in shown)
+        swidth = max(len(_status(h)) for h in shown)
+        for h in shown:
+            line = f"  {h['kind']:<15} {h['path']:<{width}}  {_status(h):<{swidth}}  "
+            lines.append((line + describe_caller(h.get("caller"))).rstrip())
+        if len(hidden) > limit:
+            lines.append(f"  ... and {len(hidden) - limit} more (--json, or the trace file)")
+    else:
+        lines.append("cgotrace: no hidden dependencies")
+    for note in summary.get("unsymbolized", []):
+        lines.append(f"cgotrace: unsymbolized: {note}")
+    ex = summary.get("exit")
+    if ex is not None and "signal" in ex:
+        where = f" at {ex['fault_address']}" if ex.get("fault_address") else ""
+        lines.append(f"cgotrace: program killed by {ex.get('signal_name')}{where}")
+    if summary.get("truncated"):
+        lines.append("cgotrace: the trace is incomplete (the tracer stopped before the program "
+                     "ended)")
+    return "\n".join(lines)
