@@ -168,10 +168,13 @@ class Responder:
 
     def serve(self) -> None:
         """Answer queries until close() or the timeout."""
-        socks = [s for s in (self._udp, self._tcp) if s is not None]
+        socks = {s.fileno(): s for s in (self._udp, self._tcp) if s is not None}
+        poller = select.poll()  # not select(): it fails on descriptors >= 1024
+        for fd in socks:
+            poller.register(fd, select.POLLIN)
         while not self._stop.is_set() and time.monotonic() < self._deadline:
-            ready, _, _ = select.select(socks, [], [], 0.2)
-            for s in ready:
+            for fd, _ev in poller.poll(200):
+                s = socks[fd]
                 if s is self._udp:
                     self._serve_udp(s)
                 else:

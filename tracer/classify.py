@@ -60,7 +60,7 @@ class Closure:
 
     @classmethod
     def from_facts(cls, facts: Any) -> Closure:
-        """From `tracer.static.StaticFacts` (H2): interpreter, needed, closure."""
+        """From `tracer.static.StaticFacts`: interpreter, needed, closure."""
         paths: set[str] = set(getattr(facts, "startup_paths", ()) or ())
         names: set[str] = set(getattr(facts, "needed", ()) or ())
         closure = getattr(facts, "closure", None)

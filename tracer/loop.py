@@ -51,7 +51,7 @@ FAULT_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.
 
 
 class Attributor(Protocol):
-    """Names the Go code behind an access (H6). Called with the thread stopped."""
+    """Names the Go code behind an access. Called with the thread stopped."""
 
     def __call__(self, pid: int, tid: int, draft: AccessDraft) -> Attribution | None: ...
 

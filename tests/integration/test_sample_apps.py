@@ -76,8 +76,9 @@ def read_ready(fifo: Path, proc: subprocess.Popen[str], timeout: float = 20) -> 
         while b"\n" not in buf:
             assert proc.poll() is None, f"exited {proc.returncode} before it was ready"
             assert time.monotonic() < deadline, "no ready line on the FIFO"
-            r, _, _ = select.select([fd], [], [], 0.2)
-            if r:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if poller.poll(200):
                 buf += os.read(fd, 256)
         words = buf.decode().split()
         assert words[0] == "ready", buf

@@ -39,8 +39,9 @@ def _read_all(fd: int, deadline: float) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(left * 1000):
             break
         chunk = os.read(fd, 65536)
         if not chunk:

@@ -22,6 +22,7 @@ import select
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -226,7 +227,9 @@ class LoopbackNetwork:
         self.pid = pid
         os.close(wfd)
         try:
-            ready, _, _ = select.select([rfd], [], [], self.ready_timeout)
+            poller = select.poll()  # not select(): it fails on descriptors >= 1024
+            poller.register(rfd, select.POLLIN)
+            ready = poller.poll(self.ready_timeout * 1000)
             data = os.read(rfd, 4096) if ready else b""
         finally:
             os.close(rfd)
@@ -266,7 +269,7 @@ class LoopbackNetwork:
             done, _status = os.waitpid(pid, os.WNOHANG)
             if done:
                 return
-            select.select([], [], [], 0.02)
+            time.sleep(0.02)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)

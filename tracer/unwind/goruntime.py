@@ -165,7 +165,7 @@ def decode_allgs(code: bytes, code_addr: int) -> int | None:
 
 
 def _go_version(img: ElfImage) -> str | None:
-    """The Go version string from buildinfo (H1's reader when available)."""
+    """The Go version string from buildinfo."""
     try:
         from tracer.symbols import buildinfo
 
