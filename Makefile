@@ -48,7 +48,7 @@ sample-apps: go system-deps ## build every sample app in every mode with the def
 test: venv system-deps go ## install everything and run the whole test suite
 	$(PY) -m pytest -q tests
 
-test-unit: venv ## fast tests only (no ptrace, no Go builds)
+test-unit: venv go ## unit tests only (pure and fast; no tracing, no sandboxes)
 	$(PY) -m pytest -q tests/unit
 
 demo: venv system-deps go ## trace a built-in sample (user + DNS lookups) in a sandbox and report
