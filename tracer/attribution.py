@@ -159,6 +159,9 @@ class _ProcessState:
         self.interpreters: set[str] | None = None
 
 
+_LOADER: Final = Attribution(via=Via.LOADER)
+
+
 class Attributor:
     """The loop's attributor hook. One instance serves every traced process."""
 
@@ -308,6 +311,10 @@ class Attributor:
     def _attribute(self, st: _ProcessState, read: PagedReader, regs: Registers, syscall: str,
                    loader_phase: bool) -> Attribution:
         pid = st.pid
+        if loader_phase and syscall not in EXEC_SYSCALLS:
+            # ld.so before the program's entry point: nothing of the program's code is on
+            # the stack, so skip the unwind (it would load ld.so's CFI for every program).
+            return _LOADER
         stack = st.unwinder.unwind(regs, read)
         pcs = tuple(f.pc for f in stack.frames)
         self._last_pcs = pcs

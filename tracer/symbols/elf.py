@@ -82,6 +82,25 @@ class ElfSymbol:
     source: str  # ".symtab" or ".dynsym"
 
 
+# Names as pyelftools spells them, for the values cgotrace meets; others print as numbers.
+_ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
+_EM_NAMES = {3: "EM_386", 8: "EM_MIPS", 20: "EM_PPC", 21: "EM_PPC64", 22: "EM_S390",
+             40: "EM_ARM", 62: "EM_X86_64", 183: "EM_AARCH64", 243: "EM_RISCV",
+             258: "EM_LOONGARCH"}
+_PT_NAMES = {0: "PT_NULL", 1: "PT_LOAD", 2: "PT_DYNAMIC", 3: "PT_INTERP", 4: "PT_NOTE",
+             5: "PT_SHLIB", 6: "PT_PHDR", 7: "PT_TLS", 0x6474E550: "PT_GNU_EH_FRAME",
+             0x6474E551: "PT_GNU_STACK", 0x6474E552: "PT_GNU_RELRO",
+             0x6474E553: "PT_GNU_PROPERTY"}
+_SHT_NAMES = {0: "SHT_NULL", 1: "SHT_PROGBITS", 2: "SHT_SYMTAB", 3: "SHT_STRTAB",
+              4: "SHT_RELA", 5: "SHT_HASH", 6: "SHT_DYNAMIC", 7: "SHT_NOTE", 8: "SHT_NOBITS",
+              9: "SHT_REL", 10: "SHT_SHLIB", 11: "SHT_DYNSYM", 14: "SHT_INIT_ARRAY",
+              15: "SHT_FINI_ARRAY", 16: "SHT_PREINIT_ARRAY", 17: "SHT_GROUP",
+              18: "SHT_SYMTAB_SHNDX", 19: "SHT_RELR", 0x6FFFFFF6: "SHT_GNU_HASH",
+              0x6FFFFFFD: "SHT_GNU_verdef", 0x6FFFFFFE: "SHT_GNU_verneed",
+              0x6FFFFFFF: "SHT_GNU_versym",
+              0x70000001: "SHT_AMD64_UNWIND"}
+
+
 class ElfImage:
     """One ELF file on disk (or bytes in memory), read lazily."""
 
@@ -90,14 +109,33 @@ class ElfImage:
         self.data = data
         if len(data) < 16 or data[:4] != b"\x7fELF":
             raise BadBinaryError(f"{path}: not an ELF file")
+        # The header is read with struct: importing pyelftools costs ~50 ms, which
+        # `cgotrace run` would pay before the program starts. pyelftools is loaded only
+        # for DWARF/CFI (`self.elf`).
+        try:
+            order, is64 = self._layout
+            fields = self._unpack("16xHHIQQQIHHHHHH" if is64 else "16xHHIIIIIHHHHHH", 0,
+                                  "ELF header")
+        except BadBinaryError as e:
+            raise BadBinaryError(f"{path}: unreadable ELF header "
+                                 f"({e.message.split(': ', 1)[-1]})") from None
+        keys = ("e_type", "e_machine", "e_version", "e_entry", "e_phoff", "e_shoff",
+                "e_flags", "e_ehsize", "e_phentsize", "e_phnum", "e_shentsize", "e_shnum",
+                "e_shstrndx")
+        self.header: dict[str, Any] = dict(zip(keys, fields, strict=True))
+        self.header["e_type"] = _ET_NAMES.get(fields[0], f"ET_{fields[0]:#x}")
+        self.header["e_machine"] = _EM_NAMES.get(fields[1], f"EM_{fields[1]}")
+
+    @cached_property
+    def elf(self) -> Any:
+        """pyelftools' ELFFile over the same bytes, for DWARF and CFI (imported on use)."""
         try:
             from elftools.elf.elffile import ELFFile
 
-            self._stream = cast(IO[bytes], _BytesStream(data))
-            self.elf: Any = ELFFile(self._stream)
-            self.header = self.elf.header
+            self._stream = cast(IO[bytes], _BytesStream(self.data))
+            return ELFFile(self._stream)
         except Exception as e:  # pyelftools raises many types on hostile input
-            raise BadBinaryError(f"{path}: unreadable ELF header ({_reason(e)})") from None
+            raise BadBinaryError(f"{self.path}: unreadable ELF file ({_reason(e)})") from None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ElfImage:
@@ -123,11 +161,11 @@ class ElfImage:
 
     @property
     def elfclass(self) -> int:
-        return int(self.elf.elfclass)
+        return 64 if self._layout[1] else 32
 
     @property
     def little_endian(self) -> bool:
-        return bool(self.elf.little_endian)
+        return self._layout[0] == "<"
 
     @property
     def etype(self) -> str:
@@ -158,10 +196,7 @@ class ElfImage:
 
     @cached_property
     def sections(self) -> dict[str, Section]:
-        from elftools.elf.enums import ENUM_SH_TYPE_AMD64, ENUM_SH_TYPE_BASE
-
-        names = {v: k for k, v in {**ENUM_SH_TYPE_BASE, **ENUM_SH_TYPE_AMD64}.items()
-                 if isinstance(v, int)}
+        names = _SHT_NAMES
         _, is64 = self._layout
         hdr = "16xHHIQQQIHHHHHH" if is64 else "16xHHIIIIIHHHHHH"
         (_, _, _, _, _, shoff, _, _, _, _, shentsize, shnum,
@@ -201,9 +236,7 @@ class ElfImage:
 
     @cached_property
     def segments(self) -> list[Segment]:
-        from elftools.elf.enums import ENUM_P_TYPE_BASE
-
-        names = {v: k for k, v in ENUM_P_TYPE_BASE.items() if isinstance(v, int)}
+        names = _PT_NAMES
         _, is64 = self._layout
         hdr = "16xHHIQQQIHHH" if is64 else "16xHHIIIIIHHH"
         _, _, _, _, phoff, _, _, _, phentsize, phnum = self._unpack(hdr, 0, "ELF header")
@@ -424,25 +457,53 @@ class ElfImage:
                          for s in _read_symbols(self, name) if s.defined and s.name)
 
     @cached_property
-    def _symbol_table(self) -> tuple[list[int], list[tuple[int, int, str]]]:
-        seen: dict[int, tuple[int, int, str]] = {}
-        for sym in _read_symbols(self, ".symtab") + _read_symbols(self, ".dynsym"):
-            if not sym.defined or not sym.name or sym.kind not in ("func", "ifunc", "notype",
-                                                                   "object"):
+    def _symbol_table(self) -> tuple[list[int], list[tuple[int, int, int, int]]]:
+        """Sorted (addr, size, name offset, string table) of defined function/object
+        symbols, one per address. Names are decoded only when asked for: a Go binary's
+        .symtab has 10k+ entries and the unwinder names a handful of C frames."""
+        seen: dict[int, tuple[int, int, int, int]] = {}
+        order = "<" if self.little_endian else ">"
+        is64 = self.elfclass == 64
+        fmt, size = (order + "IBBHQQ", 24) if is64 else (order + "IIIBBH", 16)
+        self._strtabs: list[bytes] = []
+        for symname, strname in ((".symtab", ".strtab"), (".dynsym", ".dynstr")):
+            sec = self.sections.get(symname)
+            if sec is None or sec.sh_type == "SHT_NOBITS":
                 continue
-            if sym.addr == 0:
+            try:
+                raw = self.section_data(symname) or b""
+                strtab = self.section_data(strname) or b""
+            except BadBinaryError:
                 continue
-            prev = seen.get(sym.addr)
-            # Prefer a sized function symbol over a marker at the same address.
-            if prev is None or (prev[1] == 0 and sym.size > 0):
-                seen[sym.addr] = (sym.addr, sym.size, sym.name)
+            tab = len(self._strtabs)
+            self._strtabs.append(strtab)
+            body = raw[size:len(raw) - (len(raw) % size)]  # entry 0 is the null symbol
+            for entry in struct.iter_unpack(fmt, body):
+                if is64:
+                    st_name, info, _other, shndx, value, sz = entry
+                else:
+                    st_name, value, sz, info, _other, shndx = entry
+                if shndx == 0 or st_name == 0 or value == 0 or (info & 0xF) not in _NAMED_KINDS:
+                    continue
+                prev = seen.get(value)
+                # Prefer a sized function symbol over a marker at the same address.
+                if prev is None or (prev[1] == 0 and sz > 0):
+                    seen[value] = (value, sz, st_name, tab)
         table = sorted(seen.values())
         return [t[0] for t in table], table
+
+    def _symbol_name(self, name_off: int, tab: int) -> str:
+        return _cstr(self._strtabs[tab], name_off)
 
     def symbols(self) -> list[tuple[int, int, str]]:
         """Defined symbols from .symtab and .dynsym as sorted (addr, size, name), one per
         address, link-time addresses (add the load bias for PIE/shared objects)."""
-        return list(self._symbol_table[1])
+        out = []
+        for addr, size, off, tab in self._symbol_table[1]:
+            name = self._symbol_name(off, tab)
+            if name:
+                out.append((addr, size, name))
+        return out
 
     def symbol_for(self, addr: int) -> tuple[str, int] | None:
         """(name, offset) of the symbol containing link-time address `addr`, or None.
@@ -454,12 +515,13 @@ class ElfImage:
         i = bisect.bisect_right(addrs, addr) - 1
         if i < 0:
             return None
-        start, size, name = table[i]
+        start, size, off, tab = table[i]
         if size and addr >= start + size:
             return None
         if not size and i + 1 < len(table) and addr >= table[i + 1][0]:
             return None
-        return name, addr - start
+        name = self._symbol_name(off, tab)
+        return (name, addr - start) if name else None
 
     # --- architecture -------------------------------------------------------------------
     @property
@@ -551,6 +613,10 @@ def _parse_notes(img: ElfImage, raw: bytes) -> list[tuple[str, int, bytes]]:
             break
         out.append((name, int(ntype), bytes(desc)))
     return out
+
+
+# st_info types whose symbols name code or data: NOTYPE, OBJECT, FUNC, GNU_IFUNC
+_NAMED_KINDS = frozenset({0, 1, 2, 10})
 
 
 def _sym_kind(info: int) -> str:
