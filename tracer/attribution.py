@@ -72,6 +72,7 @@ class AttributorStats:
 
     calls: int = 0  # hook calls with a live thread
     walks: int = 0  # full unwinds
+    loader: int = 0  # loader-phase accesses: via "loader" without an unwind
     reused: int = 0  # keep-policy: no full unwind, an earlier Attribution reused
     memo_hits: int = 0  # full unwinds whose PC chain was analysed before
     memo_misses: int = 0  # ... and those analysed now (symbolized, classified)
@@ -314,6 +315,7 @@ class Attributor:
         if loader_phase and syscall not in EXEC_SYSCALLS:
             # ld.so before the program's entry point: nothing of the program's code is on
             # the stack, so skip the unwind (it would load ld.so's CFI for every program).
+            self.stats.loader += 1
             return _LOADER
         stack = st.unwinder.unwind(regs, read)
         pcs = tuple(f.pc for f in stack.frames)
