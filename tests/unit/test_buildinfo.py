@@ -24,10 +24,10 @@ from tracer.symbols.elf import ElfImage
 START = bytes.fromhex("3077af0c9274080241e1c107e6d618e6")
 END = bytes.fromhex("f932433186182072008242104116d8f2")
 MODINFO = (
-    "path\texample.com/app\n"
-    "mod\texample.com/app\t(devel)\t\n"
+    "path\tcorp.cgotrace.test/app\n"
+    "mod\tcorp.cgotrace.test/app\t(devel)\t\n"
     "dep\tgolang.org/x/sys\tv0.1.0\th1:abc=\n"
-    "dep\texample.com/old\tv1.0.0\n"
+    "dep\tcorp.cgotrace.test/old\tv1.0.0\n"
     "=>\t../local\t(devel)\t\n"
     "build\t-buildmode=exe\n"
     "build\t-ldflags=\"-s -w\"\n"
@@ -67,8 +67,8 @@ def test_inline_format_found_by_scan() -> None:
     blob += uvarint(len(b"go1.27.3")) + b"go1.27.3" + uvarint(len(mod)) + mod
     bi = read_buildinfo(ElfImage(elf_with_data(bytes(blob))))
     assert bi is not None and bi.error is None
-    assert bi.go_version == "go1.27.3" and bi.path == "example.com/app"
-    assert bi.main == Module("example.com/app", "(devel)", "")
+    assert bi.go_version == "go1.27.3" and bi.path == "corp.cgotrace.test/app"
+    assert bi.main == Module("corp.cgotrace.test/app", "(devel)", "")
     assert bi.deps[0] == Module("golang.org/x/sys", "v0.1.0", "h1:abc=")
     assert bi.deps[1].replace == Module("../local", "(devel)", "")
     assert bi.settings["-ldflags"] == "-s -w"
@@ -79,7 +79,7 @@ def test_inline_format_found_by_scan() -> None:
     # re-serialized the way runtime/debug does: the raw `...` becomes "..."
     assert "\tbuild\t\"we ird\"=\"raw value\"" in out.splitlines()
     assert "\tbuild\t-ldflags=\"-s -w\"" in out.splitlines()
-    assert "\tdep\texample.com/old\tv1.0.0" in out.splitlines()
+    assert "\tdep\tcorp.cgotrace.test/old\tv1.0.0" in out.splitlines()
     assert "\t=>\t../local\t(devel)\t" in out.splitlines()
     assert out == "app: go1.27.3\n" + "".join(line + "\n" for line in bi.lines)
 
@@ -106,7 +106,7 @@ def test_pointer_format_pre_1_18() -> None:
     struct.pack_into("<QQ", blob, hdr_at + 16, vers, modp)
     bi = read_buildinfo(ElfImage(elf_with_data(bytes(blob))))
     assert bi is not None and bi.go_version == "go1.16.15"
-    assert bi.path == "example.com/app" and len(bi.deps) == 2
+    assert bi.path == "corp.cgotrace.test/app" and len(bi.deps) == 2
 
 
 def test_no_buildinfo_and_corrupt_lengths() -> None:

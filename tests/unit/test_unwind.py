@@ -213,4 +213,4 @@ def test_go_api_and_c_function_rules() -> None:
            _n("main._Cfunc_sqlite3_open", "go"), _n("main.main", "go", 9)]
     assert _go_api(own, 3) == "main._Cfunc_sqlite3_open"
     assert package_of("net.(*Resolver).LookupHost") == "net"
-    assert package_of("example.com/x/y.F.func1") == "example.com/x/y"
+    assert package_of("corp.cgotrace.test/x/y.F.func1") == "corp.cgotrace.test/x/y"
