@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> Any:
         line = f"cgotrace: {e.message}"
         if e.help:
             line += f" ({e.help})"
+        line = "; ".join(part.strip() for part in line.splitlines() if part.strip())
         click.echo(line, err=True)
         sys.exit(int(e.exit_code))
     except BrokenPipeError:

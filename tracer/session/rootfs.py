@@ -342,7 +342,9 @@ class _ImageReader:
         try:
             return cls(source, tarfile.open(source, "r:*"))
         except (tarfile.TarError, OSError) as e:
-            raise BadImageError(f"{source}: not an image tarball ({e})") from None
+            # tarfile's message lists every compression it tried, one per line
+            raise BadImageError(f"{source}: not a directory or an image tarball (tar, tar.gz "
+                                "or tar.bz2 of an OCI layout or a `docker save`)") from None
 
     def __enter__(self) -> _ImageReader:
         return self
