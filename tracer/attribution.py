@@ -88,7 +88,7 @@ class _Named:
 
 
 def package_of(function: str) -> str:
-    """'net.(*Resolver).LookupHost' -> 'net'; 'corp.cgotrace.test/x/y.F.func1' -> 'corp.cgotrace.test/x/y'."""
+    """'net.(*Resolver).LookupHost' -> 'net'; 'corp.test/x/y.F.func1' -> 'corp.test/x/y'."""
     slash = function.rfind("/")
     dot = function.find(".", slash + 1)
     return function[:dot] if dot >= 0 else function

@@ -341,7 +341,7 @@ class _ImageReader:
             return cls(source, None)
         try:
             return cls(source, tarfile.open(source, "r:*"))
-        except (tarfile.TarError, OSError) as e:
+        except (tarfile.TarError, OSError):
             # tarfile's message lists every compression it tried, one per line
             raise BadImageError(f"{source}: not a directory or an image tarball (tar, tar.gz "
                                 "or tar.bz2 of an OCI layout or a `docker save`)") from None
