@@ -59,9 +59,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """cgotrace: the run-time dependencies a Go binary hides from readelf, and the Go code
     that causes each one.
 
-    Exit codes: 0 ok; 1 --fail-on matched; 2 usage; 3 bad binary or trace file; 4 not found;
-    5 permission denied; 70 internal error. `run`/`attach` exit with the program's status
-    (128+N for signal N) and use 125/126/127 for their own failures (docs/exit-codes.md).
+    Exit codes: 0 ok; 2 usage; 3 bad binary, image or trace file; 4 not found; 5 permission
+    denied; 70 internal error. `run` exits with the program's status (128+N for signal N)
+    and uses 125/126/127 for its own failures (docs/exit-codes.md).
     """
     ctx.obj = {"debug": debug}
 
