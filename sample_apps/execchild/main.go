@@ -23,9 +23,9 @@ func main() {
 		fmt.Printf("child pid %d: LookupId(0): %s\n", os.Getpid(), u.Username)
 		return
 	}
-	cmd := exec.Command("/proc/self/exe", "child") // expect:exec-self
+	cmd := exec.Command("/proc/self/exe", "child")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Run(); err != nil { // expect:exec-self
 		fmt.Println("parent: child failed:", err)
 		os.Exit(1)
 	}

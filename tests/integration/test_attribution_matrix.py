@@ -3,14 +3,24 @@
 One traced run per binary (cached for the module), many assertions: every expectation of
 the mode must be met by at least one access to its path, with the expected via, go_api,
 c_function and user frame (main.go and the marker's line). Loader accesses must say
-"loader", pure-Go accesses "go". dnslookup runs inside a loopback network namespace with
-sample_apps.dnsresponder on 127.0.0.1:53 (the sandbox's resolv.conf names 127.0.0.1), plain and
-with -ctx (cgo lookups in net's helper goroutine, tied back to the user's call site).
+"loader", pure-Go accesses "go". The grid is every (mode, Go version) an app supports
+(`_GRID`); dnslookup runs inside a loopback network namespace with sample_apps.dnsresponder
+on 127.0.0.1:53 (the sandbox's resolv.conf names 127.0.0.1), plain and with -ctx (cgo
+lookups in net's helper goroutine, tied back to the user's call site); server is driven
+through its ready-file FIFO: one GET /lookup on 127.0.0.1, then SIGTERM. Some apps add
+checks of their own (`_APP_CHECKS`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
+import tempfile
+import threading
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,29 +28,76 @@ import pytest
 
 from sample_apps import appinfo
 from sample_apps.appinfo import Expectation
-from sample_apps.build import GO_VERSIONS
+from sample_apps.build import GO_VERSIONS, supported_modes
 from tracer.attribution import Attributor
-from tracer.model import Access, Via
+from tracer.model import Access, AccessKind, Via
 from tracer.symbols.maps import ImageCache, MapsRegistry
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go]
 
-APPS = ("userlookup", "parallel", "x509roots", "tzload")
+APPS = ("userlookup", "parallel", "x509roots", "tzload", "tzembed", "dlopen", "execchild",
+        "server")
 MODES = ("cgo", "stripped", "pie", "static", "musl", "pure", "netgo")
+# dnslookup (one loopback netns per run): every mode on the newest Go, the three link kinds
+# that change its resolver (cgo, pure, static glibc) on the older ones.
+DNS_OLD_GO_MODES = ("cgo", "pure", "static")
+
+
+def _grid() -> list[object]:
+    """(app, mode, go) for every mode in MODES the app supports, on every Go version."""
+    out: list[object] = []
+    for app in (*APPS, "dnslookup"):
+        marks = [pytest.mark.netns] if app == "dnslookup" else []
+        for mode in MODES:
+            for go in GO_VERSIONS:
+                if mode not in supported_modes(app):
+                    continue
+                if app == "dnslookup" and go != GO_VERSIONS[0] and mode not in DNS_OLD_GO_MODES:
+                    continue
+                out.append(pytest.param(app, mode, go, marks=marks, id=f"{app}-{mode}-{go}"))
+    return out
+
+
+_GRID = _grid()
 _IMAGES = ImageCache()  # libc & co parsed once for the whole matrix
 _RUNS: dict[tuple[Path, tuple[str, ...]], tuple[list[Access], int | None, Attributor]] = {}
 
 
-def _trace(exe: Path, args: tuple[str, ...] = (), network: str | None = None
+def _trace(exe: Path, args: tuple[str, ...] = (), network: str | None = None,
+           argv: list[str] | None = None,
+           client: Callable[[list[Access], threading.Event], None] | None = None
            ) -> tuple[list[Access], int | None, Attributor]:
+    """Trace exe once per (exe, args); `argv` overrides the command line actually run (a
+    fresh FIFO path), `client` runs on a thread while the program is traced (the event is
+    set once the trace has ended)."""
     if (exe, args) not in _RUNS:
         from tracer.session.runner import RunOptions, trace_program
 
         accesses: list[Access] = []
         att = Attributor(MapsRegistry(_IMAGES))
-        res = trace_program(RunOptions(argv=[str(exe), *args], attributor=att, network=network,
-                                       on_access=accesses.append, forward_signals=False,
+        errors: list[BaseException] = []
+        finished = threading.Event()
+
+        def drive() -> None:
+            assert client is not None
+            try:
+                client(accesses, finished)
+            except BaseException as e:  # re-raised below, after the trace has ended
+                errors.append(e)
+
+        thread = threading.Thread(target=drive, daemon=True) if client else None
+        if thread:
+            thread.start()
+        res = trace_program(RunOptions(argv=argv or [str(exe), *args], attributor=att,
+                                       network=network, on_access=accesses.append,
+                                       forward_signals=False,
                                        env={"PATH": "/usr/bin:/bin", "HOME": "/root"}))
+        finished.set()
+        if thread:
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "the client thread did not finish"
+            if errors:
+                raise errors[0]
         _RUNS[(exe, args)] = (accesses, res.status.shell_code, att)
     return _RUNS[(exe, args)]
 
@@ -54,6 +111,73 @@ def _dns_trace(exe: Path, args: tuple[str, ...]) -> tuple[list[Access], int | No
         with LoopbackNetwork(service=lambda: Responder(port=53, timeout=120)) as net:
             return _trace(exe, args, network=net.netns_path)
     return _RUNS[(exe, args)]
+
+
+def _server_trace(exe: Path, args: tuple[str, ...]) -> tuple[list[Access], int | None,
+                                                              Attributor]:
+    """server: wait for "ready <port>" on the FIFO, GET /lookup once, then SIGTERM it."""
+    if (exe, args) in _RUNS:
+        return _RUNS[(exe, args)]
+    with tempfile.TemporaryDirectory() as tmp:
+        fifo = os.path.join(tmp, "ready.fifo")
+        os.mkfifo(fifo)
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # before the writer: no ENXIO, no hang
+
+        def client(accesses: list[Access], finished: threading.Event) -> None:
+            try:
+                port = _read_ready(fd, finished)
+                assert accesses  # the execve: recorded before main() could write
+            except BaseException:
+                _end(accesses, finished, signal.SIGKILL)
+                raise
+            try:
+                direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                with direct.open(f"http://127.0.0.1:{port}/lookup", timeout=20) as r:
+                    assert r.read() == b"root\n"
+            finally:
+                _end(accesses, finished, signal.SIGTERM)  # exit 0, also after a failure
+
+        try:
+            argv = [str(exe), *(a.replace("{ready_file}", fifo) for a in args)]
+            return _trace(exe, args, argv=argv, client=client)
+        finally:
+            os.close(fd)
+
+
+def _read_ready(fd: int, finished: threading.Event, timeout: float = 30) -> int:
+    """The port from the server's one "ready <port>" line. Polls the FIFO in short slices
+    only to notice a program that ended (or hangs) without writing it."""
+    buf = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        while not poller.poll(200):
+            assert not finished.is_set(), f"the program ended before it was ready ({buf!r})"
+            assert time.monotonic() < deadline, f"no ready line on the FIFO (got {buf!r})"
+        chunk = os.read(fd, 256)
+        assert chunk or b"\n" in buf, f"FIFO closed before the ready line (got {buf!r})"
+        buf += chunk
+    words = buf.decode().split()
+    assert words[0] == "ready", buf
+    return int(words[1])
+
+
+def _end(accesses: list[Access], finished: threading.Event, sig: int) -> None:
+    """Signal the traced program (ours: the pid of its execve) unless its trace has ended."""
+    if accesses and not finished.is_set():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(accesses[0].pid, sig)
+
+
+def _app_trace(info: appinfo.AppInfo, exe: Path) -> tuple[list[Access], int | None, Attributor]:
+    """The app's default run, traced the way it needs to be run."""
+    args = tuple(info.runs[0].argv)
+    if info.needs_dns:
+        return _dns_trace(exe, args)
+    if info.lifecycle == "ready-file":
+        return _server_trace(exe, args)
+    return _trace(exe, args)
 
 
 def _matches(a: Access, e: Expectation) -> bool:
@@ -80,8 +204,12 @@ def _check(accesses: list[Access], expectations: list[Expectation], mode: str,
 
 def _invariants(accesses: list[Access], mode: str, exe: Path) -> None:
     """exec is "exec"; the loader's accesses are "loader" with no frame in the program; a
-    pure-Go build never reports cgo; same_as names an earlier access with the same answer."""
+    pure-Go build never reports cgo, a netgo one only for the program's own C calls; same_as
+    names an earlier access with the same answer."""
     seqs = {a.seq: a for a in accesses}
+    # ld.so's phase in each process ends with its last startup library (no seq cut-off: a
+    # program may dlopen, through the same /etc/ld.so.cache, a few accesses later).
+    loader_end = {a.pid: a.seq for a in accesses if a.kind is AccessKind.STARTUP_LIBRARY}
     for a in accesses:
         at = a.attribution
         if a.same_as is not None:
@@ -91,9 +219,11 @@ def _invariants(accesses: list[Access], mode: str, exe: Path) -> None:
             continue
         if a.syscall in ("execve", "execveat"):
             assert at.via is Via.EXEC
-        if mode in ("pure", "netgo"):
+        if mode == "pure" or (mode == "netgo" and not (at.go_api or "").startswith(
+                "main._Cfunc_")):  # netgo,osusergo: only the program's own C code is cgo
             assert at.via is not Via.CGO, _describe(a)
-        if a.path in ("/etc/ld.so.cache", "/etc/ld.so.preload") and a.seq < 8:
+        if (a.path in ("/etc/ld.so.cache", "/etc/ld.so.preload")
+                and a.seq < loader_end.get(a.pid, 0)):
             assert at.via is Via.LOADER, _describe(a)
             assert not any(f.module == exe.name for f in at.stack), _describe(a)
 
@@ -108,17 +238,14 @@ def _describe(a: Access) -> str:
             f"user={where} unsym={list(at.unsymbolized)}")
 
 
-@pytest.mark.parametrize("go", GO_VERSIONS)
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("app", APPS)
+@pytest.mark.parametrize(("app", "mode", "go"), _GRID)
 def test_expectations(app: str, mode: str, go: str, sample: Callable[..., Path]) -> None:
     info = appinfo.load(app)
-    if mode not in info.modes:
-        pytest.skip(f"{app} does not support mode {mode} (app.toml modes)")
+    assert mode in info.modes
     expectations = info.expectations(mode)
     assert expectations, f"{app}/{mode}: app.toml declares no [[expect]] for this mode"
     exe = sample(app, mode, go)
-    accesses, status, att = _trace(exe)
+    accesses, status, att = _app_trace(info, exe)
     crashed = status != info.runs[0].exit_code
     assert att.calls > 0
     failures = _check(accesses, expectations, mode, exe)
@@ -126,6 +253,78 @@ def test_expectations(app: str, mode: str, go: str, sample: Callable[..., Path])
         pytest.xfail(f"{app}/{mode}/go{go}: program failed (exit {status}) before "
                      f"{failures[0]}: a static glibc cannot load NSS modules")
     assert not failures, "\n".join(failures)
+    if app in _APP_CHECKS:
+        assert not crashed, f"{app}/{mode}/go{go}: exit {status}"
+        _APP_CHECKS[app](accesses, info, mode)
+
+
+def _tzembed_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) -> None:
+    """The embedded tzdata is only the fallback: the one zoneinfo file read is the system's
+    (first source, found), and no other zoneinfo directory or zip is tried."""
+    zoneinfo = [a for a in accesses if "zoneinfo" in a.path or a.path.startswith(
+        ("/usr/lib/locale/TZ", "/etc/localtime"))]
+    assert [(os.path.normpath(a.path), a.result) for a in zoneinfo] == [
+        ("/usr/share/zoneinfo/Europe/Paris", "ok")], [_describe(a) for a in zoneinfo]
+
+
+def _dlopen_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) -> None:
+    """The library is a dlopen-library access whose stack runs through libc's dlopen below
+    the program's C helper."""
+    (e,) = [e for e in info.expectations(mode) if e.path.endswith("/libz.so.1")]
+    libz = [a for a in accesses if a.path == e.path and _matches(a, e)]
+    for a in libz:
+        assert a.kind is AccessKind.DLOPEN_LIBRARY, _describe(a)
+        at = a.attribution
+        assert at is not None
+        names = [f.function or "" for f in at.stack]
+        dl = [i for i, n in enumerate(names) if n.lstrip("_") == "dlopen"]
+        wrapper = [i for i, n in enumerate(names) if n.endswith("_Cfunc_cgotrace_open")]
+        assert dl and wrapper and dl[0] < wrapper[0], names
+
+
+def _execchild_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) -> None:
+    """The exec and the child's lookup are the child process's, not the parent's."""
+    parent = accesses[0].pid
+    execs = [a for a in accesses if a.syscall == "execve" and a.path == "/proc/self/exe"]
+    assert len(execs) == 1 and execs[0].pid != parent, [_describe(a) for a in execs]
+    assert execs[0].argv == ("/proc/self/exe", "child"), execs[0].argv
+    child = execs[0].pid
+    for e in info.expectations(mode):
+        if e.marker == "child-lookupid":
+            hits = [a for a in accesses if os.path.normpath(a.path) == e.path and _matches(a, e)]
+            assert hits and {a.pid for a in hits} == {child}, [(a.pid, _describe(a))
+                                                              for a in hits]
+
+
+def _server_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) -> None:
+    """The lookup runs in the handler goroutine net/http's Serve started, not in main's."""
+    for e in info.expectations(mode):
+        for a in accesses:
+            at = a.attribution
+            if os.path.normpath(a.path) == e.path and _matches(a, e) and at is not None:
+                assert at.goroutine not in (None, 1), _describe(a)
+                assert at.user_frame is not None
+                assert (at.user_frame.function or "").startswith("main.main.func"), \
+                    at.user_frame
+                assert at.creator_frame is not None, _describe(a)
+                assert (at.creator_frame.function or "").startswith(
+                    "net/http.(*Server).Serve"), at.creator_frame
+
+
+def _dnslookup_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) -> None:
+    # LookupAddr(127.0.0.1) opens no file: Go's hosts cache is fresh from the LookupHost
+    # just before (see app.toml).
+    assert not [a for a in accesses if a.path == "/etc/hosts" and a.attribution is not None
+                and a.attribution.go_api == "net.LookupAddr"]
+    # The name only the responder knows was asked over the namespace's loopback, by Go code.
+    dns = [a for a in accesses if a.syscall == "connect" and a.path == "127.0.0.1:53"]
+    assert dns and all(a.attribution is not None and a.attribution.via is Via.GO
+                       for a in dns), [_describe(a) for a in dns]
+
+
+_APP_CHECKS: dict[str, Callable[[list[Access], appinfo.AppInfo, str], None]] = {
+    "tzembed": _tzembed_checks, "dlopen": _dlopen_checks, "execchild": _execchild_checks,
+    "server": _server_checks, "dnslookup": _dnslookup_checks}
 
 
 @pytest.mark.parametrize("mode", ["external", "stripped-external"])
@@ -146,31 +345,6 @@ def _ctx_expectations() -> list[Expectation]:
     return [Expectation(marker="ctx-lookupport", modes=("cgo",), path="/etc/services",
                         go_api="net.(*Resolver).LookupPort", via="cgo", file=file, line=line,
                         c_function="getaddrinfo")]
-
-
-@pytest.mark.netns
-@pytest.mark.parametrize("mode", ["cgo", "pure"])
-def test_dnslookup_in_loopback_netns(mode: str, sample: Callable[..., Path]) -> None:
-    info = appinfo.load("dnslookup")
-    assert info.needs_dns
-    exe = sample("dnslookup", mode, GO_VERSIONS[0])
-    accesses, status, _att = _dns_trace(exe, tuple(info.runs[0].argv))
-    assert status == 0
-    # LookupAddr(127.0.0.1) opens no file (Go's hosts cache is fresh from the LookupHost
-    # just before; see app.toml). What LookupAddr does touch is its PTR query for -svc:
-    expectations = list(info.expectations(mode))
-    file, line = appinfo.marker_line("dnslookup", "svc-lookupaddr")
-    expectations.append(Expectation(marker="svc-lookupaddr", modes=(mode,), path="127.0.0.1:53",
-                                    go_api="net.(*Resolver).LookupAddr", via="go", file=file,
-                                    line=line))
-    assert not [a for a in accesses if a.path == "/etc/hosts" and a.attribution is not None
-                and a.attribution.go_api == "net.LookupAddr"]
-    failures = _check(accesses, expectations, mode, exe)
-    assert not failures, "\n".join(failures)
-    # The name only the responder knows was asked over the namespace's loopback, by Go code.
-    dns = [a for a in accesses if a.syscall == "connect" and a.path == "127.0.0.1:53"]
-    assert dns and all(a.attribution is not None and a.attribution.via is Via.GO
-                       for a in dns), [_describe(a) for a in dns]
 
 
 @pytest.mark.netns
