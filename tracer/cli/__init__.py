@@ -16,8 +16,6 @@ from tracer import __version__
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("tracer.cli.run", "run",
             "Run a program under the tracer and report its hidden dependencies."),
-    "attach": ("tracer.cli.attach", "attach",
-               "Attach to a running PID, trace until Ctrl-C or exit, detach cleanly."),
     "inspect": ("tracer.cli.inspect", "inspect",
                 "What static analysis can know about a binary (ELF, Go build info, cgo)."),
     "symbolize": ("tracer.cli.symbolize", "symbolize",
