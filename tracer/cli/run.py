@@ -18,8 +18,10 @@ from tracer.errors import TracerError
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
               help="Write the summary as JSON to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-@click.option("--rootfs", help="Run inside this root (directory, image, or preset).")
-@click.option("--network", callback=lambda ctx, param, value: _network(value),
+@click.option("--rootfs", metavar="ROOT",
+              help="Run inside this root: a directory, an OCI layout or `docker save` "
+              "tarball, or a preset built from this host (scratch, static, musl, glibc).")
+@click.option("--network", metavar="NET", callback=lambda ctx, param, value: _network(value),
               help="Network namespace: 'loopback' (only lo up; the default with --rootfs), "
               "'none' (lo down), 'host', or the path of a netns to join "
               "(/proc/PID/ns/net, /run/netns/NAME).")
