@@ -8,6 +8,7 @@ without it. Every process started here is killed and reaped in `finally`.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -227,13 +228,32 @@ def test_sigstop_sigcont_and_sigterm_forwarding(sample: Sample, tmp_path: Path) 
         assert _state(pid) in ("T", "t")  # still stopped: the tracer did not resume it
         os.kill(pid, signal.SIGCONT)
         assert _wait_for(lambda: _state(pid) in ("S", "R"))
+        # resumed for real: it prints a tick (every 100 ms) before we ask it to stop
+        seen = _read_until(proc, b"tick", timeout=10.0)
+        assert b"tick" in seen, seen
         proc.send_signal(signal.SIGTERM)  # to cgotrace: forwarded to the program
         out, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
-        assert b"signals: got terminated" in out
-        assert b"tick" in out
+        assert b"signals: got terminated" in seen + out
     finally:
         _kill(proc)
+
+
+def _read_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: float) -> bytes:
+    """What the program wrote to stdout until `marker` appeared (or the deadline)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while marker not in buf and time.monotonic() < deadline:
+        if poller.poll(100):
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+    return buf
 
 
 def test_sigint_sent_to_cgotrace_is_forwarded() -> None:
