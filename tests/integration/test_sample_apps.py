@@ -104,8 +104,10 @@ def run_ready_file(app: str, binary: Path, run: appinfo.Run, tmp_path: Path) -> 
         else:
             assert int(payload[0]) == proc.pid
             proc.send_signal(signal.SIGSTOP)
-            time.sleep(0.3)
-            assert Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+            deadline = time.monotonic() + 10
+            while _state(proc.pid) != "T" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _state(proc.pid) == "T"
             proc.send_signal(signal.SIGCONT)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
@@ -255,3 +257,7 @@ def test_userlookup_expectation_points_at_the_lookupid_call() -> None:
     assert 'user.LookupId("0")' in source[cgo.line - 1]
     (pure,) = [e for e in info.expectations("pure") if e.marker == "lookupid"]
     assert pure.via == "go" and pure.c_function is None
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
