@@ -27,8 +27,15 @@ import "C"
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"unsafe"
 )
+
+func init() {
+	// dlerror() is per thread and each C call may run on another OS thread: keep main on
+	// one thread so a failed dlopen's message is still there when cgotrace_error asks.
+	runtime.LockOSThread()
+}
 
 func main() {
 	lib, sym := "libz.so.1", "zlibVersion"
