@@ -229,3 +229,92 @@ class ExitStatus:
         if self.fault_address is not None:
             d["fault_address"] = hex(self.fault_address)
         return d
+
+
+# -- findings: what probes.engine derives from accesses + static facts --------------------
+# The contract between the findings engine (probes/), the reporters (tracer/reporters/),
+# the gate (--fail-on/--allow), `diff`, `matrix` and `snapshot`. docs/architecture.md
+# "Shared seams" describes who produces and who reads each field.
+
+
+class Severity(StrEnum):
+    ERROR = "error"  # the program will fail (or did) where this dependency is absent
+    WARNING = "warning"  # a hidden run-time dependency, or behaviour that changes by image
+    INFO = "info"  # worth knowing: which resolver ran, embedded tzdata, ...
+
+
+class DependencyClass(StrEnum):
+    """How a path the program touched relates to what static tools show."""
+
+    DECLARED = "declared"  # interpreter + NEEDED closure: readelf/ldd show it
+    HIDDEN = "hidden"  # a system file/library the loader, libc, NSS or a dlopen needed
+    RUNTIME_FILE = "runtime-file"  # a system file pure Go code read on its own
+    PROGRAM_FILE = "program-file"  # the program's own files: cwd, argv, its exe, writes, /tmp
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One access a finding rests on (by `seq` in the trace)."""
+
+    seq: int
+    path: str
+    result: str
+    via: str | None = None
+    c_function: str | None = None
+    pid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One answer: what the program depends on, why, and what to change.
+
+    `id` is stable and documented in docs/findings.md. `allowed` is the allow-list reason
+    when an `[[allow]]` entry matched (the finding is still reported, marked allowed).
+    `source` says where it was derived from: a traced run, a snapshot, or static facts only.
+    """
+
+    id: str
+    severity: Severity
+    title: str
+    explanation: str
+    fix: str
+    go_api: str | None = None
+    user_frame: Frame | None = None
+    origin: str | None = None
+    c_function: str | None = None
+    paths: tuple[str, ...] = ()  # the dependencies this finding is about
+    missing: tuple[str, ...] = ()  # of `paths`, those absent where the program ran
+    evidence: tuple[Evidence, ...] = ()
+    dockerfile: tuple[str, ...] = ()  # COPY lines for exactly the files seen
+    allowed: str | None = None
+    source: str = "trace"  # "trace" | "snapshot" | "static"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "severity": self.severity.value, "title": self.title,
+            "explanation": self.explanation, "fix": self.fix, "go_api": self.go_api,
+            "user_frame": self.user_frame.to_dict() if self.user_frame else None,
+            "origin": self.origin, "c_function": self.c_function,
+            "paths": list(self.paths), "missing": list(self.missing),
+            "evidence": [e.to_dict() for e in self.evidence],
+            "dockerfile": list(self.dockerfile), "allowed": self.allowed,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Finding:
+        uf = d.get("user_frame")
+        return cls(
+            id=str(d["id"]), severity=Severity(d.get("severity", "info")),
+            title=str(d.get("title", "")), explanation=str(d.get("explanation", "")),
+            fix=str(d.get("fix", "")), go_api=d.get("go_api"),
+            user_frame=Frame.from_dict(uf) if uf else None, origin=d.get("origin"),
+            c_function=d.get("c_function"), paths=tuple(d.get("paths", ())),
+            missing=tuple(d.get("missing", ())),
+            evidence=tuple(Evidence(**e) for e in d.get("evidence", ())),
+            dockerfile=tuple(d.get("dockerfile", ())), allowed=d.get("allowed"),
+            source=str(d.get("source", "trace")),
+        )
