@@ -226,10 +226,14 @@ class AnalysisBuilder:
     def __init__(self, header: dict[str, Any] | None = None, rules: Any = None) -> None:
         header = header or {}
         self.header = header
+        self.exes: dict[str, None] = {}  # the traced program's own exec paths
         self.rules = rules
         self.static: dict[str, Any] = dict(header.get("static") or {})
         self.argv = tuple(str(x) for x in header.get("argv") or ())
         self.binary = header.get("binary")
+        for exe in (self.binary, header.get("binary_realpath")):
+            if exe:
+                self.exes[str(exe)] = None
         cwd = header.get("cwd")
         self.cwd = str(cwd) if cwd else None
         self.env = dict(header.get("env") or {})
@@ -237,7 +241,6 @@ class AnalysisBuilder:
         self.counts: Counter[str] = Counter()
         self.aggs: dict[tuple[str, str], _Agg] = {}
         self.events: list[ProcessEvent] = []
-        self.exes: dict[str, None] = {}  # the traced program's own exec paths
         self.first_pid: int | None = None
         self.unsymbolized: dict[str, None] = {}
         self.written: set[str] = set()

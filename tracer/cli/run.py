@@ -76,8 +76,9 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
                                           rules=rules))
     except CgotraceError as e:  # exec failed: still write and show the findings
         analysis = getattr(e, "analysis", None)
-        if analysis is not None:
-            _emit(analysis, specs, quiet, color, gate(analysis, fail_on, allow))
+        if analysis is not None:  # on stderr only when it explains the failure
+            _emit(analysis, specs, quiet or not analysis.findings, color,
+                  gate(analysis, fail_on, allow))
         raise
     gated = gate(result.analysis, fail_on, allow)
     _emit(result.analysis, specs, quiet, color, gated)
