@@ -155,9 +155,33 @@ def check_cgo_feature(rule: Rule, ctx: Context) -> list[Finding]:
     for group in by_site(rule, items):
         needed = [d.path for d, _ in group if d.absent
                   and _glob(d.path, rule.params.get("needs", []))]
-        out.append(make_finding(rule, group, {"reason": str(sel.get("reason", "")),
-                                              "env": _env(ctx, rule)}, missing=needed))
+        reason = str(sel.get("reason", ""))
+        if rule.params.get("selection") == "resolver":
+            reason = _resolver_reason(ctx, group[0][1].go_api, reason)
+        out.append(make_finding(rule, group, {"reason": reason, "env": _env(ctx, rule)},
+                                missing=needed))
     return out
+
+
+def _resolver_reason(ctx: Context, go_api: str | None, static_reason: str) -> str:
+    """Why this lookup went to getaddrinfo: the run-time switch when one is recorded, the
+    LookupPort rule, else the static choice (go-internals: GODEBUG netdns, build tags,
+    resolv.conf options and nsswitch.conf decide; docs/findings.md resolver-cgo)."""
+    env = ctx.analysis.env
+    godebug = {k.strip(): v for k, _, v in (i.partition("=") for i in
+                                            env.get("GODEBUG", "").split(",")) if k}
+    if "cgo" in godebug.get("netdns", "").split("+"):
+        return "GODEBUG=netdns=cgo was set at run time"
+    tags = ctx.static.get("tags") or []
+    if "netcgo" in tags:
+        return "built with -tags netcgo: every lookup calls getaddrinfo"
+    set_vars = [k for k in ("LOCALDOMAIN", "RES_OPTIONS", "HOSTALIASES") if k in env]
+    if set_vars:
+        return f"{', '.join(set_vars)} set at run time: Go hands lookups to the C library"
+    if go_api and go_api.endswith("LookupPort"):
+        return ("net.LookupPort calls getaddrinfo whenever the cgo resolver is compiled in "
+                f"(static: {static_reason})")
+    return static_reason
 
 
 def check_go_feature(rule: Rule, ctx: Context) -> list[Finding]:

@@ -325,3 +325,20 @@ def test_text_summary_first_then_details_grouped_by_api_and_c_function() -> None
     assert block.index("getpwuid_r\n") < re.search(r"/etc/passwd +ok x5", block).start()
     assert not re.search(r"/etc/passwd +ok x6", text)  # never folded across call sites
     assert set(available()) >= {"text", "json"}
+
+
+def test_resolver_reason_names_the_run_time_switch() -> None:
+    trace = [acc("/etc/hosts", AccessKind.CONFIG, hidden=True, via=Via.CGO,
+                 api="net.(*Resolver).LookupHost", cfn="getaddrinfo", line=12)]
+    h = header() | {"env": {"GODEBUG": "netdns=cgo+1"}}
+    (f,) = [f for f in analyze(h, trace).findings if f.id == "resolver-cgo"]
+    assert "GODEBUG=netdns=cgo was set at run time" in f.explanation
+    assert "GODEBUG=netdns=cgo+1" in f.explanation  # the recorded environment
+    h = header() | {"env": {"RES_OPTIONS": "ndots:2"}}
+    (f,) = [f for f in analyze(h, trace).findings if f.id == "resolver-cgo"]
+    assert "RES_OPTIONS set at run time" in f.explanation
+    go = [acc("/etc/resolv.conf", AccessKind.CONFIG, hidden=True, via=Via.GO,
+              api="net.LookupHost", line=5)]
+    static = GLIBC | {"resolver": {"implementation": "go", "reason": "-tags netgo"}}
+    (f,) = analyze(header(static=static), go).findings
+    assert f.id == "resolver-go" and "-tags netgo" in f.explanation
