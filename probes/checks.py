@@ -311,7 +311,8 @@ def check_static_glibc_nss(rule: Rule, ctx: Context) -> list[Finding]:
     ex = ctx.analysis.exit or {}
     if ex.get("signal_name") or crash:
         sig = str(ex.get("signal_name") or crash[0].detail.get("signal_name") or "")
-    text = {"signal": f"and this run was killed by {sig}" if sig else "this run survived",
+    text = {"signal": (f"This run got {sig} after loading them." if sig else
+                       "This run survived; modules from another glibc may not."),
             "reason": "; ".join(s.get("hazards") or ())}
     if not items:
         f = make_finding(rule, [], text)

@@ -33,7 +33,7 @@ CGO_FINDINGS = {"user-lookup-cgo", "nss-module", "resolver-cgo", "nscd-socket",
 _CACHE: dict[tuple[str, str], Analysis] = {}
 
 
-def traced(app: str, mode: str, binary: Path, tmp: Path) -> Analysis:
+def traced(app: str, mode: str, binary: Path, tmp: Path, code: int = 0) -> Analysis:
     """One traced run per (app, mode) in the glibc root; dnslookup in a loopback netns
     answered by the local responder (nothing leaves the machine)."""
     if (app, mode) in _CACHE:
@@ -47,7 +47,7 @@ def traced(app: str, mode: str, binary: Path, tmp: Path) -> Analysis:
         res = trace_program(RunOptions(argv=argv, output=str(out), rootfs="glibc", env=ENV,
                                        network=network, attributor=Attributor(),
                                        forward_signals=False))
-        assert res.status.shell_code == 0
+        assert res.status.shell_code == code
 
     if app == "dnslookup":
         from sample_apps.dnsresponder import Responder
@@ -198,3 +198,22 @@ def test_pure_and_netgo_builds_have_no_cgo_findings(app: str, mode: str,
     expected = {"userlookup": "user-lookup-go", "dnslookup": "resolver-go",
                 "x509roots": "ca-roots"}[app]
     assert expected in ids
+
+
+def test_static_glibc_build_reports_the_nss_crash_hazard(sample: Callable[..., Path],
+                                                         tmp_dir: Path) -> None:
+    """The userlookup static build dlopens the root's libnss_systemd into its own glibc
+    and dies (SIGSEGV, exit 2): the error finding says so and names the modules."""
+    a = traced("userlookup", "static", sample("userlookup", "static"), tmp_dir, code=2)
+    f = a.findings[0]
+    assert f.id == "static-glibc-nss" and f.severity.value == "error"
+    assert any(p.endswith("/libnss_systemd.so.2") for p in f.paths)
+    assert "This run got SIGSEGV" in f.explanation and "-tags netgo,osusergo" in f.fix
+    assert f.go_api == "os/user.LookupId" and f.user_frame and f.user_frame.line == 22
+    assert verdict_of(a) == "fails"
+
+
+def verdict_of(a: Analysis) -> str:
+    from probes.engine import verdict
+
+    return verdict(a).status
