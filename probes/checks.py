@@ -336,9 +336,9 @@ def check_dlopen(rule: Rule, ctx: Context) -> list[Finding]:
     out = []
     for g in by_site(rule, items):
         missing = [d.path for d, _ in g if d.absent]
-        out.append(make_finding(rule, g, {"libraries": _join(
-            os.path.basename(d.path) for d, _ in g if d.result == "ok") or "none"},
-            missing=missing))
+        names = [os.path.basename(d.path) + ("" if d.result == "ok" else " (not found)")
+                 for d, _ in g]
+        out.append(make_finding(rule, g, {"libraries": _join(names)}, missing=missing))
     return out
 
 

@@ -342,3 +342,35 @@ def test_resolver_reason_names_the_run_time_switch() -> None:
     static = GLIBC | {"resolver": {"implementation": "go", "reason": "-tags netgo"}}
     (f,) = analyze(header(static=static), go).findings
     assert f.id == "resolver-go" and "-tags netgo" in f.explanation
+
+
+def test_report_cli_with_user_rules_and_a_bad_rule_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tracer.recorder import TraceWriter
+
+    trace = tmp_path / "t.jsonl"
+    with TraceWriter(str(trace)) as w:
+        w.header(argv=["./app"], binary="/home/u/site/app", static=GLIBC, cwd="/home/u/site")
+        for a in cgo_user_trace():
+            w.access(a)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rule(rules, match='path = ["/etc/passwd"]')
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracer", "report", *args], text=True,
+                              capture_output=True, timeout=60, env={"NO_COLOR": "1"})
+
+    r = cli("--probes", str(rules), "--format", "json", str(trace))
+    assert r.returncode == 0, r.stderr
+    assert "my-rule" in {f["id"] for f in json.loads(r.stdout)["findings"]}
+    r = cli("--probes", str(rules), "--fail-on", "my-rule", str(trace))
+    assert r.returncode == 1 and "gate failed: my-rule" in r.stderr
+    write_rule(rules, sev="fatal")
+    r = cli("--probes", str(rules), str(trace))
+    assert r.returncode == 3 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "rule 'my-rule': key 'severity'" in r.stderr
+    r = cli("--format", "yaml", str(trace))
+    assert r.returncode == 2 and "unknown format" in r.stderr

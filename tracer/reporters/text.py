@@ -192,7 +192,8 @@ def _details(a: Analysis, p: _Paint) -> list[str]:
 def _finding_detail(f: Finding, deps: dict[tuple[str, str], Dependency],
                     p: _Paint) -> list[str]:
     site = _frame(f)
-    head = f"  {f.go_api or '(no Go call)'}" + (f" at {site}" if site else "")
+    head = f"  {f.go_api or ('(from static facts)' if not f.evidence else '(no Go call)')}" \
+        + (f" at {site}" if site else "")
     out = [p.bold(head) + (f"  [allowed: {f.allowed}]" if f.allowed else "")]
     out += _wrap(f.explanation, "    ")
     # evidence -> (Go API, user frame) -> C function -> dependency, counts per site
