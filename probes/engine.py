@@ -511,6 +511,8 @@ def verdict(analysis: Analysis) -> Verdict:
     for d in analysis.diagnoses:
         fails.append(str(d.get("message") or d.get("reason") or d))
     ex = analysis.exit or {}
+    if analysis.source == "trace" and analysis.truncated and not ex:
+        fails.append("the trace is incomplete: the program's exit status is unknown")
     if ex.get("signal") is not None:
         fails.append(f"killed by {ex.get('signal_name') or ex.get('signal')}")
     elif ex.get("exit_code") not in (None, 0):

@@ -65,7 +65,8 @@ def _headline(a: Analysis) -> str:
         status = "no exit recorded (trace incomplete)"
     where = f", in {a.sandbox}" if a.sandbox else ""
     n = a.accesses
-    return (f"cgotrace: {name} ({', '.join(bits)}{where}): {status}, {n} "
+    facts = f" ({', '.join(bits)}{where})" if bits or where else ""
+    return (f"cgotrace: {name}{facts}: {status}, {n} "
             f"access{'es' if n != 1 else ''}")
 
 
