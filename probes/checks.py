@@ -262,9 +262,11 @@ def check_ca_roots(rule: Rule, ctx: Context) -> list[Finding]:
              if d.feature == "tls-roots"]
     if not items:
         return []
-    found = [d for d, _ in items if d.result == "ok" and d.path in CA_BUNDLES]
     env = {k: v for k, v in ctx.analysis.env.items() if k.startswith("SSL_CERT")}
-    found += [d for d, _ in items if d.result == "ok" and d.path in env.values()]
+    found = list(dict.fromkeys(
+        d for d, _ in items if d.result == "ok" and (
+            d.path in CA_BUNDLES or d.path in env.values()
+            or d.path.endswith((".crt", ".pem")))))
     when = rule.params.get("when", "found")
     if (when == "found") != bool(found):
         return []

@@ -374,3 +374,10 @@ def test_report_cli_with_user_rules_and_a_bad_rule_file(tmp_path: Path) -> None:
     assert r.stderr.count("\n") == 1 and "rule 'my-rule': key 'severity'" in r.stderr
     r = cli("--format", "yaml", str(trace))
     assert r.returncode == 2 and "unknown format" in r.stderr
+
+
+def test_openssl_style_roots_through_cgo_count_as_found() -> None:
+    trace = [acc("/usr/lib/ssl/cert.pem", AccessKind.DATA, hidden=True, via=Via.CGO,
+                 api="main._Cfunc_tls_init", cfn="SSL_CTX_set_default_verify_paths", line=9)]
+    (f,) = [f for f in analyze(header(), trace).findings if f.id.startswith("ca-roots")]
+    assert f.id == "ca-roots" and "/usr/lib/ssl/cert.pem" in f.title
