@@ -21,7 +21,6 @@ Every access lands in one of four classes (`DependencyClass`, docs/findings.md):
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -527,7 +526,3 @@ def verdict(analysis: Analysis) -> Verdict:
     if degraded:
         return Verdict("degraded", tuple(dict.fromkeys(degraded)))
     return Verdict("works", ())
-
-
-def fnmatch_any(value: str | None, patterns: Iterable[str]) -> bool:
-    return value is not None and any(fnmatch.fnmatchcase(value, p) for p in patterns)
