@@ -136,6 +136,8 @@ class Analysis:
     unsymbolized: tuple[str, ...] = ()
     gate: dict[str, Any] | None = None  # set by tracer.gate.apply_gate
     sandbox: str | None = None  # the run's sandbox label (rootfs preset or image), if any
+    # the probes.ruleset.Rule objects that ran (SARIF's rule list); not in to_dict()
+    rules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def accesses(self) -> int:
@@ -310,14 +312,16 @@ class AnalysisBuilder:
                         sandbox=str(self.sandbox) if self.sandbox else None)
         rules = self.rules if self.rules is not None else ruleset.default_rules()
         findings = checks.run_rules(rules, base, tuple(self.events))
-        return Analysis(**{**base.__dict__, "findings": tuple(findings)})
+        return Analysis(**{**base.__dict__, "findings": tuple(findings),
+                           "rules": tuple(rules)})
 
     # --- classification ------------------------------------------------------------------
     def _program_reason(self, agg: _Agg) -> str | None:
         p = agg.path
         if p in self.exes or (agg.host_path and agg.host_path in self.exes) \
                 or (self.binary and p == self.binary):
-            return "executable"
+            # a failed exec of the program itself is evidence (missing interpreter), kept
+            return "executable" if agg.result == "ok" else None
         if p in self.written or agg.written:
             return "written"
         if p == "/tmp" or p.startswith("/tmp/"):

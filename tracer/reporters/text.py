@@ -198,17 +198,18 @@ def _finding_detail(f: Finding, deps: dict[tuple[str, str], Dependency],
     out = [p.bold(head) + (f"  [allowed: {f.allowed}]" if f.allowed else "")]
     out += _wrap(f.explanation, "    ")
     # evidence -> (Go API, user frame) -> C function -> dependency, counts per site
-    tree: dict[tuple[str, str], dict[str, list[tuple[Dependency, Caller]]]] = {}
+    tree: dict[tuple[str | None, str], dict[str, list[tuple[Dependency, Caller]]]] = {}
     for e in f.evidence:
         d = deps.get((e.path, e.result))
         c = next((c for c in d.callers if c.first_seq == e.seq), None) if d else None
         if d is None or c is None:
             continue
-        tree.setdefault((c.go_api or f"({c.via})", c.site), {}).setdefault(
+        tree.setdefault((c.go_api, c.site), {}).setdefault(
             c.c_function or c.via, []).append((d, c))
     for (api, csite), by_cfn in tree.items():
         indent = "    "
         if (api, csite) != (f.go_api, site) or len(tree) > 1:
+            api = api or "(no Go call)"
             out.append(f"    {api}" + (f" at {csite}" if csite else ""))
             indent = "      "
         for cfn, items in by_cfn.items():
