@@ -69,7 +69,11 @@ def tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 _ROOTFS = re.compile(r"/[^\s\"']*/\.cache/rootfs/[^/\s\"']+")
 
 
+_SOURCES = re.compile(r"/[^\s\"']*/sample_apps/")  # builds are shared between checkouts
+
+
 def normalise_text(text: str) -> str:
+    text = _SOURCES.sub("<src>/sample_apps/", text)
     text = text.replace(str(ROOT), "<src>")
     text = _ROOTFS.sub("<rootfs>", text)
     text = re.sub(r"\(seq \d+\)", "(seq N)", text)
