@@ -3,6 +3,10 @@ glibc preset root, write the trace, read it back, analyze, render text and JSON,
 with the golden files in tests/golden/findings/ (pids, seq numbers, times, PCs, access
 totals and absolute build paths normalised). `CGOTRACE_UPDATE_GOLDEN=1` rewrites them.
 
+The golden files describe a Debian 12 host: the glibc preset root copies the host's glibc,
+NSS modules and nsswitch.conf (`passwd: files systemd`), so another distribution needs its
+own golden files (regenerate and review).
+
 Also: the must-show facts stated directly (Go API, user frame, hidden dependencies, fix),
 the JSON against its shipped schema, and no cgo finding in the pure and netgo builds.
 """
