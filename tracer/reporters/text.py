@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 SUMMARY_FINDINGS = 12  # findings listed in the summary before "... and N more"
 VIEW_ROWS = 14  # rows of the side-by-side view
+SUMMARY_FIXES = 6  # distinct fixes in the summary
 _MARK = {Severity.ERROR: "E", Severity.WARNING: "W", Severity.INFO: "i"}
 _COLOR = {Severity.ERROR: "31;1", Severity.WARNING: "33", Severity.INFO: "36"}
 
@@ -107,7 +108,9 @@ def _summary(a: Analysis, p: _Paint) -> list[str]:
     fixes = _fixes(a.findings)
     if fixes:
         out += ["", p.bold("FIX")]
-        out += [f"  - {f}" for f in fixes]
+        out += [f"  - {f}" for f in fixes[:SUMMARY_FIXES]]
+        if len(fixes) > SUMMARY_FIXES:
+            out.append(f"  ... and {len(fixes) - SUMMARY_FIXES} more (details below)")
     return out
 
 
