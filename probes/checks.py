@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import posixpath
 import string
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -71,7 +72,8 @@ def _dockerfile(deps: Iterable[Dependency]) -> tuple[str, ...]:
                                and d.kind in _FILE_KINDS and d.path.startswith("/")))
     keep = [p for p in paths if not any(q != p and q.startswith(p.rstrip("/") + "/")
                                         for q in paths)]
-    return tuple(f"COPY --from=build {p} {p}" for p in keep)
+    return tuple(f"COPY --from=build {p} {p}" for p in
+                 dict.fromkeys(posixpath.normpath(p) for p in keep))
 
 
 def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = None,
@@ -348,9 +350,17 @@ def check_upx(rule: Rule, ctx: Context) -> list[Finding]:
     return [make_finding(rule, [])] if ctx.static.get("upx") else []
 
 
+def _is_self(ctx: Context, path: str) -> bool:
+    return path == "/proc/self/exe" or path in ctx.analysis.executables
+
+
 def check_exec_child(rule: Rule, ctx: Context) -> list[Finding]:
-    """Other programs executed: each has its own dependencies (traced under its pid)."""
-    items = [(d, c) for d in ctx.deps(HIDDEN) for c in d.callers if d.kind == "executable"]
+    """Programs executed (params.self: the program re-executing itself, or others): each
+    has its own dependencies (traced under its pid)."""
+    want_self = bool(rule.params.get("self", False))
+    items = [(d, c) for d in ctx.deps(HIDDEN, DependencyClass.DECLARED) for c in d.callers
+             if d.kind == "executable" and d.result == "ok" and c.go_api is not None
+             and _is_self(ctx, d.path) == want_self]  # go_api None: the program's own exec
     out = []
     for g in by_site(rule, items):
         pids = {p for d, _ in g for p in d.pids}

@@ -136,6 +136,7 @@ class Analysis:
     unsymbolized: tuple[str, ...] = ()
     gate: dict[str, Any] | None = None  # set by tracer.gate.apply_gate
     sandbox: str | None = None  # the run's sandbox label (rootfs preset or image), if any
+    executables: tuple[str, ...] = ()  # the program's own executable, as each view names it
     # the probes.ruleset.Rule objects that ran (SARIF's rule list); not in to_dict()
     rules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
@@ -309,7 +310,8 @@ class AnalysisBuilder:
                         source=source, counts=dict(sorted(self.counts.items())),
                         argv=self.argv, binary=self.binary, cwd=self.cwd, env=self.env,
                         truncated=truncated, unsymbolized=tuple(self.unsymbolized),
-                        sandbox=str(self.sandbox) if self.sandbox else None)
+                        sandbox=str(self.sandbox) if self.sandbox else None,
+                        executables=tuple(self.exes))
         rules = self.rules if self.rules is not None else ruleset.default_rules()
         findings = checks.run_rules(rules, base, tuple(self.events))
         return Analysis(**{**base.__dict__, "findings": tuple(findings),
@@ -359,8 +361,10 @@ class AnalysisBuilder:
         if agg.path in (self.static.get("loader") or {}).get("config_files", ()) \
                 and not agg.hidden:
             return DependencyClass.DECLARED
-        if kind == "executable":
-            return DependencyClass.HIDDEN if agg.hidden else DependencyClass.DECLARED
+        if kind == "executable":  # the program re-executing itself is no new dependency
+            itself = agg.path == "/proc/self/exe" or agg.path in self.exes
+            return DependencyClass.HIDDEN if agg.hidden and not itself \
+                else DependencyClass.DECLARED
         if vias and vias <= {"go"}:
             return DependencyClass.RUNTIME_FILE
         if agg.hidden or kind in ("dlopen-library", "socket", "config", "data"):

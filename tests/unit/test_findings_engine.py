@@ -381,3 +381,17 @@ def test_openssl_style_roots_through_cgo_count_as_found() -> None:
                  api="main._Cfunc_tls_init", cfn="SSL_CTX_set_default_verify_paths", line=9)]
     (f,) = [f for f in analyze(header(), trace).findings if f.id.startswith("ca-roots")]
     assert f.id == "ca-roots" and "/usr/lib/ssl/cert.pem" in f.title
+
+
+def test_re_executing_itself_is_exec_self_not_a_hidden_child() -> None:
+    trace = [acc("/home/u/site/app", AccessKind.EXECUTABLE, syscall="execve", via=Via.EXEC),
+             acc("/proc/self/exe", AccessKind.EXECUTABLE, hidden=True, syscall="execve",
+                 via=Via.EXEC, api="os/exec.(*Cmd).Run", line=28, pid=101),  # the child
+             acc("/etc/passwd", AccessKind.CONFIG, hidden=True, via=Via.CGO, pid=101,
+                 api="os/user.LookupId", cfn="getpwuid_r", line=18)]
+    a = analyze(header(), trace)
+    ids = [f.id for f in a.findings]
+    assert "exec-self" in ids and "exec-child" not in ids
+    (f,) = [f for f in a.findings if f.id == "exec-self"]
+    assert "101" in f.explanation and "/etc/passwd" in f.explanation
+    assert "/proc/self/exe" not in a.runtime_view()["hidden"]
