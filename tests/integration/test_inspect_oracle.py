@@ -24,7 +24,8 @@ MODES_LATEST = ("cgo", "pure", "netgo", "static", "musl", "stripped", "pie")
 MODES_OLDER = ("cgo", "pure", "static")
 CASES = ([(app, mode, "1.27.3") for app in sample_build.apps() for mode in MODES_LATEST
           if mode in sample_build.supported_modes(app)]
-         + [(app, mode, go) for go in ("1.24.11", "1.21.13") for app in sample_build.apps()
+         + [(app, mode, go) for go in ("1.24.11", "1.21.13", sample_build.GO_1_19)
+            for app in sample_build.apps()
             for mode in MODES_OLDER if mode in sample_build.supported_modes(app)])
 _CGO_SYM = re.compile(r"^(?P<pkg>.+?)\.(?:\(\*?[^)]*\)\.)?_(?:Cfunc|C2func)_")
 

@@ -27,7 +27,7 @@ from sample_apps import appinfo
 from sample_apps import build as sample_build
 from tests import preflight
 
-OLD_GO = ("1.24.11", "1.21.13")
+OLD_GO = ("1.24.11", "1.21.13", sample_build.GO_1_19)
 OLD_GO_MODES = ("cgo", "pure", "static")
 APPS = appinfo.all_apps()
 MATRIX = [(a.name, m) for a in APPS for m in a.modes]

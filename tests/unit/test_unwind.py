@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from sample_apps import build as sample_build
-
 from tracer.attribution import _c_function, _go_api, _Named, package_of
 from tracer.model import Frame
 from tracer.unwind import cfi
