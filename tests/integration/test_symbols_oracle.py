@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sample_apps.build import APPS_DIR, DEFAULT_GO, GO_1_19, ROOT, go_env, go_tool
+from tests.integration.dwarf_oracle import expected_frames, inlined_calls
 from tracer.symbols.buildinfo import format_go_version_m, read_buildinfo
 from tracer.symbols.elf import ElfImage
 from tracer.symbols.pclntab import PclnTable
@@ -156,3 +157,24 @@ def test_external_pie_121_has_no_pclntab_section(sample: Callable[..., Path]) ->
     img = ElfImage.open(build_external_pie("hello", "1.21.13"))
     assert not any("pclntab" in name for name in img.sections)
     assert PclnTable.from_image(img).lookup_function("main.main") is not None
+
+
+@pytest.mark.parametrize("app", APPS)
+@pytest.mark.parametrize("go", ["1.27.3", "1.24.11", "1.21.13", GO_1_19])
+def test_inlined_frames_match_dwarf(sample: Callable[..., Path], app: str, go: str) -> None:
+    """At every PC of main.main, the inlined frames (names, and each caller's line) equal the
+    DWARF inline tree of the same binary (pyelftools), an oracle independent of pclntab."""
+    binary = sample(app, "cgo", go)
+    calls = inlined_calls(binary, "main.main")
+    table = PclnTable.from_image(ElfImage.open(binary))
+    main = table.lookup_function("main.main")
+    assert main is not None
+    seen_inlined = 0
+    for pc in range(main.entry, main.end):
+        want = expected_frames(calls, "main.main", pc)
+        frames = table.frames(pc)
+        got = [(f.function, f.line) for f in frames]
+        assert [g[0] for g in got] == [w[0] for w in want], hex(pc)
+        assert got[1:] == want[1:], hex(pc)
+        seen_inlined += len(want) > 1
+    assert seen_inlined > 0, "no inlined call in main.main: the check proved nothing"
