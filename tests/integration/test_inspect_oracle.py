@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sample_apps import build as sample_build
+from tests import preflight
 from tracer.static import inspect_binary
 
 pytestmark = pytest.mark.go
@@ -47,6 +48,7 @@ def _go_version_m(path: Path, go: str) -> tuple[str, dict[str, str]]:
 
 
 def _readelf(path: Path) -> tuple[str | None, list[str]]:
+    preflight.require("readelf")
     lw = subprocess.run(["readelf", "-lW", str(path)], capture_output=True, text=True).stdout
     m = re.search(r"\[Requesting program interpreter: ([^\]]+)\]", lw)
     dw = subprocess.run(["readelf", "-dW", str(path)], capture_output=True, text=True).stdout

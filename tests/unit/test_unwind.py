@@ -5,7 +5,6 @@ rules. No ptrace: memory is a dict of bytes behind a `read(addr, n)` callable.""
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sample_apps import build as sample_build
+from tests import preflight
 from tracer.attribution import _c_function, _go_api, _Named, package_of
 from tracer.model import Frame
 from tracer.unwind import cfi
@@ -197,8 +197,7 @@ def _asm_source_slots(goroot: Path) -> tuple[int, int]:
 
 def _objdump_pushes_bp(exe: Path) -> bool:
     """Does objdump show `push %rbp` as asmcgocall's first instruction?"""
-    if shutil.which("objdump") is None:
-        pytest.skip("objdump not installed (binutils: make system-deps as root)")
+    preflight.require("objdump")
     out = subprocess.run(["objdump", "-d", "--no-show-raw-insn",
                           "--disassemble=runtime.asmcgocall.abi0", str(exe)],
                          capture_output=True, text=True, check=True).stdout
