@@ -22,3 +22,13 @@ def test_no_reference_to_documents_outside_the_repository() -> None:
             if _OUTSIDE.search(line)]
     assert not hits, "\n".join(hits)
 
+
+
+def test_pyproject_uses_the_current_license_form() -> None:
+    """`pip install .` warned that a `project.license` table is deprecated: the license is an
+    SPDX string, which needs setuptools >= 77 to build."""
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == "Apache-2.0"
+    assert "setuptools>=77" in meta["build-system"]["requires"]
