@@ -343,3 +343,69 @@ def test_go_api_and_c_function_rules() -> None:
     assert _go_api(own, 3) == "main._Cfunc_sqlite3_open"
     assert package_of("net.(*Resolver).LookupHost") == "net"
     assert package_of("corp.cgotrace.test/x/y.F.func1") == "corp.cgotrace.test/x/y"
+
+
+def test_enclosing_functions_of_closures() -> None:
+    from tracer.unwind.creator import enclosing_functions
+
+    f = "net.(*Resolver).goLookupIPCNAMEOrder"
+    assert enclosing_functions(f + ".func3.2") == [f + ".func3.2", f + ".func3", f]
+    assert enclosing_functions("main.main.gowrap1") == ["main.main.gowrap1", "main.main"]
+    assert enclosing_functions("main.lookup") == ["main.lookup"]
+
+
+def _creator_world(parked: dict[int, list[int]]) -> tuple[object, object, FakeMemory]:
+    """A fake process: functions F [0x1000, 0x1100) and its closure F.func1 [0x2000, 0x2100);
+    runtime.allgs lists the gs in `parked` (g -> the PCs its parked stack holds), each
+    waiting with its saved pc at g.sched.pc."""
+    from types import SimpleNamespace
+
+    from tracer.unwind.stack import RawFrame, Stack
+
+    lay = layout_for((1, 19))
+    funcs = {"F": SimpleNamespace(name="F", entry=0x1000, end=0x1100),
+             "F.func1": SimpleNamespace(name="F.func1", entry=0x2000, end=0x2100)}
+
+    class Pcln:
+        def func_for_pc(self, pc: int) -> object:
+            return next((f for f in funcs.values() if f.entry <= pc < f.end), None)
+
+        def lookup_function(self, name: str) -> object:
+            return funcs.get(name)
+
+    mem = FakeMemory()
+    allgs, array = 0x9000, 0xA000
+    mem.put(allgs, array)
+    mem.put(allgs + 8, len(parked))
+    for i, g in enumerate(parked):
+        mem.put(array + 8 * i, g)
+        mem.put(g + lay.g_atomicstatus, 4)  # _Gwaiting
+        mem.put(g + lay.g_sched, 0x7000)
+        mem.put(g + lay.g_sched + 8, g)  # the saved pc names the g, for the fake unwinder
+
+    class FakeUnwinder:
+        def unwind_goroutine(self, pc: int, sp: int, read: object, fs_base: int) -> Stack:
+            return Stack(frames=[RawFrame(p + 1, None, "go", True) for p in parked[pc]])
+
+    module = SimpleNamespace(bias=0, image=SimpleNamespace(pcln=Pcln()))
+    ctx = SimpleNamespace(module=module, rt=SimpleNamespace(allgs=allgs, layout=lay))
+    return FakeUnwinder(), ctx, mem
+
+
+def test_find_creator_without_parent_goid() -> None:
+    """Go 1.19: the parent is the one parked goroutine in the function of the `go` statement,
+    else in the function that defined the closure; two candidates name nobody."""
+    from tracer.unwind.creator import find_creator
+
+    child, parent, other = 0xC100, 0xC200, 0xC300
+    # `go` statement inside F: the parent waits in F
+    unw, ctx, mem = _creator_world({child: [0x1010], parent: [0x1050, 0x5000], other: [0x5000]})
+    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child) == parent  # type: ignore[arg-type]
+    # `go` statement inside the closure F.func1, which has returned: the parent waits in F
+    assert find_creator(unw, ctx, mem.read, 0, 0x2020, exclude=child) == parent  # type: ignore[arg-type]
+    # two goroutines in F: no guess
+    unw, ctx, mem = _creator_world({child: [0x5000], parent: [0x1050], other: [0x1060]})
+    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child) is None  # type: ignore[arg-type]
+    # nobody there
+    unw, ctx, mem = _creator_world({child: [0x5000], parent: [0x6000]})
+    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child) is None  # type: ignore[arg-type]

@@ -25,7 +25,8 @@ MAX_GOROUTINES: Final = 10_000  # walks on one search; a bigger program gets no 
 G_RUNNABLE: Final = 1
 G_SYSCALL: Final = 3
 G_WAITING: Final = 4
-_CLOSURE: Final = re.compile(r"\.(?:func|gowrap|deferwrap)\d+$")
+# F.func3, F.gowrap1, F.deferwrap2, and closures inside closures: F.func3.2
+_CLOSURE: Final = re.compile(r"\.(?:(?:func|gowrap|deferwrap)\d+|\d+)$")
 
 
 def goroutines(ctx: _GoCtx, read: Reader, limit: int = MAX_GOROUTINES) -> list[int]:
