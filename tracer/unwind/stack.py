@@ -364,13 +364,22 @@ class Unwinder:
         img = mod.image
         pcln = img.pcln if img is not None else None
         fn = None
+        is_return = not innermost
         if pcln is not None:
             try:
                 fn = pcln.func_for_pc(look)
+                if is_return:
+                    at = pcln.func_for_pc(rel)
+                    if at is not None and at.entry == rel and at.has_pcsp:
+                        # A "return address" at a Go function's entry is a planted one:
+                        # 1.19-1.20's cgocallback plants systemstack_switch's entry. Go
+                        # never ends a function with a call, so, as the runtime's own
+                        # traceback does, the PC itself names the frame.
+                        fn, look, is_return = at, rel, False
             except CgotraceError:
                 fn = None
         if fn is not None and fn.has_pcsp and pcln is not None:
-            frame = RawFrame(pc, mod, "go", not innermost)
+            frame = RawFrame(pc, mod, "go", is_return)
             if fn.name in STACK_ROOTS or fn.flag & FLAG_TOP_FRAME:
                 step = _Step(frame, OP_ROOT)
             else:
