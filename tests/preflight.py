@@ -47,6 +47,32 @@ def netns_reason() -> str | None:
     return None if rc == 0 else "cannot create mount/pid/net namespaces here"
 
 
+# Host programs tests use as oracles or fixtures, and the Debian package that has each.
+TOOL_PACKAGES = {"gcc": "gcc", "cc": "gcc", "readelf": "binutils", "objdump": "binutils",
+                 "ip": "iproute2", "strace": "strace", "musl-gcc": "musl-tools",
+                 "unshare": "util-linux", "mount": "mount"}
+
+
+def tool_reason(*tools: str) -> str | None:
+    """None when every program is on PATH, else which are missing and how to get them."""
+    missing = [t for t in tools if which(t) is None]
+    if not missing:
+        return None
+    packages = sorted({TOOL_PACKAGES.get(t, t) for t in missing})
+    return (f"needs {', '.join(missing)} (Debian: {' '.join(packages)}; "
+            f"`make system-deps` as root)")
+
+
+def require(*tools: str) -> None:
+    """Skip the calling test, saying why, when a program it runs is missing (under
+    CGOTRACE_REQUIRE_PRIV=1 the skip is a failure: tests/conftest.py)."""
+    reason = tool_reason(*tools)
+    if reason:
+        import pytest
+
+        pytest.skip(reason)
+
+
 def go_reason(version: str = sample_build.DEFAULT_GO) -> str | None:
     try:
         sample_build.goroot(version)

@@ -32,6 +32,7 @@ from typing import Any, Final, cast
 
 from tracer.model import Attribution, Frame, Via
 from tracer.symbols.maps import LoadedImage, MapsRegistry, Module, ProcessMaps
+from tracer.unwind.creator import find_creator
 from tracer.unwind.stack import (
     MemoryError_,
     PagedReader,
@@ -41,6 +42,7 @@ from tracer.unwind.stack import (
     Registers,
     Stack,
     Unwinder,
+    _GoCtx,
     word,
 )
 
@@ -421,7 +423,8 @@ class Attributor:
             return None, None, None
         lay = ctx.rt.layout
         gopc = word(read, g + lay.g_gopc)
-        parent_goid = word(read, g + lay.g_parent_goid) or None
+        parent_goid = (word(read, g + lay.g_parent_goid) or None
+                       if lay.g_parent_goid is not None else None)
         creator = None
         if gopc:
             raw = RawFrame(gopc, st.maps.module_for(gopc), "go", True)
@@ -430,12 +433,25 @@ class Attributor:
         if creator is None or package_of(creator.function or "") == "runtime":
             # runtime.main's goroutine (created by rt0_go) and runtime-internal workers
             return None, None, None
+        if lay.g_parent_goid is None and depth < MAX_PARENT_DEPTH:
+            parent_goid = self._search_parent(st, ctx, read, fs_base, gopc, g)
         parent_analysis = None
         if parent_goid is not None and depth < MAX_PARENT_DEPTH:
             parent_analysis = self._parent_analysis(st, read, parent_goid, fs_base, depth)
         result = (parent_goid, creator, parent_analysis)
         st.parents[(g, goid)] = result
         return result
+
+    def _search_parent(self, st: _ProcessState, ctx: _GoCtx, read: Reader, fs_base: int,
+                       gopc: int, g: int) -> int | None:
+        """Go 1.19-1.20 (no g.parentGoid): the parent's goid, found by the function it is in
+        (tracer/unwind/creator.py)."""
+        parent = find_creator(st.unwinder, ctx, read, fs_base, gopc, exclude=g)
+        if parent is None:
+            return None
+        goid = word(read, parent + ctx.rt.layout.g_goid)
+        st.goids[goid] = parent
+        return goid
 
     def _parent_analysis(self, st: _ProcessState, read: Reader, goid: int, fs_base: int,
                          depth: int) -> _Analysis | None:

@@ -1,6 +1,6 @@
 """The event loop: waitpid(-1, __WALL) -> typed stops -> decoded accesses; the resume policy.
 
-Stops and what the loop does (DESIGN.md §5, "Ptrace facts for Go programs"):
+Stops and what the loop does (docs/ptrace-facts.md):
 
 - seccomp stop (a watched call, entry): decode with one GET_SYSCALL_INFO and one
   process_vm_readv per string, classify, ask the attributor, then PTRACE_SYSCALL so the

@@ -24,7 +24,7 @@ from tracer.errors import BadBinaryError, CgotraceError, NotFoundError, NotGoBin
 from tracer.symbols.elf import ElfImage
 from tracer.symbols.loader import LoaderClosure, RootFS, loader_flavor, resolve_closure
 
-# pclntab names that exist only when runtime/cgo is linked (go-internals §2). Not
+# pclntab names that exist only when runtime/cgo is linked (docs/go-runtime.md). Not
 # runtime.cgocall: that one is always present.
 CGO_RUNTIME_MARKERS = ("crosscall2", "_cgo_topofstack", "runtime/cgo.set_crosscall2",
                        "x_cgo_init")

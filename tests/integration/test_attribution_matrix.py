@@ -242,7 +242,7 @@ def _describe(a: Access) -> str:
 def test_expectations(app: str, mode: str, go: str, sample: Callable[..., Path]) -> None:
     info = appinfo.load(app)
     assert mode in info.modes
-    expectations = info.expectations(mode)
+    expectations = info.expectations(mode, go)
     assert expectations, f"{app}/{mode}: app.toml declares no [[expect]] for this mode"
     exe = sample(app, mode, go)
     accesses, status, att = _app_trace(info, exe)
@@ -375,11 +375,15 @@ def test_parallel_goroutines_linked_to_creator(go: str, sample: Callable[..., Pa
     lookups = [a for a in accesses if a.attribution is not None
                and a.attribution.user_frame is not None
                and a.attribution.user_frame.function == "main.lookup"]
-    assert len({a.attribution.user_frame.line for a in lookups if a.attribution
-                and a.attribution.user_frame}) == 8
+    lines = {a.attribution.user_frame.line for a in lookups if a.attribution
+             and a.attribution.user_frame}
+    # Go 1.19-1.20 read /etc/services and nsswitch.conf in Go, once for both LookupPort
+    # calls (app.toml): one of the two port call sites may open nothing.
+    assert len(lines) in ((8,) if tuple(int(x) for x in go.split(".")[:2]) >= (1, 21)
+                          else (7, 8)), lines
     goroutines = {a.attribution.user_frame.line: a.attribution.goroutine for a in lookups
                   if a.attribution and a.attribution.user_frame}
-    assert len(set(goroutines.values())) == 8, goroutines
+    assert len(set(goroutines.values())) == len(lines), goroutines
     for a in lookups:
         at = a.attribution
         assert at is not None and at.creator_frame is not None

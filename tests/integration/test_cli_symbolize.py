@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from sample_apps.build import DEFAULT_GO, go_env, go_tool
+from tests.integration.dwarf_oracle import expected_frames, inlined_calls
 from tracer.symbols.elf import ElfImage
 from tracer.symbols.pclntab import PclnTable
 
@@ -24,48 +26,66 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=60)
 
 
-def inlined_pc(table: PclnTable) -> int:
-    main = table.lookup_function("main.main")
-    assert main is not None
-    for pc in range(main.entry, main.end):
-        if len(table.frames(pc)) > 1:
-            return pc
-    raise AssertionError("main.main has no inlined call")
+def _addr2line(binary: Path, pc: int, go: str = DEFAULT_GO) -> tuple[str, str]:
+    """(physical function, innermost file:line) from `go tool addr2line`."""
+    out = subprocess.run([str(go_tool(go)), "tool", "addr2line", str(binary)],
+                         input=f"{pc:#x}\n", capture_output=True, text=True, env=go_env(go),
+                         check=True).stdout.splitlines()
+    return out[0], out[1]
+
+
+def inlined_site(sample: Callable[..., Path], mode: str
+                 ) -> tuple[Path, int, list[tuple[str, int | None]], tuple[str, str]]:
+    """(binary, a PC inside a call inlined into hello's main.main, the frames there innermost
+    first as (function, line), addr2line's answer). The inlined call and the caller's line come
+    from the DWARF inline tree of the unstripped twin (addr2line puts the PC at the same place
+    in both), the innermost position from `go tool addr2line`: nothing from our reader."""
+    binary = sample("hello", mode, DEFAULT_GO)
+    twin = sample("hello", "cgo", DEFAULT_GO)
+    calls = inlined_calls(twin, "main.main")
+    assert calls, "main.main has no inlined call in DWARF"
+    pc = calls[0].ranges[0][0]
+    expected = expected_frames(calls, "main.main", pc)
+    assert len(expected) >= 2
+    answer = _addr2line(binary, pc)
+    # (the twin may have been built from another checkout: compare file names, not paths)
+    assert [os.path.basename(x) for x in answer] == \
+        [os.path.basename(x) for x in _addr2line(twin, pc)]
+    return binary, pc, expected, answer
 
 
 @pytest.mark.go
 def test_json_shape_from_arguments(sample: Callable[..., Path]) -> None:
-    binary = sample("hello", "stripped", "1.27.3")
-    table = PclnTable.from_image(ElfImage.open(binary))
-    pc = inlined_pc(table)
+    binary, pc, expected, (a2l_func, a2l_pos) = inlined_site(sample, "stripped")
     r = run_cli("--json", str(binary), hex(pc), f"{pc:x}", "0x1")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert [o["addr"] for o in out] == [hex(pc), hex(pc), "0x1"]
     frames = out[0]["frames"]
-    assert len(frames) >= 2
     assert set(frames[0]) >= {"function", "file", "line"}
-    assert frames[0]["inlined"] is True and frames[-1]["inlined"] is False
-    assert frames[-1]["function"] == "main.main"
-    assert frames[-1]["file"].endswith("hello/main.go") and frames[-1]["line"] > 0
-    expected = [(f.function, f.file, f.line) for f in table.frames(pc)]
-    assert [(f["function"], f["file"], f["line"]) for f in frames] == expected
+    assert [f["inlined"] for f in frames] == [True] * (len(expected) - 1) + [False]
+    assert [(f["function"], f["line"]) for f in frames[1:]] == expected[1:]
+    assert frames[0]["function"] == expected[0][0]
+    assert frames[-1]["function"] == a2l_func == "main.main"
+    assert frames[-1]["file"].endswith("hello/main.go")
+    assert f"{frames[0]['file']}:{frames[0]['line']}" == a2l_pos
     assert out[1] == out[0]
     assert out[2]["frames"] == []
 
 
 @pytest.mark.go
 def test_text_output_from_stdin(sample: Callable[..., Path]) -> None:
-    binary = sample("hello", "cgo", "1.27.3")
-    table = PclnTable.from_image(ElfImage.open(binary))
-    pc = inlined_pc(table)
+    binary, pc, expected, (_func, a2l_pos) = inlined_site(sample, "cgo")
     r = run_cli(str(binary), stdin=f"{pc:#x}\n\n  0x1  \n")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    frames = table.frames(pc)
-    assert len(lines) == len(frames) + 1
-    assert lines[0].startswith(f"{pc:#x}  ") and lines[0].endswith("(inlined)")
-    assert lines[len(frames) - 1].startswith(" " * len(hex(pc)) + "  main.main  ")
+    assert len(lines) == len(expected) + 1
+    pad = " " * len(hex(pc))
+    assert lines[0].startswith(f"{pc:#x}  {expected[0][0]}  ") and lines[0].endswith("(inlined)")
+    assert f"  {a2l_pos}" in lines[0]
+    for line, (function, call_line) in zip(lines[1:-1], expected[1:], strict=True):
+        assert line.startswith(f"{pad}  {function}  ") and f":{call_line}" in line, line
+    assert lines[-2].split()[1].endswith(f"hello/main.go:{expected[-1][1]}"), lines[-2]
     assert lines[-1] == "0x1  ??"
 
 
@@ -124,10 +144,21 @@ def test_pid_option_uses_the_processs_load_bias(sample: Callable[..., Path]) -> 
             proc.wait()
 
 
-def test_missing_pid_is_not_found(tmp_path: Path) -> None:
-    r = run_cli("--pid", "999999999", sys.executable, "0x1")
-    assert r.returncode in (3, 4)  # python itself is not Go: 3 comes first
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+@pytest.mark.go
+def test_missing_pid_is_not_found(sample: Callable[..., Path]) -> None:
+    """A valid Go binary and a PID that does not exist: exit 4, one line."""
+    binary = sample("hello", "pie", DEFAULT_GO)
+    pid = _unused_pid()
+    r = run_cli("--pid", str(pid), str(binary), "0x1")
+    assert r.returncode == 4, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cgotrace: ") and str(pid) in lines[0]
+
+
+def _unused_pid() -> int:
+    """A PID no process has: above the kernel's pid_max."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
 
 
 @pytest.mark.parametrize(("kind", "code"), [("not-elf", 3), ("missing", 4), ("directory", 3),

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sample_apps import build as sample_build
+from tests import preflight
 from tracer.static import inspect_binary
 
 pytestmark = pytest.mark.go
@@ -24,7 +25,8 @@ MODES_LATEST = ("cgo", "pure", "netgo", "static", "musl", "stripped", "pie")
 MODES_OLDER = ("cgo", "pure", "static")
 CASES = ([(app, mode, "1.27.3") for app in sample_build.apps() for mode in MODES_LATEST
           if mode in sample_build.supported_modes(app)]
-         + [(app, mode, go) for go in ("1.24.11", "1.21.13") for app in sample_build.apps()
+         + [(app, mode, go) for go in ("1.24.11", "1.21.13", sample_build.GO_1_19)
+            for app in sample_build.apps()
             for mode in MODES_OLDER if mode in sample_build.supported_modes(app)])
 _CGO_SYM = re.compile(r"^(?P<pkg>.+?)\.(?:\(\*?[^)]*\)\.)?_(?:Cfunc|C2func)_")
 
@@ -46,6 +48,7 @@ def _go_version_m(path: Path, go: str) -> tuple[str, dict[str, str]]:
 
 
 def _readelf(path: Path) -> tuple[str | None, list[str]]:
+    preflight.require("readelf")
     lw = subprocess.run(["readelf", "-lW", str(path)], capture_output=True, text=True).stdout
     m = re.search(r"\[Requesting program interpreter: ([^\]]+)\]", lw)
     dw = subprocess.run(["readelf", "-dW", str(path)], capture_output=True, text=True).stdout

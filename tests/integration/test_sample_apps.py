@@ -27,7 +27,7 @@ from sample_apps import appinfo
 from sample_apps import build as sample_build
 from tests import preflight
 
-OLD_GO = ("1.24.11", "1.21.13")
+OLD_GO = ("1.24.11", "1.21.13", sample_build.GO_1_19)
 OLD_GO_MODES = ("cgo", "pure", "static")
 APPS = appinfo.all_apps()
 MATRIX = [(a.name, m) for a in APPS for m in a.modes]
@@ -174,6 +174,7 @@ print(json.dumps({"rc": p.returncode, "out": p.stdout, "err": p.stderr,
 
 def run_in_loopback_netns(argv: list[str], env: dict[str, str] | None = None
                           ) -> dict[str, object]:
+    preflight.require("unshare", "ip", "mount")
     flags = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
     proc = subprocess.run(["unshare", *flags, "--net", "--mount", sys.executable, "-c",
                            NETNS_DRIVER, *argv], cwd=ROOT, capture_output=True, text=True,
@@ -197,6 +198,7 @@ def test_dns_cgo_resolver_reaches_the_responder(sample: Callable[..., Path]) -> 
 @pytest.mark.go
 def test_dlopen_target_is_not_needed_statically(sample: Callable[..., Path]) -> None:
     """The point of the dlopen app: readelf cannot see the library it loads."""
+    preflight.require("readelf")
     dynamic = subprocess.run(["readelf", "-d", str(sample("dlopen", "cgo"))],
                              capture_output=True, text=True, check=True).stdout
     assert "libc.so.6" in dynamic

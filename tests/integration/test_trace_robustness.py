@@ -1,4 +1,4 @@
-"""The tracing engine against the hard cases of DESIGN.md §5, with real processes.
+"""The tracing engine against the hard cases of docs/ptrace-facts.md, with real processes.
 
 Each test is GIVEN a program (a sample app or a small C program built here), WHEN it runs
 under the tracer, THEN the trace and the program's behaviour are what they would be

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import preflight
 from tracer.model import Access
 from tracer.session.runner import RunOptions, RunResult, trace_program
 
@@ -43,7 +44,8 @@ def cgotrace_cmd(*args: str) -> list[str]:
 
 
 def compile_c(source: str, *flags: str) -> Path:
-    """Build a small C program with gcc (cached by source+flags)."""
+    """Build a small C program with gcc (cached by source+flags); skips without gcc."""
+    preflight.require("gcc")
     digest = hashlib.sha256((source + "\0".join(flags)).encode()).hexdigest()[:16]
     out = C_CACHE / f"prog-{digest}"
     if not out.exists():

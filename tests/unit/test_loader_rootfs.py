@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import preflight
 from tracer.static import inspect_binary, nss_modules, parse_nsswitch
 from tracer.symbols.elf import ElfImage
 from tracer.symbols.ldcache import NEW_MAGIC
 from tracer.symbols.loader import RootFS, resolve_closure
 
 CC = shutil.which("cc") or shutil.which("gcc")
-pytestmark = pytest.mark.skipif(CC is None, reason="needs a C compiler (cc) to build fixtures")
+pytestmark = pytest.mark.skipif(CC is None, reason=preflight.tool_reason("cc") or "")
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +166,7 @@ def test_musl_path_file_and_builtin_libc(tmp_path: Path, cbuild: Callable[..., P
 def test_elf_facts_of_a_c_program(cbuild: Callable[..., Path]) -> None:
     prog = cbuild("prog", "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib")
     img = ElfImage.open(prog)
+    preflight.require("readelf")
     readelf = subprocess.run(["readelf", "-lW", str(prog)], capture_output=True, text=True)
     pie = "DYN (" in readelf.stdout
     assert img.interpreter == "/lib64/ld-linux-x86-64.so.2"

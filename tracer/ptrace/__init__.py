@@ -3,7 +3,7 @@
 python-ptrace provides the register structure (`user_regs_struct`), `siginfo` and the
 x86_64 syscall names; what it lacks (SEIZE, INTERRUPT, LISTEN, GET_SYSCALL_INFO, the seccomp
 option and event) is added here on a raw `ptrace(2)` binding, which is also what the hot
-loop uses: python-ptrace's debugger layer costs ~8x per stop (DESIGN.md §5).
+loop uses: python-ptrace's debugger layer is much slower per stop (docs/ptrace-facts.md).
 
 Every failing request raises `PtraceRequestError` carrying `errno`; ESRCH is routine
 (threads vanish during exit_group and exec).

@@ -35,8 +35,9 @@ O_TRACEEXIT = 0x40
 O_TRACESECCOMP = 0x80
 O_EXITKILL = 0x100000
 
-# What a launched program is seized with (DESIGN.md §5). EXITKILL is not optional: a
-# RET_TRACE filter outlives its tracer and would turn every watched call into ENOSYS.
+# What a launched program is seized with (docs/ptrace-facts.md, "Launching"). EXITKILL is
+# not optional: a RET_TRACE filter outlives its tracer and would turn every watched call into
+# ENOSYS.
 LAUNCH_OPTIONS = (O_TRACESECCOMP | O_TRACECLONE | O_TRACEFORK | O_TRACEVFORK | O_TRACEEXEC
                   | O_TRACESYSGOOD | O_EXITKILL)
 

@@ -4,7 +4,7 @@ Both formats are read: the 1.18+ inline format (two uvarint-prefixed strings aft
 32-byte header) and the older pointer format (two pointers to Go string headers). The
 section keeps its name when stripped; without it we scan writable PT_LOAD data for the
 16-byte-aligned magic. `format_go_version_m` reproduces `go version -m FILE` byte for byte
-(go-internals.md section 2): it re-serializes the parsed info the way runtime/debug does.
+(docs/go-runtime.md, "Build info"): it re-serializes the parsed info the way runtime/debug does.
 """
 
 from __future__ import annotations

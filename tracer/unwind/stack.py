@@ -1,4 +1,5 @@
-"""The stop-time unwinder (go-internals 3.10): one walk across Go, C and the cgo boundary.
+"""The stop-time unwinder (docs/go-runtime.md, "Unwinding"): one walk across Go, C and
+the cgo boundary.
 
 Per frame, by what the PC lies in:
 
@@ -363,13 +364,22 @@ class Unwinder:
         img = mod.image
         pcln = img.pcln if img is not None else None
         fn = None
+        is_return = not innermost
         if pcln is not None:
             try:
                 fn = pcln.func_for_pc(look)
+                if is_return:
+                    at = pcln.func_for_pc(rel)
+                    if at is not None and at.entry == rel and at.has_pcsp:
+                        # A "return address" at a Go function's entry is a planted one:
+                        # 1.19-1.20's cgocallback plants systemstack_switch's entry. Go
+                        # never ends a function with a call, so, as the runtime's own
+                        # traceback does, the PC itself names the frame.
+                        fn, look, is_return = at, rel, False
             except CgotraceError:
                 fn = None
         if fn is not None and fn.has_pcsp and pcln is not None:
-            frame = RawFrame(pc, mod, "go", not innermost)
+            frame = RawFrame(pc, mod, "go", is_return)
             if fn.name in STACK_ROOTS or fn.flag & FLAG_TOP_FRAME:
                 step = _Step(frame, OP_ROOT)
             else:
@@ -501,8 +511,10 @@ class Unwinder:
             stack.crossed_cgo = True
             if stack.g is None:
                 stack.g = old_g
-        # asmcgocall pushed RBP and took DX = SP: [DX] = saved RBP, [DX+8] = return PC.
-        return dx + 16, word(read, dx + 8)
+        # DX is the goroutine SP asmcgocall saved. 1.21+ pushed RBP first: [DX] = saved RBP,
+        # [DX+8] = return PC into runtime.cgocall; 1.19-1.20 did not: [DX] = return PC.
+        ret = dx + 8 if go.rt.asmcgocall_bp else dx
+        return ret + 8, word(read, ret)
 
     def _systemstack(self, stack: Stack, read: Reader, go: _GoCtx) -> tuple[int, int] | None:
         """systemstack on g0: continue on m.curg's saved context (as the runtime does)."""

@@ -1,0 +1,3 @@
+module cgotrace.test/callback
+
+go 1.21
