@@ -7,16 +7,18 @@
 * `via`: exec for execve; go when the syscall PC is in Go code; cgo when it is in C code
   with Go frames further out; loader when there are no Go frames and the PC is in the ELF
   interpreter (or the loop saw it before the entry point);
-* `user_frame`: the innermost frame of the main module (package main or the main module's
-  packages), skipping cgo's generated `_Cfunc_` wrappers;
-* `go_api`: the frame just inside the user frame: what the program called
-  (`os/user.LookupId`, `net.(*Resolver).LookupHost`, `main._Cfunc_sqlite3_open`);
-* `c_function`: the C function the cgo wrapper called (getpwuid_r, getaddrinfo) from the C
-  frames' names, or from the wrapper's name when C frames are unnamed or skipped;
+* `user_frame`, `go_api`, `origin`, `no_user_frame`: chosen by `tracer.appcode` (what is
+  the application's code: its main module; innermost application frame; the outermost
+  non-application frame below it; the knowledge base's deciding function);
+* `c_function`: the C API the Go code called (getpwuid_r, getaddrinfo): the outermost named
+  C frame of the innermost cgo call that the cgo wrapper's name confirms, else that frame,
+  else the wrapper's name when the C frames are unnamed or skipped;
 * for a goroutine started by a `go` statement, `parent_goroutine` and `creator_frame`
-  (g.parentGoid, g.gopc); when such a goroutine has no user frame (net's lookup helper
-  goroutine in doBlockingWithCtx), the creator goroutine is found in `runtime.allgs`, its
-  parked stack is walked, and its user frame and API are used.
+  (g.parentGoid, g.gopc); when such a goroutine has no application frame (net's lookup
+  helper goroutine in doBlockingWithCtx, a library's worker goroutine), the creator chain
+  gives it: the `go` statement itself when it is application code, else the creator
+  goroutine, found in `runtime.allgs`, whose parked stack is walked (recursively, up to
+  MAX_PARENT_DEPTH); `via_goroutine` then says the user frame is the creator's.
 
 Costs: names are cached per (image, pc); the analysis is memoised per (pid, PC chain), so a
 repeated call path costs its memory reads (a few pages, cached per stop) plus a dict lookup.
@@ -30,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final, cast
 
+from probes.knowledge import origin_functions
+from tracer.appcode import AppCode, choose, goroutine_note, package_of
 from tracer.model import Attribution, Frame, Via
 from tracer.symbols.maps import LoadedImage, MapsRegistry, Module, ProcessMaps
 from tracer.unwind.stack import (
@@ -87,13 +91,6 @@ class _Named:
     kind: str
 
 
-def package_of(function: str) -> str:
-    """'net.(*Resolver).LookupHost' -> 'net'; 'corp.test/x/y.F.func1' -> 'corp.test/x/y'."""
-    slash = function.rfind("/")
-    dot = function.find(".", slash + 1)
-    return function[:dot] if dot >= 0 else function
-
-
 class Symbolizer:
     """Names frames; results cached per (image, link-time pc, return-address flag)."""
 
@@ -139,6 +136,9 @@ class _Analysis:
     stack: tuple[Frame, ...]
     unsymbolized: tuple[str, ...]
     started_by_go: bool  # the stack ends at runtime.goexit (a `go` statement started it)
+    origin: str | None = None
+    no_user_frame: str | None = None
+    via_goroutine: bool = False  # user_frame is a creator's (set on parent analyses)
 
 
 class _ProcessState:
@@ -158,6 +158,7 @@ class _ProcessState:
         self.parents: dict[tuple[int, int], tuple[int | None, Frame | None,
                                                    _Analysis | None]] = {}
         self.interpreters: set[str] | None = None
+        self.appcode: AppCode | None = None
 
 
 _LOADER: Final = Attribution(via=Via.LOADER)
@@ -332,6 +333,7 @@ class Attributor:
         goroutine = parent = None
         creator: Frame | None = None
         user_frame, go_api = analysis.user_frame, analysis.go_api
+        via_goroutine, no_user = False, analysis.no_user_frame
         ctx = st.unwinder.go_context(read, regs.fs_base)
         if stack.g is not None and ctx is not None:
             lay = ctx.rt.layout
@@ -340,19 +342,22 @@ class Attributor:
                 if analysis.started_by_go:
                     parent, creator, parent_analysis = self._creator(st, read, stack.g,
                                                                      goroutine, regs.fs_base)
-                    if user_frame is None and parent_analysis is not None:
-                        user_frame = parent_analysis.user_frame
-                        go_api = parent_analysis.go_api or go_api
+                    if user_frame is None:
+                        user_frame, go_api, via_goroutine, no_user = _from_creator(
+                            st, creator, parent_analysis, go_api, no_user)
             except MemoryError_:
                 pass
         # Identical attributions are one object, so the loop can record `same_as`.
-        ikey = (id(analysis), go_api, user_frame, goroutine, parent, creator)
+        ikey = (id(analysis), go_api, user_frame, goroutine, parent, creator, via_goroutine,
+                no_user)
         found = st.interned.get(ikey)
         if found is None:
             found = Attribution(via=analysis.via, go_api=go_api, user_frame=user_frame,
                                 c_function=analysis.c_function, stack=analysis.stack,
                                 goroutine=goroutine, parent_goroutine=parent,
-                                creator_frame=creator, unsymbolized=analysis.unsymbolized)
+                                creator_frame=creator, unsymbolized=analysis.unsymbolized,
+                                origin=analysis.origin, via_goroutine=via_goroutine,
+                                no_user_frame=no_user)
             if len(st.interned) >= MAX_KEYS:
                 st.interned.clear()
             st.interned[ikey] = found
@@ -364,13 +369,8 @@ class Attributor:
         for raw in stack.frames:
             named.extend(self.symbolizer.name(raw))
         frames = tuple(n.frame for n in named)
-        go_rt = next((m.image.goruntime for m in st.maps.go_modules()
-                      if m.image is not None), None)
-        main_path = go_rt.main_module if go_rt is not None else None
-        user_i = next((i for i, n in enumerate(named)
-                       if n.kind == "go" and _is_user(n.frame, main_path)), None)
-        user_frame = named[user_i].frame if user_i is not None else None
-        go_api = _go_api(named, user_i)
+        choice = choose(frames, [n.kind for n in named], _appcode(st), origin_functions())
+        user_frame, go_api = choice.user_frame, choice.go_api
         has_go = any(n.kind == "go" for n in named)
         innermost = named[0].kind if named else "unknown"
         if syscall in EXEC_SYSCALLS:
@@ -388,7 +388,7 @@ class Attributor:
         started = (outer is not None and outer.frame.function == "runtime.goexit"
                    and stack.end == "root")
         return _Analysis(via, go_api, user_frame, c_function, frames,
-                         _unsymbolized(stack), started)
+                         _unsymbolized(stack), started, choice.origin, choice.no_user_frame)
 
     def _in_interpreter(self, st: _ProcessState, stack: Stack) -> bool:
         if not stack.frames or stack.frames[0].module is None:
@@ -456,8 +456,13 @@ class Attributor:
         stack = st.unwinder.unwind_goroutine(pc, sp, read, fs_base)
         analysis = self._analyse(st, stack, "", False)
         if analysis.user_frame is None and analysis.started_by_go:
-            _, _, grand = self._creator(st, read, g, goid, fs_base, depth + 1)
-            return grand
+            _, creator, grand = self._creator(st, read, g, goid, fs_base, depth + 1)
+            user_frame, go_api, via_goroutine, _note = _from_creator(
+                st, creator, grand, analysis.go_api, None)
+            if user_frame is None:
+                return None
+            return replace(analysis, user_frame=user_frame, go_api=go_api,
+                           via_goroutine=via_goroutine)
         return analysis
 
     def _find_g(self, st: _ProcessState, read: Reader, goid: int, fs_base: int) -> int | None:
@@ -483,40 +488,54 @@ class Attributor:
         return st.goids.get(goid)
 
 
-def _is_user(frame: Frame, main_module: str | None) -> bool:
-    fn = frame.function
-    if not fn:
-        return False
-    if fn.startswith("main."):
-        rest = fn[5:]
-        return not rest.startswith(("_Cfunc_", "_C2func_", "_cgo", "_cgoexp"))
-    return bool(main_module) and (fn.startswith(f"{main_module}/") or
-                                  fn.startswith(f"{main_module}."))
+def _appcode(st: _ProcessState) -> AppCode:
+    """What is application code in this process (tracer.appcode), decided once per exec."""
+    if st.appcode is None:
+        mod = next((m for m in st.maps.go_modules() if m.image is not None), None)
+        img = mod.image if mod is not None else None
+        rt = img.goruntime if img is not None else None
+        pcln = img.pcln if img is not None else None
+
+        def lookup_file(name: str) -> str | None:
+            fn = pcln.lookup_function(name) if pcln is not None else None
+            if pcln is None or fn is None:
+                return None
+            frames = pcln.frames(fn.entry)
+            return frames[-1].file if frames else None
+
+        st.appcode = AppCode.detect(rt.main_module if rt is not None else None,
+                                    rt.main_path if rt is not None else None, lookup_file)
+    return st.appcode
 
 
-def _go_api(named: list[_Named], user_i: int | None) -> str | None:
-    """The function the user frame called; without a user frame, the outermost non-runtime
-    Go function (package init, a library's own goroutine)."""
-    if user_i is not None:
-        for n in reversed(named[:user_i]):
-            if n.kind == "go" and n.frame.function:
-                return n.frame.function
-            if n.kind == "c" and n.frame.function:  # internal-link wrapper in pclntab
-                m = _C_WRAPPER.match(n.frame.function)
-                if m:
-                    return n.frame.function
-        return None
-    for n in reversed(named):
-        fn = n.frame.function
-        if n.kind == "go" and fn and package_of(fn) not in ("runtime", "internal/runtime"):
-            return fn
-    outer = next((n.frame.function for n in reversed(named) if n.kind == "go"), None)
-    return outer
+def _from_creator(st: _ProcessState, creator: Frame | None, parent: _Analysis | None,
+                  go_api: str | None, no_user: str | None
+                  ) -> tuple[Frame | None, str | None, bool, str | None]:
+    """(user_frame, go_api, via_goroutine, no_user_frame) for a goroutine without an
+    application frame: the `go` statement when it is application code, else the creator
+    goroutine's user frame and API, else a note naming the creator."""
+    if creator is not None and _appcode(st).is_app(creator):
+        return creator, go_api, True, None
+    if parent is not None and parent.user_frame is not None:
+        return parent.user_frame, parent.go_api or go_api, True, None
+    return None, go_api, False, no_user or goroutine_note(creator)
+
+
+def c_name(symbol: str) -> str:
+    """A C symbol as an API name: 'getpwuid_r@@GLIBC_2.2.5' -> 'getpwuid_r'."""
+    return symbol.split("@", 1)[0]
 
 
 def _c_function(named: list[_Named]) -> str | None:
-    """The C function behind the innermost cgo call (see the module docstring)."""
-    c_frames: list[str] = []
+    """The C API the Go code called in the innermost cgo call.
+
+    The C frames between the syscall and the first Go frame outside the runtime are that
+    call's; the outermost named one that is not cgo plumbing is what the wrapper called
+    (`getpwuid_r` under `_cgo_..._Cfunc_mygetpwuid_r`). The wrapper's name (os/user's `my`
+    helpers stripped) confirms it, and stands in when the C frames are unnamed or were
+    skipped (static musl libc without CFI).
+    """
+    c_frames: list[str] = []  # innermost first
     wrapper: str | None = None
     for n in named:
         fn = n.frame.function
@@ -533,16 +552,15 @@ def _c_function(named: list[_Named]) -> str | None:
             if m:
                 wrapper = wrapper or m.group(1)
                 continue
-            c_frames.append(fn.split("@", 1)[0])
+            if not _C_PLUMBING.match(fn):
+                c_frames.append(c_name(fn))
     if wrapper is not None:
-        for fn in reversed(c_frames):
-            if fn.lstrip("_") == wrapper:
-                return wrapper
-        return wrapper
-    for fn in reversed(c_frames):
-        if not _C_PLUMBING.match(fn):
-            return fn
-    return None
+        wanted = {wrapper, wrapper.removeprefix("my")}
+        if any(fn.lstrip("_") in wanted for fn in c_frames):
+            return wrapper.removeprefix("my")
+    if c_frames:
+        return c_frames[-1]
+    return wrapper
 
 
 def _unsymbolized(stack: Stack) -> tuple[str, ...]:
