@@ -114,7 +114,8 @@ def test_heuristic_without_build_info_uses_source_files() -> None:
     trim = AppCode.detect(None, None, {"main.main": "corp.test/inventory/cmd/inv/main.go",
                                        "runtime.main": "runtime/proc.go"}.get)
     assert trim.root == "corp.test/inventory"
-    assert trim.is_app(_f("corp.test/inventory/internal/u.F", "corp.test/inventory/internal/u/u.go"))
+    assert trim.is_app(_f("corp.test/inventory/internal/u.F",
+                          "corp.test/inventory/internal/u/u.go"))
     assert not trim.is_app(_f("vendor.test/workpool.F", "vendor.test/workpool/group.go"))
     # nothing known: package main only; build info wins over files
     assert AppCode.detect(None, None, {}.get) == AppCode()
