@@ -333,7 +333,7 @@ class Attributor:
         goroutine = parent = None
         creator: Frame | None = None
         user_frame, go_api = analysis.user_frame, analysis.go_api
-        via_goroutine, no_user = False, analysis.no_user_frame
+        via_goroutine, no_user, origin = False, analysis.no_user_frame, analysis.origin
         ctx = st.unwinder.go_context(read, regs.fs_base)
         if stack.g is not None and ctx is not None:
             lay = ctx.rt.layout
@@ -345,18 +345,20 @@ class Attributor:
                     if user_frame is None:
                         user_frame, go_api, via_goroutine, no_user = _from_creator(
                             st, creator, parent_analysis, go_api, no_user)
+                    if origin is None and parent_analysis is not None:
+                        origin = parent_analysis.origin  # decided by the creator
             except MemoryError_:
                 pass
         # Identical attributions are one object, so the loop can record `same_as`.
         ikey = (id(analysis), go_api, user_frame, goroutine, parent, creator, via_goroutine,
-                no_user)
+                no_user, origin)
         found = st.interned.get(ikey)
         if found is None:
             found = Attribution(via=analysis.via, go_api=go_api, user_frame=user_frame,
                                 c_function=analysis.c_function, stack=analysis.stack,
                                 goroutine=goroutine, parent_goroutine=parent,
                                 creator_frame=creator, unsymbolized=analysis.unsymbolized,
-                                origin=analysis.origin, via_goroutine=via_goroutine,
+                                origin=origin, via_goroutine=via_goroutine,
                                 no_user_frame=no_user)
             if len(st.interned) >= MAX_KEYS:
                 st.interned.clear()
@@ -462,7 +464,8 @@ class Attributor:
             if user_frame is None:
                 return None
             return replace(analysis, user_frame=user_frame, go_api=go_api,
-                           via_goroutine=via_goroutine)
+                           via_goroutine=via_goroutine,
+                           origin=analysis.origin or (grand.origin if grand else None))
         return analysis
 
     def _find_g(self, st: _ProcessState, read: Reader, goid: int, fs_base: int) -> int | None:
