@@ -55,6 +55,12 @@ _C_PLUMBING = re.compile(r"^(_cgo_|x_cgo_|crosscall|_rt0_|__libc_start|_start$|"
                          r"runtime\.|start_thread$|clone3?$)")
 _G_WAITING: Final = 4
 _G_SYSCALL: Final = 3
+_G_RUNNING: Final = 2
+# A creator still running (on another thread, e.g. between its `go` statement and the wait
+# that parks it) has no saved context to walk yet: look again, PARK_POLLS times PARK_WAIT
+# seconds apart, before giving up. The traced thread stays stopped meanwhile.
+PARK_POLLS: Final = 20
+PARK_WAIT: Final = 0.001
 MAX_PARENT_DEPTH: Final = 4
 MAX_ALLGS: Final = 100_000
 # Keep-policy (docs/architecture.md): the first FULL_PER_PATH accesses of each
@@ -436,7 +442,8 @@ class Attributor:
         if parent_goid is not None and depth < MAX_PARENT_DEPTH:
             parent_analysis = self._parent_analysis(st, read, parent_goid, fs_base, depth)
         result = (parent_goid, creator, parent_analysis)
-        st.parents[(g, goid)] = result
+        if parent_analysis is not None or parent_goid is None:  # a miss may be a busy parent
+            st.parents[(g, goid)] = result
         return result
 
     def _parent_analysis(self, st: _ProcessState, read: Reader, goid: int, fs_base: int,
@@ -449,6 +456,12 @@ class Attributor:
             return None
         lay = ctx.rt.layout
         status = word(read, g + lay.g_atomicstatus) & 0xFFFF
+        for _ in range(PARK_POLLS):
+            if status != _G_RUNNING:
+                break
+            time.sleep(PARK_WAIT)
+            read = PagedReader(st.read)  # the cached pages of this stop are stale now
+            status = word(read, g + lay.g_atomicstatus) & 0xFFFF
         if status == _G_SYSCALL:
             sp, pc = word(read, g + lay.g_syscallsp), word(read, g + lay.g_syscallpc)
         elif status == _G_WAITING or status == 1:
