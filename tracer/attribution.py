@@ -10,9 +10,9 @@
 * `user_frame`, `go_api`, `origin`, `no_user_frame`: chosen by `tracer.appcode` (what is
   the application's code: its main module; innermost application frame; the outermost
   non-application frame below it; the knowledge base's deciding function);
-* `c_function`: the C API the Go code called (getpwuid_r, getaddrinfo): the outermost named
-  C frame of the innermost cgo call that the cgo wrapper's name confirms, else that frame,
-  else the wrapper's name when the C frames are unnamed or skipped;
+* `c_function`: the C API the Go code called (getpwuid_r, getaddrinfo): the function the
+  innermost cgo wrapper names, found also when the C frames are unnamed or skipped; without
+  a wrapper, the outermost named C frame that is not cgo plumbing;
 * for a goroutine started by a `go` statement, `parent_goroutine` and `creator_frame`
   (g.parentGoid, g.gopc); when such a goroutine has no application frame (net's lookup
   helper goroutine in doBlockingWithCtx, a library's worker goroutine), the creator chain
@@ -545,38 +545,31 @@ def c_name(symbol: str) -> str:
 def _c_function(named: list[_Named]) -> str | None:
     """The C API the Go code called in the innermost cgo call.
 
-    The C frames between the syscall and the first Go frame outside the runtime are that
-    call's; the outermost named one that is not cgo plumbing is what the wrapper called
-    (`getpwuid_r` under `_cgo_..._Cfunc_mygetpwuid_r`). The wrapper's name (os/user's `my`
-    helpers stripped) confirms it, and stands in when the C frames are unnamed or were
-    skipped (static musl libc without CFI).
+    That is the function cgo's wrapper names (`_Cfunc_getaddrinfo`; os/user's `my` helpers
+    stripped: `_Cfunc_mygetpwuid_r` -> `getpwuid_r`), whether or not the walk could name the
+    C frames (static musl libc has no CFI: they are skipped). Without a wrapper (C code
+    reached some other way) it is the outermost named C frame of the call that is not cgo
+    plumbing. tests/integration/test_attribution_matrix.py checks the answer against the C
+    frames of the stack whenever the walk reached the wrapper through them.
     """
     c_frames: list[str] = []  # innermost first
-    wrapper: str | None = None
+    c_wrapper: str | None = None  # the C half of the wrapper (internal link)
     for n in named:
         fn = n.frame.function
         if n.kind == "go":
             if fn and (m := _WRAPPER.search(fn)):
                 wrapper = m.group(1)
-                if package_of(fn) == "os/user":
-                    wrapper = wrapper.removeprefix("my")
+                return wrapper.removeprefix("my") if package_of(fn) == "os/user" else wrapper
             if fn and not fn.startswith("runtime."):
                 break
             continue
         if fn:
             m = _C_WRAPPER.match(fn)
             if m:
-                wrapper = wrapper or m.group(1)
-                continue
-            if not _C_PLUMBING.match(fn):
+                c_wrapper = c_wrapper or m.group(1)
+            elif not _C_PLUMBING.match(fn):
                 c_frames.append(c_name(fn))
-    if wrapper is not None:
-        wanted = {wrapper, wrapper.removeprefix("my")}
-        if any(fn.lstrip("_") in wanted for fn in c_frames):
-            return wrapper.removeprefix("my")
-    if c_frames:
-        return c_frames[-1]
-    return wrapper
+    return c_wrapper or (c_frames[-1] if c_frames else None)
 
 
 def _unsymbolized(stack: Stack) -> tuple[str, ...]:

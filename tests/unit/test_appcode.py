@@ -136,12 +136,15 @@ def test_c_function_is_the_c_api_on_the_stack() -> None:
              _n("os/user.lookupUnixUid", "go"), _n("os/user.LookupId", "go"),
              _n("main.main", "go", 17), _n("runtime.main", "go"), _n("runtime.goexit", "go")]
     assert _c_function(stack) == "getpwuid_r"
-    # the C frames decide when the wrapper's name is not among them (a C helper that calls
-    # the API): the outermost non-plumbing C frame
+    # the Go code called the wrapper's function, even through a C helper of its own
     helper = [_n("__open64", "c"), _n("getaddrinfo", "c"), _n("myresolve", "c"),
-              _n("_cgo_0123456789ab_Cfunc_lookup", "c"), _n("runtime.asmcgocall", "go"),
-              _n("main._Cfunc_lookup", "go"), _n("main.main", "go")]
+              _n("_cgo_0123456789ab_Cfunc_myresolve", "c"), _n("runtime.asmcgocall", "go"),
+              _n("main._Cfunc_myresolve", "go"), _n("main.main", "go")]
     assert _c_function(helper) == "myresolve"
+    # no wrapper at all (C code reached otherwise): the outermost non-plumbing C frame
+    bare = [_n("__open64", "c"), _n("fopen", "c"), _n("lookup_conf", "c"),
+            _n("crosscall2", "c"), _n("runtime.cgocallback", "go")]
+    assert _c_function(bare) == "lookup_conf"
     own = [_n("dlopen", "c"), _n("cgotrace_open", "c"), _n("runtime.asmcgocall", "go"),
            _n("main._Cfunc_cgotrace_open", "go"), _n("main.main", "go")]
     assert _c_function(own) == "cgotrace_open"
