@@ -56,6 +56,8 @@ _C_PLUMBING = re.compile(r"^(_cgo_|x_cgo_|crosscall|_rt0_|__libc_start|_start$|"
 _G_WAITING: Final = 4
 _G_SYSCALL: Final = 3
 _G_RUNNING: Final = 2
+_G_PREEMPTED: Final = 9
+_G_SCAN: Final = 0x1000  # the GC is scanning the stack: the status underneath still holds
 # A creator still running (on another thread, e.g. between its `go` statement and the wait
 # that parks it) has no saved context to walk yet: look again, PARK_POLLS times PARK_WAIT
 # seconds apart, before giving up. The traced thread stays stopped meanwhile.
@@ -455,16 +457,16 @@ class Attributor:
         if g is None:
             return None
         lay = ctx.rt.layout
-        status = word(read, g + lay.g_atomicstatus) & 0xFFFF
+        status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
         for _ in range(PARK_POLLS):
             if status != _G_RUNNING:
                 break
             time.sleep(PARK_WAIT)
             read = PagedReader(st.read)  # the cached pages of this stop are stale now
-            status = word(read, g + lay.g_atomicstatus) & 0xFFFF
+            status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
         if status == _G_SYSCALL:
             sp, pc = word(read, g + lay.g_syscallsp), word(read, g + lay.g_syscallpc)
-        elif status == _G_WAITING or status == 1:
+        elif status in (_G_WAITING, 1, _G_PREEMPTED):  # parked, runnable, preempted
             sp, pc = word(read, g + lay.g_sched), word(read, g + lay.g_sched + 8)
         else:
             return None  # running on another thread: its saved context is stale
