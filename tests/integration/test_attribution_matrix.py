@@ -429,7 +429,26 @@ def _dnslookup_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) 
                        for a in dns), [_describe(a) for a in dns]
 
 
+def _inventory_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) -> None:
+    """The helper's goroutines: started by workpool's Group.Go (or by net inside one), each
+    a child of another goroutine; the user frame is the application's call of the helper,
+    always in internal/, never in the third-party module or in main."""
+    helper = [a for a in accesses if a.attribution is not None and a.attribution.via_goroutine]
+    assert len({a.path for a in helper}) >= 5, [_describe(a) for a in helper]
+    for a in helper:
+        at = a.attribution
+        assert at is not None and at.user_frame is not None and at.creator_frame is not None
+        assert (at.user_frame.function or "").startswith("corp.test/inventory/internal/"), \
+            _describe(a)
+        assert "/internal/" in (at.user_frame.file or ""), _describe(a)
+        assert at.parent_goroutine is not None and at.parent_goroutine != at.goroutine
+        creator = at.creator_frame.function or ""
+        assert creator.startswith(("vendor.test/workpool.(*Group).Go", "net.")), _describe(a)
+        assert (at.go_api or "").startswith("vendor.test/workpool."), _describe(a)
+
+
 _APP_CHECKS: dict[str, Callable[[list[Access], appinfo.AppInfo, str], None]] = {
+    "inventory": _inventory_checks,
     "tzembed": _tzembed_checks, "dlopen": _dlopen_checks, "execchild": _execchild_checks,
     "server": _server_checks, "dnslookup": _dnslookup_checks}
 
@@ -617,3 +636,29 @@ def test_inventory_without_build_info(sample: Callable[..., Path], tmp_path: Pat
     assert status == 0
     failures = _check(accesses, info.expectations("cgo"), "cgo", exe)
     assert not failures, "\n".join(failures)
+
+
+def test_cli_trace_has_no_launcher_frames(sample: Callable[..., Path], tmp_path: Path) -> None:
+    """`cgotrace run --output`: the launched program's exec (made by cgotrace's own forked
+    Python process) has no stack, and no access anywhere names a frame in a module of a
+    Python process (the launcher's interpreter, libpython, extension modules)."""
+    import subprocess
+    import sys
+
+    from tracer.recorder import read_trace
+
+    exe = sample("userlookup", "cgo", GO_VERSIONS[0])
+    out = tmp_path / "t.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "tracer", "run", "-q", "--output", str(out),
+                           "--", str(exe)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    trace = read_trace(out)
+    first = trace.accesses[0]
+    assert first.syscall == "execve" and first.attribution is not None
+    assert first.attribution.via is Via.EXEC and not first.attribution.stack
+    python_only = _launcher_modules() - {"libc.so.6", "ld-linux-x86-64.so.2", "libm.so.6"}
+    assert any(m.startswith(("python", "libpython")) or m.endswith(".so") for m in python_only)
+    frames = [(a.seq, f.module, f.function) for a in trace.accesses if a.attribution
+              for f in a.attribution.stack]
+    assert frames  # the run was unwound at all
+    assert not [f for f in frames if f[1] in python_only or "_PyEval" in (f[2] or "")], frames
