@@ -167,3 +167,13 @@ def test_attribution_fields_round_trip() -> None:
     old = {k: v for k, v in d.items() if k not in ("origin", "via_goroutine", "no_user_frame")}
     assert Attribution.from_dict(old) == Attribution(
         via=Via.CGO, go_api=a.go_api, user_frame=a.user_frame, c_function="getpwuid_r")
+
+
+def test_summary_names_the_init_when_there_is_no_user_frame() -> None:
+    from tracer.model import Attribution, Via
+    from tracer.summary import caller_of, describe_caller
+
+    at = Attribution(via=Via.GO, go_api="vendor.test/workpool.init.0",
+                     no_user_frame="init of vendor.test/workpool")
+    assert describe_caller(caller_of(at)) == \
+        "<- vendor.test/workpool.init.0 via go in init of vendor.test/workpool"
