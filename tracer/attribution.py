@@ -59,10 +59,12 @@ _G_RUNNING: Final = 2
 _G_PREEMPTED: Final = 9
 _G_SCAN: Final = 0x1000  # the GC is scanning the stack: the status underneath still holds
 # A creator still running (on another thread, e.g. between its `go` statement and the wait
-# that parks it) has no saved context to walk yet: look again, PARK_POLLS times PARK_WAIT
-# seconds apart, before giving up. The traced thread stays stopped meanwhile.
-PARK_POLLS: Final = 20
-PARK_WAIT: Final = 0.001
+# that parks it) has no saved context to walk yet: look again, PARK_WAIT seconds apart
+# (doubling up to 8 ms), for at most PARK_TIMEOUT seconds, before giving up. The traced
+# thread stays stopped meanwhile; on a loaded host the creator's thread may wait for a CPU.
+PARK_WAIT: Final = 0.0005
+PARK_TIMEOUT: Final = 0.1
+_G_COPYSTACK: Final = 8  # the stack is being moved: transient, like running
 MAX_PARENT_DEPTH: Final = 4
 MAX_ALLGS: Final = 100_000
 # Keep-policy (docs/architecture.md): the first FULL_PER_PATH accesses of each
@@ -89,6 +91,8 @@ class AttributorStats:
     memo_hits: int = 0  # full unwinds whose PC chain was analysed before
     memo_misses: int = 0  # ... and those analysed now (symbolized, classified)
     seconds: float = 0.0  # time inside the hook
+    creator_waits: int = 0  # creator goroutines polled until they parked
+    creator_misses: int = 0  # creator goroutines whose stack could not be walked
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,18 +462,29 @@ class Attributor:
             return None
         lay = ctx.rt.layout
         status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
-        for _ in range(PARK_POLLS):
-            if status != _G_RUNNING:
-                break
-            time.sleep(PARK_WAIT)
+        wait, deadline = PARK_WAIT, time.monotonic() + PARK_TIMEOUT
+        if status in (_G_RUNNING, _G_COPYSTACK):
+            self.stats.creator_waits += 1
+        # A running g whose g.sched.sp is set is on the system stack (systemstack saved its
+        # context there, and clears it on return): that context is a valid parked one. The
+        # creator often is: `go` runs newproc on the system stack, which may create a
+        # thread, whose clone stops that thread until this tracer, busy here, resumes it.
+        while status in (_G_RUNNING, _G_COPYSTACK) and not (
+                status == _G_RUNNING and word(read, g + lay.g_sched)):
+            if time.monotonic() >= deadline:
+                self.stats.creator_misses += 1  # still running on another thread
+                return None
+            time.sleep(wait)
+            wait = min(2 * wait, 0.008)
             read = PagedReader(st.read)  # the cached pages of this stop are stale now
             status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
         if status == _G_SYSCALL:
             sp, pc = word(read, g + lay.g_syscallsp), word(read, g + lay.g_syscallpc)
-        elif status in (_G_WAITING, 1, _G_PREEMPTED):  # parked, runnable, preempted
+        elif status in (_G_WAITING, 1, _G_PREEMPTED, _G_RUNNING):  # parked/runnable/on g0
             sp, pc = word(read, g + lay.g_sched), word(read, g + lay.g_sched + 8)
-        else:
-            return None  # running on another thread: its saved context is stale
+        else:  # dead, or a status this tracer does not know
+            self.stats.creator_misses += 1
+            return None
         stack = st.unwinder.unwind_goroutine(pc, sp, read, fs_base)
         analysis = self._analyse(st, stack, "", False)
         if analysis.user_frame is None and analysis.started_by_go:
