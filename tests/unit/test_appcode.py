@@ -50,6 +50,17 @@ def test_hugo_mime_user_frame_is_the_innermost_application_frame() -> None:
                    "mime.AddExtensionType", "mime.loadMimeGlobsFile", None)
 
 
+def test_errgroup_goroutine_with_application_frames_of_its_own() -> None:
+    # hugo's content walk: the errgroup goroutine's own stack holds the application frame
+    got = _pick(MOD, ("os.ReadDir", "go"),
+                ("github.com/gohugoio/hugo/hugofs.(*walker).walk", "go"),
+                ("github.com/gohugoio/hugo/hugolib.(*pagesCollector).collectDir", "go"),
+                ("github.com/gohugoio/hugo/hugolib.(*pagesCollector).Collect.func1", "go"),
+                ("golang.org/x/sync/errgroup.(*Group).Go.func1", "go"),
+                ("runtime.goexit", "go"))
+    assert got == ("github.com/gohugoio/hugo/hugofs.(*walker).walk", "os.ReadDir", None, None)
+
+
 def test_go_api_is_a_library_not_the_applications_own_function() -> None:
     gh = AppCode(module_from_main_path("github.com/cli/cli/v2/cmd/gh"), "main-path")
     assert gh.module == "github.com/cli/cli/v2"
