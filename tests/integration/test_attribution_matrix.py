@@ -427,6 +427,12 @@ def _dnslookup_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) 
            and a.attribution.go_api == "net.(*Resolver).LookupHost"]
     assert dns and all(a.attribution is not None and a.attribution.via is Via.GO
                        for a in dns), [_describe(a) for a in dns]
+    # The reverse query reaches the responder in every mode but static musl (whose
+    # getnameinfo sends without connect): by Go's resolver or by glibc's (app.toml).
+    ptr = [a for a in accesses if a.syscall == "connect" and a.path == "127.0.0.1:53"
+           and a.attribution is not None
+           and a.attribution.go_api == "net.(*Resolver).LookupAddr"]
+    assert ptr or mode == "musl", [_describe(a) for a in accesses if a.path == "127.0.0.1:53"]
 
 
 def _inventory_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) -> None:
