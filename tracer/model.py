@@ -71,13 +71,20 @@ class Attribution:
 
     via: Via
     go_api: str | None = None  # os/user.LookupId, net.(*Resolver).LookupHost, ...
-    user_frame: Frame | None = None  # first frame in the main module
-    c_function: str | None = None  # getpwuid_r, getaddrinfo, dlopen, ...
+    user_frame: Frame | None = None  # innermost frame of the application (its main module)
+    c_function: str | None = None  # the C API the Go code called: getpwuid_r, getaddrinfo, ...
     stack: tuple[Frame, ...] = ()
     goroutine: int | None = None
     parent_goroutine: int | None = None  # for lookups run in a helper goroutine
     creator_frame: Frame | None = None  # the go statement that started this goroutine
     unsymbolized: tuple[str, ...] = ()  # "libfoo.so (reason)"
+    # the standard-library / knowledge-base function that decides the dependency
+    # (time.LoadLocation, os/user.lookupUserId, crypto/x509.loadSystemRoots, ...)
+    origin: str | None = None
+    # user_frame (and go_api) come from the goroutine that started this one (creator chain)
+    via_goroutine: bool = False
+    # no application frame at all: why ("init of corp.test/lib", "goroutine started by F")
+    no_user_frame: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +97,9 @@ class Attribution:
             "parent_goroutine": self.parent_goroutine,
             "creator_frame": self.creator_frame.to_dict() if self.creator_frame else None,
             "unsymbolized": list(self.unsymbolized),
+            "origin": self.origin,
+            "via_goroutine": self.via_goroutine,
+            "no_user_frame": self.no_user_frame,
         }
 
     @classmethod
@@ -105,6 +115,9 @@ class Attribution:
             parent_goroutine=d.get("parent_goroutine"),
             creator_frame=Frame.from_dict(cf) if cf else None,
             unsymbolized=tuple(d.get("unsymbolized", [])),
+            origin=d.get("origin"),
+            via_goroutine=bool(d.get("via_goroutine", False)),
+            no_user_frame=d.get("no_user_frame"),
         )
 
 

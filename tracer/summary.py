@@ -22,9 +22,13 @@ FOLD_MIN_DIRS = 3  # fold failed lookups of one name once they span this many di
 def caller_of(at: Attribution) -> dict[str, Any]:
     """What the summary says about the code behind an access (first attributed access)."""
     uf = at.user_frame
-    return {"via": at.via.value, "go_api": at.go_api, "c_function": at.c_function,
-            "user_frame": (f"{os.path.basename(uf.file)}:{uf.line}" if uf and uf.file
-                           else (uf.function if uf else None))}
+    out: dict[str, Any] = {
+        "via": at.via.value, "go_api": at.go_api, "c_function": at.c_function,
+        "user_frame": (f"{os.path.basename(uf.file)}:{uf.line}" if uf and uf.file
+                       else (uf.function if uf else None))}
+    if at.no_user_frame:  # no application frame at all: say why ("init of corp.test/lib")
+        out["no_user_frame"] = at.no_user_frame
+    return out
 
 
 class SummaryBuilder:

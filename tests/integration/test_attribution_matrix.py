@@ -1,20 +1,32 @@
 """Attribution across sample app x build mode x Go version, against app.toml `[[expect]]`.
 
-One traced run per binary (cached for the module), many assertions: every expectation of
-the mode must be met by at least one access to its path, with the expected via, go_api,
-c_function and user frame (main.go and the marker's line). Loader accesses must say
-"loader", pure-Go accesses "go". The grid is every (mode, Go version) an app supports
-(`_GRID`); dnslookup runs inside a loopback network namespace with sample_apps.dnsresponder
-on 127.0.0.1:53 (the sandbox's resolv.conf names 127.0.0.1), plain and with -ctx (cgo
-lookups in net's helper goroutine, tied back to the user's call site); server is driven
-through its ready-file FIFO: one GET /lookup on 127.0.0.1, then SIGTERM. Some apps add
-checks of their own (`_APP_CHECKS`).
+One traced run per binary (cached for the module), many assertions:
+
+* the run ends as the mode's first `[[run]]` of app.toml says (a declared crash, such as
+  static glibc loading NSS modules, is an exit code there; anything else fails);
+* the attributor raised nothing (`attributor_errors == 0`);
+* every expectation of the mode is met by at least one access to its path, and EVERY access
+  to a path some expectation names (keep-policy reuses, `same_as`, included) matches one of
+  that path's expectations: via, go_api, c_function (also found among the C frames of the
+  stack when any are named), user frame (file and the marker's line) or `no_user_frame`,
+  and, where app.toml gives them, origin and via_goroutine;
+* no frame of any access lies in a module only cgotrace's own process maps (the launcher);
+  loader accesses carry no stack, pure-Go builds report no cgo.
+
+The grid is every (mode, Go version) an app supports (`_GRID`); dnslookup and inventory run
+inside a loopback network namespace with sample_apps.dnsresponder on 127.0.0.1:53 (the
+sandbox's resolv.conf names 127.0.0.1), dnslookup plain and with -ctx (cgo lookups in net's
+helper goroutine, tied back to the user's call site); server is driven through its
+ready-file FIFO: one GET /lookup on 127.0.0.1, then SIGTERM. Some apps add checks of their
+own (`_APP_CHECKS`). `test_loader_accesses` compares the loader's opens with the static
+NEEDED closure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import tempfile
@@ -29,14 +41,17 @@ import pytest
 from sample_apps import appinfo
 from sample_apps.appinfo import Expectation
 from sample_apps.build import GO_VERSIONS, supported_modes
-from tracer.attribution import Attributor
-from tracer.model import Access, AccessKind, Via
+from tracer.attribution import Attributor, c_name
+from tracer.model import Access, AccessKind, Attribution, Via
 from tracer.symbols.maps import ImageCache, MapsRegistry
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go]
 
 APPS = ("userlookup", "parallel", "x509roots", "tzload", "tzembed", "dlopen", "execchild",
         "server")
+# needs_dns apps, in a loopback netns: inventory on every Go version in all its modes
+# (cgo, pure, stripped, pie); dnslookup as below.
+DNS_APPS = ("dnslookup", "inventory")
 MODES = ("cgo", "stripped", "pie", "static", "musl", "pure", "netgo")
 # dnslookup (one loopback netns per run): every mode on the newest Go, the three link kinds
 # that change its resolver (cgo, pure, static glibc) on the older ones.
@@ -46,8 +61,8 @@ DNS_OLD_GO_MODES = ("cgo", "pure", "static")
 def _grid() -> list[object]:
     """(app, mode, go) for every mode in MODES the app supports, on every Go version."""
     out: list[object] = []
-    for app in (*APPS, "dnslookup"):
-        marks = [pytest.mark.netns] if app == "dnslookup" else []
+    for app in (*APPS, *DNS_APPS):
+        marks = [pytest.mark.netns] if app in DNS_APPS else []
         for mode in MODES:
             for go in GO_VERSIONS:
                 if mode not in supported_modes(app):
@@ -61,6 +76,7 @@ def _grid() -> list[object]:
 _GRID = _grid()
 _IMAGES = ImageCache()  # libc & co parsed once for the whole matrix
 _RUNS: dict[tuple[Path, tuple[str, ...]], tuple[list[Access], int | None, Attributor]] = {}
+_ERRORS: dict[tuple[Path, tuple[str, ...]], int] = {}  # attributor_errors of each run
 
 
 def _trace(exe: Path, args: tuple[str, ...] = (), network: str | None = None,
@@ -99,6 +115,8 @@ def _trace(exe: Path, args: tuple[str, ...] = (), network: str | None = None,
             if errors:
                 raise errors[0]
         _RUNS[(exe, args)] = (accesses, res.status.shell_code, att)
+        _ERRORS[(exe, args)] = int(res.stats.get("attributor_errors", -1))
+    assert _ERRORS[(exe, args)] == 0, f"{exe.name} {args}: the attributor raised"
     return _RUNS[(exe, args)]
 
 
@@ -170,9 +188,10 @@ def _end(accesses: list[Access], finished: threading.Event, sig: int) -> None:
             os.kill(accesses[0].pid, sig)
 
 
-def _app_trace(info: appinfo.AppInfo, exe: Path) -> tuple[list[Access], int | None, Attributor]:
-    """The app's default run, traced the way it needs to be run."""
-    args = tuple(info.runs[0].argv)
+def _app_trace(info: appinfo.AppInfo, exe: Path, mode: str
+               ) -> tuple[list[Access], int | None, Attributor]:
+    """The mode's first run of app.toml, traced the way it needs to be run."""
+    args = tuple(info.runs_for(mode)[0].argv)
     if info.needs_dns:
         return _dns_trace(exe, args)
     if info.lifecycle == "ready-file":
@@ -180,24 +199,81 @@ def _app_trace(info: appinfo.AppInfo, exe: Path) -> tuple[list[Access], int | No
     return _trace(exe, args)
 
 
+_C_WRAPPER_FRAME = re.compile(r"^_cgo_[0-9a-f]+_C2?func_(\w+)$")
+
+
+def _c_frames(at: Attribution) -> list[str] | None:
+    """Names of the C frames of the innermost cgo call, when the walk reached cgo's C
+    wrapper through them (CFI all the way: none skipped), ending with the function the
+    wrapper names (a static C helper is inlined into it); None otherwise (static musl has
+    no CFI, the scan jumps from the innermost C frame to asmcgocall)."""
+    out = []
+    for f in at.stack:
+        name = c_name(f.function or "")
+        if f.file is not None:  # a Go frame: the C call's frames are all inside it
+            if out or not name.startswith("runtime."):
+                break
+            continue
+        if m := _C_WRAPPER_FRAME.match(name):
+            return [*out, m.group(1)]
+        if name:
+            out.append(name)
+    return None
+
+
+def _c_on_stack(c_function: str, named: list[str]) -> bool:
+    """`getpwuid_r` is on the stack as getpwuid_r, or as glibc's internal alias of it in a
+    static binary (`__new_getpwuid_r`, `___dlopen`)."""
+    return any(n == c_function or n.endswith("_" + c_function) for n in named)
+
+
 def _matches(a: Access, e: Expectation) -> bool:
     at = a.attribution
-    return (at is not None and at.via.value == e.via and at.go_api == e.go_api
-            and (e.c_function is None or at.c_function == e.c_function)
-            and at.user_frame is not None and (at.user_frame.file or "").endswith(e.file)
-            and at.user_frame.line == e.line)
+    if at is None or at.via.value != e.via or at.go_api != e.go_api:
+        return False
+    if e.c_function is not None:
+        named = _c_frames(at)
+        if at.c_function != e.c_function or (named is not None
+                                             and not _c_on_stack(e.c_function, named)):
+            return False
+    if e.origin and at.origin not in e.origin:
+        return False
+    if e.via_goroutine is not None and at.via_goroutine != e.via_goroutine:
+        return False
+    if e.no_user_frame is not None:
+        return at.user_frame is None and at.no_user_frame == e.no_user_frame
+    if e.via == "loader":
+        return at.user_frame is None and not at.stack
+    return (at.user_frame is not None and e.file is not None
+            and (at.user_frame.file or "").endswith(e.file) and at.user_frame.line == e.line)
+
+
+def _describe_e(e: Expectation) -> str:
+    where = e.no_user_frame or f"{e.file}:{e.line}"
+    return (f"{e.marker} ({e.path}, via={e.via}, api={e.go_api}, c={e.c_function}, "
+            f"origin={list(e.origin) or '-'}, via_goroutine={e.via_goroutine}, {where})")
 
 
 def _check(accesses: list[Access], expectations: list[Expectation], mode: str,
            exe: Path) -> list[str]:
-    """Unmet expectations (described), after the invariants every run must satisfy."""
+    """Unmet expectations and unexpected accesses to expected paths (described), after the
+    invariants every run must satisfy."""
     failures = []
+    by_path: dict[str, list[Expectation]] = {}
     for e in expectations:
-        seen = [a for a in accesses if os.path.normpath(a.path) == e.path]
-        if not any(_matches(a, e) for a in seen):
-            failures.append(f"{e.marker} ({e.path}, via={e.via}, api={e.go_api}, "
-                            f"c={e.c_function}, {e.file}:{e.line}); saw: "
-                            + ("; ".join(_describe(a) for a in seen) or "no access"))
+        by_path.setdefault(e.path, []).append(e)
+    for path, exps in by_path.items():
+        # runtime-kind accesses (/proc, /sys, /dev) are never attributed, by design
+        seen = [a for a in accesses if os.path.normpath(a.path) == path
+                and a.kind is not AccessKind.RUNTIME]
+        for e in exps:
+            if e.required and not any(_matches(a, e) for a in seen):
+                failures.append(f"unmet {_describe_e(e)}; saw: "
+                                + ("; ".join(_describe(a) for a in seen) or "no access"))
+        for a in seen:
+            if not any(_matches(a, e) for e in exps):
+                failures.append(f"seq {a.seq} (same_as={a.same_as}) matches none of "
+                                f"{[e.marker for e in exps]}: {_describe(a)}")
     _invariants(accesses, mode, exe)
     return failures
 
@@ -225,7 +301,37 @@ def _invariants(accesses: list[Access], mode: str, exe: Path) -> None:
         if (a.path in ("/etc/ld.so.cache", "/etc/ld.so.preload")
                 and a.seq < loader_end.get(a.pid, 0)):
             assert at.via is Via.LOADER, _describe(a)
-            assert not any(f.module == exe.name for f in at.stack), _describe(a)
+        if at.via is Via.LOADER:  # never unwound: no stack, no Go code named
+            assert not at.stack and at.user_frame is None and at.go_api is None, _describe(a)
+    _no_launcher_frames(accesses)
+
+
+def _launcher_modules() -> frozenset[str]:
+    """Basenames of the files this (the launcher's) process maps."""
+    names = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith("/"):
+                names.add(os.path.basename(parts[5].strip()))
+    return frozenset(names)
+
+
+def _no_launcher_frames(accesses: list[Access]) -> None:
+    """No frame lies in a module only cgotrace's process maps: a module the program mapped
+    itself was opened by it (an access) or is its own executable/interpreter."""
+    own = {os.path.basename(a.path) for a in accesses}
+    own |= {os.path.basename(a.host_path) for a in accesses if a.host_path}
+    launcher = _launcher_modules() - own
+    assert launcher, "this process maps nothing of its own?"
+    for a in accesses:
+        at = a.attribution
+        if at is None:
+            continue
+        bad = [f.module for f in at.stack if f.module in launcher]
+        assert not bad, f"launcher frames {bad} in {_describe(a)}"
+        if a.syscall == "execve" and a.seq == 1:  # the launched program's own exec
+            assert not at.stack, _describe(a)
 
 
 def _describe(a: Access) -> str:
@@ -245,16 +351,14 @@ def test_expectations(app: str, mode: str, go: str, sample: Callable[..., Path])
     expectations = info.expectations(mode, go)
     assert expectations, f"{app}/{mode}: app.toml declares no [[expect]] for this mode"
     exe = sample(app, mode, go)
-    accesses, status, att = _app_trace(info, exe)
-    crashed = status != info.runs[0].exit_code
+    accesses, status, att = _app_trace(info, exe, mode)
+    run = info.runs_for(mode)[0]
+    assert status == run.exit_code, (f"{app}/{mode}/go{go}: exit {status}, app.toml run "
+                                     f"{run.name!r} expects {run.exit_code}")
     assert att.calls > 0
     failures = _check(accesses, expectations, mode, exe)
-    if failures and crashed and all(f.endswith("saw: no access") for f in failures):
-        pytest.xfail(f"{app}/{mode}/go{go}: program failed (exit {status}) before "
-                     f"{failures[0]}: a static glibc cannot load NSS modules")
     assert not failures, "\n".join(failures)
     if app in _APP_CHECKS:
-        assert not crashed, f"{app}/{mode}/go{go}: exit {status}"
         _APP_CHECKS[app](accesses, info, mode)
 
 
@@ -312,17 +416,45 @@ def _server_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) -> 
 
 
 def _dnslookup_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) -> None:
-    # LookupAddr(127.0.0.1) opens no file: Go's hosts cache is fresh from the LookupHost
-    # just before (see app.toml).
+    # Go's LookupAddr(127.0.0.1) opens no file: its hosts cache is fresh from the
+    # LookupHost just before (see app.toml; glibc's getnameinfo, when nsswitch.conf hands it
+    # the lookup, reads the file itself).
     assert not [a for a in accesses if a.path == "/etc/hosts" and a.attribution is not None
-                and a.attribution.go_api == "net.LookupAddr"]
+                and a.attribution.go_api == "net.LookupAddr" and a.attribution.via is Via.GO]
     # The name only the responder knows was asked over the namespace's loopback, by Go code.
-    dns = [a for a in accesses if a.syscall == "connect" and a.path == "127.0.0.1:53"]
+    dns = [a for a in accesses if a.syscall == "connect" and a.path == "127.0.0.1:53"
+           and a.attribution is not None
+           and a.attribution.go_api == "net.(*Resolver).LookupHost"]
     assert dns and all(a.attribution is not None and a.attribution.via is Via.GO
                        for a in dns), [_describe(a) for a in dns]
+    # The reverse query reaches the responder in every mode but static musl (whose
+    # getnameinfo sends without connect): by Go's resolver or by glibc's (app.toml).
+    ptr = [a for a in accesses if a.syscall == "connect" and a.path == "127.0.0.1:53"
+           and a.attribution is not None
+           and a.attribution.go_api == "net.(*Resolver).LookupAddr"]
+    assert ptr or mode == "musl", [_describe(a) for a in accesses if a.path == "127.0.0.1:53"]
+
+
+def _inventory_checks(accesses: list[Access], info: appinfo.AppInfo, mode: str) -> None:
+    """The helper's goroutines: started by workpool's Group.Go (or by net inside one), each
+    a child of another goroutine; the user frame is the application's call of the helper,
+    always in internal/, never in the third-party module or in main."""
+    helper = [a for a in accesses if a.attribution is not None and a.attribution.via_goroutine]
+    assert len({a.path for a in helper}) >= 5, [_describe(a) for a in helper]
+    for a in helper:
+        at = a.attribution
+        assert at is not None and at.user_frame is not None and at.creator_frame is not None
+        assert (at.user_frame.function or "").startswith("corp.test/inventory/internal/"), \
+            _describe(a)
+        assert "/internal/" in (at.user_frame.file or ""), _describe(a)
+        assert at.parent_goroutine is not None and at.parent_goroutine != at.goroutine
+        creator = at.creator_frame.function or ""
+        assert creator.startswith(("vendor.test/workpool.(*Group).Go", "net.")), _describe(a)
+        assert (at.go_api or "").startswith("vendor.test/workpool."), _describe(a)
 
 
 _APP_CHECKS: dict[str, Callable[[list[Access], appinfo.AppInfo, str], None]] = {
+    "inventory": _inventory_checks,
     "tzembed": _tzembed_checks, "dlopen": _dlopen_checks, "execchild": _execchild_checks,
     "server": _server_checks, "dnslookup": _dnslookup_checks}
 
@@ -392,13 +524,41 @@ def test_parallel_goroutines_linked_to_creator(go: str, sample: Callable[..., Pa
         assert at.parent_goroutine == 1
 
 
-@pytest.mark.parametrize("mode", ["cgo", "pie", "stripped"])
+@pytest.mark.parametrize("mode", ["cgo", "pie", "stripped", "dlopen-cgo"])
 def test_loader_accesses(mode: str, sample: Callable[..., Path]) -> None:
-    exe = sample("userlookup", mode, GO_VERSIONS[0])
-    accesses, _sig, _att = _trace(exe)
-    libc = [a for a in accesses if a.path.endswith("/libc.so.6") and a.syscall == "openat"]
-    assert libc and all(a.attribution is not None and a.attribution.via is Via.LOADER
-                        for a in libc[:1]), [_describe(a) for a in libc]
+    """What the attributor calls "loader" is exactly what the static NEEDED closure says
+    ld.so opens (the cache, then each library), each without a stack; nothing the program
+    does later (dlopen's own opens of the cache and of libz) is "loader"."""
+    from tracer.static import inspect_binary
+
+    app, mode = ("dlopen", "cgo") if mode == "dlopen-cgo" else ("userlookup", mode)
+    exe = sample(app, mode, GO_VERSIONS[0])
+    info = appinfo.load(app)
+    accesses, status, _att = _trace(exe, tuple(info.runs_for(mode)[0].argv))
+    assert status == 0
+    closure = inspect_binary(str(exe)).closure
+    expected = set(closure.config_files) | {
+        lib.path for lib in closure.libraries
+        if lib.path is not None and lib.real_path != closure.interpreter_path}
+    main = accesses[0].pid
+    loader = [a for a in accesses if a.pid == main and a.attribution is not None
+              and a.attribution.via is Via.LOADER]
+    opened = {os.path.normpath(a.path) for a in loader if a.result == "ok"
+              and a.syscall in ("open", "openat")}
+    assert opened == expected, [_describe(a) for a in loader]
+    for a in loader:
+        assert a.attribution is not None and not a.attribution.stack, _describe(a)
+    last_loader = max(a.seq for a in loader)
+    first_go = min(a.seq for a in accesses if a.attribution is not None
+                   and a.attribution.via in (Via.GO, Via.CGO))
+    assert last_loader < first_go
+    later = [a for a in accesses if a.seq >= first_go and a.attribution is not None]
+    assert later and all(a.attribution is not None and a.attribution.via is not Via.LOADER
+                         for a in later), [_describe(a) for a in later]
+    if app == "dlopen":  # dlopen re-reads the cache and opens libz: the program's, not ld.so's
+        cache = [a for a in later if a.path == "/etc/ld.so.cache"]
+        assert cache and all(a.attribution is not None and a.attribution.via is Via.CGO
+                             for a in cache), [_describe(a) for a in cache]
 
 
 def test_warm_cost_per_access(sample: Callable[..., Path]) -> None:
@@ -457,8 +617,77 @@ def test_sampling_after_many_accesses_of_one_path(sample: Callable[..., Path]) -
     # 8 full + new fast keys + power-of-two resamples: a few dozen walks for 2000 opens
     assert len(walked) <= 64, len(walked)
     assert att.stats.reused >= len(opens) - 64
+    file, line = appinfo.marker_line("benchopen", "benchopen")
     late = opens[SAMPLE_AFTER + 10:]
-    assert late and all(a.attribution is not None and a.attribution.via is Via.GO
-                        and a.attribution.user_frame is not None
-                        and (a.attribution.user_frame.file or "").endswith("main.go")
-                        for a in late)
+    assert late
+    for a in opens:  # every one, reused or walked: the loop's open at the marker line
+        at = a.attribution
+        assert at is not None and at.via is Via.GO and at.user_frame is not None, _describe(a)
+        assert (at.user_frame.file or "").endswith(file) and at.user_frame.line == line, \
+            _describe(a)
+        assert at.go_api == "syscall.Open", _describe(a)
+
+
+@pytest.mark.netns
+def test_inventory_without_build_info(sample: Callable[..., Path], tmp_path: Path) -> None:
+    """With its build info blob destroyed, the application's code is found from pclntab's
+    file names (tracer/appcode.py, heuristic 3): the same user frames in internal/..., the
+    replaced third-party module (outside the application's directory) still not one."""
+    from tracer.symbols.buildinfo import MAGIC, read_buildinfo
+    from tracer.symbols.elf import ElfImage
+
+    src = sample("inventory", "cgo", GO_VERSIONS[0])
+    exe = tmp_path / "inventory-nobuildinfo"
+    data = bytearray(src.read_bytes())
+    at = data.find(MAGIC)
+    assert at >= 0 and data.find(MAGIC, at + 1) < 0
+    data[at:at + len(MAGIC)] = b"\0" * len(MAGIC)
+    exe.write_bytes(bytes(data))
+    exe.chmod(0o755)
+    assert read_buildinfo(ElfImage.open(exe)) is None
+    info = appinfo.load("inventory")
+    accesses, status, _att = _dns_trace(exe, ())
+    assert status == 0
+    failures = _check(accesses, info.expectations("cgo"), "cgo", exe)
+    assert not failures, "\n".join(failures)
+
+
+def test_cli_trace_has_no_launcher_frames(sample: Callable[..., Path], tmp_path: Path) -> None:
+    """`cgotrace run --output`: the launched program's exec (made by cgotrace's own forked
+    Python process) has no stack, and no access anywhere names a frame in a module of a
+    Python process (the launcher's interpreter, libpython, extension modules)."""
+    import subprocess
+    import sys
+
+    from tracer.recorder import read_trace
+
+    exe = sample("userlookup", "cgo", GO_VERSIONS[0])
+    out = tmp_path / "t.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "tracer", "run", "-q", "--output", str(out),
+                           "--", str(exe)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    trace = read_trace(out)
+    first = trace.accesses[0]
+    assert first.syscall == "execve" and first.attribution is not None
+    assert first.attribution.via is Via.EXEC and not first.attribution.stack
+    frames = [(a.seq, f.module, f.function) for a in trace.accesses if a.attribution
+              for f in a.attribution.stack]
+    assert frames  # the run was unwound at all
+    assert not [f for f in frames if "_PyEval" in (f[2] or "")], frames
+    # modules only a Python process maps (this one stands for the launcher's)
+    _no_launcher_frames(list(trace.accesses))
+
+
+@pytest.mark.parametrize("mode", ["cgo", "pure"])
+def test_keep_policy_reuses_are_checked(mode: str, sample: Callable[..., Path]) -> None:
+    """500 lookups from one call site: most /etc/passwd accesses are keep-policy reuses
+    (`same_as`, no unwind of their own), and every one of them must match app.toml."""
+    info = appinfo.load("benchuser")
+    exe = sample("benchuser", mode, GO_VERSIONS[0])
+    accesses, status, att = _trace(exe, tuple(info.runs_for(mode)[0].argv))
+    assert status == 0
+    passwd = [a for a in accesses if a.path == "/etc/passwd"]
+    assert len(passwd) >= 500 and sum(a.same_as is not None for a in passwd) >= 400
+    assert att.stats.reused > 0
+    failures = _check(accesses, info.expectations(mode), mode, exe)
+    assert not failures, "\n".join(failures[:10])

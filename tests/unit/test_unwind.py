@@ -14,8 +14,6 @@ import pytest
 
 from sample_apps import build as sample_build
 from tests import preflight
-from tracer.attribution import _c_function, _go_api, _Named, package_of
-from tracer.model import Frame
 from tracer.unwind import cfi
 from tracer.unwind.goruntime import (
     LAYOUTS,
@@ -318,31 +316,6 @@ def test_layout_table_is_ordered_and_total() -> None:
     assert layout_for((1, 30)) is LAYOUTS[-1]
     assert layout_for(None) is LAYOUTS[-1]
     assert parse_go_version("devel go1.28-abc") == (1, 28)
-
-
-def _n(fn: str | None, kind: str, line: int | None = None) -> _Named:
-    return _Named(Frame(fn, "main.go" if fn and fn.startswith("main.") else None, line), kind)
-
-
-def test_go_api_and_c_function_rules() -> None:
-    # innermost first: libc internals, the cgo wrapper (internal link), runtime, Go, user
-    stack = [_n("__open64", "c"), _n(None, "c"), _n("getpwuid_r", "c"),
-             _n("_cgo_0123456789ab_Cfunc_mygetpwuid_r", "c"), _n("runtime.asmcgocall", "go"),
-             _n("runtime.cgocall", "go"), _n("os/user._Cfunc_mygetpwuid_r", "go"),
-             _n("os/user.lookupUnixUid", "go"), _n("os/user.LookupId", "go"),
-             _n("main.main", "go", 17), _n("runtime.main", "go"), _n("runtime.goexit", "go")]
-    assert _go_api(stack, 9) == "os/user.LookupId"
-    assert _c_function(stack) == "getpwuid_r"
-    # musl static: C frames skipped by the scan, named from the wrapper
-    musl = [_n(None, "c"), _n("runtime.asmcgocall", "go"), _n("runtime.cgocall", "go"),
-            _n("net._C2func_getaddrinfo", "go"), _n("net.cgoLookupPort", "go")]
-    assert _c_function(musl) == "getaddrinfo"
-    # a program's own cgo call is the API when nothing else is in between
-    own = [_n("sqlite3_open", "c"), _n("runtime.cgocall", "go"),
-           _n("main._Cfunc_sqlite3_open", "go"), _n("main.main", "go", 9)]
-    assert _go_api(own, 3) == "main._Cfunc_sqlite3_open"
-    assert package_of("net.(*Resolver).LookupHost") == "net"
-    assert package_of("corp.cgotrace.test/x/y.F.func1") == "corp.cgotrace.test/x/y"
 
 
 def test_enclosing_functions_of_closures() -> None:

@@ -21,6 +21,8 @@ def describe_caller(caller: dict[str, Any] | None) -> str:
         parts.append(caller["c_function"])
     if caller.get("user_frame"):
         parts += ["at", caller["user_frame"]]
+    elif caller.get("no_user_frame"):
+        parts += ["in", caller["no_user_frame"]]
     return " ".join(parts)
 
 

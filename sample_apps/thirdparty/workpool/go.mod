@@ -1,0 +1,3 @@
+module vendor.test/workpool
+
+go 1.21
