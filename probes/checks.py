@@ -167,7 +167,7 @@ def check_cgo_feature(rule: Rule, ctx: Context) -> list[Finding]:
 
 def _resolver_reason(ctx: Context, go_api: str | None, static_reason: str) -> str:
     """Why this lookup went to getaddrinfo: the run-time switch when one is recorded, the
-    LookupPort rule, else the static choice (go-internals: GODEBUG netdns, build tags,
+    LookupPort rule, else the static choice (docs/go-runtime.md: GODEBUG netdns, build tags,
     resolv.conf options and nsswitch.conf decide; docs/findings.md resolver-cgo)."""
     env = ctx.analysis.env
     godebug = {k.strip(): v for k, _, v in (i.partition("=") for i in
