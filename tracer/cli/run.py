@@ -11,8 +11,9 @@ import click
 from tracer.errors import TracerError
 
 
-@click.command(context_settings={"ignore_unknown_options": True,
-                                 "allow_interspersed_args": False})
+# The program starts at the first word that is not an option, or after `--`; an unknown
+# option before it is a usage error (never the program's name).
+@click.command(context_settings={"allow_interspersed_args": False})
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the trace (JSON lines, streamed) to this file.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
