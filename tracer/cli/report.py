@@ -18,7 +18,12 @@ def report(trace: str, as_json: bool) -> None:
 
     t = read_trace(trace)
     summary = summarize(t.accesses, exit_status(t), t.truncated)
+    if t.diagnoses:
+        summary["diagnoses"] = t.diagnoses
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-    else:
-        click.echo(render_summary(summary))
+        return
+    click.echo(render_summary(summary))
+    for d in t.diagnoses:  # why the program did not start (exec or loader failure)
+        fix = f". Fix: {d['fix']}" if d.get("fix") else ""
+        click.echo(f"did not start: {d.get('message', '?')}{fix}")

@@ -56,6 +56,8 @@ def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bo
         print(render_summary(result.summary), file=sys.stderr)
         if result.crash:
             print(result.crash, file=sys.stderr)
+    if result.diagnosis is not None:  # the program never ran: say why even with -q
+        print(f"cgotrace: {result.diagnosis.line}", file=sys.stderr)
     sys.stdout.flush()
     ctx.exit(result.status.shell_code)
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.classify import Classifier
+from tracer.errors import TracerError
 from tracer.loop import FAULT_SIGNALS, Attributor, Loop
 from tracer.model import Access, ExitStatus, ProcessEvent
 from tracer.recorder import TraceWriter
+from tracer.session.diagnosis import Diagnosis
 from tracer.session.launch import (
     LaunchSpec,
     SignalForwarder,
-    describe_exec_failure,
     launch,
     resolve_program,
 )
@@ -48,6 +49,7 @@ class RunResult:
     status: ExitStatus
     summary: dict[str, Any]
     crash: str | None = None
+    diagnosis: Diagnosis | None = None  # why it did not start (loader failure; exit 127)
     stats: dict[str, int] = field(default_factory=dict)
     events: list[ProcessEvent] = field(default_factory=list)
 
@@ -127,10 +129,13 @@ def trace_program(opts: RunOptions) -> RunResult:
         extra = opts.on_access
 
         to_host = _host_mapper(prepared)
+        loader_accesses: list[Access] = []  # library lookups: the loader diagnosis reads them
 
         def on_access(a: Access) -> None:
             if to_host is not None:
                 a = to_host(a)
+            if a.kind in _LOADER_KINDS:
+                loader_accesses.append(a)
             summary.add(a)
             if writer is not None:
                 writer.access(a)
@@ -163,19 +168,41 @@ def trace_program(opts: RunOptions) -> RunResult:
         tracee.close()
         stats = {"stops": loop.stats.stops, "accesses": loop.stats.accesses,
                  "unknown": loop.stats.lost, "attributor_errors": loop.stats.attributor_errors}
+        diagnosis = _diagnose(err, program, prepared, status, loader_accesses, facts)
         if writer is not None:
+            if diagnosis is not None:
+                writer.diagnosis(diagnosis.to_dict())
             writer.exit(status, stats=stats)
-        if err is not None:
-            exc = describe_exec_failure(program, err)
-            if prepared is not None:
-                exc.args = (prepared.diagnose_exec_failure(err),)
-            raise exc
+        if err is not None and diagnosis is not None:
+            raise TracerError(diagnosis.line, exit_code=diagnosis.exit_code)
         crash = _crash_line(status, events)
         return RunResult(status=status, summary=summary.summary(status), crash=crash,
-                         stats=stats, events=events)
+                         diagnosis=diagnosis, stats=stats, events=events)
     finally:
         if writer is not None:
             writer.close()
+
+
+_LOADER_KINDS = frozenset({"startup-library", "dlopen-library", "interpreter"})
+
+
+def _diagnose(err: int | None, program: str, prepared: Any, status: ExitStatus,
+              loader_accesses: list[Access], facts: Any) -> Diagnosis | None:
+    """Why the program did not start: exec refused (`err`), or ld.so gave up on a NEEDED
+    library (exit 127). None when it started."""
+    from pathlib import Path
+
+    from tracer.session.diagnosis import diagnose_exec, diagnose_loader
+
+    if err is not None:
+        if prepared is not None:
+            exec_diagnosis: Diagnosis = prepared.exec_diagnosis(err)
+            return exec_diagnosis
+        return diagnose_exec(None, program, err, Path(program))
+    root = prepared.root if prepared is not None else None
+    in_root = prepared.program_in_root if prepared is not None else program
+    return diagnose_loader(status, loader_accesses, getattr(facts, "closure", None), in_root,
+                           root)
 
 
 def _host_mapper(prepared: Any) -> Callable[[Access], Access] | None:

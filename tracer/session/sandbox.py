@@ -20,18 +20,20 @@ trace shows the image as it is.)
 
 from __future__ import annotations
 
-import errno as errno_mod
 import hashlib
 import os
 import posixpath
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracer import errors
 from tracer.errors import BadBinaryError, CgotraceError, NotFoundError, SandboxError
 from tracer.session import netns
 from tracer.session.rootfs import cache_dir, resolve_in_tree, rootfs_label
+
+if TYPE_CHECKING:
+    from tracer.session.diagnosis import Diagnosis
 
 NETWORK_MODES = ("loopback", "none", "host")
 DEFAULT_RESOLV_CONF = "nameserver 127.0.0.1\n"
@@ -221,8 +223,13 @@ class PreparedSandbox:
 
     # --- parent side ---------------------------------------------------------------------
     def diagnose_exec_failure(self, err: int) -> str:
-        return diagnose_exec_failure(self.root, self.program_in_root, err,
-                                     program_host=self.program)
+        return self.exec_diagnosis(err).line
+
+    def exec_diagnosis(self, err: int) -> Diagnosis:
+        """Why exec of the program failed inside this sandbox (its `diagnosis` line)."""
+        from tracer.session.diagnosis import diagnose_exec
+
+        return diagnose_exec(self.root, self.program_in_root, err, program_host=self.program)
 
 
 def _overlay_escape(path: str) -> str:
@@ -357,83 +364,12 @@ def decode_child_error(data: bytes) -> CgotraceError:
 
 # === exec failure diagnosis =================================================================
 
-_LIBC_OF_INTERP = (("ld-musl", "musl"), ("ld-linux", "glibc"))
-
 
 def diagnose_exec_failure(root: Path | None, program_in_root: str, err: int,
                           program_host: Path | None = None) -> str:
     """Why execve(program_in_root) failed with `err` inside `root` (None: the host): one line
-    naming the cause (PT_INTERP missing, wrong architecture, mode) and the fix."""
-    where = f"rootfs {rootfs_label(root)}" if root is not None else "this system"
-    strerr = os.strerror(err)
-    if program_host is None:
-        program_host = resolve_in_tree(root, program_in_root) if root else Path(program_in_root)
-    try:
-        st = program_host.stat()
-    except OSError:
-        return f"{program_in_root} does not exist in {where}: exec fails with '{strerr}'"
-    if stat.S_ISDIR(st.st_mode):
-        return f"{program_in_root} is a directory: exec fails with '{strerr}'"
-    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
-        return (f"{program_in_root} is not executable (mode {stat.filemode(st.st_mode)}): exec "
-                f"fails with '{strerr}'. Fix: chmod +x")
-    head = _read_head(program_host)
-    if head.startswith(b"#!"):
-        return _diagnose_script(root, program_in_root, head, where, strerr)
-    from tracer.symbols.elf import ElfImage
+    naming the cause (PT_INTERP missing, wrong architecture, mode) and the fix
+    (`tracer.session.diagnosis.diagnose_exec`, the one exec-failure diagnoser)."""
+    from tracer.session.diagnosis import diagnose_exec
 
-    try:
-        img = ElfImage.open(program_host)
-    except CgotraceError as e:
-        return f"{program_in_root} is not a runnable ELF file ({e.message}): exec fails with " \
-               f"'{strerr}'"
-    if img.machine != "EM_X86_64" or img.elfclass != 64:
-        return (f"{program_in_root} is built for the wrong architecture ({img.machine}, "
-                f"{img.elfclass}-bit): exec fails with '{strerr}'. Fix: build with GOARCH=amd64")
-    interp = img.interpreter
-    if interp is not None and not _exists_in(root, interp):
-        libc = next((name for key, name in _LIBC_OF_INTERP if key in interp), None)
-        fix = _interp_fix(libc)
-        return (f"interpreter {interp} (named by PT_INTERP) is not in {where}: exec fails with "
-                f"'{strerr}'. Fix: {fix}")
-    if err == errno_mod.EACCES:
-        return (f"{program_in_root}: permission denied at exec (mode "
-                f"{stat.filemode(st.st_mode)}; a noexec mount?)")
-    return f"exec {program_in_root} failed in {where}: {errno_mod.errorcode.get(err, err)} " \
-           f"({strerr})"
-
-
-def _interp_fix(libc: str | None) -> str:
-    if libc == "musl":
-        return ("use a musl (Alpine) base image, or build statically "
-                "(CC=musl-gcc -ldflags '-linkmode external -extldflags -static') "
-                "or with CGO_ENABLED=0")
-    return ("build with CGO_ENABLED=0 or -tags netgo,osusergo (or link statically), "
-            "or use a glibc base image")
-
-
-def _diagnose_script(root: Path | None, program: str, head: bytes, where: str,
-                     strerr: str) -> str:
-    line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-    interp = line.split()[0] if line else ""
-    if interp and not _exists_in(root, interp):
-        return (f"{program} is a script for {interp} (named by #!), which is not in {where}: "
-                f"exec fails with '{strerr}'")
-    return f"exec {program} (a #! script for {interp or '?'}) failed in {where}: {strerr}"
-
-
-def _read_head(p: Path) -> bytes:
-    try:
-        with open(p, "rb") as f:
-            return f.read(256)
-    except OSError:
-        return b""
-
-
-def _exists_in(root: Path | None, path: str) -> bool:
-    if root is None:
-        return os.path.exists(path)
-    try:
-        return resolve_in_tree(root, path).exists()
-    except CgotraceError:
-        return False
+    return diagnose_exec(root, program_in_root, err, program_host).line
