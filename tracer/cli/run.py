@@ -22,6 +22,9 @@ from tracer.errors import TracerError
 @click.option("--rootfs", metavar="ROOT",
               help="Run inside this root: a directory, an OCI layout or `docker save` "
               "tarball, or a preset built from this host (scratch, static, musl, glibc).")
+@click.option("--image", metavar="NAME",
+              help="Run inside this image from the local podman (or docker): exported once, "
+              "cached by image ID. Nothing is pulled.")
 @click.option("--network", metavar="NET", callback=lambda ctx, param, value: _network(value),
               help="Network namespace: 'loopback' (only lo up; the default with --rootfs), "
               "'none' (lo down), 'host', or the path of a netns to join "
@@ -31,7 +34,7 @@ from tracer.errors import TracerError
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bool,
-        rootfs: str | None, network: str | None, no_stacks: bool,
+        rootfs: str | None, image: str | None, network: str | None, no_stacks: bool,
         program: tuple[str, ...]) -> None:
     """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
 
@@ -47,7 +50,8 @@ def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bo
 
         attributor = Attributor()
     result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
-                                      network=network, debug=debug, attributor=attributor))
+                                      image=image, network=network, debug=debug,
+                                      attributor=attributor))
     if json_file:
         _write_json(json_file, result.summary)
     if not quiet:

@@ -35,6 +35,7 @@ class RunOptions:
     argv: list[str]
     output: str | None = None
     rootfs: str | None = None
+    image: str | None = None  # --image NAME: a root exported from the local podman/docker
     network: str | None = None  # None: host network without a sandbox, unless rootfs
     env: dict[str, str] | None = None
     child_setup: Callable[[], None] | None = None  # tests: e.g. unshare(CLONE_NEWNET)
@@ -90,13 +91,16 @@ def trace_program(opts: RunOptions) -> RunResult:
     """
     env = dict(os.environ) if opts.env is None else opts.env
     prepared = None
-    if opts.rootfs is not None or opts.network not in (None, "host"):
+    if opts.rootfs is not None or opts.image is not None or opts.network not in (None, "host"):
         from tracer.session import sandbox
-        from tracer.session.rootfs import resolve_rootfs
+        from tracer.session.images import resolve_source
 
         program = resolve_program(opts.argv[0], env)
-        spec = sandbox.SandboxSpec(rootfs=resolve_rootfs(opts.rootfs) if opts.rootfs else None,
-                                   network=opts.network or "loopback")
+        root_dir = resolve_source(opts.rootfs, opts.image)
+        # A root gets its own pid namespace, as in a container: the program is PID 1 and
+        # sees no host process.
+        spec = sandbox.SandboxSpec(rootfs=root_dir, network=opts.network or "loopback",
+                                   pid_namespace=root_dir is not None)
         prepared = sandbox.prepare(spec, program)
         lspec = LaunchSpec(argv=opts.argv, env=env, exec_path=prepared.program_in_root,
                            child_setup=prepared.child_setup,

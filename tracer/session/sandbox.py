@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from tracer import errors
 from tracer.errors import BadBinaryError, CgotraceError, NotFoundError, SandboxError
 from tracer.session import netns
-from tracer.session.rootfs import cache_dir, resolve_in_tree, rootfs_label
+from tracer.session.rootfs import cache_dir, ensure_dir, resolve_in_tree, rootfs_label
 
 if TYPE_CHECKING:
     from tracer.session.diagnosis import Diagnosis
@@ -164,6 +164,8 @@ class PreparedSandbox:
         _ensure_mountpoint(new_root / "tmp", True)
         netns.mount("tmpfs", str(new_root / "tmp"), "tmpfs", netns.MS_NOSUID | netns.MS_NODEV,
                     "mode=1777")
+        # /run as a container engine gives it: empty and private (sockets, pid files).
+        self._mount_run(new_root)
         etc = new_root / "etc"
         if self.resolv_conf_file is not None and etc.is_dir() and not etc.is_symlink():
             target = etc / "resolv.conf"
@@ -183,6 +185,15 @@ class PreparedSandbox:
         except SandboxError:
             os.chroot(".")  # e.g. the host root is an initramfs: pivot_root is refused
         os.chdir("/")
+
+    def _mount_run(self, new_root: Path) -> None:
+        run_dir = resolve_in_tree(new_root, "/run")
+        try:
+            _ensure_mountpoint(run_dir, True)
+        except SandboxError:
+            return  # read-only bind fallback of a root without /run: nothing there to hide
+        netns.mount("tmpfs", str(run_dir), "tmpfs", netns.MS_NOSUID | netns.MS_NODEV,
+                    "mode=0755")
 
     def _mount_program(self, new_root: Path) -> None:
         # A tmpfs of its own, so the mount point exists even on a read-only root.
@@ -283,8 +294,7 @@ def prepare(spec: SandboxSpec, program: Path | str) -> PreparedSandbox:
                                exit_code=errors.ExitCode.USAGE)
     user_ns = (os.geteuid() != 0) if spec.user_namespace is None else spec.user_namespace
     base = cache_dir() / "sandbox"
-    stage = base / "stage"
-    stage.mkdir(parents=True, exist_ok=True)
+    stage = ensure_dir(base / "stage")
     resolv_text = spec.resolv_conf
     if resolv_text is None and spec.network != "host":
         resolv_text = DEFAULT_RESOLV_CONF
@@ -322,7 +332,7 @@ def host_path(prepared: PreparedSandbox, path_in_root: str) -> str | None:
         if prepared.pid_namespace and _under(p, "/proc"):
             return None
         return p
-    if any(_under(p, d) for d in ("/proc", "/dev", "/tmp", PROGRAM_DIR)):
+    if any(_under(p, d) for d in ("/proc", "/dev", "/tmp", "/run", PROGRAM_DIR)):
         return None
     try:
         return str(resolve_in_tree(prepared.root, p))
