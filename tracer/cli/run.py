@@ -8,8 +8,6 @@ from typing import Any
 
 import click
 
-from tracer.errors import TracerError
-
 
 # The program starts at the first word that is not an option, or after `--`; an unknown
 # option before it is a usage error (never the program's name).
@@ -84,4 +82,6 @@ def _write_json(path: str, summary: dict[str, Any]) -> None:
             json.dump(summary, f, indent=2)
             f.write("\n")
     except OSError as e:
-        raise TracerError(f"cannot write {path}: {e.strerror}") from None
+        from tracer.session.runner import output_error
+
+        raise output_error(path, e) from None

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.classify import Classifier
-from tracer.errors import TracerError
+from tracer.errors import (
+    CgotraceError,
+    ExitCode,
+    NotFoundError,
+    PermissionDeniedError,
+    TracerError,
+)
 from tracer.loop import FAULT_SIGNALS, Attributor, Loop
 from tracer.model import Access, ExitStatus, ProcessEvent
 from tracer.recorder import TraceWriter
@@ -124,7 +130,7 @@ def trace_program(opts: RunOptions) -> RunResult:
             classifier.seed(in_root, closure)  # the exe path the tracee reports
     summary = SummaryBuilder()
     events: list[ProcessEvent] = []
-    writer = TraceWriter(opts.output) if opts.output else None
+    writer = open_trace_writer(opts.output) if opts.output else None
     try:
         if writer is not None:
             writer.header(argv=opts.argv, binary=os.path.abspath(program),
@@ -185,6 +191,28 @@ def trace_program(opts: RunOptions) -> RunResult:
     finally:
         if writer is not None:
             writer.close()
+
+
+def open_trace_writer(path: str) -> TraceWriter:
+    """The --output file, opened before the program starts; a path that cannot be written
+    is one line with exit 5 (permission), 4 (no such directory) or 3 (a directory)."""
+    try:
+        return TraceWriter(path)
+    except OSError as e:
+        raise output_error(path, e) from None
+
+
+def output_error(path: str, e: OSError) -> CgotraceError:
+    """An output file that cannot be written, as a typed one-line error."""
+    import errno
+
+    reason = (e.strerror or str(e)).lower()
+    message = f"cannot write {path}: {reason}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDeniedError(message, help="choose a directory you can write")
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return NotFoundError(message, help="create the directory first")
+    return CgotraceError(message, exit_code=ExitCode.BAD_INPUT)
 
 
 _LOADER_KINDS = frozenset({"startup-library", "dlopen-library", "interpreter"})

@@ -254,12 +254,16 @@ class ProcessMaps:
         """A path the tracer can open for the file the tracee mapped."""
         path = m.path.removesuffix(" (deleted)")
         root = self._host_root()
-        candidate = root + path if root else path
-        try:
-            if not m.path.endswith(" (deleted)") and os.stat(candidate).st_ino == m.inode:
-                return candidate
-        except OSError:
-            pass
+        if not m.path.endswith(" (deleted)"):
+            # The root as a path, then through the tracee's own /proc/PID/root: a pivoted
+            # sandbox root reads back as "/", and an unprivileged tracer (user namespace)
+            # may not open map_files (CAP_SYS_ADMIN), but may follow its tracee's root.
+            for candidate in (root + path if root else path, f"/proc/{self.pid}/root{path}"):
+                try:
+                    if os.stat(candidate).st_ino == m.inode:
+                        return candidate
+                except OSError:
+                    continue
         return f"/proc/{self.pid}/map_files/{m.start:x}-{m.end:x}"
 
     def refresh(self, text: str | None = None) -> None:
