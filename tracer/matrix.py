@@ -256,13 +256,14 @@ def _missing(analysis: Any) -> list[str]:
 
 
 def _apply_gate(row: RootResult, analysis: Any, opts: MatrixOptions) -> Any:
-    from tracer import gate
+    """`run`'s gate (tracer/cli/_reporting.gate), on this root's analysis."""
+    from tracer.cli._reporting import gate
 
-    fail_on = gate.parse_fail_on(opts.fail_on) if opts.fail_on is not None else None
-    allow = gate.load_allow(opts.allow) if opts.allow is not None else None
-    result = gate.apply_gate(analysis, fail_on, allow)
+    result = gate(analysis, opts.fail_on, opts.allow)
+    if result is None:
+        return analysis
     row.gate_failed = bool(result.failed)
-    row.gate_failing = [getattr(f, "id", str(f)) for f in result.failing]
+    row.gate_failing = [f"{f.rule}: {f.what}" for f in result.failing]
     return result.analysis
 
 
