@@ -78,10 +78,10 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
         result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
                                           image=image, network=network, debug=debug,
                                           attributor=attributor, rules=rules))
-    except CgotraceError as e:  # exec failed: still write and show the findings
+    except CgotraceError as e:  # exec failed: still write the reports; stderr gets one line
         analysis = getattr(e, "analysis", None)
         if analysis is not None:
-            _emit(analysis, specs, quiet, color, gate(analysis, fail_on, allow))
+            _emit(analysis, specs, True, color, gate(analysis, fail_on, allow))
         raise
     gated = gate(result.analysis, fail_on, allow)
     _emit(result.analysis, specs, quiet, color, gated)
