@@ -197,7 +197,6 @@ def _tail(path: Path) -> list[str]:
 def _fill_from_trace(row: RootResult, trace: Path, opts: MatrixOptions) -> None:
     """Analyse one root's trace: starts, status, missing, hidden, findings, verdict, gate."""
     from probes.engine import analyze_trace, verdict
-
     from tracer.model import DependencyClass
     from tracer.recorder import read_trace
 

@@ -99,3 +99,25 @@ def test_loader_diagnosis_from_the_traces_failed_opens() -> None:
     assert Diagnosis.from_dict(d.to_dict()) == d
     assert diagnose_loader(ExitStatus(code=1), acc, None, "/app") is None
     assert diagnose_loader(ExitStatus(code=127), acc[:1], None, "/app") is None
+
+
+def test_refused_user_namespace_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from tracer.errors import SandboxError
+    from tracer.session import netns
+
+    class NoUserns:
+        def unshare(self, flags: object) -> int:
+            import ctypes
+
+            ctypes.set_errno(errno.EPERM)
+            return -1
+
+    monkeypatch.setattr(netns, "libc", lambda: NoUserns())
+    monkeypatch.setattr(netns, "_read_setting", lambda path: {
+        "/proc/sys/kernel/unprivileged_userns_clone": "0"}.get(path))
+    with pytest.raises(SandboxError) as e:
+        netns.unshare(netns.CLONE_NEWUSER | netns.CLONE_NEWNS)
+    assert "cannot create a user namespace" in e.value.message
+    assert "(kernel.unprivileged_userns_clone=0)" in e.value.message
