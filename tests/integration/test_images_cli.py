@@ -405,3 +405,36 @@ def test_unprivileged_bad_output_and_cache_are_one_line(sample: Sample) -> None:
         assert r.returncode == 5
         assert one_line_error(r).startswith(
             "cgotrace: cannot create cache directory /nonexistent/.cache/cgotrace")
+
+
+def test_matrix_shows_progress_on_a_terminal() -> None:
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(cgotrace_cmd("matrix", "-j", "2", "--rootfs", "scratch,static",
+                                             "/bin/true"), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=slave, env=_ENV, text=True)
+        os.close(slave)
+        slave = -1
+        out, _ = proc.communicate(timeout=180)
+        progress = b""
+        while select.select([master], [], [], 0)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            progress += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert proc.returncode == 0
+    lines = progress.decode().splitlines()
+    assert sorted(line.split()[0] for line in lines) == ["[1/2]", "[2/2]"]
+    assert {line.split()[1] for line in lines} == {"scratch:", "static:"}
+    assert all("fails (exit 127" in line for line in lines)
+    assert "[1/2]" not in out  # the table itself has no progress lines
