@@ -223,10 +223,16 @@ def podman_image() -> Iterator[str]:
         tar = Path(tmp) / "root.tar"
         subprocess.run(["tar", "-C", str(root), "-cf", str(tar), "."], check=True)
         subprocess.run(["podman", "import", str(tar), name], check=True, capture_output=True)
+    image_id = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", name],
+                              capture_output=True, text=True, check=True).stdout.strip()
     try:
         yield name
     finally:
         subprocess.run(["podman", "rmi", "-f", name], capture_output=True, check=False)
+        from tracer.session.rootfs import cache_dir  # the unpacked copy: a new ID every run
+
+        shutil.rmtree(cache_dir() / "rootfs" / f"image-{image_id.removeprefix('sha256:')[:24]}",
+                      ignore_errors=True)
 
 
 def test_run_inspect_and_matrix_on_a_podman_image(sample: Sample, podman_image: str) -> None:
