@@ -444,3 +444,21 @@ def test_matrix_shows_progress_on_a_terminal() -> None:
     assert {line.split()[1] for line in lines} == {"scratch:", "static:"}
     assert all("fails (exit 127" in line for line in lines)
     assert "[1/2]" not in out  # the table itself has no progress lines
+
+
+def test_matrix_gate_applies_per_root(sample: Sample, tmp_path: Path) -> None:
+    binary = str(sample("userlookup", "cgo"))
+    r = cgotrace("matrix", "--fail-on", "nss-module", "--rootfs", "glibc,scratch", binary)
+    assert r.returncode == 1
+    rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:3]}
+    assert rows["glibc"].endswith("works (gate)")  # found libnss_systemd: the gate fails here
+    assert rows["scratch"].endswith("fails")  # no NSS at all: this root passes the gate
+    allow = tmp_path / "allow.toml"
+    allow.write_text('[[allow]]\nid = "nss-module"\nreason = "the image ships it"\n')
+    r = cgotrace("matrix", "--json", "--fail-on", "nss-module", "--allow", str(allow),
+                 "--rootfs", "glibc", "--traces", str(tmp_path / "traces"), binary)
+    assert r.returncode == 0
+    row = json.loads(r.stdout)["roots"][0]
+    assert row["gate"] == {"failed": False, "failing": []} and "nss-module" in row["findings"]
+    assert row["trace"] == str(tmp_path / "traces" / "glibc.jsonl")
+    assert cgotrace("report", row["trace"]).returncode == 0  # kept traces re-read
