@@ -121,3 +121,10 @@ def test_refused_user_namespace_names_the_setting(monkeypatch: pytest.MonkeyPatc
         netns.unshare(netns.CLONE_NEWUSER | netns.CLONE_NEWNS)
     assert "cannot create a user namespace" in e.value.message
     assert "(kernel.unprivileged_userns_clone=0)" in e.value.message
+
+
+def test_inspect_rootfs_takes_a_preset() -> None:
+    r = cli("inspect", "--rootfs", "musl", "/bin/true", env=dict(os.environ))
+    assert r.returncode == 0, r.stderr
+    assert "Rootfs check (" in r.stdout and "preset-musl)" in r.stdout
+    assert "interpreter   /lib64/ld-linux-x86-64.so.2 -> MISSING" in r.stdout
