@@ -20,10 +20,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracer.errors import CgotraceError, ExitCode
 from tracer.session.rootfs import PRESETS
+
+if TYPE_CHECKING:
+    from probes.engine import Analysis
 
 DEFAULT_ROOTS = PRESETS  # scratch, static, musl, glibc
 SCHEMA_ID = "cgotrace-matrix/1"
@@ -241,7 +244,7 @@ def _short_why(diagnoses: Sequence[dict[str, Any]]) -> str:
     return str(d.get("message", "exec failed"))
 
 
-def _missing(analysis: Any) -> list[str]:
+def _missing(analysis: Analysis) -> list[str]:
     """What the program looked for and did not find, that it then needed: the findings'
     `missing` (not allowed) and the diagnosed interpreter or library."""
     out: list[str] = []
@@ -254,7 +257,7 @@ def _missing(analysis: Any) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _apply_gate(row: RootResult, analysis: Any, opts: MatrixOptions) -> Any:
+def _apply_gate(row: RootResult, analysis: Analysis, opts: MatrixOptions) -> Analysis:
     """`run`'s gate (tracer/cli/_reporting.gate), on this root's analysis."""
     from tracer.cli._reporting import gate
 
