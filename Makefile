@@ -23,12 +23,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv from pyproject.toml (package + test + lint extras)
 
+# --no-install-recommends: podman's recommends pull in avahi's libnss-mdns, which rewrites the
+# host's /etc/nsswitch.conf (hosts: files mdns4_minimal ...) and so flips Go's resolver to cgo.
 system-deps: ## apt-get the Debian packages the sample apps and oracles need (root only)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
 	  echo "cgotrace: missing Debian packages:$$missing. Run as root: apt-get install$$missing" >&2; \
 	  echo "          (tests that need them will skip and say so)" >&2; \
