@@ -269,6 +269,7 @@ _PROBE_C = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -285,7 +286,14 @@ int main(int argc, char **argv) {
     struct statfs fs;
     printf("pid %d\n", (int)getpid());
     printf("run-fs 0x%lx\n", statfs("/run", &fs) == 0 ? (unsigned long)fs.f_type : 0UL);
-    for (int i = 3; i < argc; i++) try_write(argv[i]);
+    /* a node for the disk the root lives on: with it, the disk could be mounted and written */
+    if (strcmp(argv[3], "-") == 0)
+        ;
+    else if (mknod("/tmp/disk", S_IFBLK | 0600, (dev_t)strtoull(argv[3], NULL, 10)) == 0)
+        printf("mknod: ok\n");
+    else
+        printf("mknod: %s\n", strerror(errno));
+    for (int i = 4; i < argc; i++) try_write(argv[i]);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
     inet_pton(AF_INET, argv[1], &sa.sin_addr);
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -324,14 +332,17 @@ def test_sandbox_cannot_reach_the_network_or_change_the_root() -> None:
         listener.bind((addr, 0))
         listener.listen(4)
         port = str(listener.getsockname()[1])
-        host = cgotrace("run", "-q", "--", str(probe), addr, port)  # the oracle: reachable
+        disk = str(os.stat(root).st_dev)
+        host = cgotrace("run", "-q", "--", str(probe), addr, port, "-")  # oracle: reachable
         assert host.returncode == 0 and "connect: ok" in host.stdout, host.stdout
-        r = cgotrace("run", "-q", "--rootfs", "glibc", "--", str(probe), addr, port, *WRITES)
+        r = cgotrace("run", "-q", "--rootfs", "glibc", "--", str(probe), addr, port, disk,
+                     *WRITES)
     assert r.returncode == 0, r.stderr
     out = r.stdout.splitlines()
     assert "pid 1" in out  # its own pid namespace
     assert f"run-fs {hex(TMPFS_MAGIC)}" in out  # /run is a tmpfs
     assert "connect: Network is unreachable" in out
+    assert "mknod: Operation not permitted" in out  # root in its own user namespace only
     # Writes land in the sandbox's tmpfs layer (or are refused), never in the root itself.
     assert before == {p: _digest(root / p.lstrip("/")) for p in WRITES}
     for p in WRITES:

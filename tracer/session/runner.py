@@ -110,10 +110,14 @@ def trace_program(opts: RunOptions) -> RunResult:
 
         program = resolve_program(opts.argv[0], env)
         root_dir = resolve_source(opts.rootfs, opts.image)
-        # A root gets its own pid namespace, as in a container: the program is PID 1 and
-        # sees no host process.
+        # A root gets its own pid namespace, as in a container (the program is PID 1 and
+        # sees no host process), and its own user namespace even when we are root: its
+        # root then holds capabilities over its own namespaces only (no device nodes, no
+        # host sysctls, no mounts of the host's disks), so it cannot change the root's source.
+        has_root = root_dir is not None
         spec = sandbox.SandboxSpec(rootfs=root_dir, network=opts.network or "loopback",
-                                   pid_namespace=root_dir is not None)
+                                   pid_namespace=has_root,
+                                   user_namespace=True if has_root else None)
         prepared = sandbox.prepare(spec, program)
         lspec = LaunchSpec(argv=opts.argv, env=env, exec_path=prepared.program_in_root,
                            child_setup=prepared.child_setup,
