@@ -43,7 +43,7 @@ def test_no_engine_installed_is_one_line_exit_4(tmp_path: Path) -> None:
 
 def test_unknown_image_and_failing_engine(tmp_path: Path) -> None:
     env = fake_engine(tmp_path, "podman",
-                      'echo "Error: inspecting object: $6: image not known" >&2; exit 125\n')
+                      'echo "Error: inspecting object: $5: image not known" >&2; exit 125\n')
     r = cli("inspect", "--image", "localhost/nope", "/bin/true", env=env)
     assert r.returncode == 4 and "image 'localhost/nope' is not in the local podman" in r.stderr
     env = fake_engine(tmp_path, "podman",
