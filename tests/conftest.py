@@ -47,7 +47,7 @@ def sample() -> Callable[..., Path]:
         reason = preflight.go_reason(go)
         if reason:
             pytest.skip(f"go: {reason}")
-        if mode == "musl" and preflight.which("musl-gcc") is None:
+        if mode.startswith("musl") and preflight.which("musl-gcc") is None:
             pytest.skip("musl-gcc not installed (make system-deps as root)")
         try:
             return sample_build.build(app, mode, go)

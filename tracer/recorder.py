@@ -53,6 +53,10 @@ class TraceWriter:
     def event(self, event: ProcessEvent) -> None:
         self._line(event.to_dict())
 
+    def diagnosis(self, diagnosis: dict[str, Any]) -> None:
+        """Why the program did not start (`Diagnosis.to_dict()`), before the exit line."""
+        self._line({**diagnosis, "type": "diagnosis"})
+
     def exit(self, status: ExitStatus, **extra: Any) -> None:
         self._line({"type": "exit", **status.to_dict(), **extra})
 
@@ -75,6 +79,7 @@ class Trace:
     accesses: list[Access] = field(default_factory=list)
     events: list[ProcessEvent] = field(default_factory=list)
     exit: dict[str, Any] | None = None
+    diagnoses: list[dict[str, Any]] = field(default_factory=list)  # `diagnosis` lines
     truncated: bool = False
     unknown_lines: int = 0  # lines of a type this reader does not know (newer writer)
 
@@ -138,6 +143,8 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
                                                  int(obj["tid"]), float(obj["time"]), detail))
             elif kind == "exit":
                 trace.exit = obj
+            elif kind == "diagnosis":
+                trace.diagnoses.append(obj)
             else:
                 trace.unknown_lines += 1
         except (KeyError, TypeError, ValueError) as e:

@@ -47,7 +47,7 @@ def test_directory_exit_3(tmp_path: Path) -> None:
 
 def test_missing_rootfs_exit_4() -> None:
     assert_one_line_error(run_inspect(sys.executable, "--rootfs", "/no/such/root"), 4,
-                          "rootfs /no/such/root: no such directory")
+                          "rootfs '/no/such/root': no such directory, image tarball or preset")
 
 
 def test_unreadable_exit_5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -206,8 +206,8 @@ def test_missing_interpreter_is_diagnosed() -> None:
     proc = subprocess.run(cgotrace_cmd("run", "--", str(prog)), capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 127
-    assert ("interpreter /nonexistent/ld.so named by PT_INTERP is missing: exec fails with "
-            "'no such file or directory'") in proc.stderr
+    assert ("interpreter /nonexistent/ld.so (named by PT_INTERP) is not in this system: exec "
+            "fails with 'No such file or directory'") in proc.stderr
     with pytest.raises(TracerError) as e:
         trace([str(prog)], netns=False)
     assert e.value.exit_code == 127

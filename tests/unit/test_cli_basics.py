@@ -16,3 +16,23 @@ def test_unknown_subcommand_is_usage_error() -> None:
     r = run_cli("no-such-command")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
+
+
+def test_mistyped_option_before_the_program_is_a_usage_error() -> None:
+    # Before: "--imagee" was taken for the program's name (exit 127, command not found).
+    r = run_cli("run", "--imagee", "x", "--", "/bin/true")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "cgotrace run: no such option: --imagee (did you mean --image?)"
+    r = run_cli("run", "--outptu", "t.jsonl", "/bin/true")
+    assert r.returncode == 2 and "--outptu (did you mean --output?)" in r.stderr
+    r = run_cli("matrix", "--rootfss", "glibc", "/bin/true")
+    assert r.returncode == 2 and "--rootfss (did you mean --rootfs?)" in r.stderr
+    r = run_cli("inspect", "--imag", "x", "/bin/true")
+    assert r.returncode == 2 and "--imag (did you mean --image?)" in r.stderr
+
+
+def test_options_after_the_program_are_the_programs() -> None:
+    r = run_cli("run", "-q", "--no-stacks", "/bin/echo", "--imagee", "-x")
+    assert r.returncode == 0 and r.stdout == "--imagee -x\n"
+    r = run_cli("run", "-q", "--no-stacks", "--", "/bin/echo", "--rootfs")
+    assert r.returncode == 0 and r.stdout == "--rootfs\n"

@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                   "Turn addresses in a Go binary into function, file:line (stripped too)."),
     "report": ("tracer.cli.report", "report",
                "Findings, reports (text, json, ...) and the CI gate for a saved trace."),
+    "matrix": ("tracer.cli.matrix", "matrix",
+               "Will the binary work on those base images? One row per root."),
 }
 
 
@@ -66,6 +68,32 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def usage_line(e: click.UsageError) -> str:
+    """A usage error as one line: the command, what is wrong, and for an unknown option the
+    nearest option that exists (`--imag` -> `--image`), so a typo is never taken for the
+    program's name."""
+    where = f"cgotrace {e.ctx.info_name}" if e.ctx is not None and e.ctx.parent else "cgotrace"
+    if isinstance(e, click.NoSuchOption):
+        line = f"{where}: no such option: {e.option_name}"
+        near = e.possibilities or nearest_options(e.ctx, e.option_name)
+        if near:
+            line += f" (did you mean {' or '.join(near)}?)"
+        return line
+    message = " ".join(e.format_message().split())
+    return f"{where}: {message} (see {where} --help)"
+
+
+def nearest_options(ctx: click.Context | None, name: str) -> list[str]:
+    """The option of `ctx`'s command spelled most like `name` (always one when any exist)."""
+    import difflib
+
+    if ctx is None:
+        return []
+    names = [opt for p in ctx.command.get_params(ctx) if isinstance(p, click.Option)
+             for opt in (*p.opts, *p.secondary_opts)]
+    return difflib.get_close_matches(name, names, n=1, cutoff=0.0)
+
+
 def main(argv: list[str] | None = None) -> Any:
     from tracer.errors import CgotraceError, ExitCode
 
@@ -75,6 +103,9 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Abort:
         click.echo("cgotrace: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        click.echo(usage_line(e), err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

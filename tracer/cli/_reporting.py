@@ -9,8 +9,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from tracer.errors import TracerError
-
 if TYPE_CHECKING:
     from probes.engine import Analysis
     from tracer.gate import GateResult
@@ -70,8 +68,10 @@ def write_report(analysis: Analysis, fmt: str, path: str) -> None:
     try:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
-    except OSError as e:
-        raise TracerError(f"cannot write report {path}: {e.strerror}") from None
+    except OSError as e:  # one line, exit 5/4/3 as for --output (docs/exit-codes.md)
+        from tracer.session.runner import output_error
+
+        raise output_error(path, e) from None
 
 
 def echo_report(analysis: Analysis, fmt: str, stream: IO[str] | None = None,

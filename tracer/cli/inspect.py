@@ -18,15 +18,24 @@ from tracer.reporters.inspect import render_text
 @click.command(name="inspect")
 @click.argument("binary", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
-@click.option("--rootfs", type=str, default=None, metavar="DIR",
-              help="Resolve the interpreter, libraries and nsswitch.conf inside this root.")
-def inspect(binary: str, as_json: bool, rootfs: str | None) -> None:
+@click.option("--rootfs", type=str, default=None, metavar="ROOT",
+              help="Resolve the interpreter, libraries and nsswitch.conf inside this root: "
+              "a directory, an OCI layout or `docker save` tarball, or a preset (scratch, "
+              "static, musl, glibc), as for `run`.")
+@click.option("--image", metavar="NAME",
+              help="The same, in an image from the local podman (or docker).")
+def inspect(binary: str, as_json: bool, rootfs: str | None, image: str | None) -> None:
     """What static analysis can know about BINARY: ELF facts, Go build info, cgo, the
-    run-time dependencies the knowledge base predicts, and (with --rootfs) whether the
-    loader will find what it needs in that root."""
+    run-time dependencies the knowledge base predicts, and (with --rootfs or --image)
+    whether the loader will find what it needs in that root."""
     from tracer.static import inspect_binary
 
-    facts = inspect_binary(binary, rootfs=rootfs)
+    root = None
+    if rootfs is not None or image is not None:
+        from tracer.session.images import resolve_source
+
+        root = str(resolve_source(rootfs, image))
+    facts = inspect_binary(binary, rootfs=root)
     d = facts.to_dict()
     click.echo(json.dumps(d, indent=2) if as_json else render_text(d))
     if not facts.elf.arch_supported:

@@ -10,8 +10,9 @@ import click
 from tracer.errors import ExitCode
 
 
-@click.command(context_settings={"ignore_unknown_options": True,
-                                 "allow_interspersed_args": False})
+# The program starts at the first word that is not an option, or after `--`; an unknown
+# option before it is a usage error (never the program's name).
+@click.command(context_settings={"allow_interspersed_args": False})
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the trace (JSON lines, streamed) to this file.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
@@ -32,6 +33,9 @@ from tracer.errors import ExitCode
 @click.option("--rootfs", metavar="ROOT",
               help="Run inside this root: a directory, an OCI layout or `docker save` "
               "tarball, or a preset built from this host (scratch, static, musl, glibc).")
+@click.option("--image", metavar="NAME",
+              help="Run inside this image from the local podman (or docker): exported once, "
+              "cached by image ID. Nothing is pulled.")
 @click.option("--network", metavar="NET", callback=lambda ctx, param, value: _network(value),
               help="Network namespace: 'loopback' (only lo up; the default with --rootfs), "
               "'none' (lo down), 'host', or the path of a netns to join "
@@ -42,8 +46,8 @@ from tracer.errors import ExitCode
 @click.pass_context
 def run(ctx: click.Context, output: str | None, json_file: str | None,
         reports: tuple[str, ...], quiet: bool, fail_on: str | None, allow: str | None,
-        probes: tuple[str, ...], color: bool | None, rootfs: str | None, network: str | None,
-        no_stacks: bool, program: tuple[str, ...]) -> None:
+        probes: tuple[str, ...], color: bool | None, rootfs: str | None, image: str | None,
+        network: str | None, no_stacks: bool, program: tuple[str, ...]) -> None:
     """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
 
     stdin, stdout, stderr and the environment pass through; SIGINT, SIGTERM, SIGHUP and
@@ -71,9 +75,9 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
         attributor = Attributor()
     try:
         result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
-                                          network=network, debug=debug, attributor=attributor,
-                                          rules=rules))
-    except CgotraceError as e:  # exec failed: still write and show the findings
+                                          image=image, network=network, debug=debug,
+                                          attributor=attributor, rules=rules))
+    except CgotraceError as e:  # exec failed: still write the reports; stderr gets one line
         analysis = getattr(e, "analysis", None)
         if analysis is not None:  # on stderr only when it explains the failure
             _emit(analysis, specs, quiet or not analysis.findings, color,
@@ -83,6 +87,8 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     _emit(result.analysis, specs, quiet, color, gated)
     if not quiet and result.crash:
         print(result.crash, file=sys.stderr)
+    if result.diagnosis is not None:  # the program never ran: say why even with -q
+        print(f"cgotrace: {result.diagnosis.line}", file=sys.stderr)
     sys.stdout.flush()
     code = result.status.shell_code
     if code == 0 and gated is not None and gated.failed:

@@ -231,41 +231,6 @@ def _kill_and_reap(child: int, pid: int) -> None:
         os.waitpid(child, 0)
 
 
-def describe_exec_failure(path: str, err: int) -> TracerError:
-    """One line saying why exec of `path` failed, with the shell's exit code (127/126).
-
-    ENOENT on a file that exists means its PT_INTERP names a missing interpreter.
-    """
-    if err == errno_mod.ENOENT:
-        if os.path.exists(path):
-            interp = _interpreter(path)
-            if interp is not None and not os.path.exists(interp):
-                return TracerError(
-                    f"{path}: interpreter {interp} named by PT_INTERP is missing: exec fails "
-                    "with 'no such file or directory'", exit_code=ExitCode.COMMAND_NOT_FOUND,
-                    help="install that loader, or build the program statically")
-        return TracerError(f"{path}: no such file or directory",
-                           exit_code=ExitCode.COMMAND_NOT_FOUND)
-    if err == errno_mod.EACCES:
-        return TracerError(f"{path}: permission denied (not executable, or a directory)",
-                           exit_code=ExitCode.CANNOT_EXECUTE)
-    if err == errno_mod.ENOEXEC:
-        return TracerError(f"{path}: exec format error (not a program this kernel runs)",
-                           exit_code=ExitCode.CANNOT_EXECUTE)
-    return TracerError(f"{path}: cannot execute: {os.strerror(err)}",
-                       exit_code=ExitCode.CANNOT_EXECUTE)
-
-
-def _interpreter(path: str) -> str | None:
-    try:
-        from tracer.static import inspect_binary
-
-        interp: str | None = inspect_binary(path, strict=False).interpreter
-        return interp
-    except Exception:
-        return None
-
-
 SI_KERNEL = 0x80
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 

@@ -77,7 +77,34 @@ def _check(ret: int, what: str) -> None:
 
 
 def unshare(flags: int) -> None:
-    _check(libc().unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
+    if libc().unshare(ctypes.c_int(flags)) == 0:
+        return
+    err = ctypes.get_errno()
+    if flags & CLONE_NEWUSER and err in (errno.EPERM, errno.ENOSPC, errno.EUSERS):
+        raise SandboxError(_userns_refused(err))
+    raise _fail(f"unshare({flags:#x})", err)
+
+
+def _userns_refused(err: int) -> str:
+    """Exactly what stops an unprivileged user namespace here (only our own uid is mapped,
+    so /etc/subuid is never needed)."""
+    settings = [(path, _read_setting(path)) for path in (
+        "/proc/sys/kernel/unprivileged_userns_clone", "/proc/sys/user/max_user_namespaces",
+        "/proc/sys/kernel/apparmor_restrict_unprivileged_userns")]
+    off = [f"{p.removeprefix('/proc/sys/').replace('/', '.')}={v}" for p, v in settings
+           if v is not None and (v == "0") != p.endswith("apparmor_restrict_unprivileged_userns")]
+    why = ", ".join(off) if off else f"{errno.errorcode.get(err, err)} from unshare"
+    return (f"cannot create a user namespace as uid {os.geteuid()} ({why}): enable "
+            "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+            "user.max_user_namespaces>0) or run as root")
+
+
+def _read_setting(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def setns(fd: int, nstype: int) -> None:

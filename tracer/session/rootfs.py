@@ -31,15 +31,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from tracer.errors import BadImageError, NotFoundError
+from tracer.errors import BadImageError, NotFoundError, PermissionDeniedError
 
 PRESETS = ("scratch", "static", "musl", "glibc")
 # Bump when a preset recipe changes: presets with another stamp are rebuilt.
 PRESET_VERSION = "2"
 _STAMP = ".cgotrace-rootfs"
+LABEL_FILE = ".cgotrace-label"
 # Mount points the sandbox needs; every generated tree has them (a read-only rootfs would
 # otherwise need an overlay to create them).
-MOUNT_DIRS = ("proc", "dev", "tmp", ".cgotrace")
+MOUNT_DIRS = ("proc", "dev", "tmp", "run", ".cgotrace")
 # A subset of /usr/share/zoneinfo: enough for UTC, Local-style lookups and the usual
 # examples; a program asking for another zone fails exactly as on a slim image without it.
 ZONEINFO_SUBSET = ("UTC", "Etc/UTC", "Etc/GMT", "America/New_York", "Europe/London",
@@ -63,16 +64,41 @@ def cache_dir() -> Path:
     if env:
         return Path(env)
     checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").exists():
+    # The checkout's cache only for a user who may write it (root in CI; a developer's own
+    # clone): anyone else gets their own cache, not an "internal error".
+    if (checkout / "pyproject.toml").exists() and _writable(checkout / ".cache"):
         return checkout / ".cache"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.environ.get("HOME") or os.path.expanduser("~"), ".cache")
     return Path(xdg) / "cgotrace"
+
+
+def _writable(p: Path) -> bool:
+    target = p if p.exists() else p.parent
+    return os.access(target, os.W_OK | os.X_OK)
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create a cache directory; one line and exit 5 when that is impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        ok = os.access(path, os.W_OK | os.X_OK)
+        reason = "permission denied"
+    except OSError as e:
+        ok, reason = False, (e.strerror or str(e)).lower()
+    if not ok:
+        raise PermissionDeniedError(
+            f"cannot create cache directory {path}: {reason}",
+            help="set CGOTRACE_CACHE or XDG_CACHE_HOME to a writable directory")
+    return path
 
 
 def rootfs_label(root: Path | None) -> str:
     """Short name for messages: the preset name, else the path."""
     if root is None:
         return "the host"
+    with contextlib.suppress(OSError):  # `--image NAME` trees say which image they hold
+        return (root / LABEL_FILE).read_text().strip()
     name = root.name
     return name.removeprefix("preset-") if name.startswith("preset-") else str(root)
 
@@ -104,6 +130,7 @@ def build_preset(name: str, *, force: bool = False) -> Path:
     stamp = f"preset {name} v{PRESET_VERSION}\n"
     if not force and _read_stamp(dest) == stamp:
         return dest
+    ensure_dir(dest.parent)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -304,12 +331,13 @@ def _copy(src: str, dst: Path) -> None:
 # === images =================================================================================
 
 
-def unpack_image(source: Path) -> Path:
-    """Apply an OCI layout (directory or tar) or `docker save` tarball into the cache."""
+def unpack_image(source: Path, key: str | None = None) -> Path:
+    """Apply an OCI layout (directory or tar) or `docker save` tarball into the cache, as
+    `<cache>/rootfs/<key>` (default: the archive's digest; `--image` passes the image ID)."""
     with _ImageReader.open(source) as reader:
         layers = reader.layers()
-        digest = reader.digest()
-        dest = cache_dir() / "rootfs" / digest[:24]
+        digest = key or reader.digest()
+        dest = ensure_dir(cache_dir() / "rootfs") / (key or digest[:24])
         stamp = f"image {digest}\n"
         if _read_stamp(dest) == stamp:
             return dest

@@ -15,13 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.classify import Classifier
+from tracer.errors import (
+    CgotraceError,
+    ExitCode,
+    NotFoundError,
+    PermissionDeniedError,
+    TracerError,
+)
 from tracer.loop import FAULT_SIGNALS, Attributor, Loop
 from tracer.model import Access, ExitStatus, ProcessEvent
 from tracer.recorder import TraceWriter
+from tracer.session.diagnosis import Diagnosis
 from tracer.session.launch import (
     LaunchSpec,
     SignalForwarder,
-    describe_exec_failure,
     launch,
     resolve_program,
 )
@@ -34,6 +41,7 @@ class RunOptions:
     argv: list[str]
     output: str | None = None
     rootfs: str | None = None
+    image: str | None = None  # --image NAME: a root exported from the local podman/docker
     network: str | None = None  # None: host network without a sandbox, unless rootfs
     env: dict[str, str] | None = None
     child_setup: Callable[[], None] | None = None  # tests: e.g. unshare(CLONE_NEWNET)
@@ -49,6 +57,7 @@ class RunResult:
     status: ExitStatus
     summary: dict[str, Any]
     crash: str | None = None
+    diagnosis: Diagnosis | None = None  # why it did not start (loader failure; exit 127)
     stats: dict[str, int] = field(default_factory=dict)
     events: list[ProcessEvent] = field(default_factory=list)
     header: dict[str, Any] = field(default_factory=dict)
@@ -95,13 +104,20 @@ def trace_program(opts: RunOptions) -> RunResult:
     """
     env = dict(os.environ) if opts.env is None else opts.env
     prepared = None
-    if opts.rootfs is not None or opts.network not in (None, "host"):
+    if opts.rootfs is not None or opts.image is not None or opts.network not in (None, "host"):
         from tracer.session import sandbox
-        from tracer.session.rootfs import resolve_rootfs
+        from tracer.session.images import resolve_source
 
         program = resolve_program(opts.argv[0], env)
-        spec = sandbox.SandboxSpec(rootfs=resolve_rootfs(opts.rootfs) if opts.rootfs else None,
-                                   network=opts.network or "loopback")
+        root_dir = resolve_source(opts.rootfs, opts.image)
+        # A root gets its own pid namespace, as in a container (the program is PID 1 and
+        # sees no host process), and its own user namespace even when we are root: its
+        # root then holds capabilities over its own namespaces only (no device nodes, no
+        # host sysctls, no mounts of the host's disks), so it cannot change the root's source.
+        has_root = root_dir is not None
+        spec = sandbox.SandboxSpec(rootfs=root_dir, network=opts.network or "loopback",
+                                   pid_namespace=has_root,
+                                   user_namespace=True if has_root else None)
         prepared = sandbox.prepare(spec, program)
         lspec = LaunchSpec(argv=opts.argv, env=env, exec_path=prepared.program_in_root,
                            child_setup=prepared.child_setup,
@@ -133,17 +149,20 @@ def trace_program(opts: RunOptions) -> RunResult:
         "cwd": _cwd(prepared), "env": recorded_env(env),
         "sandbox": prepared.label if prepared is not None else None}
     analysis = AnalysisBuilder(header, opts.rules)
-    writer = TraceWriter(opts.output) if opts.output else None
+    writer = open_trace_writer(opts.output) if opts.output else None
     try:
         if writer is not None:
             writer.header(**header)
         extra = opts.on_access
 
         to_host = _host_mapper(prepared)
+        loader_accesses: list[Access] = []  # library lookups: the loader diagnosis reads them
 
         def on_access(a: Access) -> None:
             if to_host is not None:
                 a = to_host(a)
+            if a.kind in _LOADER_KINDS:
+                loader_accesses.append(a)
             summary.add(a)
             analysis.add(a)
             if writer is not None:
@@ -178,22 +197,68 @@ def trace_program(opts: RunOptions) -> RunResult:
         tracee.close()
         stats = {"stops": loop.stats.stops, "accesses": loop.stats.accesses,
                  "unknown": loop.stats.lost, "attributor_errors": loop.stats.attributor_errors}
+        diagnosis = _diagnose(err, program, prepared, status, loader_accesses, facts)
         if writer is not None:
+            if diagnosis is not None:
+                writer.diagnosis(diagnosis.to_dict())
             writer.exit(status, stats=stats)
-        if err is not None:
-            exc = describe_exec_failure(program, err)
-            if prepared is not None:
-                exc.args = (prepared.diagnose_exec_failure(err),)
+        diagnoses = [diagnosis.to_dict()] if diagnosis is not None else []
+        if err is not None and diagnosis is not None:
+            exc = TracerError(diagnosis.line, exit_code=diagnosis.exit_code)
             # the findings (missing interpreter...) travel with the error for the reports
-            exc.analysis = analysis.finish(status)  # type: ignore[attr-defined]
+            exc.analysis = analysis.finish(status, diagnoses)  # type: ignore[attr-defined]
             raise exc
         crash = _crash_line(status, events)
         return RunResult(status=status, summary=summary.summary(status), crash=crash,
-                         stats=stats, events=events, header=header,
-                         analysis=analysis.finish(status))
+                         diagnosis=diagnosis, stats=stats, events=events, header=header,
+                         analysis=analysis.finish(status, diagnoses))
     finally:
         if writer is not None:
             writer.close()
+
+
+def open_trace_writer(path: str) -> TraceWriter:
+    """The --output file, opened before the program starts; a path that cannot be written
+    is one line with exit 5 (permission), 4 (no such directory) or 3 (a directory)."""
+    try:
+        return TraceWriter(path)
+    except OSError as e:
+        raise output_error(path, e) from None
+
+
+def output_error(path: str, e: OSError) -> CgotraceError:
+    """An output file that cannot be written, as a typed one-line error."""
+    import errno
+
+    reason = (e.strerror or str(e)).lower()
+    message = f"cannot write {path}: {reason}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDeniedError(message, help="choose a directory you can write")
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return NotFoundError(message, help="create the directory first")
+    return CgotraceError(message, exit_code=ExitCode.BAD_INPUT)
+
+
+_LOADER_KINDS = frozenset({"startup-library", "dlopen-library", "interpreter"})
+
+
+def _diagnose(err: int | None, program: str, prepared: Any, status: ExitStatus,
+              loader_accesses: list[Access], facts: Any) -> Diagnosis | None:
+    """Why the program did not start: exec refused (`err`), or ld.so gave up on a NEEDED
+    library (exit 127). None when it started."""
+    from pathlib import Path
+
+    from tracer.session.diagnosis import diagnose_exec, diagnose_loader
+
+    if err is not None:
+        if prepared is not None:
+            exec_diagnosis: Diagnosis = prepared.exec_diagnosis(err)
+            return exec_diagnosis
+        return diagnose_exec(None, program, err, Path(program))
+    root = prepared.root if prepared is not None else None
+    in_root = prepared.program_in_root if prepared is not None else program
+    return diagnose_loader(status, loader_accesses, getattr(facts, "closure", None), in_root,
+                           root)
 
 
 def _cwd(prepared: Any) -> str:

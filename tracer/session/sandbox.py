@@ -20,18 +20,20 @@ trace shows the image as it is.)
 
 from __future__ import annotations
 
-import errno as errno_mod
 import hashlib
 import os
 import posixpath
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracer import errors
 from tracer.errors import BadBinaryError, CgotraceError, NotFoundError, SandboxError
 from tracer.session import netns
-from tracer.session.rootfs import cache_dir, resolve_in_tree, rootfs_label
+from tracer.session.rootfs import cache_dir, ensure_dir, resolve_in_tree, rootfs_label
+
+if TYPE_CHECKING:
+    from tracer.session.diagnosis import Diagnosis
 
 NETWORK_MODES = ("loopback", "none", "host")
 DEFAULT_RESOLV_CONF = "nameserver 127.0.0.1\n"
@@ -162,6 +164,8 @@ class PreparedSandbox:
         _ensure_mountpoint(new_root / "tmp", True)
         netns.mount("tmpfs", str(new_root / "tmp"), "tmpfs", netns.MS_NOSUID | netns.MS_NODEV,
                     "mode=1777")
+        # /run as a container engine gives it: empty and private (sockets, pid files).
+        self._mount_run(new_root)
         etc = new_root / "etc"
         if self.resolv_conf_file is not None and etc.is_dir() and not etc.is_symlink():
             target = etc / "resolv.conf"
@@ -181,6 +185,15 @@ class PreparedSandbox:
         except SandboxError:
             os.chroot(".")  # e.g. the host root is an initramfs: pivot_root is refused
         os.chdir("/")
+
+    def _mount_run(self, new_root: Path) -> None:
+        run_dir = resolve_in_tree(new_root, "/run")
+        try:
+            _ensure_mountpoint(run_dir, True)
+        except SandboxError:
+            return  # read-only bind fallback of a root without /run: nothing there to hide
+        netns.mount("tmpfs", str(run_dir), "tmpfs", netns.MS_NOSUID | netns.MS_NODEV,
+                    "mode=0755")
 
     def _mount_program(self, new_root: Path) -> None:
         # A tmpfs of its own, so the mount point exists even on a read-only root.
@@ -221,8 +234,13 @@ class PreparedSandbox:
 
     # --- parent side ---------------------------------------------------------------------
     def diagnose_exec_failure(self, err: int) -> str:
-        return diagnose_exec_failure(self.root, self.program_in_root, err,
-                                     program_host=self.program)
+        return self.exec_diagnosis(err).line
+
+    def exec_diagnosis(self, err: int) -> Diagnosis:
+        """Why exec of the program failed inside this sandbox (its `diagnosis` line)."""
+        from tracer.session.diagnosis import diagnose_exec
+
+        return diagnose_exec(self.root, self.program_in_root, err, program_host=self.program)
 
 
 def _overlay_escape(path: str) -> str:
@@ -276,8 +294,7 @@ def prepare(spec: SandboxSpec, program: Path | str) -> PreparedSandbox:
                                exit_code=errors.ExitCode.USAGE)
     user_ns = (os.geteuid() != 0) if spec.user_namespace is None else spec.user_namespace
     base = cache_dir() / "sandbox"
-    stage = base / "stage"
-    stage.mkdir(parents=True, exist_ok=True)
+    stage = ensure_dir(base / "stage")
     resolv_text = spec.resolv_conf
     if resolv_text is None and spec.network != "host":
         resolv_text = DEFAULT_RESOLV_CONF
@@ -315,7 +332,7 @@ def host_path(prepared: PreparedSandbox, path_in_root: str) -> str | None:
         if prepared.pid_namespace and _under(p, "/proc"):
             return None
         return p
-    if any(_under(p, d) for d in ("/proc", "/dev", "/tmp", PROGRAM_DIR)):
+    if any(_under(p, d) for d in ("/proc", "/dev", "/tmp", "/run", PROGRAM_DIR)):
         return None
     try:
         return str(resolve_in_tree(prepared.root, p))
@@ -357,83 +374,12 @@ def decode_child_error(data: bytes) -> CgotraceError:
 
 # === exec failure diagnosis =================================================================
 
-_LIBC_OF_INTERP = (("ld-musl", "musl"), ("ld-linux", "glibc"))
-
 
 def diagnose_exec_failure(root: Path | None, program_in_root: str, err: int,
                           program_host: Path | None = None) -> str:
     """Why execve(program_in_root) failed with `err` inside `root` (None: the host): one line
-    naming the cause (PT_INTERP missing, wrong architecture, mode) and the fix."""
-    where = f"rootfs {rootfs_label(root)}" if root is not None else "this system"
-    strerr = os.strerror(err)
-    if program_host is None:
-        program_host = resolve_in_tree(root, program_in_root) if root else Path(program_in_root)
-    try:
-        st = program_host.stat()
-    except OSError:
-        return f"{program_in_root} does not exist in {where}: exec fails with '{strerr}'"
-    if stat.S_ISDIR(st.st_mode):
-        return f"{program_in_root} is a directory: exec fails with '{strerr}'"
-    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
-        return (f"{program_in_root} is not executable (mode {stat.filemode(st.st_mode)}): exec "
-                f"fails with '{strerr}'. Fix: chmod +x")
-    head = _read_head(program_host)
-    if head.startswith(b"#!"):
-        return _diagnose_script(root, program_in_root, head, where, strerr)
-    from tracer.symbols.elf import ElfImage
+    naming the cause (PT_INTERP missing, wrong architecture, mode) and the fix
+    (`tracer.session.diagnosis.diagnose_exec`, the one exec-failure diagnoser)."""
+    from tracer.session.diagnosis import diagnose_exec
 
-    try:
-        img = ElfImage.open(program_host)
-    except CgotraceError as e:
-        return f"{program_in_root} is not a runnable ELF file ({e.message}): exec fails with " \
-               f"'{strerr}'"
-    if img.machine != "EM_X86_64" or img.elfclass != 64:
-        return (f"{program_in_root} is built for the wrong architecture ({img.machine}, "
-                f"{img.elfclass}-bit): exec fails with '{strerr}'. Fix: build with GOARCH=amd64")
-    interp = img.interpreter
-    if interp is not None and not _exists_in(root, interp):
-        libc = next((name for key, name in _LIBC_OF_INTERP if key in interp), None)
-        fix = _interp_fix(libc)
-        return (f"interpreter {interp} (named by PT_INTERP) is not in {where}: exec fails with "
-                f"'{strerr}'. Fix: {fix}")
-    if err == errno_mod.EACCES:
-        return (f"{program_in_root}: permission denied at exec (mode "
-                f"{stat.filemode(st.st_mode)}; a noexec mount?)")
-    return f"exec {program_in_root} failed in {where}: {errno_mod.errorcode.get(err, err)} " \
-           f"({strerr})"
-
-
-def _interp_fix(libc: str | None) -> str:
-    if libc == "musl":
-        return ("use a musl (Alpine) base image, or build statically "
-                "(CC=musl-gcc -ldflags '-linkmode external -extldflags -static') "
-                "or with CGO_ENABLED=0")
-    return ("build with CGO_ENABLED=0 or -tags netgo,osusergo (or link statically), "
-            "or use a glibc base image")
-
-
-def _diagnose_script(root: Path | None, program: str, head: bytes, where: str,
-                     strerr: str) -> str:
-    line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-    interp = line.split()[0] if line else ""
-    if interp and not _exists_in(root, interp):
-        return (f"{program} is a script for {interp} (named by #!), which is not in {where}: "
-                f"exec fails with '{strerr}'")
-    return f"exec {program} (a #! script for {interp or '?'}) failed in {where}: {strerr}"
-
-
-def _read_head(p: Path) -> bytes:
-    try:
-        with open(p, "rb") as f:
-            return f.read(256)
-    except OSError:
-        return b""
-
-
-def _exists_in(root: Path | None, path: str) -> bool:
-    if root is None:
-        return os.path.exists(path)
-    try:
-        return resolve_in_tree(root, path).exists()
-    except CgotraceError:
-        return False
+    return diagnose_exec(root, program_in_root, err, program_host).line

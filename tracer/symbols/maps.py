@@ -14,6 +14,7 @@ and never raises: the unwinder reports it as unsymbolized and carries on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from bisect import bisect_right
 from collections.abc import Callable
@@ -224,6 +225,16 @@ def read_proc_maps(pid: int) -> str:
         return f.read()
 
 
+def _same_file(candidate: str, m: Mapping, *, check_dev: bool) -> bool:
+    try:
+        st = os.stat(candidate)
+    except OSError:
+        return False
+    if st.st_ino != m.inode:
+        return False
+    return not check_dev or f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}" == m.dev
+
+
 class ProcessMaps:
     """The executable modules of one process, searchable by PC."""
 
@@ -254,12 +265,22 @@ class ProcessMaps:
         """A path the tracer can open for the file the tracee mapped."""
         path = m.path.removesuffix(" (deleted)")
         root = self._host_root()
-        candidate = root + path if root else path
-        try:
-            if not m.path.endswith(" (deleted)") and os.stat(candidate).st_ino == m.inode:
-                return candidate
-        except OSError:
-            pass
+        if not m.path.endswith(" (deleted)"):
+            # The root as a path, then through the tracee's own /proc/PID/root: a pivoted
+            # sandbox root reads back as "/", and an unprivileged tracer (user namespace)
+            # may not open map_files (CAP_SYS_ADMIN), but may follow its tracee's root.
+            # The host path last: the launched child still maps the tracer's own Python
+            # at its first execve, after the sandbox's pivot_root (device checked too).
+            for candidate in (root + path if root else path, f"/proc/{self.pid}/root{path}",
+                              path):
+                if _same_file(candidate, m, check_dev=candidate == path and bool(root)):
+                    return candidate
+            # The main executable opens through /proc/PID/exe even where its directory is
+            # closed to us (a tracer run by another user than the one who installed it).
+            exe = f"/proc/{self.pid}/exe"
+            with contextlib.suppress(OSError):
+                if os.readlink(exe) == path and _same_file(exe, m, check_dev=False):
+                    return exe
         return f"/proc/{self.pid}/map_files/{m.start:x}-{m.end:x}"
 
     def refresh(self, text: str | None = None) -> None:
