@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.classify import Classifier
-from tracer.loop import FAULT_SIGNALS, Attributor, Loop
+from tracer.engine.base import FAULT_SIGNALS
+from tracer.engine.collector import Attributor, EventCollector
+from tracer.engine.ptrace_engine import PtraceEngine
 from tracer.model import Access, ExitStatus, ProcessEvent
 from tracer.recorder import TraceWriter
 from tracer.session.launch import (
@@ -50,6 +52,7 @@ class RunResult:
     crash: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
     events: list[ProcessEvent] = field(default_factory=list)
+    engine: str = "ptrace"  # the engine that ran
 
 
 def _static_summary(facts: Any) -> dict[str, Any]:
@@ -149,20 +152,22 @@ def trace_program(opts: RunOptions) -> RunResult:
 
         tracee = launch(lspec)
         forwarder = SignalForwarder(tracee.pid).start() if opts.forward_signals else None
-        loop = Loop(tracee.pid, on_access=on_access, on_event=on_event,
-                    classifier=classifier, decoder=EntryDecoder(),
-                    attributor=opts.attributor, interpreter_of=interpreter_of,
-                    debug=opts.debug)
+        collector = EventCollector(on_access=on_access, on_event=on_event,
+                                   classifier=classifier, decoder=EntryDecoder(),
+                                   attributor=opts.attributor, interpreter_of=interpreter_of,
+                                   debug=opts.debug)
+        engine = PtraceEngine(tracee.pid)
         try:
-            status = loop.run()
+            status = engine.run(collector)
         finally:
             if forwarder is not None:
                 forwarder.stop()
             _reap(tracee.child, tracee.pid)
         err = tracee.exec_errno()
         tracee.close()
-        stats = {"stops": loop.stats.stops, "accesses": loop.stats.accesses,
-                 "unknown": loop.stats.lost, "attributor_errors": loop.stats.attributor_errors}
+        cs = collector.stats
+        stats = {"stops": engine.stops, "accesses": cs.accesses, "unknown": cs.lost,
+                 "unobserved": cs.unobserved, "attributor_errors": cs.attributor_errors}
         if writer is not None:
             writer.exit(status, stats=stats)
         if err is not None:
@@ -172,7 +177,7 @@ def trace_program(opts: RunOptions) -> RunResult:
             raise exc
         crash = _crash_line(status, events)
         return RunResult(status=status, summary=summary.summary(status), crash=crash,
-                         stats=stats, events=events)
+                         stats=stats, events=events, engine=engine.name)
     finally:
         if writer is not None:
             writer.close()

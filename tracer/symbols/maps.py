@@ -21,49 +21,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tracer.errors import CgotraceError
+from tracer.process.maps import Mapping, parse_maps, read_proc_maps
 
 if TYPE_CHECKING:
     from tracer.symbols.elf import ElfImage
     from tracer.symbols.pclntab import PclnTable
     from tracer.unwind.cfi import CfiTable
     from tracer.unwind.goruntime import GoRuntime
-
-
-@dataclass(frozen=True, slots=True)
-class Mapping:
-    """One line of /proc/PID/maps."""
-
-    start: int
-    end: int
-    perms: str  # "r-xp"
-    offset: int
-    dev: str
-    inode: int
-    path: str  # "" for anonymous memory; "[vdso]", "[stack]", ...
-
-    @property
-    def executable(self) -> bool:
-        return "x" in self.perms
-
-    @property
-    def is_file(self) -> bool:
-        return self.inode != 0 and self.path.startswith("/")
-
-
-def parse_maps(text: str) -> list[Mapping]:
-    """Parse the text of /proc/PID/maps; malformed lines are skipped."""
-    out: list[Mapping] = []
-    for line in text.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) < 5:
-            continue
-        try:
-            lo, hi = parts[0].split("-", 1)
-            out.append(Mapping(int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16), parts[3],
-                               int(parts[4]), parts[5].strip() if len(parts) > 5 else ""))
-        except ValueError:
-            continue
-    return out
 
 
 class LoadedImage:
@@ -217,11 +181,8 @@ class Module:
 
 
 MapsReader = Callable[[int], str]
-
-
-def read_proc_maps(pid: int) -> str:
-    with open(f"/proc/{pid}/maps") as f:
-        return f.read()
+__all__ = ["ImageCache", "LoadedImage", "Mapping", "MapsReader", "MapsRegistry", "Module",
+           "ProcessMaps", "parse_maps", "read_proc_maps"]
 
 
 class ProcessMaps:
