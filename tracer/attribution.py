@@ -228,15 +228,18 @@ class Attributor:
 
     # --- keep-policy without registers (the notify engine) ----------------------------------
     def wants_walk(self, pid: int, draft: Any) -> bool:
-        """True when (syscall, path, syscall PC) has no walked attribution yet in `pid`: a
-        call site the keep-policy has not seen (the collector adds first sightings and
-        power-of-two repeats of every key)."""
+        """The keep-policy without registers (notify engine): True for the first
+        FULL_PER_PATH accesses of each (syscall, path) in `pid`, as the ptrace engine walks
+        them, and for a (syscall, path, syscall PC) not walked yet. The collector adds
+        first sightings and power-of-two repeats of every key."""
         st = self._procs.get(pid)
         if st is None:
             return True
-        key = (str(getattr(draft, "syscall", "")), str(getattr(draft, "path", "")),
-               int(getattr(draft, "ip", 0)))
-        return key not in st.by_site
+        syscall = str(getattr(draft, "syscall", ""))
+        path = str(getattr(draft, "path", ""))
+        if st.per_path.get((syscall, path), 0) < FULL_PER_PATH:
+            return True
+        return (syscall, path, int(getattr(draft, "ip", 0))) not in st.by_site
 
     def reuse(self, pid: int, draft: Any) -> Attribution | None:
         """The attribution an access let run without a walk carries: the latest walked one
