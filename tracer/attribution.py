@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from tracer.model import Attribution, Frame, Via
-from tracer.symbols.maps import LoadedImage, MapsRegistry, Module, ProcessMaps
+from tracer.process.images import LoadedImage, MapsRegistry, Module, ProcessMaps
 from tracer.unwind.stack import (
     MemoryError_,
     PagedReader,
@@ -112,7 +112,7 @@ class Symbolizer:
         key = (id(mod.image), rel, raw.is_return)
         hit = self._cache.get(key)
         if hit is None:
-            hit = (self._frames(mod.image, rel, raw), raw.kind)
+            hit = (self._frames(cast(LoadedImage, mod.image), rel, raw), raw.kind)
             self._cache[key] = hit
         frames, kind = hit
         return [_Named(replace(f, pc=raw.pc, module=mod.name), kind) for f in frames]
@@ -576,7 +576,7 @@ def _c_function(named: list[_Named]) -> str | None:
 def _unsymbolized(stack: Stack) -> tuple[str, ...]:
     out: dict[str, str] = {}
     for raw in stack.frames:
-        mod: Module | None = raw.module
+        mod = cast("Module | None", raw.module)  # the process layer's Module
         if mod is None:
             out.setdefault(f"{raw.pc:#x}", "no mapping")
         elif mod.image is None:

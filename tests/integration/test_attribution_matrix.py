@@ -33,7 +33,7 @@ from sample_apps.appinfo import Expectation
 from sample_apps.build import GO_VERSIONS, supported_modes
 from tracer.attribution import Attributor
 from tracer.model import Access, AccessKind, Via
-from tracer.symbols.maps import ImageCache, MapsRegistry
+from tracer.process.images import ImageCache, MapsRegistry
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go]
 

@@ -10,7 +10,10 @@ What may legitimately differ, and how it is handled:
   so the number of times a path is opened may too, while the set does not;
 - temporary names and pids in paths (/tmp/openmany-123, /proc/456/...) are normalised;
 - the interpreter record (flags PT_INTERP) is synthesised from the exec, not a syscall;
-- apps waiting for a signal (lifecycle = "ready-file") and the bench apps are left out.
+- apps waiting for a signal (lifecycle = "ready-file") and the bench apps are left out;
+- glibc's malloc reads /sys/devices/system/cpu/online only when threads contend for an
+  arena, so whether a run opens it depends on scheduling: it is left out of both sets
+  (seen once in ~130 runs, static glibc, `parallel`).
 
 Both engines run every case: the notify engine lets repeats run without a stop and copies
 their result from an observed access, so its set must still equal strace's.
@@ -50,9 +53,14 @@ def _cases() -> list[tuple[str, str, list[str]]]:
     return out
 
 
+_SCHEDULING_DEPENDENT = frozenset({"/sys/devices/system/cpu/online"})
+
+
 def _normalise(s: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
     out = set()
     for cls, path, result in s:
+        if path in _SCHEDULING_DEPENDENT:
+            continue
         for rx, rep in _NOISE:
             path = rx.sub(rep, path)
         out.add((cls, path, result))
