@@ -121,3 +121,13 @@ def test_result_name_matches_errno_module(errno_value: int) -> None:
     import errno
 
     assert decode.result_name(-errno_value) == errno.errorcode[errno_value]
+
+
+def test_watched_x86_64_numbers_match_python_ptrace() -> None:
+    from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
+
+    from tracer.syscalls.table import WATCHED, WATCHED_X86_64
+
+    by_name = {name: nr for nr, name in SYSCALL_NAMES.items() if nr < 512}
+    assert set(WATCHED_X86_64) == {s.name for s in WATCHED}
+    assert {n: by_name[n] for n in WATCHED_X86_64} == WATCHED_X86_64

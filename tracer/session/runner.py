@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracer.classify import Classifier
+from tracer.classify import Classifier, Closure
 from tracer.engine.base import FAULT_SIGNALS
 from tracer.engine.collector import Attributor, EventCollector
 from tracer.engine.notify_engine import NotifyEngine, set_sync_wakeup
@@ -92,6 +92,29 @@ def _inspect(path: str, rootfs: str | None = None, path_in_root: str | None = No
         return None
 
 
+def _static_facts(program: str, root: str | None, path_in_root: str | None
+                  ) -> tuple[dict[str, Any], Closure | None]:
+    """The trace header's static summary and the classifier's closure: from the facts cache
+    (tracer/session/factcache.py) when this binary was traced before, else inspected now."""
+    from tracer.session import factcache
+
+    key = factcache.cache_key(program, root, path_in_root)
+    hit = factcache.load(key) if key is not None else None
+    if hit is not None:
+        c = hit.get("closure")
+        closure = Closure(c["interpreter"], frozenset(c["paths"]), frozenset(c["names"])) \
+            if isinstance(c, dict) else None
+        return dict(hit.get("static") or {}), closure
+    facts = _inspect(program, root, path_in_root)
+    static = _static_summary(facts)
+    closure = Closure.from_facts(facts) if facts is not None else None
+    if key is not None and facts is not None and closure is not None:
+        factcache.store(key, {"static": static, "closure": {
+            "interpreter": closure.interpreter, "paths": sorted(closure.paths),
+            "names": sorted(closure.names)}})
+    return static, closure
+
+
 def trace_program(opts: RunOptions) -> RunResult:
     """Trace `opts.argv`; the program's ExitStatus is in the result.
 
@@ -122,12 +145,9 @@ def trace_program(opts: RunOptions) -> RunResult:
                            child_setup=opts.child_setup, engine=opts.engine)
     root = str(prepared.root) if prepared is not None and prepared.root is not None else None
     in_root = prepared.program_in_root if prepared is not None else None
-    facts = _inspect(program, root, in_root if root else None)
+    static, closure = _static_facts(program, root, in_root if root else None)
     classifier = Classifier()
-    if facts is not None:
-        from tracer.classify import Closure
-
-        closure = Closure.from_facts(facts)
+    if closure is not None:
         classifier.seed(os.path.realpath(program), closure)
         if in_root is not None:
             classifier.seed(in_root, closure)  # the exe path the tracee reports
@@ -137,7 +157,7 @@ def trace_program(opts: RunOptions) -> RunResult:
     try:
         if writer is not None:
             writer.header(argv=opts.argv, binary=os.path.abspath(program),
-                          static=_static_summary(facts),
+                          static=static,
                           sandbox=prepared.label if prepared is not None else None)
         extra = opts.on_access
 
