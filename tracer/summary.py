@@ -38,13 +38,20 @@ class SummaryBuilder:
         self.hidden: Counter[tuple[str, str, str]] = Counter()
         self.callers: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.unsymbolized: dict[str, None] = {}
+        # repeats the notify engine let run without a stop: their result was copied from
+        # an observed access of the same key (docs/trace-format.md), never seen itself
+        self.unobserved = 0
+        self.hidden_unobserved: Counter[tuple[str, str, str]] = Counter()
 
     def add(self, a: Access) -> None:
         self.total += 1
         self.by_kind[a.kind.value] += 1
+        copied = not a.observed and a.result_of is not None
+        self.unobserved += copied
         if a.hidden:
             key = (a.path, a.result, a.kind.value)
             self.hidden[key] += 1
+            self.hidden_unobserved[key] += copied
             if key not in self.callers and a.attribution is not None:
                 self.callers[key] = caller_of(a.attribution)
         if a.attribution is not None and a.same_as is None:
@@ -52,12 +59,17 @@ class SummaryBuilder:
                 self.unsymbolized.setdefault(note)
 
     def summary(self, status: ExitStatus | None, truncated: bool = False) -> dict[str, Any]:
+        hidden = []
+        for (p, r, k), n in self.hidden.items():
+            entry = _entry(p, r, k, n, self.callers.get((p, r, k)))
+            if self.hidden_unobserved[(p, r, k)]:
+                entry["unobserved"] = self.hidden_unobserved[(p, r, k)]
+            hidden.append(entry)
         return {
             "accesses": self.total,
+            "unobserved": self.unobserved,
             "by_kind": dict(sorted(self.by_kind.items())),
-            "hidden": fold_search_paths(
-                [_entry(p, r, k, n, self.callers.get((p, r, k)))
-                 for (p, r, k), n in self.hidden.items()]),
+            "hidden": fold_search_paths(hidden),
             "unsymbolized": list(self.unsymbolized),
             "exit": status.to_dict() if status is not None else None,
             "truncated": truncated,

@@ -40,6 +40,11 @@ from tracer.errors import ExitCode
               help="Network namespace: 'loopback' (only lo up; the default with --rootfs), "
               "'none' (lo down), 'host', or the path of a netns to join "
               "(/proc/PID/ns/net, /run/netns/NAME).")
+@click.option("--engine", type=click.Choice(["auto", "notify", "ptrace"]), default="auto",
+              show_default=True, envvar="CGOTRACE_ENGINE",
+              help="notify: seccomp user notification, repeats run without a stop; ptrace: "
+              "two stops per watched call; auto: notify when the kernel allows it.")
+@click.option("-v", "--verbose", is_flag=True, help="Say which engine runs and why.")
 @click.option("--no-stacks", is_flag=True,
               help="Do not unwind stacks: no via/go_api/user_frame/stack in the trace.")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -47,7 +52,8 @@ from tracer.errors import ExitCode
 def run(ctx: click.Context, output: str | None, json_file: str | None,
         reports: tuple[str, ...], quiet: bool, fail_on: str | None, allow: str | None,
         probes: tuple[str, ...], color: bool | None, rootfs: str | None, image: str | None,
-        network: str | None, no_stacks: bool, program: tuple[str, ...]) -> None:
+        network: str | None, engine: str, verbose: bool, no_stacks: bool,
+        program: tuple[str, ...]) -> None:
     """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
 
     stdin, stdout, stderr and the environment pass through; SIGINT, SIGTERM, SIGHUP and
@@ -68,15 +74,12 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
         if allow is not None:
             load_allow(allow)
     debug = bool((ctx.obj or {}).get("debug"))
-    attributor = None
-    if not no_stacks:
-        from tracer.attribution import Attributor
-
-        attributor = Attributor()
+    attributor = None if no_stacks else LazyAttributor()
     try:
         result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
                                           image=image, network=network, debug=debug,
-                                          attributor=attributor, rules=rules))
+                                          attributor=attributor, rules=rules,
+                                          engine=engine, verbose=verbose))
     except CgotraceError as e:  # exec failed: still write the reports; stderr gets one line
         analysis = getattr(e, "analysis", None)
         if analysis is not None:  # on stderr only when it explains the failure
@@ -110,6 +113,55 @@ def _emit(analysis: Any, specs: list[tuple[str, str]], quiet: bool, color: bool 
         echo_report(analysis, "text", stream=sys.stderr, color=color_option(color))
     if gated is not None and gated.analysis.gate and gated.analysis.gate.get("fail_on"):
         print(gated.summary_line(), file=sys.stderr)
+
+
+class LazyAttributor:
+    """The attributor, imported and built at the first access that needs a stack.
+
+    Loader-phase accesses (ld.so before the program's entry point: nothing of the program
+    is on the stack) are answered `via=loader` without it, as the attributor itself does,
+    so a program that ends before it runs any of its own code (`run -- /bin/true`) never
+    pays for importing the unwinder (~0.1-0.2 s on a loaded 2-CPU machine).
+    """
+
+    def __init__(self) -> None:
+        self._real: Any = None
+        self._loader: Any = None
+
+    def _get(self) -> Any:
+        if self._real is None:
+            from tracer.attribution import Attributor
+
+            self._real = Attributor()
+        return self._real
+
+    def _loader_answer(self, draft: Any) -> Any:
+        if self._real is not None or not draft.loader_phase or draft.cls == "exec":
+            return None
+        if self._loader is None:
+            from tracer.model import Attribution, Via
+
+            self._loader = Attribution(via=Via.LOADER)
+        return self._loader
+
+    def __call__(self, view: Any, draft: Any) -> Any:
+        return self._loader_answer(draft) or self._get()(view, draft)
+
+    def wants_walk(self, pid: int, draft: Any) -> bool:
+        if self._loader_answer(draft) is not None:
+            return False
+        return bool(self._get().wants_walk(pid, draft))
+
+    def reuse(self, pid: int, draft: Any) -> Any:
+        return self._loader_answer(draft) or self._get().reuse(pid, draft)
+
+    def on_exec(self, pid: int, tid: int, exe: str) -> None:
+        if self._real is not None:
+            self._real.on_exec(pid, tid, exe)
+
+    def on_exit(self, pid: int) -> None:
+        if self._real is not None:
+            self._real.on_exit(pid)
 
 
 def _network(value: str | None) -> str | None:

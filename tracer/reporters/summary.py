@@ -32,6 +32,8 @@ def _status(h: dict[str, Any]) -> str:
         return f"{h['result']}: not found in {len(h['searched'])} places"
     if h.get("misses"):
         return f"{h['result']}{times} (after {h['misses']} misses)"
+    if h.get("unobserved"):
+        return f"{h['result']}{times} ({h['unobserved']} repeats unstopped)"
     return f"{h['result']}{times}"
 
 
@@ -39,6 +41,9 @@ def render_summary(summary: dict[str, Any], limit: int = 40) -> str:
     lines = []
     kinds = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items()) or "none"
     lines.append(f"cgotrace: {summary['accesses']} accesses ({kinds})")
+    if summary.get("unobserved"):
+        lines.append(f"cgotrace: {summary['unobserved']} of them are repeats that ran without "
+                     "a stop: result copied from an observed access (observed: false)")
     hidden = summary["hidden"]
     if hidden:
         lines.append(f"cgotrace: {len(hidden)} hidden dependencies (readelf does not show them):")

@@ -10,11 +10,16 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracer.classify import Classifier
+from tracer.classify import Classifier, Closure
+from tracer.engine.base import FAULT_SIGNALS
+from tracer.engine.collector import Attributor, EventCollector
+from tracer.engine.notify_engine import NotifyEngine, set_sync_wakeup
+from tracer.engine.ptrace_engine import PtraceEngine
 from tracer.errors import (
     CgotraceError,
     ExitCode,
@@ -22,7 +27,6 @@ from tracer.errors import (
     PermissionDeniedError,
     TracerError,
 )
-from tracer.loop import FAULT_SIGNALS, Attributor, Loop
 from tracer.model import Access, ExitStatus, ProcessEvent
 from tracer.recorder import TraceWriter
 from tracer.session.diagnosis import Diagnosis
@@ -34,6 +38,8 @@ from tracer.session.launch import (
 )
 from tracer.summary import SummaryBuilder
 from tracer.syscalls.entry import EntryDecoder
+
+ENGINES = ("auto", "notify", "ptrace")
 
 
 @dataclass
@@ -50,6 +56,9 @@ class RunOptions:
     debug: bool = False
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
     rules: Any = None  # probes.ruleset rules (None: the packaged ones)
+    verbose: bool = False  # say on stderr which engine runs and why, before it starts
+    # notify | ptrace | auto (docs/architecture.md, engines); $CGOTRACE_ENGINE sets the default
+    engine: str = field(default_factory=lambda: os.environ.get("CGOTRACE_ENGINE", "auto"))
 
 
 @dataclass
@@ -63,6 +72,8 @@ class RunResult:
     header: dict[str, Any] = field(default_factory=dict)
     analysis: Any = None  # probes.engine.Analysis
 
+    engine: str = "ptrace"  # the engine that ran
+    engine_reason: str = ""  # why (auto)
 
 # Environment variables that change which files a Go program reads (resolver, zoneinfo,
 # CA roots): recorded in the header so findings can say why, and nothing else of the env.
@@ -96,12 +107,38 @@ def _inspect(path: str, rootfs: str | None = None, path_in_root: str | None = No
         return None
 
 
+def _static_facts(program: str, root: str | None, path_in_root: str | None
+                  ) -> tuple[dict[str, Any], Closure | None]:
+    """The trace header's static summary and the classifier's closure: from the facts cache
+    (tracer/session/factcache.py) when this binary was traced before, else inspected now."""
+    from tracer.session import factcache
+
+    key = factcache.cache_key(program, root, path_in_root)
+    hit = factcache.load(key) if key is not None else None
+    if hit is not None:
+        c = hit.get("closure")
+        closure = Closure(c["interpreter"], frozenset(c["paths"]), frozenset(c["names"])) \
+            if isinstance(c, dict) else None
+        return dict(hit.get("static") or {}), closure
+    facts = _inspect(program, root, path_in_root)
+    static = _static_summary(facts)
+    closure = Closure.from_facts(facts) if facts is not None else None
+    if key is not None and facts is not None and closure is not None:
+        factcache.store(key, {"static": static, "closure": {
+            "interpreter": closure.interpreter, "paths": sorted(closure.paths),
+            "names": sorted(closure.names)}})
+    return static, closure
+
+
 def trace_program(opts: RunOptions) -> RunResult:
     """Trace `opts.argv`; the program's ExitStatus is in the result.
 
     Raises TracerError 127/126 when the program cannot be executed (with the reason), or
     the sandbox's errors.
     """
+    if opts.engine not in ENGINES:
+        raise TracerError(f"unknown engine {opts.engine!r}: expected one of "
+                          f"{', '.join(ENGINES)}", exit_code=ExitCode.USAGE)
     env = dict(os.environ) if opts.env is None else opts.env
     prepared = None
     if opts.rootfs is not None or opts.image is not None or opts.network not in (None, "host"):
@@ -123,19 +160,16 @@ def trace_program(opts: RunOptions) -> RunResult:
                            child_setup=prepared.child_setup,
                            enter_namespaces=prepared.enter_namespaces,
                            setup_root=prepared.setup_root,
-                           pid_namespace=prepared.pid_namespace)
+                           pid_namespace=prepared.pid_namespace, engine=opts.engine)
     else:
         program = resolve_program(opts.argv[0], env)
         lspec = LaunchSpec(argv=opts.argv, env=env, exec_path=program,
-                           child_setup=opts.child_setup)
+                           child_setup=opts.child_setup, engine=opts.engine)
     root = str(prepared.root) if prepared is not None and prepared.root is not None else None
     in_root = prepared.program_in_root if prepared is not None else None
-    facts = _inspect(program, root, in_root if root else None)
+    static, closure = _static_facts(program, root, in_root if root else None)
     classifier = Classifier()
-    if facts is not None:
-        from tracer.classify import Closure
-
-        closure = Closure.from_facts(facts)
+    if closure is not None:
         classifier.seed(os.path.realpath(program), closure)
         if in_root is not None:
             classifier.seed(in_root, closure)  # the exe path the tracee reports
@@ -145,7 +179,7 @@ def trace_program(opts: RunOptions) -> RunResult:
     events: list[ProcessEvent] = []
     header: dict[str, Any] = {
         "argv": opts.argv, "binary": os.path.abspath(program),
-        "binary_realpath": os.path.realpath(program), "static": _static_summary(facts),
+        "binary_realpath": os.path.realpath(program), "static": static,
         "cwd": _cwd(prepared), "env": recorded_env(env),
         "sandbox": prepared.label if prepared is not None else None}
     analysis = AnalysisBuilder(header, opts.rules)
@@ -183,21 +217,29 @@ def trace_program(opts: RunOptions) -> RunResult:
 
         tracee = launch(lspec)
         forwarder = SignalForwarder(tracee.pid).start() if opts.forward_signals else None
-        loop = Loop(tracee.pid, on_access=on_access, on_event=on_event,
-                    classifier=classifier, decoder=EntryDecoder(),
-                    attributor=opts.attributor, interpreter_of=interpreter_of,
-                    debug=opts.debug)
+        collector = EventCollector(on_access=on_access, on_event=on_event,
+                                   classifier=classifier, decoder=EntryDecoder(),
+                                   attributor=opts.attributor, interpreter_of=interpreter_of,
+                                   debug=opts.debug)
+        engine = _engine_for(tracee)
+        if opts.verbose:
+            print(f"cgotrace: engine {engine.name} ({tracee.engine_reason})", file=sys.stderr,
+                  flush=True)
         try:
-            status = loop.run()
+            status = engine.run(collector)
         finally:
             if forwarder is not None:
                 forwarder.stop()
             _reap(tracee.child, tracee.pid)
         err = tracee.exec_errno()
         tracee.close()
-        stats = {"stops": loop.stats.stops, "accesses": loop.stats.accesses,
-                 "unknown": loop.stats.lost, "attributor_errors": loop.stats.attributor_errors}
-        diagnosis = _diagnose(err, program, prepared, status, loader_accesses, facts)
+        cs = collector.stats
+        stats = {"stops": engine.stops, "accesses": cs.accesses, "unknown": cs.lost,
+                 "unobserved": cs.unobserved, "attributor_errors": cs.attributor_errors}
+        if isinstance(engine, NotifyEngine):
+            stats["notifications"] = engine.notifications
+            stats["upgrades"] = engine.upgrades
+        diagnosis = _diagnose(err, program, prepared, status, loader_accesses)
         if writer is not None:
             if diagnosis is not None:
                 writer.diagnosis(diagnosis.to_dict())
@@ -211,7 +253,8 @@ def trace_program(opts: RunOptions) -> RunResult:
         crash = _crash_line(status, events)
         return RunResult(status=status, summary=summary.summary(status), crash=crash,
                          diagnosis=diagnosis, stats=stats, events=events, header=header,
-                         analysis=analysis.finish(status, diagnoses))
+                         analysis=analysis.finish(status, diagnoses), engine=engine.name,
+                         engine_reason=tracee.engine_reason)
     finally:
         if writer is not None:
             writer.close()
@@ -243,7 +286,7 @@ _LOADER_KINDS = frozenset({"startup-library", "dlopen-library", "interpreter"})
 
 
 def _diagnose(err: int | None, program: str, prepared: Any, status: ExitStatus,
-              loader_accesses: list[Access], facts: Any) -> Diagnosis | None:
+              loader_accesses: list[Access]) -> Diagnosis | None:
     """Why the program did not start: exec refused (`err`), or ld.so gave up on a NEEDED
     library (exit 127). None when it started."""
     from pathlib import Path
@@ -257,6 +300,12 @@ def _diagnose(err: int | None, program: str, prepared: Any, status: ExitStatus,
         return diagnose_exec(None, program, err, Path(program))
     root = prepared.root if prepared is not None else None
     in_root = prepared.program_in_root if prepared is not None else program
+    if status.code != 127:
+        return None
+    # the loader closure is re-derived only here (a failed start): the facts cache keeps
+    # the header's static summary, not the full LoaderClosure
+    facts = _inspect(program, str(root) if root is not None else None,
+                     in_root if root is not None else None)
     return diagnose_loader(status, loader_accesses, getattr(facts, "closure", None), in_root,
                            root)
 
@@ -266,6 +315,15 @@ def _cwd(prepared: Any) -> str:
     if prepared is not None and getattr(prepared, "root", None) is not None:
         return "/"
     return os.getcwd()
+
+
+def _engine_for(tracee: Any) -> PtraceEngine:
+    """The engine for the filter launch installed (notify when it got a listener)."""
+    if tracee.listener is None:
+        return PtraceEngine(tracee.pid)
+    sync = set_sync_wakeup(tracee.listener)
+    tracee.engine_reason += ", SYNC_WAKE_UP on" if sync else ", SYNC_WAKE_UP refused"
+    return NotifyEngine(tracee.pid, tracee.listener, sync)
 
 
 def _host_mapper(prepared: Any) -> Callable[[Access], Access] | None:
