@@ -242,7 +242,7 @@ def test_unobserved_repeat_of_a_failed_open_carries_that_errno() -> None:
     assert rec.accesses[2].result_of == rec.accesses[1].seq
 
 
-def test_the_launchers_own_exec_is_not_attributed_but_later_execs_are() -> None:
+def test_the_launchers_own_exec_is_not_unwound_but_later_execs_are() -> None:
     att = OneAnswer()
     eng, rec = make(att)
     eng.execve(PID, "/bin/prog")  # made by the launcher: its stack is the tracer's
@@ -250,5 +250,7 @@ def test_the_launchers_own_exec_is_not_attributed_but_later_execs_are() -> None:
     eng.execve(PID, "/bin/other")  # the program exec'ing something
     eng.c.on_result(PID, 0, True)
     first, second = rec.accesses
-    assert first.attribution is None and second.attribution is not None
+    # the launcher's exec: `via: exec`, no stack (the attributor never ran for it)
+    assert first.attribution is not None and first.attribution.via is Via.EXEC
+    assert not first.attribution.stack and second.attribution is not first.attribution
     assert att.full_calls == 1

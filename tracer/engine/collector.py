@@ -210,10 +210,11 @@ class EventCollector:
             return Want.CONTINUE
         if attributor is None:
             pass
-        elif pid == self.main_pid and not self._main_exec_done:
-            # Still cgotrace's launcher (its Python child before the execve): its stack is
-            # the tracer's, never the program's. The exec gets `via: exec` and no stack.
-            draft.attribution = _LAUNCH_EXEC if draft.cls == "exec" else None
+        elif draft.cls == "exec" and pid == self.main_pid and not self._main_exec_done:
+            # Still cgotrace's launcher (its Python child, whose last act after the filter
+            # is this execve): its stack is the tracer's, never the program's. The exec
+            # gets `via: exec` and no stack.
+            draft.attribution = _LAUNCH_EXEC
         elif kind is not AccessKind.RUNTIME:
             try:
                 draft.attribution = attributor(view, draft)
