@@ -2,7 +2,10 @@
 //
 // Hidden dependencies exercised: per request to /lookup, one os/user lookup (cgo:
 // getpwuid_r -> /etc/nsswitch.conf, /etc/passwd; pure: /etc/passwd), on whatever thread
-// serves it; / answers "ok" without touching any file. Readiness handshake: with
+// serves it; per request to /dns?name=NAME, one net.Resolver.LookupHost (Go's resolver
+// with a Debian-like nsswitch.conf: /etc/hosts, then a UDP query to the nameserver of
+// /etc/resolv.conf; run it only where resolv.conf names 127.0.0.1 and the loopback
+// responder answers); / answers "ok" without touching any file. Readiness handshake: with
 // --ready-file PATH (a FIFO made by the test) it writes "ready <port>\n" there once it
 // listens. It serves until SIGTERM or SIGINT, then shuts down and exits 0. --timeout bounds
 // its life (default 120 s; exit 3 if no signal came).
@@ -17,6 +20,8 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -42,6 +47,16 @@ func main() {
 			return
 		}
 		fmt.Fprintln(w, u.Username)
+	})
+	mux.HandleFunc("/dns", func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("name")
+		addrs, err := net.DefaultResolver.LookupHost(r.Context(), name) // expect:server-dns
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		sort.Strings(addrs)
+		fmt.Fprintln(w, strings.Join(addrs, " "))
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	sigs := make(chan os.Signal, 1)
