@@ -1,6 +1,6 @@
 // server: a long-running HTTP server on 127.0.0.1 (random port) for attach/detach tests.
 //
-// Hidden dependencies exercised: per request to /lookup, one os/user lookup (cgo:
+// Hidden dependencies exercised: per request to /lookup[?uid=N], one os/user lookup (cgo:
 // getpwuid_r -> /etc/nsswitch.conf, /etc/passwd; pure: /etc/passwd), on whatever thread
 // serves it; per request to /dns?name=NAME, one net.Resolver.LookupHost (Go's resolver
 // with a Debian-like nsswitch.conf: /etc/hosts, then a UDP query to the nameserver of
@@ -41,7 +41,13 @@ func main() {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/lookup", func(w http.ResponseWriter, r *http.Request) {
-		u, err := user.LookupId("0") // expect:server-lookupid
+		uid := r.URL.Query().Get("uid")
+		if uid == "" {
+			uid = "0"
+		}
+		// LookupId of the process's own uid is answered from os/user's Current() cache
+		// after its first call; any other uid reaches getpwuid_r (or /etc/passwd) each time.
+		u, err := user.LookupId(uid) // expect:server-lookupid
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "symbolize": ("tracer.cli.symbolize", "symbolize",
                   "Turn addresses in a Go binary into function, file:line (stripped too)."),
     "report": ("tracer.cli.report", "report", "Re-read a saved trace file and report on it."),
+    "attach": ("tracer.cli.attach", "attach",
+               "Trace a running process (PID or --name) for a while, then detach cleanly."),
+    "snapshot": ("tracer.cli.snapshot", "snapshot",
+                 "What a running process depends on right now, from /proc (no ptrace)."),
 }
 
 

@@ -15,6 +15,7 @@ from ptrace.binding.linux_struct import siginfo as _Siginfo
 
 # Requests python-ptrace lacks (linux/ptrace.h).
 PTRACE_CONT = 7
+PTRACE_DETACH = 17
 PTRACE_GETREGS = 12
 PTRACE_SYSCALL = 24
 PTRACE_SETOPTIONS = 0x4200
@@ -95,6 +96,12 @@ def syscall(tid: int, sig: int = 0) -> None:
     """PTRACE_SYSCALL: resume and stop again at the next syscall entry or exit."""
     if _ptrace(PTRACE_SYSCALL, tid, None, sig) == -1:
         raise _fail(PTRACE_SYSCALL, tid)
+
+
+def detach(tid: int, sig: int = 0) -> None:
+    """PTRACE_DETACH from a ptrace-stop, delivering `sig` (0: none) as the thread resumes."""
+    if _ptrace(PTRACE_DETACH, tid, None, sig) == -1:
+        raise _fail(PTRACE_DETACH, tid)
 
 
 def listen(tid: int) -> None:
