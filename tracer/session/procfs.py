@@ -151,12 +151,17 @@ def process_facts(pid: int) -> ProcessFacts:
         raw = _read(f"/proc/{pid}/cmdline")
     except PermissionDeniedError:
         pass
+    exe = _link(f"/proc/{pid}/exe")
+    name = status.get("Name", "?")
+    full = os.path.basename(exe or "")
+    if len(name) == 15 and full.startswith(name):  # the kernel's comm is cut at 15 bytes
+        name = full
     return ProcessFacts(
-        pid=pid, name=status.get("Name", "?"), state=status.get("State", "?"),
+        pid=pid, name=name, state=status.get("State", "?"),
         tracer_pid=int(status.get("TracerPid", "0")),
         nspid=tuple(int(v) for v in status.get("NSpid", str(pid)).split()),
         creds=creds_from_status(status, _dumpable(pid)),
-        exe=_link(f"/proc/{pid}/exe"), root=_link(f"/proc/{pid}/root") or "/",
+        exe=exe, root=_link(f"/proc/{pid}/root") or "/",
         cmdline=tuple(a for a in raw.split("\0") if a) if raw else (),
         foreign_ns=_foreign_namespaces(pid))
 
