@@ -78,7 +78,7 @@ def seize_threads(pid: int) -> set[int]:
                     seized.add(tid)  # auto-attached already (created by a seized thread)
                     continue
                 if not seized:
-                    raise SeizeRefused(e.errno) from None
+                    raise SeizeRefused(e.errno or errno.EPERM) from None
                 raise
             seized.add(tid)
     if not seized:
@@ -223,10 +223,8 @@ class AttachLoop(Loop):
 
     # -- stops (the rest are Loop's) ------------------------------------------------
     def _resume(self, tid: int, sig: int = 0) -> None:
-        try:
+        with contextlib.suppress(ptrace.PtraceRequestError):
             ptrace.syscall(tid, sig)
-        except ptrace.PtraceRequestError:
-            pass
 
     def _entry(self, tid: int, info: ptrace.SyscallInfo) -> None:
         """A watched call's entry: Loop's seccomp-stop logic, resumed with PTRACE_SYSCALL

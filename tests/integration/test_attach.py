@@ -10,6 +10,7 @@ no seccomp filter and no stopped thread.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -186,3 +187,114 @@ def test_signal_to_the_process_is_not_lost(sample: Callable[..., Path]) -> None:
         out = svc.proc.stdout.read().decode() if svc.proc.stdout else ""
     assert "server: got terminated" in out and "server: stopped" in out, out
     assert result.ended is None or result.ended.code == 0
+
+
+def _start_in_container(prepared: object, argv: list[str]) -> tuple[int, int]:
+    """Fork the server into the sandbox's namespaces as PID 1 of a new pid namespace,
+    untraced (the way a container engine would): (intermediate pid, server's host pid)."""
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # pragma: no cover (child)
+        code = 125
+        try:
+            os.close(r)
+            prepared.enter_namespaces()  # type: ignore[attr-defined]
+            inner = os.fork()
+            if inner == 0:
+                prepared.setup_root()  # type: ignore[attr-defined]
+                os.execve(argv[0], argv, {"PATH": "/usr/bin:/bin", "HOME": "/root"})
+            os.write(w, f"{inner}\n".encode())
+            code = os.waitstatus_to_exitcode(os.waitpid(inner, 0)[1])
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        line = f.readline()
+    assert line, "the container did not start"
+    return middle, int(line)
+
+
+def test_attach_into_a_container(sample: Callable[..., Path], tmp_path: Path) -> None:
+    """A server in its own mount, pid and network namespaces, whose binary exists only
+    inside the container: NSpid translated, paths as seen plus the host path through
+    /proc/PID/root, stacks still symbolized."""
+    from tests.integration.attach_helpers import Service, read_ready
+    from tracer.attribution import Attributor
+    from tracer.session import sandbox
+    from tracer.session.attach import AttachOptions, attach_process
+    from tracer.session.rootfs import resolve_rootfs
+
+    exe = sample("server", "cgo")
+    fifo = tmp_path / "ready.fifo"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    with loopback_dns() as ns:
+        spec = sandbox.SandboxSpec(rootfs=resolve_rootfs("glibc"), network=ns,
+                                   pid_namespace=True,
+                                   binds=(sandbox.Bind(tmp_path, "/run/ready", False),))
+        prepared = sandbox.prepare(spec, exe)
+        argv = [prepared.program_in_root, "--ready-file", "/run/ready/ready.fifo",
+                "--timeout", "300s"]
+        middle, pid = _start_in_container(prepared, argv)
+        try:
+            fake = subprocess.Popen(["true"])  # read_ready wants a Popen to poll
+            port = int(read_ready(fd, fake)[0])
+            fake.wait()
+            exe_link = os.readlink(f"/proc/{pid}/exe")
+            assert exe_link == prepared.program_in_root and not os.path.exists(exe_link)
+            svc = Service(proc=fake, port=port, netns_path=ns)
+            with Client(svc) as client:
+                client.wait_for(3)
+                got: list[Access] = []
+                result = attach_process(AttachOptions(pid, duration=ATTACH_SECONDS,
+                                                      attributor=Attributor(),
+                                                      on_access=got.append,
+                                                      handle_signals=False))
+                assert_untouched(pid)
+                client.wait_for(3)
+                ok, fail, failures = client.stop()
+            assert fail == 0, failures
+        finally:
+            os.close(fd)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            _, status = os.waitpid(middle, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # the server shut down cleanly
+    info = result.summary["attach"]
+    assert info["nspid"] == [pid, 1] and "pid" in info["namespaces"]
+    assert info["tid_in_namespace"][pid] == 1
+    users = _attributed(got, "/etc/passwd", "os/user.LookupId", "server-lookupid")
+    assert users, sorted({a.path for a in got})
+    assert users[0].host_path == f"/proc/{pid}/root/etc/passwd"
+    assert users[0].attribution is not None and users[0].attribution.via.value == "cgo"
+
+
+def test_threads_started_during_the_attach_are_traced(tmp_path: Path) -> None:
+    """A process that keeps starting threads: the new ones are seized too, and left."""
+    from tests.integration.tracing_helpers import compile_c
+    from tracer.session.attach import AttachOptions, attach_process
+
+    prog = compile_c(r"""
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+static void *work(void *arg) { int fd = open("/etc/hostname", O_RDONLY); if (fd >= 0) close(fd);
+                               return arg; }
+int main(void) { for (int i = 0; i < 3000; i++) { pthread_t t;
+    if (pthread_create(&t, 0, work, 0) == 0) pthread_join(t, 0); usleep(10000); } return 0; }
+""")
+    proc = subprocess.Popen([str(prog)])
+    try:
+        time.sleep(0.2)
+        got: list[Access] = []
+        before: set[int] = set()
+        result = attach_process(AttachOptions(
+            proc.pid, duration=1.5, on_access=got.append, handle_signals=False,
+            on_attached=lambda loop: before.update(loop.tid2pid)))  # type: ignore[attr-defined]
+        assert result.ended is None
+        assert_untouched(proc.pid)
+        assert proc.poll() is None
+    finally:
+        stop_process(proc, signal.SIGKILL)
+    tids = {a.tid for a in got if a.path == "/etc/hostname"}
+    assert len(tids - before) >= 5, (tids, before)

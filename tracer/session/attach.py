@@ -245,6 +245,7 @@ def attach_process(opts: AttachOptions) -> AttachResult:
         if writer is not None:
             writer.header(argv=list(facts.cmdline), binary=facts.exe,
                           static=static_summary, **_header_extra(facts, loop.start_time))
+        nspids = procfs.nspid_map(opts.pid) if "pid" in facts.foreign_ns else {}
         restore = install_stop_signals(loop) if opts.handle_signals else None
         timer = loop.stop_after(opts.duration) if opts.duration is not None else None
         try:
@@ -252,6 +253,8 @@ def attach_process(opts: AttachOptions) -> AttachResult:
                 opts.on_attached(loop)
             loop.run()
         finally:
+            if nspids:  # threads started during the attach, while they are still there
+                nspids.update(procfs.nspid_map(opts.pid))
             loop.detach()
             if timer is not None:
                 timer.cancel()
@@ -265,11 +268,13 @@ def attach_process(opts: AttachOptions) -> AttachResult:
         if writer is not None:
             writer.exit(loop.ended or ExitStatus(code=None), stats=stats,
                         attach={"end_time": end, "ended": how,
-                                "detached": loop.ended is None})
+                                "detached": loop.ended is None,
+                                "nspid": {str(k): v for k, v in nspids.items()}})
         result_summary = summary.summary(loop.ended)
         result_summary["attach"] = {"pid": facts.pid, "nspid": list(facts.nspid),
                                     "start_time": loop.start_time, "end_time": end,
-                                    "ended": how}
+                                    "ended": how, "namespaces": list(facts.foreign_ns),
+                                    "tid_in_namespace": nspids}
         return AttachResult(pid=opts.pid, summary=result_summary, threads=nthreads,
                             start_time=loop.start_time, end_time=end, ended=loop.ended,
                             how=how, stats=stats, events=events)
@@ -295,8 +300,8 @@ def _is_descendant(pid: int) -> bool:
     me = os.getpid()
     for _ in range(64):
         try:
-            ppid = int(procfs.parse_status(
-                open(f"/proc/{pid}/status").read()).get("PPid", "0"))
+            with open(f"/proc/{pid}/status") as f:
+                ppid = int(procfs.parse_status(f.read()).get("PPid", "0"))
         except (OSError, ValueError):
             return False
         if ppid == me:

@@ -8,6 +8,7 @@ traces the process. A process that vanishes raises `ProcessGoneError` (exit 4).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from dataclasses import dataclass
@@ -147,10 +148,8 @@ def process_facts(pid: int) -> ProcessFacts:
     if status.get("State", "").startswith("Z"):
         raise ProcessGoneError(f"process {pid} has exited (a zombie)")
     raw = ""
-    try:
+    with contextlib.suppress(PermissionDeniedError):
         raw = _read(f"/proc/{pid}/cmdline")
-    except PermissionDeniedError:
-        pass
     exe = _link(f"/proc/{pid}/exe")
     name = status.get("Name", "?")
     full = os.path.basename(exe or "")
