@@ -24,7 +24,8 @@ from tracer.errors import ExitCode, TracerError, UsageError
               help="Write the trace (JSON lines, streamed) to this file.")
 @click.option("--report", "reports", multiple=True, metavar="FORMAT=FILE",
               help="Also write the summary as FORMAT (json or text) to FILE; repeatable.")
-@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No summary on stderr (the start and end lines are still printed).")
 @click.option("--no-stacks", is_flag=True,
               help="Do not unwind stacks: no via/go_api/user_frame/stack in the trace.")
 @click.pass_context
@@ -57,14 +58,12 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
         from tracer.attribution import Attributor
 
         attributor = Attributor()
-    if not quiet:
-        print(f"{STEPPING_NOTE}.", file=sys.stderr)
+    print(f"{STEPPING_NOTE}.", file=sys.stderr)  # also with -q: it changes the service
 
     def attached(loop: Any) -> None:
-        if not quiet:
-            until = f"for {duration:g} s" if duration is not None else "until Ctrl-C"
-            print(f"cgotrace: attached to {pid} ({len(loop.tid2pid)} threads), {until}",
-                  file=sys.stderr)
+        until = f"for {duration:g} s" if duration is not None else "until Ctrl-C"
+        print(f"cgotrace: attached to {pid} ({len(loop.tid2pid)} threads), {until}",
+              file=sys.stderr, flush=True)
 
     result = attach_process(AttachOptions(pid=pid, duration=duration, output=output,
                                           attributor=attributor, on_attached=attached))
