@@ -1,7 +1,8 @@
 """From a stopped thread to an `Attribution`: which Go code caused this access, and how.
 
-`Attributor` is the hook `tracer.loop` calls at the entry stop of every kept access
-(docs/architecture.md, "Attributor hook"). Per call: read the registers, walk the stack
+`Attributor` is the hook the collector (tracer/engine/collector.py) calls at the entry of
+every kept access with the engine's `ThreadView` of the thread (docs/architecture.md,
+"Attributor hook"): registers and memory come only from that view. Per call: walk the stack
 (`tracer.unwind.stack`), name the frames, then pick:
 
 * `via`: exec for execve; go when the syscall PC is in Go code; cgo when it is in C code
@@ -26,12 +27,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from tracer.model import Attribution, Frame, Via
-from tracer.symbols.maps import LoadedImage, MapsRegistry, Module, ProcessMaps
+from tracer.process.images import LoadedImage, MapsRegistry, Module, ProcessMaps
 from tracer.unwind.stack import (
     MemoryError_,
     PagedReader,
@@ -43,6 +43,9 @@ from tracer.unwind.stack import (
     Unwinder,
     word,
 )
+
+if TYPE_CHECKING:
+    from tracer.engine.base import ThreadView
 
 EXEC_SYSCALLS: Final = frozenset({"execve", "execveat"})
 _WRAPPER = re.compile(r"(?:^|\.)_C2?func_(\w+)$")
@@ -109,7 +112,7 @@ class Symbolizer:
         key = (id(mod.image), rel, raw.is_return)
         hit = self._cache.get(key)
         if hit is None:
-            hit = (self._frames(mod.image, rel, raw), raw.kind)
+            hit = (self._frames(cast(LoadedImage, mod.image), rel, raw), raw.kind)
             self._cache[key] = hit
         frames, kind = hit
         return [_Named(replace(f, pc=raw.pc, module=mod.name), kind) for f in frames]
@@ -158,20 +161,23 @@ class _ProcessState:
         self.parents: dict[tuple[int, int], tuple[int | None, Frame | None,
                                                    _Analysis | None]] = {}
         self.interpreters: set[str] | None = None
+        # (syscall, path, syscall PC) -> the latest walked Attribution (notify keep-policy)
+        self.by_site: dict[tuple[str, str, int], Attribution] = {}
 
 
 _LOADER: Final = Attribution(via=Via.LOADER)
 
 
+def _no_memory(addr: int, n: int) -> bytes:
+    """The reader of a process no engine view is bound to (nothing is readable)."""
+    return b""
+
+
 class Attributor:
     """The loop's attributor hook. One instance serves every traced process."""
 
-    def __init__(self, registry: MapsRegistry | None = None, *,
-                 get_regs: Callable[[int], Registers] | None = None,
-                 reader_for: Callable[[int], Reader] | None = None) -> None:
+    def __init__(self, registry: MapsRegistry | None = None) -> None:
         self.registry = registry or MapsRegistry()
-        self._get_regs = get_regs
-        self._reader_for = reader_for
         self.symbolizer = Symbolizer()
         self._procs: dict[int, _ProcessState] = {}
         self._memo: dict[tuple[int, tuple[int, ...], str, bool], _Analysis] = {}
@@ -188,7 +194,9 @@ class Attributor:
         return self.stats.seconds
 
     # --- the hook -----------------------------------------------------------------------
-    def __call__(self, pid: int, tid: int, draft: Any) -> Attribution | None:
+    def __call__(self, view: ThreadView, draft: Any) -> Attribution | None:
+        """The hook: registers and memory come from the engine's `view` of the thread."""
+        pid, tid = view.pid, view.tid
         t0 = time.perf_counter()
         if not self.keep_all:
             sampled = self._sampled(pid, draft)
@@ -197,15 +205,11 @@ class Attributor:
                 self.stats.reused += 1
                 self.stats.seconds += time.perf_counter() - t0
                 return sampled
-        try:
-            if self._get_regs is None:
-                from tracer import ptrace
-
-                regs: Registers = ptrace.get_regs(tid)
-            else:
-                regs = self._get_regs(tid)
-        except Exception:  # noqa: BLE001 - thread gone (ESRCH): nothing to attribute
-            return None
+        regs = view.regs()
+        if regs is None:
+            return None  # thread gone, or the engine has no registers for it
+        st = self._state(pid)
+        st.read, st.read_pages = view.read, view.read_pages
         stats = self.stats
         try:
             syscall = str(getattr(draft, "syscall", ""))
@@ -213,10 +217,42 @@ class Attributor:
             path = getattr(draft, "path", None)
             if self.keep_all or not isinstance(path, str):
                 return self.attribute(pid, regs, syscall, loader_phase=loader_phase, tid=tid)
-            return self._keep(pid, tid, regs, syscall, path, loader_phase)
+            found = self._keep(pid, tid, regs, syscall, path, loader_phase)
+            if len(st.by_site) >= MAX_KEYS:
+                st.by_site.clear()
+            st.by_site[(syscall, path, int(getattr(draft, "ip", 0)))] = found
+            return found
         finally:
             stats.calls += 1
             stats.seconds += time.perf_counter() - t0
+
+    # --- keep-policy without registers (the notify engine) ----------------------------------
+    def wants_walk(self, pid: int, draft: Any) -> bool:
+        """The keep-policy without registers (notify engine): True for the first
+        FULL_PER_PATH accesses of each (syscall, path) in `pid`, as the ptrace engine walks
+        them, and for a (syscall, path, syscall PC) not walked yet. The collector adds
+        first sightings and power-of-two repeats of every key."""
+        st = self._procs.get(pid)
+        if st is None:
+            return True
+        syscall = str(getattr(draft, "syscall", ""))
+        path = str(getattr(draft, "path", ""))
+        if st.per_path.get((syscall, path), 0) < FULL_PER_PATH:
+            return True
+        return (syscall, path, int(getattr(draft, "ip", 0))) not in st.by_site
+
+    def reuse(self, pid: int, draft: Any) -> Attribution | None:
+        """The attribution an access let run without a walk carries: the latest walked one
+        of the same (syscall, path, syscall PC), else of the same (syscall, path)."""
+        st = self._procs.get(pid)
+        if st is None:
+            return None
+        syscall = str(getattr(draft, "syscall", ""))
+        path = str(getattr(draft, "path", ""))
+        self.stats.calls += 1
+        self.stats.reused += 1
+        return (st.by_site.get((syscall, path, int(getattr(draft, "ip", 0))))
+                or st.latest.get((syscall, path)))
 
     def _sampled(self, pid: int, draft: Any) -> Attribution | None:
         """The latest Attribution of a path accessed more than SAMPLE_AFTER times, unless
@@ -282,15 +318,7 @@ class Attributor:
     def _state(self, pid: int) -> _ProcessState:
         st = self._procs.get(pid)
         if st is None:
-            read_pages: PagesReader | None = None
-            if self._reader_for is None:
-                from tracer import ptrace
-
-                read = ptrace.memory_reader(pid)
-                read_pages = ptrace.pages_reader(pid)
-            else:
-                read = self._reader_for(pid)
-            st = _ProcessState(pid, self.registry.for_pid(pid), read, read_pages)
+            st = _ProcessState(pid, self.registry.for_pid(pid), _no_memory)
             self._procs[pid] = st
         return st
 
@@ -548,7 +576,7 @@ def _c_function(named: list[_Named]) -> str | None:
 def _unsymbolized(stack: Stack) -> tuple[str, ...]:
     out: dict[str, str] = {}
     for raw in stack.frames:
-        mod: Module | None = raw.module
+        mod = cast("Module | None", raw.module)  # the process layer's Module
         if mod is None:
             out.setdefault(f"{raw.pc:#x}", "no mapping")
         elif mod.image is None:

@@ -136,6 +136,11 @@ class Access:
     # seq of an earlier access whose attribution applies to this one: the JSON line then
     # carries "same_as" instead of the attribution fields (readers fill `attribution` back in)
     same_as: int | None = None
+    # False: the call ran without a stop at its exit (a repeat the notify engine let run);
+    # `result`/`retval` are then those of the access `result_of` (seq), whose result was
+    # observed, or "unknown" when there is none. Flushed accesses ("unknown") are unobserved.
+    observed: bool = True
+    result_of: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -156,6 +161,10 @@ class Access:
                 d[key] = value
         if self.argv is not None:
             d["argv"] = list(self.argv)
+        if not self.observed:
+            d["observed"] = False
+            if self.result_of is not None:
+                d["result_of"] = self.result_of
         if self.same_as is not None:
             d["same_as"] = self.same_as
         elif self.attribution is not None:
@@ -183,6 +192,8 @@ class Access:
             family=d.get("family"),
             attribution=attribution,
             same_as=int(d["same_as"]) if d.get("same_as") is not None else None,
+            observed=bool(d.get("observed", True)),
+            result_of=int(d["result_of"]) if d.get("result_of") is not None else None,
         )
 
 

@@ -34,13 +34,20 @@ class SummaryBuilder:
         self.hidden: Counter[tuple[str, str, str]] = Counter()
         self.callers: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.unsymbolized: dict[str, None] = {}
+        # repeats the notify engine let run without a stop: their result was copied from
+        # an observed access of the same key (docs/trace-format.md), never seen itself
+        self.unobserved = 0
+        self.hidden_unobserved: Counter[tuple[str, str, str]] = Counter()
 
     def add(self, a: Access) -> None:
         self.total += 1
         self.by_kind[a.kind.value] += 1
+        copied = not a.observed and a.result_of is not None
+        self.unobserved += copied
         if a.hidden:
             key = (a.path, a.result, a.kind.value)
             self.hidden[key] += 1
+            self.hidden_unobserved[key] += copied
             if key not in self.callers and a.attribution is not None:
                 self.callers[key] = caller_of(a.attribution)
         if a.attribution is not None and a.same_as is None:
@@ -48,12 +55,17 @@ class SummaryBuilder:
                 self.unsymbolized.setdefault(note)
 
     def summary(self, status: ExitStatus | None, truncated: bool = False) -> dict[str, Any]:
+        hidden = []
+        for (p, r, k), n in self.hidden.items():
+            entry = _entry(p, r, k, n, self.callers.get((p, r, k)))
+            if self.hidden_unobserved[(p, r, k)]:
+                entry["unobserved"] = self.hidden_unobserved[(p, r, k)]
+            hidden.append(entry)
         return {
             "accesses": self.total,
+            "unobserved": self.unobserved,
             "by_kind": dict(sorted(self.by_kind.items())),
-            "hidden": fold_search_paths(
-                [_entry(p, r, k, n, self.callers.get((p, r, k)))
-                 for (p, r, k), n in self.hidden.items()]),
+            "hidden": fold_search_paths(hidden),
             "unsymbolized": list(self.unsymbolized),
             "exit": status.to_dict() if status is not None else None,
             "truncated": truncated,
@@ -132,6 +144,8 @@ def _status(h: dict[str, Any]) -> str:
         return f"{h['result']}: not found in {len(h['searched'])} places"
     if h.get("misses"):
         return f"{h['result']}{times} (after {h['misses']} misses)"
+    if h.get("unobserved"):
+        return f"{h['result']}{times} ({h['unobserved']} repeats unstopped)"
     return f"{h['result']}{times}"
 
 
@@ -139,6 +153,9 @@ def render_summary(summary: dict[str, Any], limit: int = 40) -> str:
     lines = []
     kinds = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items()) or "none"
     lines.append(f"cgotrace: {summary['accesses']} accesses ({kinds})")
+    if summary.get("unobserved"):
+        lines.append(f"cgotrace: {summary['unobserved']} of them are repeats that ran without "
+                     "a stop: result copied from an observed access (observed: false)")
     hidden = summary["hidden"]
     if hidden:
         lines.append(f"cgotrace: {len(hidden)} hidden dependencies (readelf does not show them):")

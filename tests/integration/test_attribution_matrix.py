@@ -8,7 +8,9 @@ c_function and user frame (main.go and the marker's line). Loader accesses must 
 on 127.0.0.1:53 (the sandbox's resolv.conf names 127.0.0.1), plain and with -ctx (cgo
 lookups in net's helper goroutine, tied back to the user's call site); server is driven
 through its ready-file FIFO: one GET /lookup on 127.0.0.1, then SIGTERM. Some apps add
-checks of their own (`_APP_CHECKS`).
+checks of their own (`_APP_CHECKS`). The grid runs under the ptrace engine; its newest-Go
+rows run under the notify engine too (`engine` parameter), which keeps the added time to
+about a third of the matrix.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sample_apps.appinfo import Expectation
 from sample_apps.build import GO_VERSIONS, supported_modes
 from tracer.attribution import Attributor
 from tracer.model import Access, AccessKind, Via
-from tracer.symbols.maps import ImageCache, MapsRegistry
+from tracer.process.images import ImageCache, MapsRegistry
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go]
 
@@ -44,7 +46,8 @@ DNS_OLD_GO_MODES = ("cgo", "pure", "static")
 
 
 def _grid() -> list[object]:
-    """(app, mode, go) for every mode in MODES the app supports, on every Go version."""
+    """(app, mode, go, engine) for every mode in MODES the app supports, on every Go
+    version with the ptrace engine, and on the newest Go with the notify engine."""
     out: list[object] = []
     for app in (*APPS, "dnslookup"):
         marks = [pytest.mark.netns] if app == "dnslookup" else []
@@ -54,23 +57,28 @@ def _grid() -> list[object]:
                     continue
                 if app == "dnslookup" and go != GO_VERSIONS[0] and mode not in DNS_OLD_GO_MODES:
                     continue
-                out.append(pytest.param(app, mode, go, marks=marks, id=f"{app}-{mode}-{go}"))
+                out.append(pytest.param(app, mode, go, "ptrace", marks=marks,
+                                        id=f"{app}-{mode}-{go}"))
+                if go == GO_VERSIONS[0]:
+                    out.append(pytest.param(app, mode, go, "notify", marks=marks,
+                                            id=f"{app}-{mode}-{go}-notify"))
     return out
 
 
 _GRID = _grid()
 _IMAGES = ImageCache()  # libc & co parsed once for the whole matrix
-_RUNS: dict[tuple[Path, tuple[str, ...]], tuple[list[Access], int | None, Attributor]] = {}
+_RUNS: dict[tuple[Path, tuple[str, ...], str],
+            tuple[list[Access], int | None, Attributor]] = {}
 
 
 def _trace(exe: Path, args: tuple[str, ...] = (), network: str | None = None,
            argv: list[str] | None = None,
-           client: Callable[[list[Access], threading.Event], None] | None = None
-           ) -> tuple[list[Access], int | None, Attributor]:
+           client: Callable[[list[Access], threading.Event], None] | None = None,
+           engine: str = "auto") -> tuple[list[Access], int | None, Attributor]:
     """Trace exe once per (exe, args); `argv` overrides the command line actually run (a
     fresh FIFO path), `client` runs on a thread while the program is traced (the event is
     set once the trace has ended)."""
-    if (exe, args) not in _RUNS:
+    if (exe, args, engine) not in _RUNS:
         from tracer.session.runner import RunOptions, trace_program
 
         accesses: list[Access] = []
@@ -90,34 +98,36 @@ def _trace(exe: Path, args: tuple[str, ...] = (), network: str | None = None,
             thread.start()
         res = trace_program(RunOptions(argv=argv or [str(exe), *args], attributor=att,
                                        network=network, on_access=accesses.append,
-                                       forward_signals=False,
+                                       forward_signals=False, engine=engine,
                                        env={"PATH": "/usr/bin:/bin", "HOME": "/root"}))
+        assert engine == "auto" or res.engine == engine
         finished.set()
         if thread:
             thread.join(timeout=30)
             assert not thread.is_alive(), "the client thread did not finish"
             if errors:
                 raise errors[0]
-        _RUNS[(exe, args)] = (accesses, res.status.shell_code, att)
-    return _RUNS[(exe, args)]
+        _RUNS[(exe, args, engine)] = (accesses, res.status.shell_code, att)
+    return _RUNS[(exe, args, engine)]
 
 
-def _dns_trace(exe: Path, args: tuple[str, ...]) -> tuple[list[Access], int | None, Attributor]:
+def _dns_trace(exe: Path, args: tuple[str, ...], engine: str = "auto"
+               ) -> tuple[list[Access], int | None, Attributor]:
     """A traced run inside a loopback netns with the DNS responder on 127.0.0.1:53."""
-    if (exe, args) not in _RUNS:
+    if (exe, args, engine) not in _RUNS:
         from sample_apps.dnsresponder import Responder
         from tracer.session.netns import LoopbackNetwork
 
         with LoopbackNetwork(service=lambda: Responder(port=53, timeout=120)) as net:
-            return _trace(exe, args, network=net.netns_path)
-    return _RUNS[(exe, args)]
+            return _trace(exe, args, network=net.netns_path, engine=engine)
+    return _RUNS[(exe, args, engine)]
 
 
-def _server_trace(exe: Path, args: tuple[str, ...]) -> tuple[list[Access], int | None,
-                                                              Attributor]:
+def _server_trace(exe: Path, args: tuple[str, ...], engine: str = "auto"
+                  ) -> tuple[list[Access], int | None, Attributor]:
     """server: wait for "ready <port>" on the FIFO, GET /lookup once, then SIGTERM it."""
-    if (exe, args) in _RUNS:
-        return _RUNS[(exe, args)]
+    if (exe, args, engine) in _RUNS:
+        return _RUNS[(exe, args, engine)]
     with tempfile.TemporaryDirectory() as tmp:
         fifo = os.path.join(tmp, "ready.fifo")
         os.mkfifo(fifo)
@@ -139,7 +149,7 @@ def _server_trace(exe: Path, args: tuple[str, ...]) -> tuple[list[Access], int |
 
         try:
             argv = [str(exe), *(a.replace("{ready_file}", fifo) for a in args)]
-            return _trace(exe, args, argv=argv, client=client)
+            return _trace(exe, args, argv=argv, client=client, engine=engine)
         finally:
             os.close(fd)
 
@@ -170,14 +180,15 @@ def _end(accesses: list[Access], finished: threading.Event, sig: int) -> None:
             os.kill(accesses[0].pid, sig)
 
 
-def _app_trace(info: appinfo.AppInfo, exe: Path) -> tuple[list[Access], int | None, Attributor]:
+def _app_trace(info: appinfo.AppInfo, exe: Path, engine: str = "auto"
+               ) -> tuple[list[Access], int | None, Attributor]:
     """The app's default run, traced the way it needs to be run."""
     args = tuple(info.runs[0].argv)
     if info.needs_dns:
-        return _dns_trace(exe, args)
+        return _dns_trace(exe, args, engine)
     if info.lifecycle == "ready-file":
-        return _server_trace(exe, args)
-    return _trace(exe, args)
+        return _server_trace(exe, args, engine)
+    return _trace(exe, args, engine=engine)
 
 
 def _matches(a: Access, e: Expectation) -> bool:
@@ -238,14 +249,15 @@ def _describe(a: Access) -> str:
             f"user={where} unsym={list(at.unsymbolized)}")
 
 
-@pytest.mark.parametrize(("app", "mode", "go"), _GRID)
-def test_expectations(app: str, mode: str, go: str, sample: Callable[..., Path]) -> None:
+@pytest.mark.parametrize(("app", "mode", "go", "engine"), _GRID)
+def test_expectations(app: str, mode: str, go: str, engine: str,
+                      sample: Callable[..., Path]) -> None:
     info = appinfo.load(app)
     assert mode in info.modes
     expectations = info.expectations(mode)
     assert expectations, f"{app}/{mode}: app.toml declares no [[expect]] for this mode"
     exe = sample(app, mode, go)
-    accesses, status, att = _app_trace(info, exe)
+    accesses, status, att = _app_trace(info, exe, engine)
     crashed = status != info.runs[0].exit_code
     assert att.calls > 0
     failures = _check(accesses, expectations, mode, exe)

@@ -2,7 +2,8 @@
 
 Each test is GIVEN a program (a sample app or a small C program built here), WHEN it runs
 under the tracer, THEN the trace and the program's behaviour are what they would be
-without it. Every process started here is killed and reaped in `finally`.
+without it. Every process started here is killed and reaped in `finally`. Every test runs
+under both engines (`CGOTRACE_ENGINE`, read by RunOptions and by `cgotrace run`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from tracer.errors import TracerError
 
 pytestmark = pytest.mark.ptrace
 Sample = Callable[..., Path]
+
+
+@pytest.fixture(autouse=True, params=["ptrace", "notify"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CGOTRACE_ENGINE", request.param)
+    monkeypatch.delenv("CGOTRACE_NO_NOTIFY", raising=False)
+    return str(request.param)
 
 
 def _wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -73,3 +73,14 @@ def test_installed_filter_traces_watched_calls_for_real() -> None:
 def test_too_many_numbers_rejected() -> None:
     with pytest.raises(ValueError):
         seccomp.build_filter(range(300))
+
+
+def test_notify_filter_notifies_native_calls_and_traces_foreign_ones() -> None:
+    prog = seccomp.build_filter(WATCHED_NRS, seccomp.SECCOMP_RET_USER_NOTIF)
+    for nr in WATCHED_NRS:
+        assert seccomp.evaluate(prog, nr) == seccomp.SECCOMP_RET_USER_NOTIF, nr
+    for nr in range(0, 460):
+        if nr not in WATCHED_NRS:
+            assert seccomp.evaluate(prog, nr) == seccomp.SECCOMP_RET_ALLOW, nr
+    assert seccomp.evaluate(prog, 5, arch=AUDIT_ARCH_I386) == seccomp.SECCOMP_RET_TRACE
+    assert seccomp.evaluate(prog, 0x40000000 | 257) == seccomp.SECCOMP_RET_TRACE  # x32

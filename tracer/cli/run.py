@@ -25,12 +25,17 @@ from tracer.errors import TracerError
               help="Network namespace: 'loopback' (only lo up; the default with --rootfs), "
               "'none' (lo down), 'host', or the path of a netns to join "
               "(/proc/PID/ns/net, /run/netns/NAME).")
+@click.option("--engine", type=click.Choice(["auto", "notify", "ptrace"]), default="auto",
+              show_default=True, envvar="CGOTRACE_ENGINE",
+              help="notify: seccomp user notification, repeats run without a stop; ptrace: "
+              "two stops per watched call; auto: notify when the kernel allows it.")
+@click.option("-v", "--verbose", is_flag=True, help="Say which engine runs and why.")
 @click.option("--no-stacks", is_flag=True,
               help="Do not unwind stacks: no via/go_api/user_frame/stack in the trace.")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bool,
-        rootfs: str | None, network: str | None, no_stacks: bool,
+        rootfs: str | None, network: str | None, engine: str, verbose: bool, no_stacks: bool,
         program: tuple[str, ...]) -> None:
     """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
 
@@ -46,7 +51,8 @@ def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bo
 
         attributor = Attributor()
     result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
-                                      network=network, debug=debug, attributor=attributor))
+                                      network=network, debug=debug, attributor=attributor,
+                                      engine=engine, verbose=verbose))
     if json_file:
         _write_json(json_file, result.summary)
     if not quiet:

@@ -106,26 +106,23 @@ def load_bias_from_maps(binary: str, pid: int, min_vaddr: int) -> int:
         st = os.stat(binary)
     except OSError as e:
         raise NotFoundError(f"{binary}: {e.strerror}") from None
+    from tracer.process.maps import parse_maps, read_proc_maps
+
     maps = f"/proc/{pid}/maps"
     try:
-        with open(maps) as f:
-            lines = f.read().splitlines()
+        mappings = parse_maps(read_proc_maps(pid))
     except FileNotFoundError:
         raise ProcessGoneError(f"no process {pid}") from None
     except PermissionError:
         raise PermissionDeniedError(f"{maps}: permission denied",
                                     help="run as the process owner or root") from None
-    for line in lines:
-        parts = line.split(maxsplit=5)
-        if len(parts) < 6:
+    for m in mappings:
+        if m.inode != st.st_ino or m.offset != 0 or not m.path:
             continue
-        span, _perms, offset, _dev, inode = parts[:5]
-        if int(inode) != st.st_ino or int(offset, 16) != 0:
-            continue
-        path = parts[5].removesuffix(" (deleted)")
+        path = m.path.removesuffix(" (deleted)")
         if os.path.basename(path) != os.path.basename(os.path.realpath(binary)) and \
                 os.path.realpath(path) != os.path.realpath(binary):
             continue
-        return int(span.split("-")[0], 16) - min_vaddr
+        return m.start - min_vaddr
     raise NotFoundError(f"{binary} is not mapped in process {pid}",
                          help="pass the process's own executable, or --bias")

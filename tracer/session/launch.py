@@ -15,6 +15,7 @@ import errno as errno_mod
 import os
 import shutil
 import signal
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +45,9 @@ class LaunchSpec:
     setup_root: Hook | None = None
     pid_namespace: bool = False
     watched: Sequence[str] = field(default_factory=lambda: [s.name for s in WATCHED])
+    # "ptrace": RET_TRACE filter; "notify": RET_USER_NOTIF filter with a listener (fails if
+    # the kernel refuses); "auto": notify, else ptrace (Tracee.engine_reason says why)
+    engine: str = "ptrace"
 
 
 @dataclass
@@ -55,6 +59,9 @@ class Tracee:
     child: int
     exec_path: str
     report_fd: int
+    engine: str = "ptrace"  # the engine the filter was installed for
+    listener: int | None = None  # the seccomp listener fd (notify)
+    engine_reason: str = ""  # why this engine (auto)
 
     def exec_errno(self) -> int | None:
         """The errno of a failed exec, once the child has exited (None: exec succeeded)."""
@@ -128,7 +135,8 @@ def _decode_error(line: bytes) -> CgotraceError:
 
 
 def _child(spec: LaunchSpec, path: str, env: Mapping[str, str], prog: list[seccomp.Insn],
-           report_w: int, go_r: int) -> None:
+           report_w: int, go_r: int, notify_prog: list[seccomp.Insn] | None = None,
+           fd_sock: socket.socket | None = None) -> None:
     """Runs in the forked child; never returns."""
     code = 125
     try:
@@ -151,7 +159,7 @@ def _child(spec: LaunchSpec, path: str, env: Mapping[str, str], prog: list[secco
             spec.child_setup()
         if spec.cwd is not None:
             os.chdir(spec.cwd)
-        seccomp.install(prog)
+        _install_filter(prog, notify_prog, fd_sock, report_w)
         os.write(report_w, b"R\n")
         if os.read(go_r, 1) != b"g":
             os._exit(125)
@@ -169,6 +177,36 @@ def _child(spec: LaunchSpec, path: str, env: Mapping[str, str], prog: list[secco
     os._exit(code)
 
 
+def _install_filter(prog: list[seccomp.Insn], notify_prog: list[seccomp.Insn] | None,
+                    fd_sock: socket.socket | None, report_w: int) -> None:
+    """In the child: the notify filter (listener fd sent to the parent) when asked, with
+    the ptrace filter as the fallback when allowed (`N`: notify, `F<errno>`: fell back)."""
+    if notify_prog is not None and fd_sock is not None:
+        try:
+            fd = seccomp.install_listener(notify_prog)
+        except OSError as e:
+            if prog:
+                os.write(report_w, b"F%d\n" % (e.errno or 0))
+                seccomp.install(prog)
+                return
+            raise
+        socket.send_fds(fd_sock, [b"N"], [fd])
+        os.close(fd)  # the tracee must not hold its own listener
+        fd_sock.close()
+        os.write(report_w, b"N\n")
+        return
+    seccomp.install(prog)
+
+
+def _notify_reason(engine: str) -> str | None:
+    """Why notify is not even tried (None: try it)."""
+    if engine == "ptrace":
+        return "--engine ptrace"
+    if os.environ.get("CGOTRACE_NO_NOTIFY"):
+        return "CGOTRACE_NO_NOTIFY is set"
+    return None
+
+
 def launch(spec: LaunchSpec) -> Tracee:
     """Fork and seize the program; it is about to exec when this returns (run the loop).
 
@@ -177,28 +215,54 @@ def launch(spec: LaunchSpec) -> Tracee:
     """
     env = dict(os.environ) if spec.env is None else dict(spec.env)
     path = spec.exec_path or resolve_program(spec.argv[0], env)
-    prog = seccomp.build_filter(X86_64_NUMBERS[n] for n in spec.watched)
+    numbers = [X86_64_NUMBERS[n] for n in spec.watched]
+    prog = seccomp.build_filter(numbers)
+    skip = _notify_reason(spec.engine)
+    if skip is not None and spec.engine == "notify":
+        raise TracerError(f"the notify engine is unavailable: {skip}",
+                          help="use --engine ptrace or auto")
+    notify_prog = None if skip is not None else seccomp.build_filter(
+        numbers, seccomp.SECCOMP_RET_USER_NOTIF)
+    fallback = prog if spec.engine == "auto" or notify_prog is None else []
+    parent_sock = child_sock = None
+    if notify_prog is not None:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
         os.close(report_r)
         os.close(go_w)
-        _child(spec, path, env, prog, report_w, go_r)
+        if parent_sock is not None:
+            parent_sock.close()
+        _child(spec, path, env, fallback, report_w, go_r, notify_prog, child_sock)
     os.close(report_w)
     os.close(go_r)
+    if child_sock is not None:
+        child_sock.close()
     pid = child
+    engine, reason, listener = "ptrace", skip or "", None
     buf = b""
     try:
         while True:
             chunk = os.read(report_r, 4096)
             buf += chunk
             lines = buf.split(b"\n")
+            buf = lines[-1]  # each complete line is handled once
             for line in lines[:-1]:
                 if line.startswith(b"P"):
                     pid = int(line[1:])
                 elif line.startswith(b"S"):
                     raise _decode_error(line[1:])
+                elif line.startswith(b"F"):
+                    reason = ("seccomp user notification refused "
+                              f"({errno_mod.errorcode.get(int(line[1:]), line[1:].decode())})")
+                elif line == b"N" and parent_sock is not None:
+                    _, fds, _, _ = socket.recv_fds(parent_sock, 16, 1)
+                    if not fds:
+                        raise TracerError("the seccomp listener was not received")
+                    listener, engine = fds[0], "notify"
+                    reason = reason or "seccomp user notification available"
                 elif line == b"R":
                     break
             else:
@@ -216,11 +280,16 @@ def launch(spec: LaunchSpec) -> Tracee:
     except BaseException:
         _kill_and_reap(child, pid)
         os.close(report_r)
+        if listener is not None:
+            os.close(listener)
         raise
     finally:
         os.close(go_w)
+        if parent_sock is not None:
+            parent_sock.close()
     os.set_blocking(report_r, False)
-    return Tracee(pid=pid, child=child, exec_path=path, report_fd=report_r)
+    return Tracee(pid=pid, child=child, exec_path=path, report_fd=report_r, engine=engine,
+                  listener=listener, engine_reason=reason)
 
 
 def _kill_and_reap(child: int, pid: int) -> None:

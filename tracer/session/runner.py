@@ -10,12 +10,17 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.classify import Classifier
-from tracer.loop import FAULT_SIGNALS, Attributor, Loop
+from tracer.engine.base import FAULT_SIGNALS
+from tracer.engine.collector import Attributor, EventCollector
+from tracer.engine.notify_engine import NotifyEngine, set_sync_wakeup
+from tracer.engine.ptrace_engine import PtraceEngine
+from tracer.errors import ExitCode, TracerError
 from tracer.model import Access, ExitStatus, ProcessEvent
 from tracer.recorder import TraceWriter
 from tracer.session.launch import (
@@ -27,6 +32,8 @@ from tracer.session.launch import (
 )
 from tracer.summary import SummaryBuilder
 from tracer.syscalls.entry import EntryDecoder
+
+ENGINES = ("auto", "notify", "ptrace")
 
 
 @dataclass
@@ -41,6 +48,9 @@ class RunOptions:
     forward_signals: bool = True
     debug: bool = False
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
+    verbose: bool = False  # say on stderr which engine runs and why, before it starts
+    # notify | ptrace | auto (docs/architecture.md, engines); $CGOTRACE_ENGINE sets the default
+    engine: str = field(default_factory=lambda: os.environ.get("CGOTRACE_ENGINE", "auto"))
 
 
 @dataclass
@@ -50,6 +60,8 @@ class RunResult:
     crash: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
     events: list[ProcessEvent] = field(default_factory=list)
+    engine: str = "ptrace"  # the engine that ran
+    engine_reason: str = ""  # why (auto)
 
 
 def _static_summary(facts: Any) -> dict[str, Any]:
@@ -86,6 +98,9 @@ def trace_program(opts: RunOptions) -> RunResult:
     Raises TracerError 127/126 when the program cannot be executed (with the reason), or
     the sandbox's errors.
     """
+    if opts.engine not in ENGINES:
+        raise TracerError(f"unknown engine {opts.engine!r}: expected one of "
+                          f"{', '.join(ENGINES)}", exit_code=ExitCode.USAGE)
     env = dict(os.environ) if opts.env is None else opts.env
     prepared = None
     if opts.rootfs is not None or opts.network not in (None, "host"):
@@ -100,11 +115,11 @@ def trace_program(opts: RunOptions) -> RunResult:
                            child_setup=prepared.child_setup,
                            enter_namespaces=prepared.enter_namespaces,
                            setup_root=prepared.setup_root,
-                           pid_namespace=prepared.pid_namespace)
+                           pid_namespace=prepared.pid_namespace, engine=opts.engine)
     else:
         program = resolve_program(opts.argv[0], env)
         lspec = LaunchSpec(argv=opts.argv, env=env, exec_path=program,
-                           child_setup=opts.child_setup)
+                           child_setup=opts.child_setup, engine=opts.engine)
     root = str(prepared.root) if prepared is not None and prepared.root is not None else None
     in_root = prepared.program_in_root if prepared is not None else None
     facts = _inspect(program, root, in_root if root else None)
@@ -149,20 +164,28 @@ def trace_program(opts: RunOptions) -> RunResult:
 
         tracee = launch(lspec)
         forwarder = SignalForwarder(tracee.pid).start() if opts.forward_signals else None
-        loop = Loop(tracee.pid, on_access=on_access, on_event=on_event,
-                    classifier=classifier, decoder=EntryDecoder(),
-                    attributor=opts.attributor, interpreter_of=interpreter_of,
-                    debug=opts.debug)
+        collector = EventCollector(on_access=on_access, on_event=on_event,
+                                   classifier=classifier, decoder=EntryDecoder(),
+                                   attributor=opts.attributor, interpreter_of=interpreter_of,
+                                   debug=opts.debug)
+        engine = _engine_for(tracee)
+        if opts.verbose:
+            print(f"cgotrace: engine {engine.name} ({tracee.engine_reason})", file=sys.stderr,
+                  flush=True)
         try:
-            status = loop.run()
+            status = engine.run(collector)
         finally:
             if forwarder is not None:
                 forwarder.stop()
             _reap(tracee.child, tracee.pid)
         err = tracee.exec_errno()
         tracee.close()
-        stats = {"stops": loop.stats.stops, "accesses": loop.stats.accesses,
-                 "unknown": loop.stats.lost, "attributor_errors": loop.stats.attributor_errors}
+        cs = collector.stats
+        stats = {"stops": engine.stops, "accesses": cs.accesses, "unknown": cs.lost,
+                 "unobserved": cs.unobserved, "attributor_errors": cs.attributor_errors}
+        if isinstance(engine, NotifyEngine):
+            stats["notifications"] = engine.notifications
+            stats["upgrades"] = engine.upgrades
         if writer is not None:
             writer.exit(status, stats=stats)
         if err is not None:
@@ -172,10 +195,20 @@ def trace_program(opts: RunOptions) -> RunResult:
             raise exc
         crash = _crash_line(status, events)
         return RunResult(status=status, summary=summary.summary(status), crash=crash,
-                         stats=stats, events=events)
+                         stats=stats, events=events, engine=engine.name,
+                         engine_reason=tracee.engine_reason)
     finally:
         if writer is not None:
             writer.close()
+
+
+def _engine_for(tracee: Any) -> PtraceEngine:
+    """The engine for the filter launch installed (notify when it got a listener)."""
+    if tracee.listener is None:
+        return PtraceEngine(tracee.pid)
+    sync = set_sync_wakeup(tracee.listener)
+    tracee.engine_reason += ", SYNC_WAKE_UP on" if sync else ", SYNC_WAKE_UP refused"
+    return NotifyEngine(tracee.pid, tracee.listener, sync)
 
 
 def _host_mapper(prepared: Any) -> Callable[[Access], Access] | None:

@@ -1,8 +1,9 @@
 """Turn a seccomp stop (nr + args) into an `AccessDraft`: the access before its result.
 
-`EntryDecoder.decode(pid, tid, info)` is called by the loop once per stop; it does at most
-one process_vm_readv per string (plus one for connect's sockaddr, argv's table and
-openat2's struct), and one /proc readlink only for relative paths.
+`EntryDecoder.decode(view, nr, arch, args, ip, sp, now)` is called by the collector once
+per watched entry; memory comes from the engine's `ThreadView` (tracer/engine/base.py),
+at most one read per string (plus one for connect's sockaddr, argv's table and openat2's
+struct), and one /proc readlink only for relative paths.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tracer.ptrace import read_cstring, read_memory
 from tracer.syscalls import decode
 from tracer.syscalls.table import (
     AUDIT_ARCH_X86_64,
@@ -21,6 +22,9 @@ from tracer.syscalls.table import (
     i386_table,
     x86_64_table,
 )
+
+if TYPE_CHECKING:
+    from tracer.engine.base import ThreadView
 
 
 @dataclass(slots=True)
@@ -34,7 +38,7 @@ class AccessDraft:
     cls: str  # open, exec, connect, probe
     path: str
     flags: str | None
-    args: tuple[int, int, int, int, int, int]
+    args: tuple[int, ...]
     ip: int
     sp: int
     time: float
@@ -44,6 +48,7 @@ class AccessDraft:
     attribution: object = None  # Attribution | None, from the attributor
     loader_phase: bool = False  # made by the interpreter before the entry point ran
     flag_arg: int | None = None  # index of the raw open flags in args (open/openat)
+    observed: bool = True  # False: let run without a stop, its result not seen
 
 
 class EntryDecoder:
@@ -60,19 +65,20 @@ class EntryDecoder:
     def spec(self, nr: int, arch: int) -> SyscallSpec | None:
         return (self._native if arch == AUDIT_ARCH_X86_64 else self._compat).get(nr)
 
-    def decode(self, pid: int, tid: int, nr: int, arch: int,
-               args: tuple[int, int, int, int, int, int], ip: int, sp: int,
-               now: float) -> AccessDraft | None:
+    def decode(self, view: ThreadView, nr: int, arch: int, args: tuple[int, ...], ip: int,
+               sp: int, now: float) -> AccessDraft | None:
         """The draft for this call, or None when it is not worth a record (unwatched nr under
         a foreign ABI, fstat-style AT_EMPTY_PATH calls, connect(AF_UNSPEC))."""
         spec = (self._native if arch == AUDIT_ARCH_X86_64 else self._compat).get(nr)
         if spec is None:
             return None
+        tid = view.tid
+        read = view.read
         flags: str | None = None
         family: str | None = None
         argv: tuple[str, ...] | None = None
         if spec.cls == CONNECT:
-            raw = read_memory(tid, args[1], min(args[2] & 0xFFFFFFFF, 128))
+            raw = read(args[1], min(args[2] & 0xFFFFFFFF, 128))
             addr = decode.sockaddr(raw)
             if addr is None or addr[0] == "AF_UNSPEC":
                 return None
@@ -92,12 +98,12 @@ class EntryDecoder:
                         at = args[3]
                         flags += "," + (decode.at_flags(args[3]) or "")
                 elif spec.flag_kind == "openhow":
-                    how = read_memory(tid, value, 8)
+                    how = read(value, 8)
                     if len(how) == 8:
                         flags = decode.open_flags(struct.unpack("<Q", how)[0])
             elif spec.name == "creat":
                 flags = "O_WRONLY|O_CREAT|O_TRUNC"
-            raw_path = read_cstring(tid, args[spec.path or 0], self._path_limit)
+            raw_path = view.read_cstring(args[spec.path or 0], self._path_limit)
             if raw_path is None:
                 path = "(unreadable)"
             else:
@@ -114,10 +120,8 @@ class EntryDecoder:
                 elif path[0] != "/":
                     path = decode.resolve_path(tid, dirfd, path, self._map)
             if spec.argv is not None:
-                argv = decode.read_argv(
-                    lambda a, n: read_memory(tid, a, n),
-                    lambda a: read_cstring(tid, a, 1024),
-                    args[spec.argv], self._argv_limit)
-        return AccessDraft(pid, tid, nr, spec.name, spec.cls, path, flags, args, ip, sp, now,
-                           argv, family,
+                argv = decode.read_argv(read, lambda a: view.read_cstring(a, 1024),
+                                        args[spec.argv], self._argv_limit)
+        return AccessDraft(view.pid, tid, nr, spec.name, spec.cls, path, flags, args, ip, sp,
+                           now, argv, family,
                            flag_arg=spec.flags if spec.flag_kind == "open" else None)

@@ -33,6 +33,7 @@ BPF_RET_K = 0x06
 
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_TRACE = 0x7FF00000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
 SECCOMP_DATA_NR = 0
 SECCOMP_DATA_ARCH = 4
 
@@ -43,8 +44,11 @@ SECCOMP_MODE_FILTER = 2
 Insn = tuple[int, int, int, int]  # (code, jt, jf, k)
 
 
-def build_filter(numbers: Iterable[int]) -> list[Insn]:
-    """The instructions for a filter tracing `numbers` (x86_64 syscall numbers)."""
+def build_filter(numbers: Iterable[int], action: int = SECCOMP_RET_TRACE) -> list[Insn]:
+    """The instructions for a filter tracing `numbers` (x86_64 syscall numbers).
+
+    `action` is what a watched native call returns: RET_TRACE (ptrace engine) or
+    RET_USER_NOTIF (notify engine). Foreign-ABI calls are always RET_TRACE."""
     nrs = sorted(set(numbers))
     if len(nrs) > 250:  # jump offsets are 8-bit
         raise ValueError("too many watched syscalls for one filter block")
@@ -61,7 +65,10 @@ def build_filter(numbers: Iterable[int]) -> list[Insn]:
     for i, nr in enumerate(nrs):
         prog.append((BPF_JEQ_K, n - i, 0, nr))
     prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
-    prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_TRACE))
+    prog.append((BPF_RET_K, 0, 0, action))
+    if action != SECCOMP_RET_TRACE:  # the x32 jump lands on `ret action`: route it apart
+        prog[4] = (BPF_JGE_K, n + 2, 0, X32_SYSCALL_BIT)
+        prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_TRACE))
     return prog
 
 
@@ -92,6 +99,31 @@ def encode(prog: list[Insn]) -> bytes:
 
 class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+SYS_SECCOMP = 317
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_GET_NOTIF_SIZES = 3
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+
+
+def install_listener(prog: list[Insn]) -> int:
+    """NO_NEW_PRIVS, then seccomp(SET_MODE_FILTER, NEW_LISTENER): the listener fd.
+
+    Raises OSError (EBUSY when a filter with a listener is already installed, EINVAL on
+    kernels without user notification). Makes no watched syscall."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    raw = ctypes.create_string_buffer(encode(prog))
+    fprog = _SockFprog(len(prog), ctypes.addressof(raw))
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "prctl(PR_SET_NO_NEW_PRIVS)")
+    fd = int(libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER,
+                          SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(fprog)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)")
+    return fd
 
 
 def install(prog: list[Insn]) -> None:

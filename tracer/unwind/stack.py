@@ -21,14 +21,42 @@ import struct
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from tracer.errors import CgotraceError
-from tracer.symbols.maps import Module
+from tracer.symbols.pclntab import PclnTable
 from tracer.unwind import cfi
 from tracer.unwind.goruntime import FLAG_TOP_FRAME, FUNCID_ASMCGOCALL, STACK_ROOTS, GoRuntime
 
+if TYPE_CHECKING:
+    from tracer.symbols.pclntab import PclnTable
+
 Reader = Callable[[int, int], bytes]
+
+
+class ImageLike(Protocol):
+    """What the unwinder reads of one ELF image (tracer.process.images.LoadedImage)."""
+
+    @property
+    def pcln(self) -> PclnTable | None: ...
+
+    @property
+    def cfi(self) -> cfi.CfiTable | None: ...
+
+    @property
+    def goruntime(self) -> GoRuntime | None: ...
+
+
+class Module(Protocol):
+    """One mapped image in one process (tracer.process.images.Module): the unwinder never
+    imports the process layer, which sits above it."""
+
+    name: str
+    path: str
+    bias: int
+
+    @property
+    def image(self) -> ImageLike | None: ...
 
 MAX_FRAMES: Final = 128
 SCAN_LIMIT: Final = 64 * 1024

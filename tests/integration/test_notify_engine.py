@@ -1,0 +1,169 @@
+"""The notify engine's own promises: honest unobserved repeats, death with the tracer, and
+`auto` falling back to ptrace when seccomp user notification is unavailable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.integration.tracing_helpers import cgotrace_cmd, private_netns
+from tracer.attribution import Attributor
+from tracer.errors import TracerError
+from tracer.model import Access
+from tracer.recorder import read_trace
+from tracer.session.runner import RunOptions, RunResult, trace_program
+from tracer.syscalls import seccomp
+
+pytestmark = pytest.mark.ptrace
+Sample = Callable[..., Path]
+
+
+def _run(argv: list[str], engine: str, **kw: object) -> tuple[RunResult, list[Access]]:
+    got: list[Access] = []
+    kw.setdefault("child_setup", private_netns)
+    res = trace_program(RunOptions(argv=argv, forward_signals=False, on_access=got.append,
+                                   engine=engine, **kw))  # type: ignore[arg-type]
+    return res, got
+
+
+@pytest.mark.go
+def test_repeats_without_a_stop_are_unobserved_and_point_at_an_observed_result(
+        sample: Sample, tmp_path: Path) -> None:
+    exe = str(sample("benchopen", "cgo"))
+    out = tmp_path / "t.jsonl"
+    res, acc = _run([exe, "300"], "notify", attributor=Attributor(), output=str(out))
+    assert res.engine == "notify" and res.status.code == 0
+    opens = [a for a in acc if a.path == os.path.realpath(exe) and a.syscall == "openat"]
+    assert len(opens) == 300
+    observed = {a.seq: a for a in opens if a.observed}
+    unobserved = [a for a in opens if not a.observed]
+    assert len(unobserved) >= 250  # the point of the engine: most repeats run unstopped
+    assert res.stats["unobserved"] >= len(unobserved)
+    for a in unobserved:  # never presented as observed: the result is an observed one's
+        assert a.result_of in observed, a
+        assert (a.result, a.retval is not None) == (observed[a.result_of].result, True)
+        assert a.result_of < a.seq
+    # the first access of every (path, call site) was seen at its syscall exit
+    first: dict[tuple[str, object, object], Access] = {}
+    for a in acc:
+        at = a.attribution
+        site = (a.path, at.user_frame if at else None, at.go_api if at else None)
+        first.setdefault(site, a)
+    assert all(a.observed for a in first.values() if a.result != "unknown")
+    # power-of-two repeats are re-observed
+    nth = {i + 1: a for i, a in enumerate(opens)}
+    assert all(nth[n].observed for n in (1, 2, 4, 8, 16, 32, 64, 128, 256))
+    # the trace file says so, and reads back the same
+    lines = {a.seq: a for a in read_trace(out).accesses}
+    sample_unobs = unobserved[0]
+    assert lines[sample_unobs.seq].observed is False
+    assert lines[sample_unobs.seq].result_of == sample_unobs.result_of
+    assert '"observed": false' in out.read_text() or '"observed":false' in out.read_text()
+
+
+def test_writing_opens_are_always_observed(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    script = f"for i in 1 2 3 4 5 6 7; do echo $i >> {target}; done; cat {target} > /dev/null"
+    res, acc = _run(["/bin/sh", "-c", script], "notify")
+    assert res.status.code == 0
+    writes = [a for a in acc if a.path == str(target) and a.flags and "O_WRONLY" in a.flags]
+    assert len(writes) == 7 and all(a.observed and a.result == "ok" for a in writes)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(pred: Callable[[], bool], timeout: float = 15.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_sigkill_of_the_tracer_kills_the_tracee_under_notify(tmp_path: Path) -> None:
+    # the tracee keeps making watched calls, so a dead listener would show at once
+    loop = "while :; do test -e /etc/hostname; sleep 0.05; done"
+    proc = subprocess.Popen(cgotrace_cmd("run", "-q", "--engine", "notify", "--",
+                                         "/bin/sh", "-c", loop))
+    tracee = None
+    try:
+        assert _wait_for(lambda: bool(_children(proc.pid)))
+        tracee = _children(proc.pid)[0]
+        assert _wait_for(lambda: os.path.realpath(f"/proc/{tracee}/exe").endswith("sh"))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert _wait_for(lambda: not _alive(tracee)), "tracee survived its tracer"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if tracee is not None and _alive(tracee):
+            os.kill(tracee, signal.SIGKILL)
+
+
+def test_auto_falls_back_to_ptrace_when_notify_is_switched_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CGOTRACE_NO_NOTIFY", "1")
+    res, acc = _run(["/bin/true"], "auto")
+    assert res.engine == "ptrace" and "CGOTRACE_NO_NOTIFY" in res.engine_reason
+    assert any(a.syscall == "execve" and a.result == "ok" for a in acc)
+    with pytest.raises(TracerError, match="notify engine is unavailable"):
+        _run(["/bin/true"], "notify")
+
+
+def _listener_already_installed() -> None:
+    """child_setup: a filter with a listener is in place (as under another supervisor), so
+    the kernel refuses a second listener (EBUSY)."""
+    private_netns()
+    seccomp.install_listener(seccomp.build_filter([134], seccomp.SECCOMP_RET_USER_NOTIF))
+
+
+def test_auto_falls_back_to_ptrace_under_a_filter_with_a_listener() -> None:
+    res, acc = _run(["/bin/cat", "/etc/hostname"], "auto",
+                    child_setup=_listener_already_installed)
+    assert res.engine == "ptrace" and "EBUSY" in res.engine_reason
+    assert res.status.code == 0
+    assert any(a.path == "/etc/hostname" and a.result == "ok" and a.observed for a in acc)
+    with pytest.raises(TracerError):
+        _run(["/bin/true"], "notify", child_setup=_listener_already_installed)
+
+
+def test_verbose_says_which_engine_and_why() -> None:
+    env = {**os.environ, "CGOTRACE_NO_NOTIFY": "1"}
+    env.pop("CGOTRACE_ENGINE", None)
+    proc = subprocess.run(cgotrace_cmd("run", "-q", "-v", "--", "/bin/true"),
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0
+    assert "cgotrace: engine ptrace (CGOTRACE_NO_NOTIFY is set)" in proc.stderr
+    env.pop("CGOTRACE_NO_NOTIFY")
+    proc = subprocess.run(cgotrace_cmd("run", "-q", "-v", "--engine", "notify", "--",
+                                       "/bin/true"),
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0
+    assert "cgotrace: engine notify (seccomp user notification available" in proc.stderr
+    proc = subprocess.run(cgotrace_cmd("run", "-q", "--engine", "notify", "--", "/bin/true"),
+                          capture_output=True, text=True, timeout=60,
+                          env={**env, "CGOTRACE_NO_NOTIFY": "1"})
+    assert proc.returncode == 125
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

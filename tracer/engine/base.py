@@ -1,0 +1,148 @@
+"""The engine seam: what an engine reports, and what the collector answers.
+
+An engine owns the tracee and is the only code that issues ptrace (or seccomp-notify)
+requests. It turns what the kernel reports into calls on one engine-agnostic `Collector`
+(tracer/engine/collector.py), always from the engine's own thread, and the collector answers
+each watched entry with what it wants to see next (`Want`). Names here are shared with the
+launch, notify and attach engines (docs/architecture.md, "Shared seams §1"): add, never
+rename.
+
+The call protocol, per thread:
+
+- `on_entry(view, ...)` for a watched call. The engine then calls `on_result(tid, rval,
+  observed)` exactly once for that entry: with the syscall's return value seen at its exit
+  (`observed=True`), or `rval=None, observed=False` when the call was let run without a
+  stop (Want.CONTINUE). A restart errno (ERESTARTSYS...) as `rval` means the call will be
+  made again and reported by its own entry; the collector drops the first one. When the
+  thread vanishes instead (exit_group, exec by another thread), `on_exit`/`on_exec` flush
+  the entry with result "unknown".
+- `on_spawn` before anything else of the new task when the engine can (under SEIZE the new
+  task's first stop may come first: the collector asks /proc for its tgid then).
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING, Protocol, TypeAlias
+
+if TYPE_CHECKING:
+    from tracer.model import ExitStatus
+    from tracer.unwind.stack import Registers
+
+__all__ = ["FAULT_SIGNALS", "Capabilities", "Collector", "Engine", "Regs", "ThreadView",
+           "Want"]
+
+FAULT_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
+                           signal.SIGABRT, signal.SIGSYS})
+
+# the unwinder's register protocol (python-ptrace's user_regs_struct satisfies it)
+Regs: TypeAlias = "Registers"
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine can provide."""
+
+    registers: bool  # full user registers at a watched call (for the unwinder)
+    results: str  # "all" (every call's result) | "selected" (only when the collector asks)
+    blocks_filter: bool  # True for attach: no seccomp filter, every syscall stops
+
+
+class ThreadView(Protocol):
+    """One stopped (or notification-waiting) thread, handed to the collector at an entry;
+    valid only until the call it was passed to returns (engines reuse one object)."""
+
+    tid: int
+    pid: int
+    # True when registers and the call's result are available for this entry (ptrace
+    # stops, an upgraded notification); False for a plain seccomp notification.
+    full: bool
+
+    def regs(self) -> Registers | None:
+        """Full user registers, or None when the engine cannot (a notification that was not
+        upgraded) or the thread is gone."""
+        ...
+
+    def read(self, addr: int, n: int) -> bytes:
+        """Process memory; short (or empty) at unmapped pages, never raises for EFAULT."""
+        ...
+
+    def read_cstring(self, addr: int, limit: int) -> bytes | None:
+        """The NUL-terminated string at addr (at most `limit` bytes); None if unreadable."""
+        ...
+
+    def read_pages(self, pages: list[int]) -> list[bytes]:
+        """Whole pages in one request (b"" for unreadable ones): the unwinder's prefetch."""
+        ...
+
+
+class Want(IntEnum):
+    """The collector's answer to an entry."""
+
+    CONTINUE = 0  # run the call; no result needed (notify: reply CONTINUE)
+    RESULT = 1  # report the result (ptrace: PTRACE_SYSCALL to the exit stop)
+    FULL = 2  # registers *and* result (notify: the PTRACE_INTERRUPT upgrade)
+
+
+class Collector(Protocol):
+    """The engine-agnostic consumer of engine events (tracer/engine/collector.py)."""
+
+    def start(self, pid: int) -> None:
+        """The launched (or attached) process `pid`, before its first event."""
+        ...
+
+    @property
+    def tracing(self) -> bool:
+        """True while any traced thread remains."""
+        ...
+
+    def pid_of(self, tid: int) -> int:
+        """The process (tgid) of a traced thread."""
+        ...
+
+    def wants_full(self, tid: int, pid: int, nr: int, args: tuple[int, ...],
+                   ip: int) -> Want:
+        """Cheap pre-check before any memory is read (notify): FULL when the call's number
+        and raw arguments alone say it needs registers and its result (exec, connect,
+        O_CREAT/O_WRONLY/O_RDWR opens, foreign ABIs); otherwise CONTINUE, meaning "ask
+        on_entry", which reads the path and applies the keep-policy."""
+        ...
+
+    def on_entry(self, view: ThreadView, nr: int, arch: int, args: tuple[int, ...],
+                 ip: int, sp: int) -> Want: ...
+
+    def on_result(self, tid: int, rval: int | None, observed: bool) -> None: ...
+
+    def on_spawn(self, parent_tid: int, new_tid: int, new_pid: int, kind: str) -> None:
+        """kind: clone | fork | vfork."""
+        ...
+
+    def on_exec(self, tid: int, former_tid: int, pid: int) -> None: ...
+
+    def on_signal(self, tid: int, sig: int, fault_address: int | None,
+                  code: int = 0) -> None: ...
+
+    def on_exit(self, tid: int, status: int) -> None:
+        """A waitpid status: the thread (and, for the leader, the process) is gone."""
+        ...
+
+    def finish(self) -> ExitStatus:
+        """Flush what is still pending; the launched program's status."""
+        ...
+
+
+class Engine(Protocol):
+    """Owns the tracee; the only issuer of ptrace / seccomp-notify requests."""
+
+    name: str  # "ptrace" | "notify" | "attach"
+    caps: Capabilities
+
+    def run(self, collector: Collector) -> ExitStatus:
+        """Until no traced tid remains."""
+        ...
+
+    def detach(self) -> None:
+        """Attach: leave every thread running, nothing left behind."""
+        ...

@@ -1,0 +1,314 @@
+"""The notify engine: seccomp user notification for watched calls, ptrace for the rest.
+
+The launched program is PTRACE_SEIZEd as for the ptrace engine (clone/fork/exec/exit
+events, signals, group-stop, EXITKILL) but its filter returns SECCOMP_RET_USER_NOTIF for
+the watched native calls, and the tracer holds the listener fd. One thread serves both:
+`poll()` on the listener and on a SIGCHLD wake-up fd (signal.set_wakeup_fd; every ptrace
+stop sends the tracer SIGCHLD), then `waitpid(WNOHANG)` until empty. No timeouts.
+
+Per notification (`SECCOMP_IOCTL_NOTIF_RECV`: id, tid, nr, arch, ip, args):
+
+- `collector.wants_full` (numbers only), then `collector.on_entry` with a view that has
+  memory but no registers (`full=False`): the path is read at the notification.
+- CONTINUE: reply `SECCOMP_USER_NOTIF_FLAG_CONTINUE` at once; the kernel runs the call as
+  if it had never stopped; `on_result(tid, None, observed=False)`. A reply refused with
+  ENOENT (the wait was interrupted by a signal: the call restarts and notifies again)
+  drops the entry instead.
+- FULL: the upgrade. PTRACE_INTERRUPT the waiting thread; it leaves the wait with
+  ERESTARTSYS and reports PTRACE_EVENT_STOP, where the registers are those at the call.
+  `on_entry` runs again with a full view; PTRACE_SYSCALL -> syscall-entry stop of the
+  restarted call -> PTRACE_SYSCALL -> the same call notifies again -> reply CONTINUE ->
+  syscall-exit stop: the real result, `on_result(tid, rval, observed=True)`, PTRACE_CONT.
+  A restart errno at that exit (a signal interrupted the call itself) goes round again.
+
+Foreign-ABI calls still return RET_TRACE and are handled exactly as by the ptrace engine.
+If the tracer dies, EXITKILL kills the tracee (a dead listener would otherwise make every
+watched call fail with ENOSYS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import struct
+import threading
+from typing import TYPE_CHECKING, Any
+
+from tracer import ptrace
+from tracer.engine.base import Capabilities, Collector, Want
+from tracer.engine.ptrace_engine import WALL, PtraceEngine
+from tracer.syscalls.decode import RESTART_ERRNOS
+
+if TYPE_CHECKING:
+    from tracer.model import ExitStatus
+    from tracer.unwind.stack import Registers
+
+__all__ = ["NotifyEngine", "NotifyView", "set_sync_wakeup"]
+
+# <linux/seccomp.h>: _IOWR('!', 0, struct seccomp_notif) etc. (x86-64 sizes 80 and 24)
+NOTIF_SIZE = 80
+RESP_SIZE = 24
+IOCTL_NOTIF_RECV = 0xC0502100
+IOCTL_NOTIF_SEND = 0xC0182101
+IOCTL_NOTIF_SET_FLAGS = 0x40082104
+USER_NOTIF_FLAG_CONTINUE = 1
+USER_NOTIF_FD_SYNC_WAKE_UP = 1
+WNOHANG = os.WNOHANG
+_NOTIF = struct.Struct("<QIIiIQ6Q")
+_RESP = struct.Struct("<QqiI")
+_ERESTARTSYS = 512
+
+# upgrade states of a thread (NotifyEngine.upgrading)
+INTERRUPTED = 1  # PTRACE_INTERRUPT sent while it waits for the reply
+RESTART = 2  # resumed with PTRACE_SYSCALL: the restarted call's entry stop comes next
+AWAIT_NOTIF = 3  # past that entry stop: the same call notifies again
+AWAIT_EXIT = 4  # replied CONTINUE: its syscall-exit stop gives the result
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_ioctl = _libc.ioctl
+_ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+_ioctl.restype = ctypes.c_int
+
+
+def set_sync_wakeup(listener: int) -> bool:
+    """Ask for SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (kernel 6.6+): the kernel hands the CPU
+    straight from the tracee to the tracer and back. False when the kernel refuses."""
+    # the ioctl takes the flags by value, not through a pointer
+    return bool(_ioctl(listener, IOCTL_NOTIF_SET_FLAGS, USER_NOTIF_FD_SYNC_WAKE_UP) == 0)
+
+
+class NotifyView:
+    """The `ThreadView` of a thread waiting for a notification reply: memory, no registers."""
+
+    __slots__ = ("full", "pid", "tid")
+
+    def __init__(self) -> None:
+        self.tid = 0
+        self.pid = 0
+        self.full = False
+
+    def at(self, tid: int, pid: int) -> NotifyView:
+        self.tid = tid
+        self.pid = pid
+        return self
+
+    def regs(self) -> Registers | None:
+        return None
+
+    def read(self, addr: int, n: int) -> bytes:
+        return ptrace.read_memory(self.tid, addr, n)
+
+    def read_cstring(self, addr: int, limit: int) -> bytes | None:
+        return ptrace.read_cstring(self.tid, addr, limit)
+
+    def read_pages(self, pages: list[int]) -> list[bytes]:
+        return ptrace.read_pages(self.pid, pages)
+
+
+class NotifyEngine(PtraceEngine):
+    """Seccomp user notification + ptrace events (see the module docstring)."""
+
+    name = "notify"
+    caps = Capabilities(registers=True, results="selected", blocks_filter=False)
+
+    def __init__(self, pid: int, listener: int, sync_wakeup: bool = False) -> None:
+        super().__init__(pid)
+        self.listener = listener
+        self.sync_wakeup = sync_wakeup
+        self.notifications = 0
+        self.upgrades = 0
+        # tid -> [state, nr, arch, args, ip] for calls being upgraded to a full view
+        self.upgrading: dict[int, list[Any]] = {}
+        self._nview = NotifyView()
+        self._notif = ctypes.create_string_buffer(NOTIF_SIZE)
+        self._resp = ctypes.create_string_buffer(RESP_SIZE)
+        self._notif_addr = ctypes.addressof(self._notif)
+        self._resp_addr = ctypes.addressof(self._resp)
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self, collector: Collector) -> ExitStatus:
+        collector.start(self.pid)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        restore = self._watch_sigchld(wake_w)
+        try:
+            self._loop(collector, wake_r, 10 if restore is None else None)
+        finally:
+            if restore is not None:
+                restore()
+            os.close(wake_r)
+            os.close(wake_w)
+            with contextlib.suppress(OSError):
+                os.close(self.listener)
+        return collector.finish()
+
+    @staticmethod
+    def _watch_sigchld(wake_w: int) -> Any:
+        """SIGCHLD -> a byte on wake_w (the C-level handler writes it, whichever thread
+        takes the signal). Only the main thread may do this; elsewhere None, and the loop
+        polls with a 10 ms timeout instead."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        old_handler = signal.signal(signal.SIGCHLD, lambda *_: None)
+        old_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+
+        def restore() -> None:
+            signal.set_wakeup_fd(old_fd)
+            signal.signal(signal.SIGCHLD, old_handler)
+
+        return restore
+
+    def _loop(self, collector: Collector, wake_r: int, timeout: int | None) -> None:
+        poller = select.poll()
+        listener = self.listener
+        poller.register(listener, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        waitpid = os.waitpid
+        flags = WALL | WNOHANG
+        handle = self.handle
+        notified = self._notified
+        check_children = True
+        while True:
+            if check_children:
+                while True:
+                    try:
+                        tid, status = waitpid(-1, flags)
+                    except ChildProcessError:
+                        return
+                    if tid == 0:
+                        break
+                    self.stops += 1
+                    handle(collector, tid, status)
+                if not collector.tracing:
+                    return
+            check_children = timeout is not None
+            for fd, ev in poller.poll(timeout):
+                if fd == listener:
+                    if ev & select.POLLIN:
+                        notified(collector)
+                    elif ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                        poller.unregister(listener)  # no process holds the filter any more
+                else:
+                    with contextlib.suppress(OSError):
+                        os.read(wake_r, 512)
+                    check_children = True
+
+    # -- notifications ------------------------------------------------------------------
+    def _recv(self) -> tuple[int, ...] | None:
+        ctypes.memset(self._notif_addr, 0, NOTIF_SIZE)  # the kernel wants it zeroed
+        if _ioctl(self.listener, IOCTL_NOTIF_RECV, self._notif_addr) != 0:
+            return None  # EINTR (SIGCHLD), ENOENT (the waiter went away): nothing to do
+        return _NOTIF.unpack_from(self._notif)
+
+    def _continue(self, nid: int) -> bool:
+        _RESP.pack_into(self._resp, 0, nid, 0, 0, USER_NOTIF_FLAG_CONTINUE)
+        return bool(_ioctl(self.listener, IOCTL_NOTIF_SEND, self._resp_addr) == 0)
+
+    def _notified(self, collector: Collector) -> None:
+        got = self._recv()
+        if got is None:
+            return
+        self.notifications += 1
+        self.stops += 1
+        nid, tid, _flags, nr, arch, ip = got[:6]
+        args = got[6:]
+        up = self.upgrading.get(tid)
+        if up is not None:
+            if up[0] in (AWAIT_NOTIF, RESTART):
+                if self._continue(nid):
+                    up[0] = AWAIT_EXIT
+                return
+            del self.upgrading[tid]  # INTERRUPTED but a group-stop took it: start afresh
+        pid = collector.pid_of(tid)
+        want = collector.wants_full(tid, pid, nr, args, ip)
+        if want is Want.CONTINUE:
+            want = collector.on_entry(self._nview.at(tid, pid), nr, arch, args, ip, 0)
+        if want is Want.CONTINUE:
+            if self._continue(nid):
+                collector.on_result(tid, None, False)
+            else:  # interrupted: the restarted call notifies again
+                collector.on_result(tid, -_ERESTARTSYS, False)
+            return
+        try:
+            ptrace.interrupt(tid)
+        except ptrace.PtraceRequestError:
+            self._continue(nid)  # gone, or not ours to stop: let the call run
+            return
+        self.upgrades += 1
+        self.upgrading[tid] = [INTERRUPTED, nr, arch, args, ip]
+
+    # -- ptrace stops that belong to an upgrade ------------------------------------------
+    def resume(self, tid: int, sig: int = 0) -> None:
+        up = self.upgrading.get(tid)
+        if up is not None and up[0] != INTERRUPTED:
+            with contextlib.suppress(ptrace.PtraceRequestError):
+                ptrace.syscall(tid, sig)
+            return
+        super().resume(tid, sig)
+
+    def event(self, collector: Collector, tid: int, event: int, sig: int) -> None:
+        up = self.upgrading.get(tid)
+        if up is not None and up[0] == INTERRUPTED and event == ptrace.EVENT_STOP \
+                and sig == signal.SIGTRAP:
+            self._upgraded(collector, tid, up)
+            return
+        if event == ptrace.EVENT_EXEC:
+            try:
+                former = ptrace.get_eventmsg(tid)
+            except ptrace.PtraceRequestError:
+                former = tid
+            if former != tid:  # non-leader exec: the leader was killed, its state goes
+                self.upgrading.pop(tid, None)
+                moved = self.upgrading.pop(former, None)
+                if moved is not None:
+                    self.upgrading[tid] = moved
+        super().event(collector, tid, event, sig)
+
+    def _upgraded(self, collector: Collector, tid: int, up: list[Any]) -> None:
+        """At the PTRACE_EVENT_STOP of an interrupted notification: the full view."""
+        view = self._view.at(tid, collector.pid_of(tid))
+        regs = view.regs()
+        sp = int(regs.rsp) if regs is not None else 0
+        collector.on_entry(view, up[1], up[2], up[3], up[4], sp)
+        up[0] = RESTART
+        try:
+            ptrace.syscall(tid)
+        except ptrace.PtraceRequestError:
+            self.upgrading.pop(tid, None)
+
+    def syscall_stop(self, collector: Collector, tid: int) -> None:
+        up = self.upgrading.get(tid)
+        if up is None:
+            super().syscall_stop(collector, tid)
+            return
+        try:
+            info = ptrace.syscall_info(tid)
+        except ptrace.PtraceRequestError:
+            self.upgrading.pop(tid, None)
+            collector.on_result(tid, None, False)
+            return
+        if info.op == ptrace.SYSCALL_INFO_ENTRY:
+            up[0] = AWAIT_NOTIF  # the restarted call: it notifies next
+        elif up[0] == AWAIT_EXIT:
+            if info.is_error and -info.rval in RESTART_ERRNOS:
+                up[0] = RESTART  # interrupted again: it restarts and notifies again
+            else:
+                del self.upgrading[tid]
+                collector.on_result(tid, info.rval, True)
+        self.resume(tid)
+
+    def handle(self, collector: Collector, tid: int, status: int,
+               seccomp_stop: int = ptrace.EVENT_SECCOMP) -> None:
+        if status & 0x7F != 0x7F:
+            self.upgrading.pop(tid, None)
+        super().handle(collector, tid, status, seccomp_stop)
+
+
+def notify_unavailable_reason() -> str | None:
+    """Why the notify engine cannot be used here without trying (None: try it)."""
+    if os.environ.get("CGOTRACE_NO_NOTIFY"):
+        return "CGOTRACE_NO_NOTIFY is set"
+    return None
+

@@ -1,0 +1,1 @@
+"""Process state read from /proc: mappings, thread groups, loaded images (no ptrace)."""
