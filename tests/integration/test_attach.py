@@ -172,10 +172,10 @@ def test_signal_to_the_process_is_not_lost(sample: Callable[..., Path]) -> None:
     exe = sample("server", "cgo")
     with loopback_dns() as ns, service(exe, ns) as svc:
 
-        def attached(loop: object) -> None:
+        def attached(engine: object) -> None:
             def end() -> None:
                 os.kill(svc.pid, signal.SIGTERM)
-                loop.request_stop()  # type: ignore[attr-defined]
+                engine.request_stop()  # type: ignore[attr-defined]
 
             import threading
 
@@ -290,8 +290,8 @@ int main(void) { for (int i = 0; i < 3000; i++) { pthread_t t;
         before: set[int] = set()
         result = attach_process(AttachOptions(
             proc.pid, duration=1.5, on_access=got.append, handle_signals=False,
-            on_attached=lambda loop: before.update(loop.tid2pid)))  # type: ignore[attr-defined]
-        assert result.ended is None
+            on_attached=lambda engine: before.update(engine.seized)))  # type: ignore[attr-defined]
+        assert result.ended is None, result.how
         assert_untouched(proc.pid)
         assert proc.poll() is None
     finally:

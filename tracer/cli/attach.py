@@ -60,9 +60,9 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
         attributor = Attributor()
     print(f"{STEPPING_NOTE}.", file=sys.stderr)  # also with -q: it changes the service
 
-    def attached(loop: Any) -> None:
+    def attached(engine: Any) -> None:
         until = f"for {duration:g} s" if duration is not None else "until Ctrl-C"
-        print(f"cgotrace: attached to {pid} ({len(loop.tid2pid)} threads), {until}",
+        print(f"cgotrace: attached to {pid} ({len(engine.seized)} threads), {until}",
               file=sys.stderr, flush=True)
 
     result = attach_process(AttachOptions(pid=pid, duration=duration, output=output,

@@ -4,7 +4,8 @@
 (`--name` through psutil), refuse early with a remedy (no such PID, already traced, ptrace
 refused by Yama, ownership or a missing CAP_SYS_PTRACE), read the binary's static facts
 through /proc/PID/exe (works for a binary that exists only inside a container's root),
-seize every thread (`tracer.loop_attach`), trace until the duration ends, SIGINT/SIGTERM
+seize every thread (`tracer.engine.attach`, driving the
+same `EventCollector` as `run`), trace until the duration ends, SIGINT/SIGTERM
 or the process exits, detach, and return the same summary `run` builds. The trace file's
 header marks the attach (`attach`: pid, NSpid, start time); its exit line carries the end
 time and how the attach ended (docs/trace-format.md).
@@ -15,12 +16,14 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.classify import Classifier
+from tracer.engine.collector import Attributor
 from tracer.errors import (
     AlreadyTracedError,
     NotFoundError,
@@ -28,7 +31,6 @@ from tracer.errors import (
     TracerError,
     UsageError,
 )
-from tracer.loop import Attributor
 from tracer.model import Access, ExitStatus, ProcessEvent
 from tracer.recorder import TraceWriter
 from tracer.session import procfs
@@ -47,7 +49,7 @@ class AttachOptions:
     output: str | None = None
     attributor: Attributor | None = None
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
-    on_attached: Callable[[Any], None] | None = None  # called with the loop once seized
+    on_attached: Callable[[Any], None] | None = None  # called with the engine once seized
     handle_signals: bool = True  # SIGINT/SIGTERM/SIGHUP end the attach
 
 
@@ -204,7 +206,8 @@ def _header_extra(facts: procfs.ProcessFacts, start: float) -> dict[str, Any]:
 def attach_process(opts: AttachOptions) -> AttachResult:
     """Attach to `opts.pid`, trace, detach; see the module docstring. Raises the typed
     errors of `preflight`/`diagnose_refusal`; after the seize every path detaches."""
-    from tracer.loop_attach import AttachLoop, SeizeRefused, install_stop_signals
+    from tracer.engine.attach import AttachEngine, SeizeRefused
+    from tracer.engine.collector import EventCollector
 
     facts = preflight(opts.pid)
     static, static_summary = _static(facts)
@@ -234,53 +237,85 @@ def attach_process(opts: AttachOptions) -> AttachResult:
         if writer is not None:
             writer.event(e)
 
-    loop = AttachLoop(opts.pid, exe=exe, on_access=on_access, on_event=on_event,
-                      classifier=classifier, decoder=EntryDecoder(),
-                      attributor=opts.attributor)
+    collector = EventCollector(on_access=on_access, on_event=on_event, classifier=classifier,
+                               decoder=EntryDecoder(), attributor=opts.attributor)
+    collector.exe[opts.pid] = exe  # its closure decides what is hidden
+    collector._main_exec_done = True  # the program's own exec happened before we came
+    engine = AttachEngine(opts.pid)
     try:
         try:
-            nthreads = loop.seize()
+            nthreads = engine.seize()
         except SeizeRefused as e:
             raise _refusal(opts.pid, e.errno) from None
         if writer is not None:
             writer.header(argv=list(facts.cmdline), binary=facts.exe,
-                          static=static_summary, **_header_extra(facts, loop.start_time))
+                          static=static_summary, **_header_extra(facts, engine.start_time))
         nspids = procfs.nspid_map(opts.pid) if "pid" in facts.foreign_ns else {}
-        restore = install_stop_signals(loop) if opts.handle_signals else None
-        timer = loop.stop_after(opts.duration) if opts.duration is not None else None
+        received: list[int] = []
+        restore = _stop_on_signals(engine, received) if opts.handle_signals else None
+        timer = _stop_after(engine, opts.duration) if opts.duration is not None else None
         try:
             if opts.on_attached is not None:
-                opts.on_attached(loop)
-            loop.run()
+                opts.on_attached(engine)
+            engine.run(collector)
         finally:
             if nspids:  # threads started during the attach, while they are still there
                 nspids.update(procfs.nspid_map(opts.pid))
-            loop.detach()
+            engine.detach()
             if timer is not None:
                 timer.cancel()
             if restore is not None:
                 restore()
-        how = _how(loop, opts.duration)
-        stats = {"stops": loop.stats.stops, "accesses": loop.stats.accesses,
-                 "unknown": loop.stats.lost, "attributor_errors": loop.stats.attributor_errors,
-                 "threads": nthreads}
-        end = loop.end_time or time.time()
+        how = _how(engine.ended, received, opts.duration)
+        cs = collector.stats
+        stats = {"stops": engine.stops, "accesses": cs.accesses, "unknown": cs.lost,
+                 "attributor_errors": cs.attributor_errors, "threads": nthreads}
+        end = engine.end_time or time.time()
         if writer is not None:
-            writer.exit(loop.ended or ExitStatus(code=None), stats=stats,
+            writer.exit(engine.ended or ExitStatus(code=None), stats=stats,
                         attach={"end_time": end, "ended": how,
-                                "detached": loop.ended is None,
+                                "detached": engine.ended is None,
                                 "nspid": {str(k): v for k, v in nspids.items()}})
-        result_summary = summary.summary(loop.ended)
+        result_summary = summary.summary(engine.ended)
         result_summary["attach"] = {"pid": facts.pid, "nspid": list(facts.nspid),
-                                    "start_time": loop.start_time, "end_time": end,
+                                    "start_time": engine.start_time, "end_time": end,
                                     "ended": how, "namespaces": list(facts.foreign_ns),
                                     "tid_in_namespace": nspids}
         return AttachResult(pid=opts.pid, summary=result_summary, threads=nthreads,
-                            start_time=loop.start_time, end_time=end, ended=loop.ended,
+                            start_time=engine.start_time, end_time=end, ended=engine.ended,
                             how=how, stats=stats, events=events)
     finally:
         if writer is not None:
             writer.close()
+
+
+def _stop_on_signals(engine: Any, received: list[int]) -> Callable[[], None]:
+    """SIGINT/SIGTERM/SIGHUP end the attach (then detach) instead of killing cgotrace with
+    the process still seized. Returns the function that restores the old handlers."""
+    import signal
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.getsignal(s) for s in signals}
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        engine.request_stop()
+
+    for s in signals:
+        signal.signal(s, handler)
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    return restore
+
+
+def _stop_after(engine: Any, seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, engine.request_stop)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _refusal(pid: int, err: int) -> Exception:
@@ -312,15 +347,13 @@ def _is_descendant(pid: int) -> bool:
     return False
 
 
-def _how(loop: Any, duration: float | None) -> str:
-    if loop.ended is not None:
-        es: ExitStatus = loop.ended
-        if es.signal is not None:
-            return f"process exited: killed by {es.signal_name}"
-        if es.code is not None:
-            return f"process exited with code {es.code}"
+def _how(ended: ExitStatus | None, received: list[int], duration: float | None) -> str:
+    if ended is not None:
+        if ended.signal is not None:
+            return f"process exited: killed by {ended.signal_name}"
+        if ended.code is not None:
+            return f"process exited with code {ended.code}"
         return "process exited"
-    received = getattr(loop, "received_signals", [])
     if received:
         import signal
 
