@@ -269,12 +269,7 @@ def test_attach_into_a_container(sample: Callable[..., Path], tmp_path: Path) ->
     assert users[0].attribution is not None and users[0].attribution.via.value == "cgo"
 
 
-def test_threads_started_during_the_attach_are_traced(tmp_path: Path) -> None:
-    """A process that keeps starting threads: the new ones are seized too, and left."""
-    from tests.integration.tracing_helpers import compile_c
-    from tracer.session.attach import AttachOptions, attach_process
-
-    prog = compile_c(r"""
+_THREADS_C = r"""
 #include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -282,7 +277,15 @@ static void *work(void *arg) { int fd = open("/etc/hostname", O_RDONLY); if (fd 
                                return arg; }
 int main(void) { for (int i = 0; i < 3000; i++) { pthread_t t;
     if (pthread_create(&t, 0, work, 0) == 0) pthread_join(t, 0); usleep(10000); } return 0; }
-""")
+"""
+
+
+def test_threads_started_during_the_attach_are_traced(tmp_path: Path) -> None:
+    """A process that keeps starting threads: the new ones are seized too, and left."""
+    from tests.integration.tracing_helpers import compile_c
+    from tracer.session.attach import AttachOptions, attach_process
+
+    prog = compile_c(_THREADS_C)
     proc = subprocess.Popen([str(prog)])
     try:
         time.sleep(0.2)
@@ -298,3 +301,28 @@ int main(void) { for (int i = 0; i < 3000; i++) { pthread_t t;
         stop_process(proc, signal.SIGKILL)
     tids = {a.tid for a in got if a.path == "/etc/hostname"}
     assert len(tids - before) >= 5, (tids, before)
+
+
+def test_a_failure_inside_the_tracer_still_detaches() -> None:
+    """A bug while a thread is held in its syscall stop: the error surfaces, and the
+    process is still detached and left running."""
+    from tests.integration.tracing_helpers import compile_c
+    from tracer.engine.attach import AttachEngine
+    from tracer.engine.collector import EventCollector
+
+    class Broken(EventCollector):
+        def on_entry(self, view: object, *args: object) -> object:  # type: ignore[override]
+            raise RuntimeError("collector bug")
+
+    proc = subprocess.Popen([str(compile_c(_THREADS_C))])
+    try:
+        time.sleep(0.2)
+        engine = AttachEngine(proc.pid)
+        engine.seize()
+        with pytest.raises(RuntimeError, match="collector bug"):
+            engine.run(Broken(on_access=lambda a: None))
+        assert engine.detached
+        assert_untouched(proc.pid)
+        assert proc.poll() is None
+    finally:
+        stop_process(proc, signal.SIGKILL)

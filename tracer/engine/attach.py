@@ -163,6 +163,8 @@ class AttachEngine(PtraceEngine):
         self._stop = threading.Event()
         self._waker: Waker | None = None
         self._collector: Collector | None = None
+        self._last = 0  # the thread of the stop being handled
+        self._held: int | None = None  # a thread left in a stop by an exception
         self._native = frozenset(x86_64_table())
         self._compat = frozenset(i386_table())
 
@@ -199,6 +201,13 @@ class AttachEngine(PtraceEngine):
         return collector.finish()
 
     def _step(self, collector: Collector) -> None:
+        try:
+            self._step_loop(collector)
+        except BaseException:
+            self._held = self._last  # maybe still in its stop: detach() must not wait
+            raise
+
+    def _step_loop(self, collector: Collector) -> None:
         waitpid = os.waitpid
         stop = self._stop
         inside = self._inside
@@ -213,6 +222,7 @@ class AttachEngine(PtraceEngine):
                 tid, status = waitpid(-1, WALL)
             except ChildProcessError:
                 break
+            self._last = tid
             self.stops += 1
             if status >> 8 != SYSCALL_STOP or status & 0xFF != 0x7F:
                 if status & 0x7F != 0x7F:
@@ -268,10 +278,17 @@ class AttachEngine(PtraceEngine):
         remaining = set(self.seized)
         if collector is not None:
             remaining |= set(getattr(collector, "tid2pid", {}))
+        done: set[int] = set()
+        if self._held is not None:
+            try:
+                ptrace.detach(self._held, 0)  # fails (ESRCH) if it was resumed after all
+                remaining.discard(self._held)
+                done.add(self._held)
+            except ptrace.PtraceRequestError:
+                pass
         for tid in remaining:
             with contextlib.suppress(ptrace.PtraceRequestError):
                 ptrace.interrupt(tid)
-        done: set[int] = set()
         while remaining:
             try:
                 tid, status = os.waitpid(-1, WALL)
