@@ -147,29 +147,23 @@ def _declared(facts: procfs.ProcessFacts, static: Any) -> tuple[set[tuple[int, i
 
 def mapped_libraries(facts: procfs.ProcessFacts, static: Any) -> list[MappedLibrary]:
     """Every shared object in /proc/PID/maps, with its role (see the module docstring)."""
-    try:
-        with open(f"/proc/{facts.pid}/maps") as f:
-            text = f.read()
-    except OSError:
-        return []
+    from tracer.process.maps import process_maps
+
     interp, needed = _declared(facts, static)
     exe_key = _inode(facts.exe_host_path)
     seen: dict[str, MappedLibrary] = {}
-    for line in text.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) < 6 or not parts[5].startswith("/") or parts[5] in seen:
+    for m in process_maps(facts.pid):
+        path = m.path
+        if not m.is_file or path in seen or path.endswith(" (deleted)") \
+                or not is_shared_object(path):
             continue
-        path = parts[5]
-        if path.endswith(" (deleted)") or not is_shared_object(path):
-            continue
-        major, minor = (int(x, 16) for x in parts[3].split(":"))
-        inode = int(parts[4])
+        major, minor = (int(x, 16) for x in m.dev.split(":"))
         host = facts.host_path(path)
-        key = _inode(host) or (os.makedev(major, minor), inode)
+        key = _inode(host) or (os.makedev(major, minor), m.inode)
         if key == exe_key:
             continue
         role = "interpreter" if key in interp else "needed" if key in needed else "dlopen"
-        seen[path] = MappedLibrary(path, host, role, inode)
+        seen[path] = MappedLibrary(path, host, role, m.inode)
     order = {"interpreter": 0, "needed": 1, "dlopen": 2}
     return sorted(seen.values(), key=lambda m: (order[m.role], m.path))
 
