@@ -12,8 +12,9 @@ No ptrace and no stop: the process is read, never touched. Three sources:
   version, cgo, which resolver and user lookup it uses, what the knowledge base predicts.
 
 `take_snapshot(pid) -> Snapshot`; `Snapshot.to_dict()` is the `--json` form and
-`render_text` the terminal form. Findings come from the same knowledge base as a trace's
-and are marked `source: "snapshot"`.
+`render_text` the terminal form. Findings come from the findings engine
+(`probes.engine.AnalysisBuilder`) fed with what is mapped and open as if a trace had seen
+it; the `Analysis` and each finding are marked `source: "snapshot"`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Snapshot:
     files: list[OpenFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     findings: list[Any] = field(default_factory=list)  # tracer.model.Finding
+    analysis: Any = None  # probes.engine.Analysis (source "snapshot")
 
     @property
     def dlopened(self) -> list[MappedLibrary]:
@@ -105,7 +107,8 @@ def take_snapshot(pid: int) -> Snapshot:
     snap = Snapshot(process=facts, static=_static(facts))
     snap.libraries = mapped_libraries(facts, snap.static)
     snap.files = open_files(facts, snap.problems)
-    snap.findings = snapshot_findings(snap)
+    snap.analysis = snapshot_analysis(snap)
+    snap.findings = list(snap.analysis.findings)
     return snap
 
 
@@ -208,19 +211,33 @@ def _socket(c: Any, classifier: Classifier) -> OpenFile:
 
 
 # -- findings --------------------------------------------------------------------------------
-def snapshot_findings(snap: Snapshot) -> list[Any]:
-    """The findings the knowledge base derives from what is mapped and open, marked
-    source="snapshot" (probes.engine when it is there; else none: the facts stand alone)."""
-    try:
-        from probes import engine  # type: ignore[attr-defined]
-    except ImportError:
-        return []
+def snapshot_analysis(snap: Snapshot, rules: Any = None) -> Any:
+    """The findings engine (probes.engine) over what is mapped and open, as if a trace had
+    seen it: an `Analysis` with source "snapshot", each finding marked so too."""
     import dataclasses
 
-    header = {"type": "header", "binary": snap.process.exe,
-              "static": _binary_dict(snap.static) or {}, "mode": "snapshot"}
-    analysis = engine.analyze(header, snapshot_accesses(snap))
-    return [dataclasses.replace(f, source="snapshot") for f in analysis.findings]
+    from probes.engine import AnalysisBuilder
+
+    builder = AnalysisBuilder(snapshot_header(snap), rules)
+    for a in snapshot_accesses(snap):
+        builder.add(a)
+    analysis = builder.finish(None, source="snapshot")
+    findings = tuple(dataclasses.replace(f, source="snapshot") for f in analysis.findings)
+    return dataclasses.replace(analysis, findings=findings)
+
+
+def snapshot_header(snap: Snapshot) -> dict[str, Any]:
+    """What a trace header would say about this process (static facts, argv, cwd)."""
+    from tracer.session.runner import _static_summary
+
+    p = snap.process
+    try:
+        cwd: str | None = os.readlink(f"/proc/{p.pid}/cwd")
+    except OSError:
+        cwd = None
+    return {"type": "header", "argv": list(p.cmdline), "binary": p.exe,
+            "static": _static_summary(snap.static), "cwd": cwd, "sandbox": None,
+            "mode": "snapshot"}
 
 
 def snapshot_accesses(snap: Snapshot) -> list[Any]:

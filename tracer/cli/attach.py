@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any
 
 import click
 
-from tracer.errors import ExitCode, TracerError, UsageError
+from tracer.errors import ExitCode, UsageError
 
 
 @click.command()
@@ -23,14 +22,17 @@ from tracer.errors import ExitCode, TracerError, UsageError
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the trace (JSON lines, streamed) to this file.")
 @click.option("--report", "reports", multiple=True, metavar="FORMAT=FILE",
-              help="Also write the summary as FORMAT (json or text) to FILE; repeatable.")
+              help="Write a report (text, json, or another installed format) to FILE; "
+              "repeatable.")
 @click.option("-q", "--quiet", is_flag=True,
-              help="No summary on stderr (the start and end lines are still printed).")
+              help="No report on stderr (the start and end lines are still printed).")
+@click.option("--color/--no-color", default=None,
+              help="Colour the report on stderr (default: on a terminal unless NO_COLOR).")
 @click.option("--no-stacks", is_flag=True,
               help="Do not unwind stacks: no via/go_api/user_frame/stack in the trace.")
 @click.pass_context
 def attach(ctx: click.Context, pid: int | None, name: str | None, duration: float | None,
-           output: str | None, reports: tuple[str, ...], quiet: bool,
+           output: str | None, reports: tuple[str, ...], quiet: bool, color: bool | None,
            no_stacks: bool) -> None:
     """Trace a running process, then detach and leave it as it was.
 
@@ -45,9 +47,10 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
     2 usage or an ambiguous --name; 4 no such process; 5 ptrace refused (the message names
     Yama, ownership, CAP_SYS_PTRACE or the tracer already attached) (docs/exit-codes.md).
     """
+    from tracer.cli._reporting import color_option, echo_report, parse_report_specs, write_report
     from tracer.session.attach import STEPPING_NOTE, AttachOptions, attach_process, find_by_name
 
-    formats = [_report_spec(r) for r in reports]
+    specs = parse_report_specs(reports)
     if (pid is None) == (name is None):
         raise UsageError("give either a PID or --name NAME")
     if name is not None:
@@ -67,12 +70,10 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
 
     result = attach_process(AttachOptions(pid=pid, duration=duration, output=output,
                                           attributor=attributor, on_attached=attached))
-    for fmt, path in formats:
-        _write_report(fmt, path, result.summary)
+    for fmt, path in specs:
+        write_report(result.analysis, fmt, path)
     if not quiet:
-        from tracer.summary import render_summary
-
-        print(render_summary(result.summary), file=sys.stderr)
+        echo_report(result.analysis, "text", stream=sys.stderr, color=color_option(color))
     print(f"cgotrace: attach to {pid} {_span(result.start_time, result.end_time)}: "
           f"{result.how}", file=sys.stderr)
     sys.stdout.flush()
@@ -83,25 +84,3 @@ def _span(start: float, end: float) -> str:
     fmt = "%Y-%m-%dT%H:%M:%S"
     return (f"from {time.strftime(fmt, time.localtime(start))} to "
             f"{time.strftime(fmt, time.localtime(end))} ({end - start:.1f} s)")
-
-
-def _report_spec(spec: str) -> tuple[str, str]:
-    fmt, sep, path = spec.partition("=")
-    if not sep or not path or fmt not in ("json", "text"):
-        raise click.BadParameter(f"{spec!r}: expected json=FILE or text=FILE",
-                                 param_hint="--report")
-    return fmt, path
-
-
-def _write_report(fmt: str, path: str, summary: dict[str, Any]) -> None:
-    try:
-        with open(path, "w") as f:
-            if fmt == "json":
-                json.dump(summary, f, indent=2)
-                f.write("\n")
-            else:
-                from tracer.summary import render_summary
-
-                f.write(render_summary(summary) + "\n")
-    except OSError as e:
-        raise TracerError(f"cannot write {path}: {e.strerror}") from None

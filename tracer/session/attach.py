@@ -13,6 +13,7 @@ time and how the attach ended (docs/trace-format.md).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -51,6 +52,7 @@ class AttachOptions:
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
     on_attached: Callable[[Any], None] | None = None  # called with the engine once seized
     handle_signals: bool = True  # SIGINT/SIGTERM/SIGHUP end the attach
+    rules: Any = None  # probes.ruleset rules (None: the packaged ones)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class AttachResult:
     how: str  # "duration", "signal SIGINT", "process exited ...", ...
     stats: dict[str, int] = field(default_factory=dict)
     events: list[ProcessEvent] = field(default_factory=list)
+    analysis: Any = None  # probes.engine.Analysis: findings, as `run` reports them
 
 
 # -- choosing the target -------------------------------------------------------------
@@ -196,11 +199,31 @@ def _static(facts: procfs.ProcessFacts) -> tuple[Any, dict[str, Any]]:
     return static, _static_summary(static)
 
 
-def _header_extra(facts: procfs.ProcessFacts, start: float) -> dict[str, Any]:
-    return {"mode": "attach", "sandbox": None,
+def _header(facts: procfs.ProcessFacts, static: dict[str, Any]) -> dict[str, Any]:
+    """The trace header of an attach: what run writes (argv, binary, static facts, cwd,
+    the environment variables that change which files Go reads), marked as an attach."""
+    from tracer.session.runner import recorded_env
+
+    cwd = None
+    with contextlib.suppress(OSError):
+        cwd = os.readlink(f"/proc/{facts.pid}/cwd")
+    env: dict[str, str] = {}
+    with contextlib.suppress(OSError), open(f"/proc/{facts.pid}/environ", "rb") as f:
+        for item in f.read().split(b"\0"):
+            key, sep, value = item.decode(errors="surrogateescape").partition("=")
+            if sep:
+                env[key] = value
+    binary = facts.exe or facts.exe_host_path
+    real = binary
+    if facts.exe is not None and not facts.in_container:
+        with contextlib.suppress(OSError):
+            real = os.path.realpath(binary)
+    return {"argv": list(facts.cmdline), "binary": binary, "binary_realpath": real,
+            "static": static, "cwd": cwd, "env": recorded_env(env), "sandbox": None,
+            "mode": "attach",
             "attach": {"pid": facts.pid, "nspid": list(facts.nspid), "name": facts.name,
                        "exe": facts.exe, "root": facts.root,
-                       "namespaces": list(facts.foreign_ns), "start_time": start}}
+                       "namespaces": list(facts.foreign_ns), "start_time": None}}
 
 
 def attach_process(opts: AttachOptions) -> AttachResult:
@@ -217,8 +240,12 @@ def attach_process(opts: AttachOptions) -> AttachResult:
         from tracer.classify import Closure
 
         classifier.seed(exe, Closure.from_facts(static))
+    from probes.engine import AnalysisBuilder
+
     summary = SummaryBuilder()
     events: list[ProcessEvent] = []
+    header = _header(facts, static_summary)
+    analysis = AnalysisBuilder(header, opts.rules)
     writer = TraceWriter(opts.output) if opts.output else None
     to_host = _host_mapper(facts)
 
@@ -226,6 +253,7 @@ def attach_process(opts: AttachOptions) -> AttachResult:
         if to_host is not None:
             a = to_host(a)
         summary.add(a)
+        analysis.add(a)
         if writer is not None:
             writer.access(a)
         if opts.on_access is not None:
@@ -234,6 +262,7 @@ def attach_process(opts: AttachOptions) -> AttachResult:
     def on_event(e: ProcessEvent) -> None:
         if e.event != "fork":
             events.append(e)
+            analysis.event(e)
         if writer is not None:
             writer.event(e)
 
@@ -247,9 +276,9 @@ def attach_process(opts: AttachOptions) -> AttachResult:
             nthreads = engine.seize()
         except SeizeRefused as e:
             raise _refusal(opts.pid, e.errno) from None
+        header["attach"]["start_time"] = engine.start_time
         if writer is not None:
-            writer.header(argv=list(facts.cmdline), binary=facts.exe,
-                          static=static_summary, **_header_extra(facts, engine.start_time))
+            writer.header(**header)
         nspids = procfs.nspid_map(opts.pid) if "pid" in facts.foreign_ns else {}
         received: list[int] = []
         restore = _stop_on_signals(engine, received) if opts.handle_signals else None
@@ -283,7 +312,8 @@ def attach_process(opts: AttachOptions) -> AttachResult:
                                     "tid_in_namespace": nspids}
         return AttachResult(pid=opts.pid, summary=result_summary, threads=nthreads,
                             start_time=engine.start_time, end_time=end, ended=engine.ended,
-                            how=how, stats=stats, events=events)
+                            how=how, stats=stats, events=events,
+                            analysis=analysis.finish(engine.ended))
     finally:
         if writer is not None:
             writer.close()

@@ -51,6 +51,7 @@ class RunOptions:
     verbose: bool = False  # say on stderr which engine runs and why, before it starts
     # notify | ptrace | auto (docs/architecture.md, engines); $CGOTRACE_ENGINE sets the default
     engine: str = field(default_factory=lambda: os.environ.get("CGOTRACE_ENGINE", "auto"))
+    rules: Any = None  # probes.ruleset rules (None: the packaged ones)
 
 
 @dataclass
@@ -62,22 +63,28 @@ class RunResult:
     events: list[ProcessEvent] = field(default_factory=list)
     engine: str = "ptrace"  # the engine that ran
     engine_reason: str = ""  # why (auto)
+    header: dict[str, Any] = field(default_factory=dict)
+    analysis: Any = None  # probes.engine.Analysis
+
+
+# Environment variables that change which files a Go program reads (resolver, zoneinfo,
+# CA roots): recorded in the header so findings can say why, and nothing else of the env.
+RECORDED_ENV = ("GODEBUG", "LOCALDOMAIN", "RES_OPTIONS", "HOSTALIASES", "ZONEINFO", "TZ",
+                "SSL_CERT_FILE", "SSL_CERT_DIR", "LD_LIBRARY_PATH", "LD_PRELOAD")
 
 
 def _static_summary(facts: Any) -> dict[str, Any]:
+    """The static facts the findings rules need (docs/trace-format.md "static"), so that
+    `cgotrace report` works on another machine without the binary."""
     if facts is None:
         return {}
-    out: dict[str, Any] = {}
-    for key in ("interpreter", "needed", "static", "pie", "stripped"):
-        value = getattr(facts, key, None)
-        out[key] = list(value) if isinstance(value, tuple) else value
-    go = getattr(facts, "go", None)
-    out["go_version"] = getattr(go, "version", None)
-    elf = getattr(facts, "elf", None)
-    out["libc"] = getattr(elf, "libc", None)
-    cgo = getattr(facts, "cgo", None)
-    out["cgo"] = getattr(cgo, "linked", None)
-    return out
+    from tracer.static import static_header
+
+    return static_header(facts)
+
+
+def recorded_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: env[k] for k in RECORDED_ENV if k in env}
 
 
 def _inspect(path: str, rootfs: str | None = None, path_in_root: str | None = None) -> Any:
@@ -131,14 +138,20 @@ def trace_program(opts: RunOptions) -> RunResult:
         classifier.seed(os.path.realpath(program), closure)
         if in_root is not None:
             classifier.seed(in_root, closure)  # the exe path the tracee reports
+    from probes.engine import AnalysisBuilder
+
     summary = SummaryBuilder()
     events: list[ProcessEvent] = []
+    header: dict[str, Any] = {
+        "argv": opts.argv, "binary": os.path.abspath(program),
+        "binary_realpath": os.path.realpath(program), "static": _static_summary(facts),
+        "cwd": _cwd(prepared), "env": recorded_env(env),
+        "sandbox": prepared.label if prepared is not None else None}
+    analysis = AnalysisBuilder(header, opts.rules)
     writer = TraceWriter(opts.output) if opts.output else None
     try:
         if writer is not None:
-            writer.header(argv=opts.argv, binary=os.path.abspath(program),
-                          static=_static_summary(facts),
-                          sandbox=prepared.label if prepared is not None else None)
+            writer.header(**header)
         extra = opts.on_access
 
         to_host = _host_mapper(prepared)
@@ -147,6 +160,7 @@ def trace_program(opts: RunOptions) -> RunResult:
             if to_host is not None:
                 a = to_host(a)
             summary.add(a)
+            analysis.add(a)
             if writer is not None:
                 writer.access(a)
             if extra is not None:
@@ -155,6 +169,7 @@ def trace_program(opts: RunOptions) -> RunResult:
         def on_event(e: ProcessEvent) -> None:
             if e.event != "fork":
                 events.append(e)
+                analysis.event(e)
             if writer is not None:
                 writer.event(e)
 
@@ -192,11 +207,14 @@ def trace_program(opts: RunOptions) -> RunResult:
             exc = describe_exec_failure(program, err)
             if prepared is not None:
                 exc.args = (prepared.diagnose_exec_failure(err),)
+            # the findings (missing interpreter...) travel with the error for the reports
+            exc.analysis = analysis.finish(status)  # type: ignore[attr-defined]
             raise exc
         crash = _crash_line(status, events)
         return RunResult(status=status, summary=summary.summary(status), crash=crash,
                          stats=stats, events=events, engine=engine.name,
-                         engine_reason=tracee.engine_reason)
+                         engine_reason=tracee.engine_reason, header=header,
+                         analysis=analysis.finish(status))
     finally:
         if writer is not None:
             writer.close()
@@ -209,6 +227,13 @@ def _engine_for(tracee: Any) -> PtraceEngine:
     sync = set_sync_wakeup(tracee.listener)
     tracee.engine_reason += ", SYNC_WAKE_UP on" if sync else ", SYNC_WAKE_UP refused"
     return NotifyEngine(tracee.pid, tracee.listener, sync)
+
+
+def _cwd(prepared: Any) -> str:
+    """The program's working directory as it sees it: "/" inside a sandboxed root."""
+    if prepared is not None and getattr(prepared, "root", None) is not None:
+        return "/"
+    return os.getcwd()
 
 
 def _host_mapper(prepared: Any) -> Callable[[Access], Access] | None:
