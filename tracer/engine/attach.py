@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import threading
 import time
 
@@ -111,16 +112,18 @@ def seize_threads(pid: int) -> set[int]:
 
 
 class Waker:
-    """A child process whose exit wakes a tracer blocked in waitpid(-1). `wake()` may be
-    called from any thread or a signal handler: it only closes a pipe, and never blocks."""
+    """A child process whose exit wakes a tracer blocked in waitpid(-1): at `deadline`
+    seconds (the duration, kept by the child so no thread of the tracer has to win the
+    GIL against the stepping loop to end it), or at once when `wake()` closes its pipe.
+    `wake()` may be called from any thread or a signal handler and never blocks."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover (child)
             try:
                 os.close(w)
-                os.read(r, 1)
+                select.select([r], [], [], deadline)  # also returns if the tracer dies
             finally:
                 os._exit(0)
         os.close(r)
@@ -152,8 +155,9 @@ class AttachEngine(PtraceEngine):
     name = "attach"
     caps = Capabilities(registers=True, results="all", blocks_filter=True)
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, duration: float | None = None) -> None:
         super().__init__(pid)
+        self.duration = duration  # seconds after the seize; None: until request_stop()
         self.seized: set[int] = set()
         self.detached = False
         self.start_time = time.time()
@@ -172,7 +176,7 @@ class AttachEngine(PtraceEngine):
     def seize(self) -> int:
         """Seize every thread; returns how many. Raises SeizeRefused / ProcessGoneError."""
         self.seized = seize_threads(self.pid)
-        self._waker = Waker()
+        self._waker = Waker(self.duration)
         self.start_time = time.time()
         return len(self.seized)
 
@@ -217,6 +221,7 @@ class AttachEngine(PtraceEngine):
         entry = ptrace.SYSCALL_INFO_ENTRY
         native, compat = self._native, self._compat
         view = self._view
+        waker = self._waker.pid if self._waker is not None else -1
         while collector.tracing and not stop.is_set():
             try:
                 tid, status = waitpid(-1, WALL)
@@ -226,7 +231,12 @@ class AttachEngine(PtraceEngine):
             self.stops += 1
             if status >> 8 != SYSCALL_STOP or status & 0xFF != 0x7F:
                 if status & 0x7F != 0x7F:
+                    if tid == waker:  # the duration is over (or a stop was requested)
+                        self._waker = None
+                        stop.set()
+                        break
                     inside.discard(tid)  # exited
+                    self.seized.discard(tid)
                 self.handle(collector, tid, status)
                 continue
             if tid in inside:  # the exit of an unwatched call: nothing to read
@@ -290,6 +300,10 @@ class AttachEngine(PtraceEngine):
             with contextlib.suppress(ptrace.PtraceRequestError):
                 ptrace.interrupt(tid)
         while remaining:
+            # a thread whose exit was reported already will not report again
+            remaining = {t for t in remaining if os.path.exists(f"/proc/{t}")}
+            if not remaining:
+                break
             try:
                 tid, status = os.waitpid(-1, WALL)
             except ChildProcessError:

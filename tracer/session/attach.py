@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import errno
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -270,7 +269,7 @@ def attach_process(opts: AttachOptions) -> AttachResult:
                                decoder=EntryDecoder(), attributor=opts.attributor)
     collector.exe[opts.pid] = exe  # its closure decides what is hidden
     collector._main_exec_done = True  # the program's own exec happened before we came
-    engine = AttachEngine(opts.pid)
+    engine = AttachEngine(opts.pid, duration=opts.duration)
     try:
         try:
             nthreads = engine.seize()
@@ -282,7 +281,6 @@ def attach_process(opts: AttachOptions) -> AttachResult:
         nspids = procfs.nspid_map(opts.pid) if "pid" in facts.foreign_ns else {}
         received: list[int] = []
         restore = _stop_on_signals(engine, received) if opts.handle_signals else None
-        timer = _stop_after(engine, opts.duration) if opts.duration is not None else None
         try:
             if opts.on_attached is not None:
                 opts.on_attached(engine)
@@ -291,8 +289,6 @@ def attach_process(opts: AttachOptions) -> AttachResult:
             if nspids:  # threads started during the attach, while they are still there
                 nspids.update(procfs.nspid_map(opts.pid))
             engine.detach()
-            if timer is not None:
-                timer.cancel()
             if restore is not None:
                 restore()
         how = _how(engine.ended, received, opts.duration)
@@ -339,13 +335,6 @@ def _stop_on_signals(engine: Any, received: list[int]) -> Callable[[], None]:
             signal.signal(s, h)
 
     return restore
-
-
-def _stop_after(engine: Any, seconds: float) -> threading.Timer:
-    timer = threading.Timer(seconds, engine.request_stop)
-    timer.daemon = True
-    timer.start()
-    return timer
 
 
 def _refusal(pid: int, err: int) -> Exception:
