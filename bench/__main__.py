@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="runs per measurement (default 5)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="scale the workloads' N (20000 each at 1.0)")
-    ap.add_argument("--part", choices=["A", "B", "all"], default="all")
+    ap.add_argument("--part", choices=["A", "B", "attach", "all"], default="all")
     args = ap.parse_args(argv)
     from sample_apps import build as sample_build
 
@@ -366,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             print(part_stacks(args.runs, args.scale, lambda app: sample_build.build(app, "cgo")))
         except sample_build.BuildError as e:
             print(f"Stacks\n  not available: {e}")
+    if args.part in ("attach", "all"):
         print()
         try:
             print(part_attach(args.runs, args.scale,
