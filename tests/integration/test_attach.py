@@ -135,6 +135,13 @@ def test_signal_ends_attach_cleanly(sig: int, sample: Callable[..., Path],
     end = lines[-1]
     assert end["type"] == "exit" and end["attach"]["detached"] is True
     assert end["attach"]["end_time"] > header["attach"]["start_time"]
+    from tracer.recorder import read_trace
+
+    read = read_trace(str(trace))  # the reader puts the end time into the header
+    assert read.header["attach"]["end_time"] == end["attach"]["end_time"]
+    report = subprocess.run(_cgotrace("report", str(trace)), capture_output=True, text=True,
+                            cwd=ROOT)
+    assert report.returncode == 0 and "/etc/passwd" in report.stdout, report.stderr
 
 
 def test_tracer_sigkill_leaves_server_serving(sample: Callable[..., Path],

@@ -63,7 +63,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     that causes each one.
 
     Exit codes: 0 ok; 1 `report --fail-on` gate failed; 2 usage; 3 bad binary, image,
-    trace, rule or allow-list file; 4 not found; 5 permission denied; 70 internal error.
+    trace, rule or allow-list file; 4 not found; 5 permission denied; 6 the attached
+    process ended during the attach; 70 internal error.
     `run` exits with the program's status (128+N for signal N), 121 when it exited 0 but
     the --fail-on gate failed, and 125/126/127 for its own failures (docs/exit-codes.md).
     """
