@@ -11,9 +11,12 @@ seized with PTRACE_O_EXITKILL: the tracer's death must not kill the service. So
   creates is caught by the re-read; one a seized thread creates is auto-attached by
   TRACECLONE), then PTRACE_INTERRUPT each into its first stop.
 - step (`run()`): every resume is PTRACE_SYSCALL, so each thread stops at every syscall
-  entry and exit and the engine filters. An entry of an unwatched call costs one
-  GET_SYSCALL_INFO and the resume; its exit stop is resumed at once with no other request
-  (the thread is remembered as inside an unwatched call). Watched entries go to the same
+  entry and exit and the engine filters. Entry and exit stops alternate per thread (the
+  engine keeps track, as strace does). An entry costs one PTRACE_PEEKUSER of orig_rax;
+  only a number that may be watched (natively, or as an i386 number) costs the
+  GET_SYSCALL_INFO that gives the ABI, the arguments and whether it is really an entry
+  (a surprise resynchronises). The exit stop of an unwatched call is resumed at once with
+  no other request (the thread is remembered as inside an unwatched call). Watched entries go to the same
   collector as launch's engines (`Want` is always honoured: the exit stop comes anyway).
   Clone/exec/signal/group-stop/exit stops are the ptrace engine's, resumed with
   PTRACE_SYSCALL instead of PTRACE_CONT.
@@ -220,6 +223,8 @@ class AttachEngine(PtraceEngine):
         info_of = ptrace.syscall_info
         entry = ptrace.SYSCALL_INFO_ENTRY
         native, compat = self._native, self._compat
+        candidates = native | compat  # compat numbers name other native calls (fstat...)
+        peek = ptrace.syscall_nr
         view = self._view
         waker = self._waker.pid if self._waker is not None else -1
         while collector.tracing and not stop.is_set():
@@ -241,20 +246,23 @@ class AttachEngine(PtraceEngine):
                 continue
             if tid in inside:  # the exit of an unwatched call: nothing to read
                 inside.discard(tid)
-                try:  # noqa: SIM105 (hot path)
-                    syscall(tid)
+            elif tid in owes:  # the exit of a watched call: its result
+                owes.discard(tid)
+                try:
+                    info = info_of(tid)
                 except ptrace.PtraceRequestError:
-                    pass
-                continue
-            try:
-                info = info_of(tid)
-            except ptrace.PtraceRequestError:
-                if tid in owes:
-                    owes.discard(tid)
                     collector.on_result(tid, None, False)
-                continue
-            if info.op == entry:
-                if info.nr in (native if info.arch == AUDIT_ARCH_X86_64 else compat):
+                    continue
+                collector.on_result(tid, info.rval if info.op != entry else None,
+                                    info.op != entry)
+            elif peek(tid) in candidates:  # an entry that may be watched: number + ABI
+                try:
+                    info = info_of(tid)
+                except ptrace.PtraceRequestError:
+                    continue
+                if info.op != entry:
+                    pass  # an exit we did not expect: the next stop is an entry again
+                elif info.nr in (native if info.arch == AUDIT_ARCH_X86_64 else compat):
                     want = collector.on_entry(view.at(tid, collector.pid_of(tid)), info.nr,
                                               info.arch, info.args, info.ip, info.sp)
                     if want:
@@ -264,9 +272,8 @@ class AttachEngine(PtraceEngine):
                         inside.add(tid)
                 else:
                     inside.add(tid)
-            elif tid in owes:
-                owes.discard(tid)
-                collector.on_result(tid, info.rval, True)
+            else:  # an unwatched entry: only its number was read
+                inside.add(tid)
             try:  # noqa: SIM105 (hot path)
                 syscall(tid)
             except ptrace.PtraceRequestError:

@@ -51,6 +51,7 @@ from tracer.ptrace.requests import (
     seize,
     syscall,
     syscall_info,
+    syscall_nr,
 )
 
 __all__ = [
@@ -62,5 +63,5 @@ __all__ = [
     "get_siginfo",
     "interrupt", "listen", "memory_reader", "pages_reader", "read_cstring", "read_memory",
     "read_pages", "seize", "syscall",
-    "syscall_info",
+    "syscall_info", "syscall_nr",
 ]

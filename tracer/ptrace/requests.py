@@ -14,6 +14,7 @@ from ptrace.binding.func import ptrace_registers_t as _Regs
 from ptrace.binding.linux_struct import siginfo as _Siginfo
 
 # Requests python-ptrace lacks (linux/ptrace.h).
+PTRACE_PEEKUSER = 3
 PTRACE_CONT = 7
 PTRACE_DETACH = 17
 PTRACE_GETREGS = 12
@@ -96,6 +97,18 @@ def syscall(tid: int, sig: int = 0) -> None:
     """PTRACE_SYSCALL: resume and stop again at the next syscall entry or exit."""
     if _ptrace(PTRACE_SYSCALL, tid, None, sig) == -1:
         raise _fail(PTRACE_SYSCALL, tid)
+
+
+ORIG_RAX = 15 * 8  # offset of orig_rax in struct user_regs_struct (x86-64)
+
+
+def syscall_nr(tid: int) -> int:
+    """The syscall number at a syscall stop: orig_rax through PTRACE_PEEKUSER, one request
+    with no buffer to decode (the attach engine's per-stop filter). -1 when the request
+    fails (the thread is gone) or for syscall(-1). Says nothing about the ABI or whether
+    the stop is an entry or an exit; `syscall_info` does."""
+    nr: int = _ptrace(PTRACE_PEEKUSER, tid, ORIG_RAX, None)
+    return nr
 
 
 def detach(tid: int, sig: int = 0) -> None:
