@@ -16,9 +16,9 @@ seized with PTRACE_O_EXITKILL: the tracer's death must not kill the service. So
   only a number that may be watched (natively, or as an i386 number) costs the
   GET_SYSCALL_INFO that gives the ABI, the arguments and whether it is really an entry
   (a surprise resynchronises). The exit stop of an unwatched call is resumed at once with
-  no other request (the thread is remembered as inside an unwatched call). Watched entries go to the same
-  collector as launch's engines (`Want` is always honoured: the exit stop comes anyway).
-  Clone/exec/signal/group-stop/exit stops are the ptrace engine's, resumed with
+  no other request (the thread is remembered as inside an unwatched call). Watched entries
+  go to the same collector as launch's engines (`Want` is always honoured: the exit stop
+  comes anyway). Clone/exec/signal/group-stop/exit stops are the ptrace engine's, resumed with
   PTRACE_SYSCALL instead of PTRACE_CONT.
 - stop (`request_stop()`, from any thread or a signal handler): `run()` leaves its waitpid
   at once. At start it forks a tiny "waker" child whose exit is what wakes waitpid(-1);
@@ -170,7 +170,6 @@ class AttachEngine(PtraceEngine):
         self._stop = threading.Event()
         self._waker: Waker | None = None
         self._collector: Collector | None = None
-        self._last = 0  # the thread of the stop being handled
         self._held: int | None = None  # a thread left in a stop by an exception
         self._native = frozenset(x86_64_table())
         self._compat = frozenset(i386_table())
@@ -208,33 +207,37 @@ class AttachEngine(PtraceEngine):
         return collector.finish()
 
     def _step(self, collector: Collector) -> None:
-        try:
-            self._step_loop(collector)
-        except BaseException:
-            self._held = self._last  # maybe still in its stop: detach() must not wait
-            raise
-
-    def _step_loop(self, collector: Collector) -> None:
+        """The stepping loop. Hot: locals only, the bare ptrace function for the two
+        requests of an unwatched call (PEEKUSER at the entry, PTRACE_SYSCALL), and the stop
+        flag and `collector.tracing` looked at only after other stops, since every stop
+        request arrives as the waker's exit."""
         waitpid = os.waitpid
         stop = self._stop
         inside = self._inside
         owes = self.owes_exit
-        syscall = ptrace.syscall
-        info_of = ptrace.syscall_info
-        entry = ptrace.SYSCALL_INFO_ENTRY
-        native, compat = self._native, self._compat
-        candidates = native | compat  # compat numbers name other native calls (fstat...)
-        peek = ptrace.syscall_nr
-        view = self._view
+        raw = ptrace.raw_ptrace
+        resume, peek, orig_rax = ptrace.PTRACE_SYSCALL, ptrace.PTRACE_PEEKUSER, ptrace.ORIG_RAX
+        candidates = self._native | self._compat  # i386 numbers name native calls too
         waker = self._waker.pid if self._waker is not None else -1
-        while collector.tracing and not stop.is_set():
-            try:
-                tid, status = waitpid(-1, WALL)
-            except ChildProcessError:
-                break
-            self._last = tid
-            self.stops += 1
-            if status >> 8 != SYSCALL_STOP or status & 0xFF != 0x7F:
+        tid = 0
+        stops = 0
+        try:
+            while collector.tracing and not stop.is_set():
+                try:
+                    tid, status = waitpid(-1, WALL)
+                except ChildProcessError:
+                    break
+                stops += 1
+                if status >> 8 == SYSCALL_STOP and status & 0xFF == 0x7F:
+                    if tid in inside:  # the exit of an unwatched call: nothing to read
+                        inside.discard(tid)
+                    elif tid in owes or raw(peek, tid, orig_rax, None) in candidates:
+                        self._watched_stop(collector, tid)  # resumes it
+                        continue
+                    else:  # an unwatched entry: only its number was read
+                        inside.add(tid)
+                    raw(resume, tid, None, None)  # fails only for a thread that is gone
+                    continue
                 if status & 0x7F != 0x7F:
                     if tid == waker:  # the duration is over (or a stop was requested)
                         self._waker = None
@@ -243,41 +246,45 @@ class AttachEngine(PtraceEngine):
                     inside.discard(tid)  # exited
                     self.seized.discard(tid)
                 self.handle(collector, tid, status)
-                continue
-            if tid in inside:  # the exit of an unwatched call: nothing to read
-                inside.discard(tid)
-            elif tid in owes:  # the exit of a watched call: its result
-                owes.discard(tid)
-                try:
-                    info = info_of(tid)
-                except ptrace.PtraceRequestError:
-                    collector.on_result(tid, None, False)
-                    continue
-                collector.on_result(tid, info.rval if info.op != entry else None,
-                                    info.op != entry)
-            elif peek(tid) in candidates:  # an entry that may be watched: number + ABI
-                try:
-                    info = info_of(tid)
-                except ptrace.PtraceRequestError:
-                    continue
-                if info.op != entry:
-                    pass  # an exit we did not expect: the next stop is an entry again
-                elif info.nr in (native if info.arch == AUDIT_ARCH_X86_64 else compat):
-                    want = collector.on_entry(view.at(tid, collector.pid_of(tid)), info.nr,
-                                              info.arch, info.args, info.ip, info.sp)
-                    if want:
-                        owes.add(tid)
-                    else:
-                        collector.on_result(tid, None, False)
-                        inside.add(tid)
-                else:
-                    inside.add(tid)
-            else:  # an unwatched entry: only its number was read
-                inside.add(tid)
-            try:  # noqa: SIM105 (hot path)
-                syscall(tid)
-            except ptrace.PtraceRequestError:
-                pass
+        except BaseException:
+            self._held = tid  # maybe still in its stop: detach() must not wait for it
+            raise
+        finally:
+            self.stops += stops
+
+    def _watched_stop(self, collector: Collector, tid: int) -> None:
+        """The exit of a watched call (its result), or an entry whose number may be watched
+        (GET_SYSCALL_INFO says the ABI, the arguments, and whether it is an entry)."""
+        try:
+            info = ptrace.syscall_info(tid)
+        except ptrace.PtraceRequestError:
+            if tid in self.owes_exit:
+                self.owes_exit.discard(tid)
+                collector.on_result(tid, None, False)
+            return
+        entry = info.op == ptrace.SYSCALL_INFO_ENTRY
+        if tid in self.owes_exit:
+            self.owes_exit.discard(tid)
+            collector.on_result(tid, None if entry else info.rval, not entry)
+            if entry:  # out of step (never seen): take this stop for the entry it is
+                self._entry(collector, tid, info)
+        elif entry:
+            self._entry(collector, tid, info)
+        # else: an exit we took for an entry; the next stop is an entry again
+        self.resume(tid)
+
+    def _entry(self, collector: Collector, tid: int, info: ptrace.SyscallInfo) -> None:
+        watched = self._native if info.arch == AUDIT_ARCH_X86_64 else self._compat
+        if info.nr not in watched:
+            self._inside.add(tid)
+            return
+        want = collector.on_entry(self._view.at(tid, collector.pid_of(tid)), info.nr,
+                                  info.arch, info.args, info.ip, info.sp)
+        if want:
+            self.owes_exit.add(tid)
+        else:
+            collector.on_result(tid, None, False)
+            self._inside.add(tid)
 
     def resume(self, tid: int, sig: int = 0) -> None:
         """Every resume keeps the thread stepping (no filter stops it otherwise)."""

@@ -61,6 +61,9 @@ _ptrace = _libc.ptrace
 _ptrace.restype = ctypes.c_long
 _ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 _get_errno = ctypes.get_errno
+# The bare foreign function, for the attach engine's per-stop path where a Python wrapper
+# per request shows in the profile: raw_ptrace(request, tid, addr, data) -> -1 on failure.
+raw_ptrace = _ptrace
 
 
 class PtraceRequestError(OSError):
