@@ -291,8 +291,11 @@ def render_text(snap: Snapshot) -> str:
         lines.append(f"  {f.kind:<15} {f.path}" + (f"  ({extra})" if extra else ""))
     if snap.findings:
         lines.append(f"findings ({len(snap.findings)}, from a snapshot):")
-        for fd in snap.findings:
-            lines.append(f"  {fd.severity.value:<7} {fd.id}: {fd.title}")
+        for fd in snap.findings:  # titles name the calling code, which a snapshot lacks
+            what = ", ".join(fd.paths) or fd.title
+            lines.append(f"  {fd.severity.value:<7} {fd.id}: {what}")
+            for i, line in enumerate(fd.fix.splitlines()):
+                lines.append(f"          {'fix: ' if i == 0 else '     '}{line}")
     for problem in snap.problems:
         lines.append(f"note: {problem}")
     return "\n".join(lines)
