@@ -245,7 +245,7 @@ def _function_names(img: ElfImage, notes: list[str]) -> tuple[list[str], str, in
     has no pclntab, BadBinaryError when it is corrupt."""
     from tracer.symbols.pclntab import PclnTable
 
-    table = PclnTable.from_image(img)
+    table = PclnTable.shared(img)
     # sorted: feature markers are matched on bisected prefix ranges
     return sorted(table.function_names()), "pclntab", int(table.nfunc), int(table.text_start)
 

@@ -41,7 +41,10 @@ def test_part_b_says_not_available_when_run_is_missing(monkeypatch: pytest.Monke
 def test_strace_variants_use_the_watched_syscall_set() -> None:
     v = bench.variants(bench.ROOT / "x", ["5"])
     assert v["untraced"] == [str(bench.ROOT / "x"), "5"]
-    assert v["cgotrace run"][-3:] == ["--", str(bench.ROOT / "x"), "5"]
+    for engine in ("notify", "ptrace"):
+        argv = v[f"cgotrace {engine}"]
+        assert argv[-3:] == ["--", str(bench.ROOT / "x"), "5"]
+        assert argv[argv.index("--engine") + 1] == engine
     if "strace -f" in v:
         assert f"trace={bench.WATCHED}" in v["strace -f"]
         assert "--seccomp-bpf" in v["strace -f --seccomp-bpf"]

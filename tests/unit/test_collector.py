@@ -240,3 +240,15 @@ def test_unobserved_repeat_of_a_failed_open_carries_that_errno() -> None:
     assert [(a.result, a.observed) for a in rec.accesses] == [
         ("ENOENT", True), ("ENOENT", True), ("ENOENT", False)]
     assert rec.accesses[2].result_of == rec.accesses[1].seq
+
+
+def test_the_launchers_own_exec_is_not_attributed_but_later_execs_are() -> None:
+    att = OneAnswer()
+    eng, rec = make(att)
+    eng.execve(PID, "/bin/prog")  # made by the launcher: its stack is the tracer's
+    eng.c.on_result(PID, 0, True)
+    eng.execve(PID, "/bin/other")  # the program exec'ing something
+    eng.c.on_result(PID, 0, True)
+    first, second = rec.accesses
+    assert first.attribution is None and second.attribution is not None
+    assert att.full_calls == 1

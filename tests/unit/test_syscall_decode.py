@@ -121,3 +121,28 @@ def test_result_name_matches_errno_module(errno_value: int) -> None:
     import errno
 
     assert decode.result_name(-errno_value) == errno.errorcode[errno_value]
+
+
+def test_watched_x86_64_numbers_match_python_ptrace() -> None:
+    from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
+
+    from tracer.syscalls.table import WATCHED, WATCHED_X86_64
+
+    by_name = {name: nr for nr, name in SYSCALL_NAMES.items() if nr < 512}
+    assert set(WATCHED_X86_64) == {s.name for s in WATCHED}
+    assert {n: by_name[n] for n in WATCHED_X86_64} == WATCHED_X86_64
+
+
+def test_register_and_siginfo_layouts_match_python_ptrace() -> None:
+    import ctypes
+
+    from ptrace.binding.func import ptrace_registers_t
+    from ptrace.binding.linux_struct import siginfo
+
+    from tracer.ptrace.requests import _Regs, _Siginfo
+
+    assert [f[0] for f in _Regs._fields_] == [f[0] for f in ptrace_registers_t._fields_]
+    assert ctypes.sizeof(_Regs) == ctypes.sizeof(ptrace_registers_t)
+    for field in ("si_signo", "si_errno", "si_code", "_sigfault"):
+        assert getattr(_Siginfo, field).offset == getattr(siginfo, field).offset
+    assert ctypes.sizeof(_Siginfo) == 128  # siginfo_t, what PTRACE_GETSIGINFO writes

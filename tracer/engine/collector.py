@@ -207,7 +207,10 @@ class EventCollector:
             draft.observed = False
             self.pending[tid] = draft
             return Want.CONTINUE
-        if attributor is not None and kind is not AccessKind.RUNTIME:
+        if attributor is not None and kind is not AccessKind.RUNTIME and not (
+                draft.cls == "exec" and pid == self.main_pid and not self._main_exec_done):
+            # (the launched program's own exec is made by cgotrace's launcher: its stack is
+            # the tracer's, never the program's, so it is not unwound)
             try:
                 draft.attribution = attributor(view, draft)
             except Exception as e:  # noqa: BLE001 - counted, the access is kept

@@ -238,6 +238,23 @@ class NotifyEngine(PtraceEngine):
             return
         self.upgrades += 1
         self.upgrading[tid] = [INTERRUPTED, nr, arch, args, ip]
+        self._chase(collector, tid)
+
+    def _chase(self, collector: Collector, tid: int) -> None:
+        """Reap the two stops that follow an interrupt at once (its PTRACE_EVENT_STOP, then
+        the restarted call's entry stop) with a blocking waitpid, instead of a round through
+        poll and SIGCHLD for each. Both come without the thread depending on anyone;
+        waitpid(-1) (not the tid) so that other threads' reports are handled meanwhile (a
+        thread exec'ing waits until the tracer has reaped its siblings). The exit stop is
+        not chased: the call itself may block on another thread's notification."""
+        upgrading = self.upgrading
+        while (up := upgrading.get(tid)) is not None and up[0] in (INTERRUPTED, RESTART):
+            try:
+                got, status = os.waitpid(-1, WALL)
+            except ChildProcessError:
+                return
+            self.stops += 1
+            self.handle(collector, got, status)
 
     # -- ptrace stops that belong to an upgrade ------------------------------------------
     def resume(self, tid: int, sig: int = 0) -> None:

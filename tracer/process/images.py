@@ -78,7 +78,7 @@ class LoadedImage:
                 from tracer.symbols.pclntab import PclnTable
 
                 try:
-                    self._pcln = PclnTable.from_image(elf)
+                    self._pcln = PclnTable.shared(elf)
                 except NotGoBinaryError:
                     pass
                 except (CgotraceError, ValueError, IndexError, KeyError) as e:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PATH_MAX = 4096
+CSTRING_HEAD = 256
 
 
 class _Iovec(ctypes.Structure):
@@ -28,6 +29,8 @@ _readv.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_
 
 _BUF_SIZE = 2 * PATH_MAX
 _buf = ctypes.create_string_buffer(_BUF_SIZE)
+_buf_addr = ctypes.addressof(_buf)
+_string_at = ctypes.string_at
 _local = _Iovec(ctypes.addressof(_buf), 0)
 _remote = (_Iovec * 2)()
 _local_ref = ctypes.addressof(_local)
@@ -51,7 +54,7 @@ def _read_vm(pid: int, addr: int, n: int) -> bytes | None:
             _vm_readv_ok = False
             return None
         return b""
-    return _buf.raw[:got]
+    return _string_at(_buf_addr, got)  # (.raw would copy the whole buffer first)
 
 
 def _read_procmem(pid: int, addr: int, n: int) -> bytes:
@@ -98,9 +101,16 @@ def read_cstring(pid: int, addr: int, limit: int = PATH_MAX) -> bytes | None:
     (NULL or unmapped pointer). A string longer than `limit` comes back truncated."""
     if addr == 0:
         return None
-    data = read_memory(pid, addr, limit)
+    # most paths are short: read a small head first, the rest only without a NUL in it
+    data = read_memory(pid, addr, min(limit, CSTRING_HEAD))
     if not data:
         return None
+    end = data.find(b"\0")
+    if end >= 0:
+        return data[:end]
+    if len(data) < min(limit, CSTRING_HEAD):
+        return data  # the readable range ended
+    data += read_memory(pid, addr + len(data), limit - len(data))
     end = data.find(b"\0")
     return data if end < 0 else data[:end]
 

@@ -10,8 +10,29 @@ import ctypes
 import struct
 from typing import Any, NamedTuple
 
-from ptrace.binding.func import ptrace_registers_t as _Regs
-from ptrace.binding.linux_struct import siginfo as _Siginfo
+
+class _Regs(ctypes.Structure):
+    """struct user_regs_struct (x86-64, <sys/user.h>), the layout PTRACE_GETREGS fills.
+
+    Defined here rather than taken from python-ptrace: importing its binding runs
+    ctypes.util.find_library (a subprocess), tens of milliseconds of every `run`."""
+
+    _fields_ = [(name, ctypes.c_ulong) for name in (
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+        "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
+        "gs_base", "ds", "es", "fs", "gs")]
+
+
+class _SigFault(ctypes.Structure):
+    _fields_ = (("_addr", ctypes.c_void_p),)
+
+
+class _Siginfo(ctypes.Structure):
+    """siginfo_t (128 bytes): the header and, for fault signals, si_addr at offset 16."""
+
+    _fields_ = (("si_signo", ctypes.c_int), ("si_errno", ctypes.c_int),
+                ("si_code", ctypes.c_int), ("_pad0", ctypes.c_int),
+                ("_sigfault", _SigFault), ("_rest", ctypes.c_byte * 104))
 
 # Requests python-ptrace lacks (linux/ptrace.h).
 PTRACE_PEEKUSER = 3
@@ -147,7 +168,7 @@ def get_eventmsg(tid: int) -> int:
 
 
 def get_regs(tid: int) -> Any:
-    """The thread's registers as python-ptrace's `user_regs_struct` (rip, rsp, rbp, fs_base...).
+    """The thread's registers as a `user_regs_struct` (rip, rsp, rbp, fs_base...).
 
     The thread must be in a ptrace-stop of this tracer.
     """
@@ -158,7 +179,7 @@ def get_regs(tid: int) -> Any:
 
 
 def get_siginfo(tid: int) -> Any:
-    """PTRACE_GETSIGINFO as python-ptrace's `siginfo` (si_signo, si_code, _sigfault._addr)."""
+    """PTRACE_GETSIGINFO as a `siginfo_t` (si_signo, si_code, _sigfault._addr)."""
     info = _Siginfo()
     if _ptrace(PTRACE_GETSIGINFO, tid, None, ctypes.addressof(info)) == -1:
         raise _fail(PTRACE_GETSIGINFO, tid)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from tracer import ptrace
 from tracer.errors import CgotraceError, ExitCode, TracerError
 from tracer.syscalls import seccomp
-from tracer.syscalls.table import WATCHED, X86_64_NUMBERS
+from tracer.syscalls.table import WATCHED, WATCHED_X86_64
 
 Hook = Callable[[], None]
 
@@ -215,7 +215,7 @@ def launch(spec: LaunchSpec) -> Tracee:
     """
     env = dict(os.environ) if spec.env is None else dict(spec.env)
     path = spec.exec_path or resolve_program(spec.argv[0], env)
-    numbers = [X86_64_NUMBERS[n] for n in spec.watched]
+    numbers = [WATCHED_X86_64[n] for n in spec.watched]
     prog = seccomp.build_filter(numbers)
     skip = _notify_reason(spec.engine)
     if skip is not None and spec.engine == "notify":

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracer.classify import Classifier
+from tracer.classify import Classifier, Closure
 from tracer.engine.base import FAULT_SIGNALS
 from tracer.engine.collector import Attributor, EventCollector
 from tracer.engine.notify_engine import NotifyEngine, set_sync_wakeup
@@ -99,6 +99,29 @@ def _inspect(path: str, rootfs: str | None = None, path_in_root: str | None = No
         return None
 
 
+def _static_facts(program: str, root: str | None, path_in_root: str | None
+                  ) -> tuple[dict[str, Any], Closure | None]:
+    """The trace header's static summary and the classifier's closure: from the facts cache
+    (tracer/session/factcache.py) when this binary was traced before, else inspected now."""
+    from tracer.session import factcache
+
+    key = factcache.cache_key(program, root, path_in_root)
+    hit = factcache.load(key) if key is not None else None
+    if hit is not None:
+        c = hit.get("closure")
+        closure = Closure(c["interpreter"], frozenset(c["paths"]), frozenset(c["names"])) \
+            if isinstance(c, dict) else None
+        return dict(hit.get("static") or {}), closure
+    facts = _inspect(program, root, path_in_root)
+    static = _static_summary(facts)
+    closure = Closure.from_facts(facts) if facts is not None else None
+    if key is not None and facts is not None and closure is not None:
+        factcache.store(key, {"static": static, "closure": {
+            "interpreter": closure.interpreter, "paths": sorted(closure.paths),
+            "names": sorted(closure.names)}})
+    return static, closure
+
+
 def trace_program(opts: RunOptions) -> RunResult:
     """Trace `opts.argv`; the program's ExitStatus is in the result.
 
@@ -129,12 +152,9 @@ def trace_program(opts: RunOptions) -> RunResult:
                            child_setup=opts.child_setup, engine=opts.engine)
     root = str(prepared.root) if prepared is not None and prepared.root is not None else None
     in_root = prepared.program_in_root if prepared is not None else None
-    facts = _inspect(program, root, in_root if root else None)
+    static, closure = _static_facts(program, root, in_root if root else None)
     classifier = Classifier()
-    if facts is not None:
-        from tracer.classify import Closure
-
-        closure = Closure.from_facts(facts)
+    if closure is not None:
         classifier.seed(os.path.realpath(program), closure)
         if in_root is not None:
             classifier.seed(in_root, closure)  # the exe path the tracee reports
@@ -144,7 +164,7 @@ def trace_program(opts: RunOptions) -> RunResult:
     events: list[ProcessEvent] = []
     header: dict[str, Any] = {
         "argv": opts.argv, "binary": os.path.abspath(program),
-        "binary_realpath": os.path.realpath(program), "static": _static_summary(facts),
+        "binary_realpath": os.path.realpath(program), "static": static,
         "cwd": _cwd(prepared), "env": recorded_env(env),
         "sandbox": prepared.label if prepared is not None else None}
     analysis = AnalysisBuilder(header, opts.rules)

@@ -106,6 +106,10 @@ class _Layout:
     inl_parent_pc_field: int
 
 
+_SHARED: dict[tuple[int, int, int, int], PclnTable] = {}
+_SHARED_MAX = 8
+
+
 class PclnTable:
     """A parsed pclntab. Build it with `PclnTable.from_image(img)`."""
 
@@ -149,6 +153,25 @@ class PclnTable:
         self._names: list[str] | None = None
 
     # --- construction ------------------------------------------------------------------
+    @classmethod
+    def shared(cls, img: ElfImage) -> PclnTable:
+        """`from_image`, memoised per file (device, inode, size, mtime) for the life of the
+        process: static facts and the unwinder then decode one table, and its names once."""
+        try:
+            st = os.stat(img.path)
+            key: tuple[int, int, int, int] | None = (st.st_dev, st.st_ino, st.st_size,
+                                                     st.st_mtime_ns)
+        except (OSError, ValueError):
+            key = None
+        if key is not None and (hit := _SHARED.get(key)) is not None:
+            return hit
+        table = cls.from_image(img)
+        if key is not None:
+            if len(_SHARED) >= _SHARED_MAX:
+                _SHARED.pop(next(iter(_SHARED)))
+            _SHARED[key] = table
+        return table
+
     @classmethod
     def from_image(cls, img: ElfImage) -> PclnTable:
         """Locate and parse the pclntab of an ELF image.

@@ -1,7 +1,10 @@
 """The watched syscalls: numbers per ABI, and which argument holds what.
 
-Numbers come from python-ptrace's x86_64 table, restricted to nr < 512: that table also
-lists the x32 variants (execve is 520 there) under the same names. The i386 numbers of the
+The x86_64 numbers of the watched calls are written here (importing python-ptrace's
+syscall package costs ~90 ms of start-up); tests/unit/test_syscall_decode.py checks them
+against python-ptrace's x86_64 table, restricted to nr < 512 (that table also lists the x32
+variants, execve is 520 there, under the same names), which `X86_64_NUMBERS` and
+`x86_64_name` still read, lazily, for other calls. The i386 numbers of the
 watched calls are listed here because python-ptrace's i386 table lacks several of them
 (connect, execveat, statx, openat2, faccessat2); they matter only for int 0x80 calls from a
 64-bit process, which the filter traces instead of letting them slip through.
@@ -10,8 +13,7 @@ watched calls are listed here because python-ptrace's i386 table lacks several o
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _X86_64_NAMES
+from typing import Any
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 AUDIT_ARCH_I386 = 0x40000003
@@ -69,7 +71,26 @@ _I386_NUMBERS = {
 }
 _I386_ALIASES = {"stat64": "stat", "lstat64": "lstat", "fstatat64": "newfstatat"}
 
-X86_64_NUMBERS: dict[str, int] = {name: nr for nr, name in _X86_64_NAMES.items() if nr < 512}
+# asm/unistd_64.h
+WATCHED_X86_64: dict[str, int] = {
+    "open": 2, "openat": 257, "openat2": 437, "creat": 85, "execve": 59, "execveat": 322,
+    "connect": 42, "stat": 4, "lstat": 6, "newfstatat": 262, "statx": 332, "access": 21,
+    "faccessat": 269, "faccessat2": 439, "readlink": 89, "readlinkat": 267,
+}
+
+
+def _all_x86_64_names() -> dict[int, str]:
+    from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
+
+    return {nr: name for nr, name in SYSCALL_NAMES.items() if nr < 512}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "X86_64_NUMBERS":  # every x86_64 call by name (python-ptrace, lazily)
+        numbers = {n: nr for nr, n in _all_x86_64_names().items()}
+        globals()["X86_64_NUMBERS"] = numbers
+        return numbers
+    raise AttributeError(name)
 
 
 def _by_name() -> dict[str, SyscallSpec]:
@@ -78,7 +99,7 @@ def _by_name() -> dict[str, SyscallSpec]:
 
 def x86_64_table() -> dict[int, SyscallSpec]:
     """nr -> spec for the native ABI."""
-    return {X86_64_NUMBERS[s.name]: s for s in WATCHED}
+    return {WATCHED_X86_64[s.name]: s for s in WATCHED}
 
 
 def i386_table() -> dict[int, SyscallSpec]:
@@ -93,4 +114,4 @@ def i386_table() -> dict[int, SyscallSpec]:
 
 
 def x86_64_name(nr: int) -> str:
-    return _X86_64_NAMES.get(nr, f"syscall_{nr}") if nr < 512 else f"syscall_{nr}"
+    return _all_x86_64_names().get(nr, f"syscall_{nr}") if nr < 512 else f"syscall_{nr}"

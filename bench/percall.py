@@ -1,0 +1,157 @@
+"""`python -m bench.percall`: where one watched call's cost goes, in microseconds.
+
+Runs `benchopen 20000` (one openat per iteration, the same path every time) under stripped
+versions of the notify engine's hot path, each adding one layer, then the real engines
+with stacks off, and `benchwalk` (every path new: every call takes the notify engine's
+upgrade) under both engines. Each figure is (tracer loop time) / (watched calls), median of
+--runs runs; the machine's load moves them, so compare rows of one run only.
+
+  floor      RECV + read the path (process_vm_readv) + SEND CONTINUE, nothing else
+  decode     + EntryDecoder.decode (flags, path text)
+  collector  + EventCollector.on_entry/on_result (classify, keys, Access records)
+  notify     `trace_program(engine="notify")`, no stacks: + summary, runner callbacks
+  ptrace     `trace_program(engine="ptrace")`, no stacks: two ptrace stops per call
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+WALL = 0x40000000
+STOP_SIGNALS = (19, 20, 21, 22)
+
+
+def _reap_events(pid: int) -> bool:
+    """Resume every pending ptrace stop; False once `pid` has exited."""
+    from tracer import ptrace
+
+    while True:
+        try:
+            tid, st = os.waitpid(-1, WALL | os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if tid == 0:
+            return True
+        if os.WIFEXITED(st) or os.WIFSIGNALED(st):
+            if tid == pid:
+                return False
+            continue
+        sig, ev = (st >> 8) & 0xFF, (st >> 16) & 0xFF
+        with contextlib.suppress(ptrace.PtraceRequestError):
+            if ev == ptrace.EVENT_STOP and sig in STOP_SIGNALS:
+                ptrace.listen(tid)
+            else:
+                ptrace.cont(tid, sig if ev == 0 and sig != 5 else 0)
+
+
+def layered(exe: Path, n: int, layer: str) -> float:
+    """Microseconds per notification with the hot path cut at `layer`."""
+    from tracer import ptrace
+    from tracer.engine import notify_engine as ne
+    from tracer.engine.base import Want
+    from tracer.engine.collector import EventCollector
+    from tracer.session.launch import LaunchSpec, launch
+
+    tr = launch(LaunchSpec(argv=[str(exe), str(n)], engine="notify"))
+    assert tr.listener is not None, "notify engine unavailable"
+    eng = ne.NotifyEngine(tr.pid, tr.listener, ne.set_sync_wakeup(tr.listener))
+    col = EventCollector(on_access=lambda a: None)
+    col.start(tr.pid)
+    view = ne.NotifyView()
+    poller = select.poll()
+    poller.register(tr.listener, select.POLLIN)
+    count = 0
+    t0 = time.perf_counter()
+    while _reap_events(tr.pid):
+        if not poller.poll(5):
+            continue
+        got = eng._recv()
+        if got is None:
+            continue
+        count += 1
+        nid, tid, _, nr, arch, ip = got[:6]
+        args = got[6:]
+        if layer == "floor":
+            ptrace.read_cstring(tid, args[1], 4096)
+        elif layer == "decode":
+            col._decoder.decode(view.at(tid, tid), nr, arch, args, ip, 0, 0.0)
+        elif col.on_entry(view.at(tid, col.pid_of(tid)), nr, arch, args, ip, 0) \
+                is Want.CONTINUE:
+            eng._continue(nid)
+            col.on_result(tid, None, False)
+            continue
+        eng._continue(nid)
+    elapsed = time.perf_counter() - t0
+    os.close(tr.listener)
+    tr.close()
+    return 1e6 * elapsed / max(count, 1)
+
+
+def engine(exe: Path, args: list[str], name: str) -> float:
+    """Microseconds per watched call of a whole traced run (stacks off)."""
+    from tracer.session.runner import RunOptions, trace_program
+
+    with _quiet():
+        t0 = time.perf_counter()
+        res = trace_program(RunOptions(argv=[str(exe), *args], engine=name,
+                                       forward_signals=False, on_access=lambda a: None))
+        elapsed = time.perf_counter() - t0
+    return 1e6 * elapsed / max(res.stats["accesses"], 1)
+
+
+def _quiet_call(fn: Callable[[], float]) -> float:
+    with _quiet():
+        return fn()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.percall")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("-n", type=int, default=20000)
+    a = ap.parse_args(argv)
+    from sample_apps import build
+
+    opener, walker = build.build("benchopen", "cgo"), build.build("benchwalk", "cgo")
+    import tempfile
+
+    rows: list[tuple[str, Callable[[], float]]] = [
+        (f"{layer} (benchopen {a.n})", lambda layer=layer: _quiet_call(
+            lambda: layered(opener, a.n, layer)))
+        for layer in ("floor", "decode", "collector")]
+    rows += [(f"{e} engine (benchopen {a.n})",
+              lambda e=e: engine(opener, [str(a.n)], e)) for e in ("notify", "ptrace")]
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = os.path.join(tmp, "tree")
+        with _quiet():
+            os.spawnv(os.P_WAIT, str(walker), [str(walker), "3000", tree])  # generate
+        rows += [(f"{e} engine (benchwalk 3000: every path new)",
+                  lambda e=e: engine(walker, ["3000", tree], e)) for e in ("notify", "ptrace")]
+        print(f"per watched call, median of {a.runs} runs (us); load {os.getloadavg()[0]:.2f}")
+        for label, fn in rows:
+            print(f"  {label:<46} {statistics.median(fn() for _ in range(a.runs)):7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+module cgotrace.test/benchwalk
+
+go 1.21

@@ -1,0 +1,78 @@
+"""The static-facts cache: keyed by build id, bounded, and silent when unusable."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tracer.session import factcache
+from tracer.session.runner import _static_facts
+
+TRUE = shutil.which("true") or "/bin/true"
+
+
+@pytest.fixture()
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("CGOTRACE_NO_CACHE", raising=False)
+    return tmp_path / "xdg" / "cgotrace" / "facts"
+
+
+def test_build_id_is_read_from_the_notes() -> None:
+    bid = factcache.build_id(os.path.realpath(TRUE))
+    assert bid is not None and bid.startswith("gnu-") and len(bid) > 20
+    assert factcache.build_id("/etc/hostname") is None
+
+
+def test_second_lookup_is_a_hit_with_the_same_facts(cache_home: Path) -> None:
+    static1, closure1 = _static_facts(TRUE, None, None)
+    files = list(cache_home.glob("*.json"))
+    assert len(files) == 1
+    static2, closure2 = _static_facts(TRUE, None, None)
+    assert static2 == static1
+    assert closure1 is not None and closure2 is not None
+    assert (closure2.interpreter, closure2.paths, closure2.names) == \
+        (closure1.interpreter, closure1.paths, closure1.names)
+    # a different root is a different entry
+    _static_facts(TRUE, "/", "/bin/true")
+    assert len(list(cache_home.glob("*.json"))) == 2
+
+
+def test_unwritable_cache_degrades_to_no_cache(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # mkdir under a file fails, as root too
+    static, closure = _static_facts(TRUE, None, None)
+    assert closure is not None and static.get("interpreter")
+    factcache.store("k", {"x": 1})
+    assert factcache.load("k") is None
+
+
+def test_corrupt_entry_is_ignored(cache_home: Path) -> None:
+    key = factcache.cache_key(TRUE, None, None)
+    assert key is not None
+    cache_home.mkdir(parents=True)
+    (cache_home / f"{key}.json").write_text("{not json")
+    static, closure = _static_facts(TRUE, None, None)
+    assert closure is not None
+    assert factcache.load(key) is not None  # rewritten by the miss
+
+
+def test_size_bound_removes_the_oldest(cache_home: Path) -> None:
+    cache_home.mkdir(parents=True)
+    for i in range(5):
+        p = cache_home / f"{i}.json"
+        p.write_text("x" * 1000)
+        os.utime(p, ns=(i * 10**9, i * 10**9))
+    factcache._prune(cache_home, limit=2500)
+    assert sorted(p.name for p in cache_home.glob("*.json")) == ["3.json", "4.json"]
+
+
+def test_no_cache_switch(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CGOTRACE_NO_CACHE", "1")
+    _static_facts(TRUE, None, None)
+    assert not cache_home.exists()
