@@ -142,6 +142,7 @@ def test_signal_ends_attach_cleanly(sig: int, sample: Callable[..., Path],
     report = subprocess.run(_cgotrace("report", str(trace)), capture_output=True, text=True,
                             cwd=ROOT)
     assert report.returncode == 0 and "/etc/passwd" in report.stdout, report.stderr
+    assert "attached, then detached (still running)" in report.stdout
 
 
 def test_tracer_sigkill_leaves_server_serving(sample: Callable[..., Path],

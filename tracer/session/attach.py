@@ -296,11 +296,11 @@ def attach_process(opts: AttachOptions) -> AttachResult:
         stats = {"stops": engine.stops, "accesses": cs.accesses, "unknown": cs.lost,
                  "attributor_errors": cs.attributor_errors, "threads": nthreads}
         end = engine.end_time or time.time()
+        status = engine.ended or ExitStatus(code=None)
+        ending = {"end_time": end, "ended": how, "detached": engine.ended is None,
+                  "nspid": {str(k): v for k, v in nspids.items()}}
         if writer is not None:
-            writer.exit(engine.ended or ExitStatus(code=None), stats=stats,
-                        attach={"end_time": end, "ended": how,
-                                "detached": engine.ended is None,
-                                "nspid": {str(k): v for k, v in nspids.items()}})
+            writer.exit(status, stats=stats, attach=ending)
         result_summary = summary.summary(engine.ended)
         result_summary["attach"] = {"pid": facts.pid, "nspid": list(facts.nspid),
                                     "start_time": engine.start_time, "end_time": end,
@@ -309,7 +309,8 @@ def attach_process(opts: AttachOptions) -> AttachResult:
         return AttachResult(pid=opts.pid, summary=result_summary, threads=nthreads,
                             start_time=engine.start_time, end_time=end, ended=engine.ended,
                             how=how, stats=stats, events=events,
-                            analysis=analysis.finish(engine.ended))
+                            analysis=analysis.finish({**status.to_dict(),
+                                                      "attach": ending}))
     finally:
         if writer is not None:
             writer.close()
