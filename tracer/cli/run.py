@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
-from tracer.errors import ExitCode, TracerError
+from tracer.errors import ExitCode
 
 
 @click.command(context_settings={"ignore_unknown_options": True,
@@ -167,12 +166,3 @@ def _network(value: str | None) -> str | None:
             raise click.BadParameter(f"{value}: no such network namespace file")
         return value
     raise click.BadParameter("expected loopback, none, host or the path of a netns file")
-
-
-def _write_json(path: str, summary: dict[str, Any]) -> None:
-    try:
-        with open(path, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
-    except OSError as e:
-        raise TracerError(f"cannot write {path}: {e.strerror}") from None
