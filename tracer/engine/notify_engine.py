@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracer import ptrace
 from tracer.engine.base import Capabilities, Collector, Want
-from tracer.engine.ptrace_engine import WALL, PtraceEngine
+from tracer.engine.ptrace_engine import STOP_SIGNALS, WALL, PtraceEngine
 from tracer.syscalls.decode import RESTART_ERRNOS
 
 if TYPE_CHECKING:
@@ -271,6 +271,11 @@ class NotifyEngine(PtraceEngine):
                 and sig == signal.SIGTRAP:
             self._upgraded(collector, tid, up)
             return
+        if up is not None and up[0] in (INTERRUPTED, RESTART) and event == ptrace.EVENT_STOP \
+                and sig in STOP_SIGNALS:
+            # group-stop first: the call restarts after SIGCONT and notifies again, and is
+            # then handled afresh (nothing was recorded for it yet)
+            del self.upgrading[tid]
         if event == ptrace.EVENT_EXEC:
             try:
                 former = ptrace.get_eventmsg(tid)
