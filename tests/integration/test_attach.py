@@ -334,3 +334,29 @@ def test_a_failure_inside_the_tracer_still_detaches() -> None:
         assert proc.poll() is None
     finally:
         stop_process(proc, signal.SIGKILL)
+
+
+def test_exec_from_a_non_leader_thread_while_attached() -> None:
+    """The leader waits inside an unwatched call while another thread execs: the exec is
+    reported under the leader's tid, and its result is still recorded."""
+    from tests.integration.tracing_helpers import compile_c
+    from tracer.session.attach import AttachOptions, attach_process
+
+    prog = compile_c(r"""
+#include <pthread.h>
+#include <unistd.h>
+static void *later(void *arg) { sleep(1); char *argv[] = {"/bin/true", 0};
+                                execv("/bin/true", argv); return arg; }
+int main(void) { pthread_t t; pthread_create(&t, 0, later, 0); for (;;) pause(); }
+""")
+    proc = subprocess.Popen([str(prog)])
+    try:
+        time.sleep(0.2)
+        got: list[Access] = []
+        result = attach_process(AttachOptions(proc.pid, duration=20, on_access=got.append,
+                                              handle_signals=False))
+    finally:
+        stop_process(proc, signal.SIGKILL)
+    assert result.ended is not None and result.ended.code == 0, result.how
+    execs = [a for a in got if a.syscall == "execve" and a.path == "/bin/true"]
+    assert execs and execs[0].result == "ok" and execs[0].pid == proc.pid, got

@@ -286,6 +286,13 @@ class AttachEngine(PtraceEngine):
             collector.on_result(tid, None, False)
             self._inside.add(tid)
 
+    def event(self, collector: Collector, tid: int, event: int, sig: int) -> None:
+        if event == ptrace.EVENT_EXEC:
+            # exec by a non-leader thread reports under the leader's tid, whose own stale
+            # "inside an unwatched call" state must not swallow the execve's exit stop
+            self._inside.discard(tid)
+        super().event(collector, tid, event, sig)
+
     def resume(self, tid: int, sig: int = 0) -> None:
         """Every resume keeps the thread stepping (no filter stops it otherwise)."""
         with contextlib.suppress(ptrace.PtraceRequestError):
