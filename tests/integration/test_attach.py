@@ -262,6 +262,13 @@ def test_attach_into_a_container(sample: Callable[..., Path], tmp_path: Path) ->
                 client.wait_for(3)
                 ok, fail, failures = client.stop()
             assert fail == 0, failures
+            from tracer.snapshot import take_snapshot
+
+            snap = take_snapshot(pid)  # the NEEDED closure resolved in the container's root
+            roles = {os.path.basename(lib.path): lib.role for lib in snap.libraries}
+            assert roles.get("libc.so.6") == "needed", roles
+            assert "interpreter" in roles.values(), roles
+            assert snap.process.nspid == (pid, 1) and snap.process.in_container
         finally:
             os.close(fd)
             with contextlib.suppress(ProcessLookupError):
