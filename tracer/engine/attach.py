@@ -188,10 +188,6 @@ class AttachEngine(PtraceEngine):
         if self._waker is not None:
             self._waker.wake()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def run(self, collector: Collector) -> ExitStatus:
         self._collector = collector
         collector.start(self.pid)
@@ -207,10 +203,9 @@ class AttachEngine(PtraceEngine):
         return collector.finish()
 
     def _step(self, collector: Collector) -> None:
-        """The stepping loop. Hot: locals only, the bare ptrace function for the two
-        requests of an unwatched call (PEEKUSER at the entry, PTRACE_SYSCALL), and the stop
-        flag and `collector.tracing` looked at only after other stops, since every stop
-        request arrives as the waker's exit."""
+        """The stepping loop. Hot: locals only, and the bare ptrace function for the two
+        requests of an unwatched call (PEEKUSER at the entry, PTRACE_SYSCALL). Every stop
+        request (duration, signal, `request_stop`) arrives as the waker's exit."""
         waitpid = os.waitpid
         stop = self._stop
         inside = self._inside
