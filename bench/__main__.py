@@ -316,12 +316,83 @@ def part_stacks(runs: int, scale: float, build: Callable[[str], Path]) -> str:
     return "\n".join([*out, table(rows)])
 
 
+def _attached_loop(binary: Path, n: str, tracer: Sequence[str] | None,
+                   ready: str) -> float | None:
+    """benchhttp's own timer for its request loop (BENCHHTTP_WAIT=1: it waits on stdin
+    until the tracer, argv with {pid}, has printed `ready` on stderr), or None on failure."""
+    import re
+
+    prog = subprocess.Popen([str(binary), n], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "BENCHHTTP_WAIT": "1"})
+    tr = None
+    try:
+        assert prog.stdin is not None and prog.stdout is not None
+        prog.stdout.readline()  # "benchhttp: listening"
+        if tracer is not None:
+            tr = subprocess.Popen([a.replace("{pid}", str(prog.pid)) for a in tracer],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            assert tr.stderr is not None
+            if not any(ready in line for line in tr.stderr):
+                return None
+        prog.stdin.write("\n")
+        prog.stdin.flush()
+        m = re.search(r"requests in ([0-9.]+) s", prog.stdout.read())
+        return float(m.group(1)) if m and prog.wait() == 0 else None
+    finally:
+        for p in (prog, tr):
+            if p is not None and p.poll() is None:
+                p.kill()
+            if p is not None:
+                p.communicate()
+
+
+def part_attach(runs: int, scale: float, build: Callable[[str], Path]) -> str:
+    """Attach overhead: `cgotrace attach` vs `strace -f -p` on the HTTP workload, each
+    attached to a waiting benchhttp before its timed loop starts (the program's own timer,
+    so start-up and attach time are outside the figure)."""
+    out = [f"Attach: benchhttp (cgo), the program's own loop time, median of {runs} "
+           "alternating runs"]
+    n = str(max(1, int(20000 * scale)))
+    exe = build("benchhttp")
+    v: dict[str, tuple[list[str] | None, str]] = {
+        "untraced": (None, ""),
+        "cgotrace attach": ([*CGOTRACE, "attach", "-q", "{pid}"], "cgotrace: attached to")}
+    strace = shutil.which("strace")
+    if strace:
+        v["strace -f -p"] = ([strace, "-f", "-o", "/dev/null", "-e", f"trace={WATCHED}",
+                              "-p", "{pid}"], "attached")
+    else:
+        out.append("  strace not installed: its column is left out (make system-deps)")
+    times: dict[str, list[float]] = {k: [] for k in v}
+    for _ in range(runs):
+        for name, (argv, ready) in v.items():
+            t = _attached_loop(exe, n, argv, ready)
+            if t is not None:
+                times[name].append(t)
+    missing = [k for k, t in times.items() if not t]
+    if missing:
+        return "\n".join([*out, f"  not available: {', '.join(missing)} failed"])
+    med = {k: statistics.median(t) for k, t in times.items()}
+    rows = [["workload", "untraced", "cgotrace attach", "x untraced", "strace -f -p",
+             "x untraced", "attach vs strace", "goal", "result"]]
+    st = med.get("strace -f -p")
+    ratio = med["cgotrace attach"] / st if st else None
+    rows.append([f"HTTP, {n} keep-alive requests (benchhttp {n})", fmt_time(med["untraced"]),
+                 fmt_time(med["cgotrace attach"]),
+                 f"{med['cgotrace attach'] / med['untraced']:.2f}x",
+                 fmt_time(st) if st else "-", f"{st / med['untraced']:.2f}x" if st else "-",
+                 f"{ratio:.2f}x" if ratio else "-", "<= strace",
+                 verdict(ratio <= 1.0) if ratio else "-"])
+    return "\n".join([*out, table(rows)])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="runs per measurement (default 5)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="scale the workloads' N (20000 each at 1.0)")
-    ap.add_argument("--part", choices=["A", "B", "all"], default="all")
+    ap.add_argument("--part", choices=["A", "B", "attach", "all"], default="all")
     args = ap.parse_args(argv)
     from sample_apps import build as sample_build
 
@@ -342,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
             print(part_stacks(args.runs, args.scale, lambda app: sample_build.build(app, "cgo")))
         except sample_build.BuildError as e:
             print(f"Stacks\n  not available: {e}")
+    if args.part in ("attach", "all"):
+        print()
+        try:
+            print(part_attach(args.runs, args.scale,
+                              lambda app: sample_build.build(app, "cgo")))
+        except sample_build.BuildError as e:
+            print(f"Attach\n  not available: {e}")
     print(f"\n(bench took {time.monotonic() - t0:.0f} s)")
     return 0
 

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 3  # not an ELF, truncated, corrupt, wrong architecture
     NOT_FOUND = 4  # a file, rootfs or PID that does not exist
     PERMISSION = 5  # ptrace / namespaces / file permission refused
+    TARGET_EXITED = 6  # attach: the process ended during the attach (the trace is kept)
     INTERNAL = 70  # a bug in cgotrace (EX_SOFTWARE)
     # run --fail-on: the program exited 0 but the gate failed. Not 1: a CI step must tell
     # it from the program's own failure (docs/exit-codes.md)
@@ -66,6 +67,16 @@ class PermissionDeniedError(CgotraceError):
 
 class ProcessGoneError(NotFoundError):
     """The PID or thread vanished."""
+
+
+class UsageError(CgotraceError):
+    """The command line names something ambiguous (e.g. `--name` matching several)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class AlreadyTracedError(PermissionDeniedError):
+    """attach: another tracer (a debugger, strace, a second cgotrace) holds the process."""
 
 
 class TraceFormatError(BadBinaryError):

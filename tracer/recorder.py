@@ -152,6 +152,9 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
     assert trace is not None
     if trace.exit is None:
         trace.truncated = True
+    elif isinstance(trace.header.get("attach"), dict) and isinstance(
+            trace.exit.get("attach"), dict):  # an attach's end is known only at its exit
+        trace.header["attach"].setdefault("end_time", trace.exit["attach"].get("end_time"))
     _resolve_same_as(trace.accesses)
     return trace
 

@@ -2,10 +2,13 @@
 // keep-alive connection (bench workload, few watched syscalls: the tracer should cost ~0).
 //
 // Hidden dependencies exercised: one connect(2) to 127.0.0.1 (watched) and nothing else per
-// request. Usage: benchhttp [N] (default 20000).
+// request. Usage: benchhttp [N] (default 20000). With BENCHHTTP_WAIT=1 in the environment
+// it prints "benchhttp: listening" and waits for a line on stdin before the timed loop, so a
+// tracer can attach first (bench's attach row).
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +40,10 @@ func main() {
 	go srv.Serve(ln)
 	defer srv.Close()
 
+	if os.Getenv("BENCHHTTP_WAIT") == "1" {
+		fmt.Println("benchhttp: listening")
+		bufio.NewReader(os.Stdin).ReadString('\n')
+	}
 	url := "http://" + ln.Addr().String() + "/"
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	t0 := time.Now()

@@ -1,8 +1,11 @@
 // server: a long-running HTTP server on 127.0.0.1 (random port) for attach/detach tests.
 //
-// Hidden dependencies exercised: per request to /lookup, one os/user lookup (cgo:
+// Hidden dependencies exercised: per request to /lookup[?uid=N], one os/user lookup (cgo:
 // getpwuid_r -> /etc/nsswitch.conf, /etc/passwd; pure: /etc/passwd), on whatever thread
-// serves it; / answers "ok" without touching any file. Readiness handshake: with
+// serves it; per request to /dns?name=NAME, one net.Resolver.LookupHost (Go's resolver
+// with a Debian-like nsswitch.conf: /etc/hosts, then a UDP query to the nameserver of
+// /etc/resolv.conf; run it only where resolv.conf names 127.0.0.1 and the loopback
+// responder answers); / answers "ok" without touching any file. Readiness handshake: with
 // --ready-file PATH (a FIFO made by the test) it writes "ready <port>\n" there once it
 // listens. It serves until SIGTERM or SIGINT, then shuts down and exits 0. --timeout bounds
 // its life (default 120 s; exit 3 if no signal came).
@@ -17,6 +20,8 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -36,12 +41,28 @@ func main() {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/lookup", func(w http.ResponseWriter, r *http.Request) {
-		u, err := user.LookupId("0") // expect:server-lookupid
+		uid := r.URL.Query().Get("uid")
+		if uid == "" {
+			uid = "0"
+		}
+		// LookupId of the process's own uid is answered from os/user's Current() cache
+		// after its first call; any other uid reaches getpwuid_r (or /etc/passwd) each time.
+		u, err := user.LookupId(uid) // expect:server-lookupid
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprintln(w, u.Username)
+	})
+	mux.HandleFunc("/dns", func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("name")
+		addrs, err := net.DefaultResolver.LookupHost(r.Context(), name) // expect:server-dns
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		sort.Strings(addrs)
+		fmt.Fprintln(w, strings.Join(addrs, " "))
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	sigs := make(chan os.Signal, 1)

@@ -24,6 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                "Findings, reports (text, json, ...) and the CI gate for a saved trace."),
     "matrix": ("tracer.cli.matrix", "matrix",
                "Will the binary work on those base images? One row per root."),
+    "attach": ("tracer.cli.attach", "attach",
+               "Trace a running process (PID or --name) for a while, then detach cleanly."),
+    "snapshot": ("tracer.cli.snapshot", "snapshot",
+                 "What a running process depends on right now, from /proc (no ptrace)."),
 }
 
 
@@ -61,7 +65,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     that causes each one.
 
     Exit codes: 0 ok; 1 `report --fail-on` gate failed; 2 usage; 3 bad binary, image,
-    trace, rule or allow-list file; 4 not found; 5 permission denied; 70 internal error.
+    trace, rule or allow-list file; 4 not found; 5 permission denied; 6 the attached
+    process ended during the attach; 70 internal error.
     `run` exits with the program's status (128+N for signal N), 121 when it exited 0 but
     the --fail-on gate failed, and 125/126/127 for its own failures (docs/exit-codes.md).
     """

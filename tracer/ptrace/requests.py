@@ -35,7 +35,9 @@ class _Siginfo(ctypes.Structure):
                 ("_sigfault", _SigFault), ("_rest", ctypes.c_byte * 104))
 
 # Requests python-ptrace lacks (linux/ptrace.h).
+PTRACE_PEEKUSER = 3
 PTRACE_CONT = 7
+PTRACE_DETACH = 17
 PTRACE_GETREGS = 12
 PTRACE_SYSCALL = 24
 PTRACE_SETOPTIONS = 0x4200
@@ -81,6 +83,13 @@ _ptrace = _libc.ptrace
 _ptrace.restype = ctypes.c_long
 _ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 _get_errno = ctypes.get_errno
+# The bare foreign function, for the attach engine's per-stop path where a Python wrapper
+# per request shows in the profile: raw_ptrace(request, tid, addr, data) -> -1 on failure.
+# It holds the GIL across the call (PyDLL): these requests never block, and handing the
+# GIL over twice per request costs more than the request.
+raw_ptrace = ctypes.PyDLL(None, use_errno=True).ptrace
+raw_ptrace.restype = ctypes.c_long
+raw_ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 
 class PtraceRequestError(OSError):
@@ -117,6 +126,24 @@ def syscall(tid: int, sig: int = 0) -> None:
     """PTRACE_SYSCALL: resume and stop again at the next syscall entry or exit."""
     if _ptrace(PTRACE_SYSCALL, tid, None, sig) == -1:
         raise _fail(PTRACE_SYSCALL, tid)
+
+
+ORIG_RAX = 15 * 8  # offset of orig_rax in struct user_regs_struct (x86-64)
+
+
+def syscall_nr(tid: int) -> int:
+    """The syscall number at a syscall stop: orig_rax through PTRACE_PEEKUSER, one request
+    with no buffer to decode (the attach engine's per-stop filter). -1 when the request
+    fails (the thread is gone) or for syscall(-1). Says nothing about the ABI or whether
+    the stop is an entry or an exit; `syscall_info` does."""
+    nr: int = _ptrace(PTRACE_PEEKUSER, tid, ORIG_RAX, None)
+    return nr
+
+
+def detach(tid: int, sig: int = 0) -> None:
+    """PTRACE_DETACH from a ptrace-stop, delivering `sig` (0: none) as the thread resumes."""
+    if _ptrace(PTRACE_DETACH, tid, None, sig) == -1:
+        raise _fail(PTRACE_DETACH, tid)
 
 
 def listen(tid: int) -> None:

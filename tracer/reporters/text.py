@@ -58,7 +58,10 @@ def _headline(a: Analysis) -> str:
                         ("no cgo" if s.get("is_go") else None), s.get("libc"),
                         "static" if s.get("static") else "dynamic" if s else None) if b]
     ex = a.exit or {}
-    if ex.get("signal_name"):
+    attach = ex.get("attach")
+    if isinstance(attach, dict) and attach.get("detached"):  # attach left it running
+        status = "attached, then detached (still running)"
+    elif ex.get("signal_name"):
         status = f"killed by {ex['signal_name']}"
     elif ex:
         status = f"exit {ex.get('exit_code')}"

@@ -26,7 +26,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2  # 2: `static` is the findings engine's header (tracer.static.static_header)
 MAX_BYTES = 8 * 1024 * 1024
 _PT_NOTE = 4
 _NT_GNU_BUILD_ID = 3

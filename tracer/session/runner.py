@@ -69,11 +69,11 @@ class RunResult:
     diagnosis: Diagnosis | None = None  # why it did not start (loader failure; exit 127)
     stats: dict[str, int] = field(default_factory=dict)
     events: list[ProcessEvent] = field(default_factory=list)
+    engine: str = "ptrace"  # the engine that ran
+    engine_reason: str = ""  # why (auto)
     header: dict[str, Any] = field(default_factory=dict)
     analysis: Any = None  # probes.engine.Analysis
 
-    engine: str = "ptrace"  # the engine that ran
-    engine_reason: str = ""  # why (auto)
 
 # Environment variables that change which files a Go program reads (resolver, zoneinfo,
 # CA roots): recorded in the header so findings can say why, and nothing else of the env.

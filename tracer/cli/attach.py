@@ -1,0 +1,86 @@
+"""`cgotrace attach PID|--name NAME [--duration S] [--output FILE] [--report FORMAT=FILE]`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from tracer.errors import ExitCode, UsageError
+
+
+@click.command()
+@click.argument("pid", type=int, required=False)
+@click.option("--name", metavar="NAME",
+              help="Pick the process by name (exact name, executable or argv[0] basename); "
+              "refused when several match.")
+@click.option("-d", "--duration", type=click.FloatRange(min=0.001), metavar="S",
+              help="Detach after S seconds (default: until Ctrl-C / SIGTERM, or the "
+              "process exits).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the trace (JSON lines, streamed) to this file.")
+@click.option("--report", "reports", multiple=True, metavar="FORMAT=FILE",
+              help="Write a report (text, json, or another installed format) to FILE; "
+              "repeatable.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No report on stderr (the start and end lines are still printed).")
+@click.option("--color/--no-color", default=None,
+              help="Colour the report on stderr (default: on a terminal unless NO_COLOR).")
+@click.option("--no-stacks", is_flag=True,
+              help="Do not unwind stacks: no via/go_api/user_frame/stack in the trace.")
+@click.pass_context
+def attach(ctx: click.Context, pid: int | None, name: str | None, duration: float | None,
+           output: str | None, reports: tuple[str, ...], quiet: bool, color: bool | None,
+           no_stacks: bool) -> None:
+    """Trace a running process, then detach and leave it as it was.
+
+    Every thread is seized (also threads started meanwhile) until the duration ends,
+    Ctrl-C or SIGTERM, or the process exits; then every thread is detached: no filter
+    left behind, no signal lost, no thread left stopped. If cgotrace itself is killed, the
+    kernel detaches the process, which carries on. Attach stops the process at every
+    syscall (no seccomp filter can be put into a running process), so it runs slower
+    while attached.
+
+    Exit codes: 0 detached; 6 the process ended during the attach (the trace is kept);
+    2 usage or an ambiguous --name; 4 no such process; 5 ptrace refused (the message names
+    Yama, ownership, CAP_SYS_PTRACE or the tracer already attached) (docs/exit-codes.md).
+    """
+    from tracer.cli._reporting import color_option, echo_report, parse_report_specs, write_report
+    from tracer.session.attach import STEPPING_NOTE, AttachOptions, attach_process, find_by_name
+
+    specs = parse_report_specs(reports)
+    if (pid is None) == (name is None):
+        raise UsageError("give either a PID or --name NAME")
+    if name is not None:
+        pid = find_by_name(name)
+    assert pid is not None
+    attributor = None
+    if not no_stacks:
+        from tracer.attribution import Attributor
+
+        attributor = Attributor()
+    print(f"{STEPPING_NOTE}.", file=sys.stderr)  # also with -q: it changes the service
+
+    def attached(engine: Any) -> None:
+        until = f"for {duration:g} s" if duration is not None else "until Ctrl-C"
+        print(f"cgotrace: attached to {pid} ({len(engine.seized)} threads), {until}",
+              file=sys.stderr, flush=True)
+
+    result = attach_process(AttachOptions(pid=pid, duration=duration, output=output,
+                                          attributor=attributor, on_attached=attached))
+    for fmt, path in specs:
+        write_report(result.analysis, fmt, path)
+    if not quiet:
+        echo_report(result.analysis, "text", stream=sys.stderr, color=color_option(color))
+    print(f"cgotrace: attach to {pid} {_span(result.start_time, result.end_time)}: "
+          f"{result.how}", file=sys.stderr)
+    sys.stdout.flush()
+    ctx.exit(int(ExitCode.TARGET_EXITED) if result.ended is not None else 0)
+
+
+def _span(start: float, end: float) -> str:
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    return (f"from {time.strftime(fmt, time.localtime(start))} to "
+            f"{time.strftime(fmt, time.localtime(end))} ({end - start:.1f} s)")
