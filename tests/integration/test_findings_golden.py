@@ -78,8 +78,8 @@ _SOURCES = re.compile(r"/[^\s\"']*/sample_apps/")  # builds are shared between c
 
 def normalise_text(text: str) -> str:
     text = _SOURCES.sub("<src>/sample_apps/", text)
+    text = _ROOTFS.sub("<rootfs>", text)  # before ROOT: the cache may live in this checkout
     text = text.replace(str(ROOT), "<src>")
-    text = _ROOTFS.sub("<rootfs>", text)
     text = re.sub(r"\(seq \d+\)", "(seq N)", text)
     text = re.sub(r"\b\d+ accesses\b", "N accesses", text)
     return text

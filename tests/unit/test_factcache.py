@@ -76,3 +76,19 @@ def test_no_cache_switch(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("CGOTRACE_NO_CACHE", "1")
     _static_facts(TRUE, None, None)
     assert not cache_home.exists()
+
+
+def test_key_follows_the_roots_lookup_configuration(tmp_path: Path) -> None:
+    """The header's nsswitch sources come from the root: editing its nsswitch.conf (or its
+    ld.so.cache) must not serve facts computed before the edit."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    conf = root / "etc" / "nsswitch.conf"
+    conf.write_text("passwd: files\n")
+    before = factcache.cache_key(TRUE, str(root), "/bin/true")
+    conf.write_text("passwd: files systemd\n")
+    os.utime(conf, ns=(1, 1))
+    after = factcache.cache_key(TRUE, str(root), "/bin/true")
+    assert before is not None and after is not None and before != after
+    (root / "etc" / "ld.so.cache").write_bytes(b"x")
+    assert factcache.cache_key(TRUE, str(root), "/bin/true") != after

@@ -9,8 +9,9 @@ again is looked up here instead.
   file per binary. Clear it with `rm -rf ~/.cache/cgotrace` (or `$XDG_CACHE_HOME/cgotrace`);
   `CGOTRACE_NO_CACHE=1` turns it off.
 - Key: the binary's GNU build id (else its Go build id, else its device, inode, size and
-  mtime), its real path, the root it runs in, and the size and mtime of that root's
-  /etc/ld.so.cache (an ldconfig run changes what the loader resolves), plus FORMAT.
+  mtime), its real path, the root it runs in, the size, mtime and inode of the root's files
+  the facts come from (`ROOT_FILES`: ld.so.cache, nsswitch.conf, resolv.conf, ...), the
+  same stamp of cgotrace's own fact-computing code and rules, plus FORMAT.
 - Bound: at most MAX_BYTES in total; older entries are removed first (by mtime; a hit
   touches its file).
 - Failures never surface: an unwritable or corrupt cache is the same as no cache.
@@ -95,13 +96,39 @@ def cache_key(program: str, root: str | None, path_in_root: str | None) -> str |
     except OSError:
         return None
     ident = build_id(real) or f"stat-{st.st_dev}-{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
-    try:
-        ld = os.stat(os.path.join(root or "/", "etc/ld.so.cache"))
-        ldkey = f"{ld.st_size}-{ld.st_mtime_ns}"
-    except OSError:
-        ldkey = "none"
-    raw = "\0".join((str(FORMAT), ident, real, root or "/", path_in_root or "", ldkey))
+    base = root or "/"
+    rootkey = _stamp(os.path.join(base, f) for f in ROOT_FILES)
+    raw = "\0".join((str(FORMAT), ident, real, base, path_in_root or "", rootkey,
+                     _code_stamp()))
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+# Files of the root the static facts are derived from: the loader's search (ld.so.cache,
+# musl's path file) and the lookup configuration the header reports (nsswitch sources,
+# resolver options). Any change to one of them is a different entry.
+ROOT_FILES = ("etc/ld.so.cache", "etc/ld-musl-x86_64.path", "etc/nsswitch.conf",
+              "etc/resolv.conf", "etc/host.conf")
+# The code that computes the facts: an edited or reinstalled cgotrace never reads entries
+# an older one wrote (FORMAT only covers deliberate format changes).
+_CODE = Path(__file__).resolve().parents[1]
+_CODE_FILES = ("static.py", "symbols/elf.py", "symbols/loader.py", "symbols/ldcache.py",
+               "symbols/buildinfo.py", "symbols/pclntab.py", "classify.py")
+
+
+def _stamp(paths: Any) -> str:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append(f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}")
+        except OSError:
+            out.append("-")
+    return ",".join(out)
+
+
+def _code_stamp() -> str:
+    rules = sorted((_CODE.parent / "probes" / "rules").glob("*.toml"))
+    return _stamp([*(_CODE / f for f in _CODE_FILES), *rules])
 
 
 def load(key: str) -> dict[str, Any] | None:
