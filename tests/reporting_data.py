@@ -100,3 +100,20 @@ def cgo_analysis() -> Analysis:
 def empty_analysis() -> Analysis:
     return Analysis(findings=(), dependencies=(), program_files=ProgramFiles(), static={},
                     exit=None)
+
+
+def pure_analysis() -> Analysis:
+    """The same program built with -tags netgo,osusergo: Go reads /etc/passwd and
+    /etc/group itself; no loader, no NSS, no nscd."""
+    R = DependencyClass.RUNTIME_FILE
+    go_id = caller("os/user.LookupId", "go", None, 19, 2, 5)
+    go_group = caller("os/user.LookupGroup", "go", None, 28, 1, 9)
+    return Analysis(
+        findings=(), program_files=ProgramFiles(files=12, accesses=40,
+                                                by_dir=(("./content/", 12),)),
+        dependencies=(dep("/etc/passwd", "ok", R, "config", (go_id,)),
+                      dep("/etc/group", "ok", R, "config", (go_group,))),
+        static={"interpreter": None, "needed": [], "static": True, "cgo": False,
+                "go_version": "go1.27.3"},
+        exit={"exit_code": 0, "code": 0}, binary="/build/userlookup-netgo",
+        argv=("/build/userlookup-netgo",))

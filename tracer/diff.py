@@ -35,7 +35,7 @@ class DepView:
     dependency_class: str
     kind: str
     results: dict[str, int]
-    callers: tuple[str, ...]  # sorted descriptions, without counts
+    callers: tuple[str, ...]  # descriptions without counts, in the report's order
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "class": self.dependency_class, "kind": self.kind,
@@ -200,7 +200,10 @@ def _label(report: dict[str, Any], source: str) -> str:
 
 def caller_text(c: dict[str, Any]) -> str:
     """'os/user.LookupId via cgo getpwuid_r at main.go:19' from a JSON caller."""
-    parts = [c.get("go_api") or "?", "via", str(c.get("via") or "unknown")]
+    via = str(c.get("via") or "unknown")
+    if not c.get("go_api") and via in ("loader", "exec"):
+        return via
+    parts = [c.get("go_api") or "?", "via", via]
     if c.get("c_function"):
         parts.append(str(c["c_function"]))
     frame = _frame_text(c.get("user_frame"))
@@ -227,15 +230,15 @@ def _dependencies(items: list[dict[str, Any]]) -> dict[str, DepView]:
             continue
         path = str(d["path"])
         m = merged.setdefault(path, {"class": set(), "kind": set(), "results": {},
-                                     "callers": set()})
+                                     "callers": {}})
         m["class"].add(cls)
         m["kind"].add(str(d.get("kind") or ""))
         result = str(d.get("result") or "")
         m["results"][result] = m["results"].get(result, 0) + int(d.get("count") or 1)
-        m["callers"].update(caller_text(c) for c in d.get("callers") or [])
+        m["callers"].update(dict.fromkeys(caller_text(c) for c in d.get("callers") or []))
     return {p: DepView(path=p, dependency_class=",".join(sorted(m["class"])),
                        kind=",".join(sorted(m["kind"])), results=dict(sorted(
-                           m["results"].items())), callers=tuple(sorted(m["callers"])))
+                           m["results"].items())), callers=tuple(m["callers"]))
             for p, m in merged.items()}
 
 
@@ -297,9 +300,9 @@ def _diff_dependencies(a: dict[str, DepView], b: dict[str, DepView]) -> Section:
     for p in sorted(a.keys() & b.keys()):
         x, y = a[p], b[p]
         ch = _changes({"class": x.dependency_class, "results": sorted(x.results),
-                       "callers": list(x.callers)},
+                       "callers": sorted(x.callers)},
                       {"class": y.dependency_class, "results": sorted(y.results),
-                       "callers": list(y.callers)})
+                       "callers": sorted(y.callers)})
         if ch:
             s.changed.append(Change(p, ch))
     return s
