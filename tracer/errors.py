@@ -12,12 +12,15 @@ from enum import IntEnum
 
 class ExitCode(IntEnum):
     OK = 0
-    POLICY = 1  # --fail-on matched (findings exist)
+    POLICY = 1  # report --fail-on: the gate failed (findings matched)
     USAGE = 2  # click's own usage errors
     BAD_INPUT = 3  # not an ELF, truncated, corrupt, wrong architecture
     NOT_FOUND = 4  # a file, rootfs or PID that does not exist
     PERMISSION = 5  # ptrace / namespaces / file permission refused
     INTERNAL = 70  # a bug in cgotrace (EX_SOFTWARE)
+    # run --fail-on: the program exited 0 but the gate failed. Not 1: a CI step must tell
+    # it from the program's own failure (docs/exit-codes.md)
+    RUN_POLICY = 121
     # `run`/`attach` pass the program's own status through; their own failures use these
     # (the convention of env(1), docker run and podman run):
     TRACER_FAILED = 125

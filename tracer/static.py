@@ -644,3 +644,37 @@ def _hazards(elf: ElfFacts, cgo: CgoFacts, features: tuple[FeatureFacts, ...],
                    "glibc version can crash the process (SIGSEGV) or fail lookups. Fix: "
                    "-tags netgo,osusergo, or link dynamically and ship the matching glibc")
     return out
+
+
+# === the trace header's static facts =======================================================
+
+def static_header(facts: StaticFacts) -> dict[str, Any]:
+    """What the findings rules read from static analysis, as recorded in a trace header
+    (docs/trace-format.md "static"). The first eight keys are the version-1 summary; the
+    rest were added for probes.engine. Compact: no function lists, no symbol tables."""
+    settings = facts.go.settings if facts.go else {}
+    c = facts.closure
+    return {
+        "interpreter": facts.interpreter, "needed": list(facts.needed),
+        "static": facts.static, "pie": facts.pie, "stripped": facts.stripped,
+        "go_version": facts.go.version if facts.go else None, "libc": facts.elf.libc,
+        "cgo": facts.cgo.linked,
+        "is_go": facts.is_go, "upx": facts.elf.upx,
+        "cgo_packages": list(facts.cgo.std_packages),
+        "third_party_cgo": list(facts.cgo.third_party),
+        "cgo_enabled": facts.cgo.cgo_enabled,
+        "tags": sorted(_tags(settings)),
+        "netdns": _godebug(settings, "netdns"),
+        "resolver": facts.resolver.to_dict(), "user_lookup": facts.user_lookup.to_dict(),
+        "features": {f.id: f.form for f in facts.features},
+        "nsswitch": {k: list(v) for k, v in facts.nsswitch.items()},
+        "rootfs": facts.rootfs,
+        "loader": {"flavor": c.flavor, "interpreter_path": c.interpreter_path,
+                   "libraries": [{"name": lib.name, "path": lib.path,
+                                  "needed_by": os.path.basename(lib.needed_by)}
+                                 for lib in c.libraries],
+                   "missing": [lib.name for lib in c.missing],
+                   "config_files": list(c.config_files)},
+        "problems": list(facts.problems), "hazards": list(facts.hazards),
+        "notes": list(facts.notes),
+    }

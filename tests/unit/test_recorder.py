@@ -89,7 +89,7 @@ def test_missing_file_is_not_found(tmp_path: Path) -> None:
         read_trace(tmp_path / "nope.jsonl")
 
 
-def test_report_command_prints_summary_and_json(tmp_path: Path) -> None:
+def test_report_command_prints_findings_and_json(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from tracer.cli import cli
@@ -99,15 +99,15 @@ def test_report_command_prints_summary_and_json(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["report", str(p)])
     assert res.exit_code == 0, res.output
     assert "/etc/passwd" in res.output and "x3" in res.output and "SIGSEGV" in res.output
+    assert "os/user.LookupId at m.go:20" in res.output
     res = CliRunner().invoke(cli, ["report", "--json", str(p)])
     data = json.loads(res.output)
-    assert data["hidden"] == [{"path": "/etc/passwd", "result": "ok", "kind": "config",
-                               "count": 3, "caller": {"via": "cgo", "go_api": "os/user.LookupId",
-                                                      "c_function": "getpwuid_r",
-                                                      "user_frame": "m.go:20"}}]
-    assert "<- os/user.LookupId via cgo getpwuid_r at m.go:20" in CliRunner().invoke(
-        cli, ["report", str(p)]).output
+    (dep,) = [d for d in data["dependencies"] if d["class"] == "hidden"]
+    assert dep["path"] == "/etc/passwd" and dep["count"] == 3
+    assert [(c["go_api"], c["c_function"], c["user_frame"], c["count"])
+            for c in dep["callers"]] == [("os/user.LookupId", "getpwuid_r", "m.go:20", 3)]
     assert data["exit"]["exit_code"] == 139
+    assert data["verdict"]["verdict"] == "fails"
 
 
 def test_same_as_is_written_compactly_and_resolved_on_read(tmp_path: Path) -> None:

@@ -1,24 +1,52 @@
-"""`cgotrace report TRACE`: re-read a saved trace and print the run summary (or --json)."""
+"""`cgotrace report TRACE`: re-render a saved trace as findings (text, json, ...), and
+optionally gate on them (`--fail-on`, `--allow`; exit 1 when the gate fails)."""
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from tracer.summary import render_summary, summarize
+from tracer.cli._reporting import check_format, color_option, echo_report, gate, rules_for
+from tracer.errors import ExitCode
 
 
 @click.command()
 @click.argument("trace", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def report(trace: str, as_json: bool) -> None:
-    """Re-read a saved trace file (from `cgotrace run --output`) and summarize it."""
-    from tracer.recorder import exit_status, read_trace
+@click.option("-f", "--format", "fmt", default=None, callback=check_format,
+              metavar="FORMAT", help="text (default), json, or another installed format "
+              "(sarif, dot, html).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the report to this file instead of stdout.")
+@click.option("--fail-on", metavar="LIST",
+              help="Exit 1 when findings match: ids (globs), error/warning/info (threshold), "
+              "hidden, cgo, missing; comma-separated.")
+@click.option("--allow", type=click.Path(dir_okay=False), metavar="FILE",
+              help="TOML allow-list ([[allow]] id, path, reason): matches are reported as "
+              "allowed and do not fail the gate.")
+@click.option("--probes", multiple=True, metavar="DIR",
+              help="Extra finding rules: every *.toml with [[finding]] tables in DIR.")
+@click.option("--color/--no-color", default=None,
+              help="Colour the text report (default: on a terminal unless NO_COLOR is set).")
+@click.pass_context
+def report(ctx: click.Context, trace: str, fmt: str | None, as_json: bool,
+           output: str | None, fail_on: str | None, allow: str | None,
+           probes: tuple[str, ...], color: bool | None) -> None:
+    """Re-read a saved trace (from `cgotrace run --output`) and report its findings, the
+    Go code behind each, the hidden dependencies and the fixes."""
+    from probes.engine import analyze_trace
+    from tracer.cli._reporting import write_report
+    from tracer.recorder import read_trace
 
-    t = read_trace(trace)
-    summary = summarize(t.accesses, exit_status(t), t.truncated)
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
+    fmt = fmt or ("json" if as_json else "text")
+    analysis = analyze_trace(read_trace(trace), rules=rules_for(probes))
+    result = gate(analysis, fail_on, allow)
+    if result is not None:
+        analysis = result.analysis
+    if output:
+        write_report(analysis, fmt, output)
     else:
-        click.echo(render_summary(summary))
+        echo_report(analysis, fmt, color=color_option(color))
+    if result is not None and fail_on is not None:
+        click.echo(result.summary_line(), err=True)
+        if result.failed:
+            ctx.exit(int(ExitCode.POLICY))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tracer.errors import TracerError
+from tracer.errors import ExitCode, TracerError
 
 
 @click.command(context_settings={"ignore_unknown_options": True,
@@ -16,8 +16,20 @@ from tracer.errors import TracerError
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the trace (JSON lines, streamed) to this file.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
-              help="Write the summary as JSON to this file.")
-@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+              help="Write the JSON report to this file (same as --report json=FILE).")
+@click.option("--report", "reports", multiple=True, metavar="FORMAT=FILE",
+              help="Write a report (text, json, or another installed format) to FILE; "
+              "repeatable.")
+@click.option("-q", "--quiet", is_flag=True, help="No report on stderr.")
+@click.option("--fail-on", metavar="LIST",
+              help="Exit 121 when findings match (the program's own failure status wins): "
+              "ids (globs), error/warning/info, hidden, cgo, missing; comma-separated.")
+@click.option("--allow", type=click.Path(dir_okay=False), metavar="FILE",
+              help="TOML allow-list ([[allow]] id, path, reason) for --fail-on.")
+@click.option("--probes", multiple=True, metavar="DIR",
+              help="Extra finding rules: every *.toml with [[finding]] tables in DIR.")
+@click.option("--color/--no-color", default=None,
+              help="Colour the report on stderr (default: on a terminal unless NO_COLOR).")
 @click.option("--rootfs", metavar="ROOT",
               help="Run inside this root: a directory, an OCI layout or `docker save` "
               "tarball, or a preset built from this host (scratch, static, musl, glibc).")
@@ -29,34 +41,69 @@ from tracer.errors import TracerError
               help="Do not unwind stacks: no via/go_api/user_frame/stack in the trace.")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx: click.Context, output: str | None, json_file: str | None, quiet: bool,
-        rootfs: str | None, network: str | None, no_stacks: bool,
-        program: tuple[str, ...]) -> None:
+def run(ctx: click.Context, output: str | None, json_file: str | None,
+        reports: tuple[str, ...], quiet: bool, fail_on: str | None, allow: str | None,
+        probes: tuple[str, ...], color: bool | None, rootfs: str | None, network: str | None,
+        no_stacks: bool, program: tuple[str, ...]) -> None:
     """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
 
     stdin, stdout, stderr and the environment pass through; SIGINT, SIGTERM, SIGHUP and
-    SIGQUIT sent to cgotrace are forwarded to the program.
+    SIGQUIT sent to cgotrace are forwarded to the program. The findings report goes to
+    stderr; with --fail-on, a failed gate exits 121 (docs/exit-codes.md).
     """
+    from tracer.cli._reporting import gate, parse_report_specs, rules_for
+    from tracer.errors import CgotraceError
     from tracer.session.runner import RunOptions, trace_program
 
+    specs = parse_report_specs(reports) + ([("json", json_file)] if json_file else [])
+    rules = rules_for(probes)
+    if fail_on is not None or allow is not None:  # bad gate options fail before the run
+        from tracer.gate import load_allow, parse_fail_on
+
+        if fail_on is not None:
+            parse_fail_on(fail_on)
+        if allow is not None:
+            load_allow(allow)
     debug = bool((ctx.obj or {}).get("debug"))
     attributor = None
     if not no_stacks:
         from tracer.attribution import Attributor
 
         attributor = Attributor()
-    result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
-                                      network=network, debug=debug, attributor=attributor))
-    if json_file:
-        _write_json(json_file, result.summary)
-    if not quiet:
-        from tracer.summary import render_summary
-
-        print(render_summary(result.summary), file=sys.stderr)
-        if result.crash:
-            print(result.crash, file=sys.stderr)
+    try:
+        result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
+                                          network=network, debug=debug, attributor=attributor,
+                                          rules=rules))
+    except CgotraceError as e:  # exec failed: still write and show the findings
+        analysis = getattr(e, "analysis", None)
+        if analysis is not None:
+            _emit(analysis, specs, quiet, color, gate(analysis, fail_on, allow))
+        raise
+    gated = gate(result.analysis, fail_on, allow)
+    _emit(result.analysis, specs, quiet, color, gated)
+    if not quiet and result.crash:
+        print(result.crash, file=sys.stderr)
     sys.stdout.flush()
-    ctx.exit(result.status.shell_code)
+    code = result.status.shell_code
+    if code == 0 and gated is not None and gated.failed:
+        code = int(ExitCode.RUN_POLICY)
+    ctx.exit(code)
+
+
+def _emit(analysis: Any, specs: list[tuple[str, str]], quiet: bool, color: bool | None,
+          gated: Any) -> None:
+    """Reports to their files, the text report to stderr, the gate's line."""
+    from tracer.cli._reporting import color_option, echo_report, write_report
+
+    if gated is not None:
+        analysis = gated.analysis
+    for fmt, path in specs:
+        write_report(analysis, fmt, path)
+    if not quiet:
+        sys.stdout.flush()
+        echo_report(analysis, "text", stream=sys.stderr, color=color_option(color))
+    if gated is not None and gated.analysis.gate and gated.analysis.gate.get("fail_on"):
+        print(gated.summary_line(), file=sys.stderr)
 
 
 def _network(value: str | None) -> str | None:

@@ -41,6 +41,7 @@ class RunOptions:
     forward_signals: bool = True
     debug: bool = False
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
+    rules: Any = None  # probes.ruleset rules (None: the packaged ones)
 
 
 @dataclass
@@ -50,22 +51,28 @@ class RunResult:
     crash: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
     events: list[ProcessEvent] = field(default_factory=list)
+    header: dict[str, Any] = field(default_factory=dict)
+    analysis: Any = None  # probes.engine.Analysis
+
+
+# Environment variables that change which files a Go program reads (resolver, zoneinfo,
+# CA roots): recorded in the header so findings can say why, and nothing else of the env.
+RECORDED_ENV = ("GODEBUG", "LOCALDOMAIN", "RES_OPTIONS", "HOSTALIASES", "ZONEINFO", "TZ",
+                "SSL_CERT_FILE", "SSL_CERT_DIR", "LD_LIBRARY_PATH", "LD_PRELOAD")
 
 
 def _static_summary(facts: Any) -> dict[str, Any]:
+    """The static facts the findings rules need (docs/trace-format.md "static"), so that
+    `cgotrace report` works on another machine without the binary."""
     if facts is None:
         return {}
-    out: dict[str, Any] = {}
-    for key in ("interpreter", "needed", "static", "pie", "stripped"):
-        value = getattr(facts, key, None)
-        out[key] = list(value) if isinstance(value, tuple) else value
-    go = getattr(facts, "go", None)
-    out["go_version"] = getattr(go, "version", None)
-    elf = getattr(facts, "elf", None)
-    out["libc"] = getattr(elf, "libc", None)
-    cgo = getattr(facts, "cgo", None)
-    out["cgo"] = getattr(cgo, "linked", None)
-    return out
+    from tracer.static import static_header
+
+    return static_header(facts)
+
+
+def recorded_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: env[k] for k in RECORDED_ENV if k in env}
 
 
 def _inspect(path: str, rootfs: str | None = None, path_in_root: str | None = None) -> Any:
@@ -116,14 +123,19 @@ def trace_program(opts: RunOptions) -> RunResult:
         classifier.seed(os.path.realpath(program), closure)
         if in_root is not None:
             classifier.seed(in_root, closure)  # the exe path the tracee reports
+    from probes.engine import AnalysisBuilder
+
     summary = SummaryBuilder()
     events: list[ProcessEvent] = []
+    header: dict[str, Any] = {
+        "argv": opts.argv, "binary": os.path.abspath(program), "static": _static_summary(facts),
+        "cwd": _cwd(prepared), "env": recorded_env(env),
+        "sandbox": prepared.label if prepared is not None else None}
+    analysis = AnalysisBuilder(header, opts.rules)
     writer = TraceWriter(opts.output) if opts.output else None
     try:
         if writer is not None:
-            writer.header(argv=opts.argv, binary=os.path.abspath(program),
-                          static=_static_summary(facts),
-                          sandbox=prepared.label if prepared is not None else None)
+            writer.header(**header)
         extra = opts.on_access
 
         to_host = _host_mapper(prepared)
@@ -132,6 +144,7 @@ def trace_program(opts: RunOptions) -> RunResult:
             if to_host is not None:
                 a = to_host(a)
             summary.add(a)
+            analysis.add(a)
             if writer is not None:
                 writer.access(a)
             if extra is not None:
@@ -140,6 +153,7 @@ def trace_program(opts: RunOptions) -> RunResult:
         def on_event(e: ProcessEvent) -> None:
             if e.event != "fork":
                 events.append(e)
+                analysis.event(e)
             if writer is not None:
                 writer.event(e)
 
@@ -169,13 +183,23 @@ def trace_program(opts: RunOptions) -> RunResult:
             exc = describe_exec_failure(program, err)
             if prepared is not None:
                 exc.args = (prepared.diagnose_exec_failure(err),)
+            # the findings (missing interpreter...) travel with the error for the reports
+            exc.analysis = analysis.finish(status)  # type: ignore[attr-defined]
             raise exc
         crash = _crash_line(status, events)
         return RunResult(status=status, summary=summary.summary(status), crash=crash,
-                         stats=stats, events=events)
+                         stats=stats, events=events, header=header,
+                         analysis=analysis.finish(status))
     finally:
         if writer is not None:
             writer.close()
+
+
+def _cwd(prepared: Any) -> str:
+    """The program's working directory as it sees it: "/" inside a sandboxed root."""
+    if prepared is not None and getattr(prepared, "root", None) is not None:
+        return "/"
+    return os.getcwd()
 
 
 def _host_mapper(prepared: Any) -> Callable[[Access], Access] | None:

@@ -1,0 +1,400 @@
+"""Built-in detectors named by `check = "..."` in probes/rules/findings.toml.
+
+Each is a pure function `(rule, ctx) -> list[Finding]` over the classified dependencies,
+the static facts of the trace header and the process events. The words a user reads
+(title, explanation, fix) come from the rule; a detector only decides *whether* and fills
+the placeholders. docs/findings.md documents every id.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import string
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from probes import knowledge
+from tracer.model import DependencyClass, Evidence, Finding, ProcessEvent
+
+if TYPE_CHECKING:  # typing only; (probes.engine imports this module lazily)
+    from probes.engine import Analysis, Caller, Dependency
+    from probes.ruleset import Rule
+
+Item = tuple["Dependency", "Caller"]
+HIDDEN, RUNTIME = DependencyClass.HIDDEN, DependencyClass.RUNTIME_FILE
+_FILE_KINDS = ("config", "data", "dlopen-library", "startup-library", "interpreter", "other")
+# Where Go's crypto/x509 looks for a bundle on Linux, in order (docs/findings.md ca-roots).
+CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+              "/etc/ssl/ca-bundle.pem", "/etc/pki/tls/cacert.pem",
+              "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", "/etc/ssl/cert.pem")
+CA_DIRS = ("/etc/ssl/certs", "/etc/pki/tls/certs")
+
+
+@dataclass(frozen=True)
+class Context:
+    analysis: Analysis
+    events: tuple[ProcessEvent, ...]
+
+    @property
+    def static(self) -> dict[str, Any]:
+        return self.analysis.static
+
+    def deps(self, *classes: DependencyClass) -> list[Dependency]:
+        return [d for d in self.analysis.dependencies if not classes or d.cls in classes]
+
+
+# === formatting ============================================================================
+
+class _Vars(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _fmt(text: str, values: dict[str, str]) -> str:
+    return string.Formatter().vformat(text, (), _Vars(values)).strip()
+
+
+def _join(items: Iterable[str], limit: int = 12) -> str:
+    items = list(dict.fromkeys(i for i in items if i))
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _dockerfile(deps: Iterable[Dependency]) -> tuple[str, ...]:
+    """COPY lines for exactly the files seen (never sockets, never the absent), from a build
+    stage that has them at the same paths; a directory is left out when a file under it
+    is copied."""
+    paths = list(dict.fromkeys(d.path for d in deps if d.result == "ok" and not d.absent
+                               and d.kind in _FILE_KINDS and d.path.startswith("/")))
+    keep = [p for p in paths if not any(q != p and q.startswith(p.rstrip("/") + "/")
+                                        for q in paths)]
+    return tuple(f"COPY --from=build {p} {p}" for p in keep)
+
+
+def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = None,
+                 missing: Iterable[str] = (), dockerfile: bool = True,
+                 extra_deps: Iterable[Dependency] = ()) -> Finding:
+    """One finding over (dependency, caller) pairs of one call site (or of the whole rule)."""
+    deps = list(dict.fromkeys([d for d, _ in items] + list(extra_deps)))
+    first = min((c for _, c in items), key=lambda c: c.first_seq, default=None)
+    found = [d.path for d in deps if d.result == "ok"]
+    tried = [d.path + (f" ({d.result})" if d.result != "ok" else "") for d in deps
+             if d.result != "ok"]
+    missing = tuple(dict.fromkeys(missing))
+    cfns = [c.c_function for _, c in items if c.c_function]
+    v = {"go_api": (first.go_api or "") if first else "",
+         "user_frame": first.site if first else "",
+         "c_function": max(set(cfns), key=cfns.count) if cfns else "",
+         "paths": _join(found + [t for t in tried]), "found": _join(found) or "none",
+         "tried": _join(tried), "missing": _join(missing), "count": str(len(deps)),
+         "first": found[0] if found else "", "pids": _join(str(p) for d in deps for p in d.pids)}
+    v.update(values or {})
+    docker = _dockerfile(deps) if dockerfile else ()
+    v["dockerfile"] = "\n".join(docker)
+    evidence = tuple(sorted(
+        {Evidence(seq=c.first_seq, path=d.path, result=d.result, via=c.via,
+                  c_function=c.c_function, pid=c.pid) for d, c in items},
+        key=lambda e: e.seq))
+    return Finding(id=rule.id, severity=rule.severity, title=_fmt(rule.title, v),
+                   explanation=_fmt(rule.explanation, v), fix=_fmt(rule.fix, v),
+                   go_api=first.go_api if first else None,
+                   user_frame=first.user_frame if first else None,
+                   origin=first.origin if first else None,
+                   c_function=v["c_function"] or None,
+                   paths=tuple(dict.fromkeys(d.path for d in deps)), missing=missing,
+                   evidence=evidence, dockerfile=docker)
+
+
+def by_site(rule: Rule, items: list[Item]) -> list[list[Item]]:
+    """Group by (Go API, user frame), the order of first appearance; one group for
+    `per = "rule"`. Repeats fold within a site, never across sites."""
+    if rule.per == "rule":
+        return [items] if items else []
+    groups: dict[tuple[str | None, str], list[Item]] = {}
+    for d, c in sorted(items, key=lambda it: it[1].first_seq):
+        groups.setdefault((c.go_api, c.site), []).append((d, c))
+    return list(groups.values())
+
+
+def _glob(value: str | None, patterns: Iterable[str]) -> bool:
+    return value is not None and any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def _api_of(c: Caller) -> str | None:
+    """The stdlib function that decides a dependency: `origin` when the attributor names
+    it, else the Go API."""
+    return c.origin or c.go_api
+
+
+def _feature_c_functions(feature: str) -> tuple[str, ...]:
+    f = knowledge.features().get(feature)
+    return f.c_functions if f else ()
+
+
+def _nss_c_functions() -> tuple[str, ...]:
+    return _feature_c_functions("nss-user") + _feature_c_functions("resolver")
+
+
+# === detectors =============================================================================
+
+def check_cgo_feature(rule: Rule, ctx: Context) -> list[Finding]:
+    """Hidden dependencies reached through cgo by one feature's Go APIs (params.go_api
+    globs, params.feature's C functions). Fills {reason} from the static selection."""
+    apis = rule.params.get("go_api", [])
+    cfns = _feature_c_functions(str(rule.params.get("feature", "")))
+    items = [(d, c) for d in ctx.deps(HIDDEN) for c in d.callers
+             if c.via == "cgo" and (_glob(_api_of(c), apis) or c.c_function in cfns)]
+    sel = ctx.static.get(str(rule.params.get("selection", "")), {}) or {}
+    out = []
+    for group in by_site(rule, items):
+        needed = [d.path for d, _ in group if d.absent and d.kind in ("config", "dlopen-library")
+                  and not d.searched and not _glob(d.path, rule.params.get("optional", []))]
+        out.append(make_finding(rule, group, {"reason": str(sel.get("reason", "")),
+                                              "env": _env(ctx)}, missing=needed))
+    return out
+
+
+def check_go_feature(rule: Rule, ctx: Context) -> list[Finding]:
+    """Run-time files pure Go code read for a feature (params.go_api globs or
+    params.features)."""
+    apis = rule.params.get("go_api", [])
+    feats = rule.params.get("features", [])
+    items = [(d, c) for d in ctx.deps(RUNTIME) for c in d.callers
+             if c.via == "go" and (_glob(_api_of(c), apis) and (not feats or d.feature in feats
+                                                                or d.kind == "socket"))]
+    sel = ctx.static.get(str(rule.params.get("selection", "")), {}) or {}
+    return [make_finding(rule, g, {"reason": str(sel.get("reason", "")), "env": _env(ctx)})
+            for g in by_site(rule, items)]
+
+
+def _env(ctx: Context) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(ctx.analysis.env.items())) or "none set"
+
+
+def _nss_source(path: str) -> str | None:
+    base = os.path.basename(path)
+    if not base.startswith("libnss_"):
+        return None
+    return base.removeprefix("libnss_").split(".so", 1)[0]
+
+
+def check_nss_modules(rule: Rule, ctx: Context) -> list[Finding]:
+    """NSS modules glibc dlopen'd, with the nsswitch.conf lines that named each source, and
+    the libraries each module pulled in (its NEEDED closure, dlopen'd with it)."""
+    nss = ctx.static.get("nsswitch") or {}
+    nss_cfns = _nss_c_functions()
+    items: list[Item] = []
+    for d in ctx.deps(HIDDEN):
+        if d.kind != "dlopen-library":
+            continue
+        for c in d.callers:
+            if _nss_source(d.path) is not None or c.c_function in nss_cfns:
+                items.append((d, c))
+    out = []
+    for group in by_site(rule, items):
+        modules = [d for d, _ in group if _nss_source(d.path) and d.result == "ok"]
+        if not modules and not any(_nss_source(d.path) for d, _ in group):
+            continue
+        lines = []
+        for m in dict.fromkeys(modules):
+            src = _nss_source(m.path) or ""
+            dbs = [f"{db}: {' '.join(srcs)}" for db, srcs in nss.items() if src in srcs]
+            lines.append(f"{os.path.basename(m.path)} <- source '{src}' in nsswitch.conf "
+                         f"({'; '.join(dbs) or 'line not recorded'})")
+        libs = [os.path.basename(d.path) for d, _ in group if not _nss_source(d.path)
+                and d.result == "ok"]
+        missing = [d.path for d, _ in group if _nss_source(d.path) and d.absent]
+        out.append(make_finding(rule, group, {
+            "modules": _join(os.path.basename(m.path) for m in modules) or "none found",
+            "sources": "; ".join(lines) or "none", "libraries": _join(libs) or "none"},
+            missing=missing))
+    return out
+
+
+def check_sockets(rule: Rule, ctx: Context) -> list[Finding]:
+    """Connects (or opens) of the daemon sockets named by params.paths globs."""
+    pats = rule.params.get("paths", [])
+    items = [(d, c) for d in ctx.deps(HIDDEN, RUNTIME) for c in d.callers
+             if _glob(d.path, pats) or any(_glob(s, pats) for s in d.searched)]
+    return [make_finding(rule, g, dockerfile=False) for g in by_site(rule, items)]
+
+
+def check_ca_roots(rule: Rule, ctx: Context) -> list[Finding]:
+    """Which CA bundle paths were probed and which was found (params.when = found|missing)."""
+    items = [(d, c) for d in ctx.deps(HIDDEN, RUNTIME) for c in d.callers
+             if d.feature == "tls-roots"]
+    if not items:
+        return []
+    found = [d for d, _ in items if d.result == "ok" and d.path in CA_BUNDLES]
+    env = {k: v for k, v in ctx.analysis.env.items() if k.startswith("SSL_CERT")}
+    found += [d for d, _ in items if d.result == "ok" and d.path in env.values()]
+    when = rule.params.get("when", "found")
+    if (when == "found") != bool(found):
+        return []
+    tried = [d.path for d, _ in items if d.path in CA_BUNDLES or d.path in CA_DIRS]
+    missing = () if found else tuple(p for p in CA_BUNDLES if p in tried) or CA_BUNDLES[:1]
+    return [make_finding(rule, g, {"found": found[0].path if found else "none",
+                                   "env": _env(ctx)}, missing=missing)
+            for g in by_site(rule, items)]
+
+
+def check_zoneinfo(rule: Rule, ctx: Context) -> list[Finding]:
+    """Time zone files: which were read, whether the embedded tzdata backs them up."""
+    items = [(d, c) for d in ctx.deps(HIDDEN, RUNTIME) for c in d.callers
+             if d.feature == "zoneinfo"]
+    if not items:
+        return []
+    embedded = (ctx.static.get("features") or {}).get("zoneinfo") == "embedded"
+    ok = [d for d, _ in items if d.result == "ok" and not d.path.endswith("/localtime")]
+    absent = [d.path for d, _ in items if d.absent and "zoneinfo" in d.path]
+    when = rule.params.get("when", "found")
+    if when == "missing" and (ok or embedded or not absent):
+        return []
+    if when == "found" and not ok and not embedded:
+        return []
+    note = ("the binary embeds tzdata (time/tzdata): it is the fallback when a file is "
+            "missing" if embedded else "no embedded tzdata: a missing file makes "
+            "time.LoadLocation fail")
+    return [make_finding(rule, g, {"reason": note, "env": _env(ctx)},
+                         missing=absent if when == "missing" else ())
+            for g in by_site(rule, items)]
+
+
+def check_static_glibc_nss(rule: Rule, ctx: Context) -> list[Finding]:
+    """A statically linked glibc that dlopens NSS modules built for another glibc."""
+    s = ctx.static
+    if not (s.get("static") and s.get("libc") == "glibc"):
+        return []
+    items = [(d, c) for d in ctx.deps(HIDDEN) for c in d.callers
+             if d.kind == "dlopen-library"]
+    if not items and not s.get("hazards"):
+        return []
+    crash = [e for e in ctx.events if e.event == "signal"]
+    sig = ""
+    ex = ctx.analysis.exit or {}
+    if ex.get("signal_name") or crash:
+        sig = str(ex.get("signal_name") or crash[0].detail.get("signal_name") or "")
+    text = {"signal": f"and this run was killed by {sig}" if sig else "this run survived",
+            "reason": "; ".join(s.get("hazards") or ())}
+    if not items:
+        f = make_finding(rule, [], text)
+        return [f]
+    return [make_finding(rule, items, text, dockerfile=False)]
+
+
+def check_third_party_cgo(rule: Rule, ctx: Context) -> list[Finding]:
+    pkgs = list(ctx.static.get("third_party_cgo") or ())
+    if not pkgs:
+        return []
+    return [make_finding(rule, [], {"packages": _join(pkgs)})]
+
+
+def check_dlopen(rule: Rule, ctx: Context) -> list[Finding]:
+    """Libraries dlopen'd by the program's own C code (not NSS, not the loader)."""
+    nss_cfns = _nss_c_functions()
+    items = [(d, c) for d in ctx.deps(HIDDEN) for c in d.callers
+             if d.kind == "dlopen-library" and _nss_source(d.path) is None
+             and c.c_function not in nss_cfns and c.via != "loader"]
+    out = []
+    for g in by_site(rule, items):
+        missing = [d.path for d, _ in g if d.absent]
+        out.append(make_finding(rule, g, {"libraries": _join(
+            os.path.basename(d.path) for d, _ in g if d.result == "ok") or "none"},
+            missing=missing))
+    return out
+
+
+def check_upx(rule: Rule, ctx: Context) -> list[Finding]:
+    return [make_finding(rule, [])] if ctx.static.get("upx") else []
+
+
+def check_exec_child(rule: Rule, ctx: Context) -> list[Finding]:
+    """Other programs executed: each has its own dependencies (traced under its pid)."""
+    items = [(d, c) for d in ctx.deps(HIDDEN) for c in d.callers if d.kind == "executable"]
+    out = []
+    for g in by_site(rule, items):
+        pids = {p for d, _ in g for p in d.pids}
+        own = [d for d in ctx.deps(HIDDEN) if set(d.pids) & pids and d.kind != "executable"]
+        missing = [d.path for d, _ in g if d.absent]
+        out.append(make_finding(rule, g, {
+            "children": _join(d.path for d, _ in g if d.result == "ok") or "none",
+            "libraries": _join(d.path for d in own) or "none"},
+            missing=missing, extra_deps=()))
+    return out
+
+
+def check_missing_interpreter(rule: Rule, ctx: Context) -> list[Finding]:
+    s = ctx.static
+    interp = s.get("interpreter")
+    loader = s.get("loader") or {}
+    if not interp:
+        return []
+    exec_fail = [(d, c) for d in ctx.analysis.dependencies for c in d.callers
+                 if d.kind in ("executable", "interpreter") and d.result == "ENOENT"]
+    absent_static = "interpreter_path" in loader and loader.get("interpreter_path") is None
+    if not exec_fail and not absent_static:
+        return []
+    return [make_finding(rule, exec_fail, {"interpreter": interp}, missing=(interp,),
+                         dockerfile=False)]
+
+
+def check_missing_library(rule: Rule, ctx: Context) -> list[Finding]:
+    loader = ctx.static.get("loader") or {}
+    names = list(loader.get("missing") or ())
+    if not names:
+        return []
+    return [make_finding(rule, [], {"libraries": _join(names)}, missing=names,
+                         dockerfile=False)]
+
+
+def check_match(rule: Rule, ctx: Context) -> list[Finding]:
+    """The declarative form: `[finding.match]` path/kind/via/class/result/go_api globs."""
+    m = rule.match
+    classes = [DependencyClass(c) for c in m.get("class", ("hidden", "runtime-file"))]
+    result = m.get("result", "any")
+    items: list[Item] = []
+    for d in ctx.deps(*classes):
+        if "path" in m and not _glob(d.path, m["path"]):
+            continue
+        if "kind" in m and d.kind not in m["kind"]:
+            continue
+        if result == "ok" and d.result != "ok" or result == "error" and d.result == "ok" \
+                or result == "absent" and not d.absent:
+            continue
+        for c in d.callers:
+            if "via" in m and c.via not in m["via"]:
+                continue
+            if "go_api" in m and not _glob(_api_of(c), m["go_api"]):
+                continue
+            if "c_function" in m and not _glob(c.c_function, m["c_function"]):
+                continue
+            items.append((d, c))
+    return [make_finding(rule, g, missing=[d.path for d, _ in g if d.absent])
+            for g in by_site(rule, items)]
+
+
+CHECKS: dict[str, Callable[[Rule, Context], list[Finding]]] = {
+    "cgo_feature": check_cgo_feature, "go_feature": check_go_feature,
+    "nss_modules": check_nss_modules, "sockets": check_sockets, "ca_roots": check_ca_roots,
+    "zoneinfo": check_zoneinfo, "static_glibc_nss": check_static_glibc_nss,
+    "third_party_cgo": check_third_party_cgo, "dlopen": check_dlopen, "upx": check_upx,
+    "exec_child": check_exec_child, "missing_interpreter": check_missing_interpreter,
+    "missing_library": check_missing_library,
+}
+
+_SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+def run_rules(rules: Iterable[Rule], analysis: Analysis,
+              events: tuple[ProcessEvent, ...]) -> list[Finding]:
+    """Every rule over one analysis; findings sorted by severity, then rule order."""
+    ctx = Context(analysis, events)
+    out: list[tuple[int, int, Finding]] = []
+    for i, rule in enumerate(rules):
+        fn = CHECKS[rule.check] if rule.check else check_match
+        for f in fn(rule, ctx):
+            out.append((_SEVERITY_ORDER[f.severity.value], i, f))
+    out.sort(key=lambda t: (t[0], t[1]))
+    return [f for _, _, f in out]

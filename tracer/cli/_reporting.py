@@ -1,0 +1,90 @@
+"""What `run` and `report` share: loading rules, rendering reports, writing them, the gate."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from tracer.errors import TracerError
+
+if TYPE_CHECKING:
+    from probes.engine import Analysis
+    from tracer.gate import GateResult
+
+
+def parse_report_specs(values: Iterable[str]) -> list[tuple[str, str]]:
+    """`--report FORMAT=FILE` values -> [(format, file)]; click usage error when malformed."""
+    from tracer.reporters import available
+
+    out = []
+    for v in values:
+        fmt, sep, path = v.partition("=")
+        if not sep or not fmt or not path:
+            raise click.BadParameter(f"{v!r}: expected FORMAT=FILE, e.g. json=report.json",
+                                     param_hint="--report")
+        if fmt not in available():
+            raise click.BadParameter(f"{fmt!r}: unknown format (available: "
+                                     f"{', '.join(available())})", param_hint="--report")
+        out.append((fmt, path))
+    return out
+
+
+def check_format(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from tracer.reporters import available
+
+    if value is not None and value not in available():
+        raise click.BadParameter(f"{value!r}: unknown format (available: "
+                                 f"{', '.join(available())})")
+    return value
+
+
+def rules_for(probes: Iterable[str]) -> Any:
+    from probes.ruleset import load_rules
+
+    dirs = tuple(probes)
+    return load_rules(dirs) if dirs else None
+
+
+def gate(analysis: Analysis, fail_on: str | None, allow: str | None) -> GateResult | None:
+    if fail_on is None and allow is None:
+        return None
+    from tracer.gate import apply_gate, load_allow, parse_fail_on
+
+    spec = parse_fail_on(fail_on) if fail_on is not None else None
+    allow_list = load_allow(allow) if allow is not None else None
+    if spec is None:  # --allow alone: mark findings, fail on nothing
+        from tracer.gate import FailOn
+
+        spec = FailOn(spec="")
+    return apply_gate(analysis, spec, allow_list)
+
+
+def write_report(analysis: Analysis, fmt: str, path: str) -> None:
+    from tracer.reporters import render
+
+    text = render(analysis, fmt, color=False)
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise TracerError(f"cannot write report {path}: {e.strerror}") from None
+
+
+def echo_report(analysis: Analysis, fmt: str, stream: IO[str] | None = None,
+                color: bool | None = None) -> None:
+    from tracer.reporters import render, want_color
+
+    stream = stream or sys.stdout
+    use = want_color(stream) if color is None and fmt == "text" else bool(color)
+    stream.write(render(analysis, fmt, color=use))
+    stream.flush()
+
+
+def color_option(value: bool | None) -> bool | None:
+    if value is None and os.environ.get("NO_COLOR"):
+        return False
+    return value

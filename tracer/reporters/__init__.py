@@ -1,0 +1,71 @@
+"""Reporters: one module per output format behind one `render(analysis, fmt, color=)`.
+
+A format module (`tracer/reporters/<module>.py`) exposes
+
+    def render(analysis: probes.engine.Analysis, *, color: bool = False) -> str
+
+and is named in `FORMATS`; it is imported only when that format is asked for. Reporters
+read the Analysis only (never a process, never the trace file). `available()` lists the
+formats whose module is installed, so a format is offered only when it works.
+
+Also here: `inspect.py` (the text of `cgotrace inspect`) and `summary.py` (the short
+per-run summary of counts and hidden dependencies).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import TYPE_CHECKING, Protocol
+
+from tracer.errors import CgotraceError, ExitCode
+
+if TYPE_CHECKING:
+    from probes.engine import Analysis
+
+# format name -> module; other formats plug in by adding a line (and their module)
+FORMATS: dict[str, str] = {
+    "text": "tracer.reporters.text",
+    "json": "tracer.reporters.jsonreport",
+    "sarif": "tracer.reporters.sarif",
+    "dot": "tracer.reporters.dot",
+    "html": "tracer.reporters.html",
+}
+
+
+class Reporter(Protocol):
+    def __call__(self, analysis: Analysis, *, color: bool = False) -> str: ...
+
+
+class UnknownFormatError(CgotraceError):
+    exit_code = ExitCode.USAGE
+
+
+def available() -> list[str]:
+    """Formats whose module exists in this installation, in FORMATS order."""
+    return [name for name, mod in FORMATS.items() if importlib.util.find_spec(mod) is not None]
+
+
+def reporter(fmt: str) -> Reporter:
+    mod = FORMATS.get(fmt)
+    if mod is None or importlib.util.find_spec(mod) is None:
+        raise UnknownFormatError(f"unknown report format {fmt!r} (available: "
+                                 f"{', '.join(available())})")
+    fn: Reporter = importlib.import_module(mod).render
+    return fn
+
+
+def render(analysis: Analysis, fmt: str, *, color: bool = False) -> str:
+    """The report of `analysis` in format `fmt` (text, json, and what `available()` adds)."""
+    return reporter(fmt)(analysis, color=color)
+
+
+def want_color(stream: object = None) -> bool:
+    """Colour on a terminal; plain when piped, with NO_COLOR set, or TERM=dumb."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    stream = stream if stream is not None else sys.stdout
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
