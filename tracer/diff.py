@@ -364,12 +364,28 @@ def _change_lines(c: Change) -> list[str]:
     return out
 
 
+def _flat(key: str, a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    """Nested static facts one line per differing leaf: `loader.flavor: glibc -> none`."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        a = a if isinstance(a, dict) else {}
+        b = b if isinstance(b, dict) else {}
+        return [leaf for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)
+                for leaf in _flat(f"{key}.{k}", a.get(k), b.get(k))]
+    return [(key, a, b)]
+
+
 def _show(v: Any) -> str:
     if v is None or v == [] or v == "":
         return "none"
     if isinstance(v, list | tuple):
-        return ", ".join(str(x) for x in v)
+        return ", ".join(_name(x) for x in v)
     return str(v)
+
+
+def _name(x: Any) -> str:
+    if isinstance(x, dict):  # e.g. loader.libraries entries
+        return str(x.get("path") or x.get("name") or x)
+    return str(x)
 
 
 def render_text(result: DiffResult) -> str:
@@ -381,8 +397,8 @@ def render_text(result: DiffResult) -> str:
         return "\n".join(lines) + "\n"
     if result.static:
         lines.append("static facts:")
-        lines += [f"  ~ {k}: {_show(v['a'])} -> {_show(v['b'])}"
-                  for k, v in result.static.items()]
+        lines += [f"  ~ {k}: {_show(a)} -> {_show(b)}"
+                  for key, v in result.static.items() for k, a, b in _flat(key, v["a"], v["b"])]
     for title, section, line in (("findings", result.findings, _finding_line),
                                  ("dependencies", result.dependencies, _dep_line)):
         lines.append(f"{title}: {len(section.removed)} removed, {len(section.added)} "

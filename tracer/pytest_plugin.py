@@ -93,7 +93,7 @@ class CgotraceResult:
         for d in self.dependencies:
             if not fnmatch.fnmatchcase(d.path, pattern):
                 continue
-            if dependency_class and str(d.dependency_class) != dependency_class:
+            if dependency_class and d.cls.value != dependency_class:
                 continue
             if via and not any(str(c.via) == via for c in d.callers):
                 continue
@@ -101,7 +101,7 @@ class CgotraceResult:
         return out
 
     def hidden(self) -> list[Dependency]:
-        return [d for d in self.dependencies if str(d.dependency_class) == "hidden"]
+        return [d for d in self.dependencies if d.cls.value == "hidden"]
 
     def accessed(self, pattern: str) -> list[Access]:
         """Every recorded access (in order) whose path matches the glob."""
@@ -139,7 +139,7 @@ def _describe_finding(f: Finding) -> str:
 
 def _describe_dependency(d: Dependency) -> str:
     callers = ", ".join(f"{c.go_api or c.via} via {c.via}" for c in d.callers[:3])
-    return f"{d.dependency_class} {d.path} {d.result} x{d.count}" + (
+    return f"{d.cls.value} {d.path} {d.result} x{d.count}" + (
         f" <- {callers}" if callers else "")
 
 
@@ -279,9 +279,10 @@ def _gate(result: CgotraceResult, spec: str, allow: str | None) -> None:
     gate = apply_gate(result.analysis, fail_on, allow_list)
     result.analysis = gate.analysis
     if gate.failed:
-        pytest.fail(f"cgotrace --fail-on {spec}: {result.argv[0]} has "
-                    f"{len(gate.failing)} failing findings:"
-                    + _lines(_describe_finding(f) for f in gate.failing), pytrace=False)
+        pytest.fail(f"cgotrace --fail-on {spec}: {result.argv[0]} fails the gate "
+                    f"({len(gate.failing)}):"
+                    + _lines(f"{f.rule}: {f.what} ({f.detail})" for f in gate.failing),
+                    pytrace=False)
 
 
 @pytest.fixture

@@ -13,10 +13,12 @@ import pytest
 from tests.reporting_data import cgo_analysis, pure_analysis
 from tracer.cli import main
 from tracer.diff import diff_sides, render_json, render_text, side_from_report
+from tracer.reporters import render
 
 
 def report(analysis: Any) -> dict[str, Any]:
-    data: dict[str, Any] = analysis.to_dict()
+    """The JSON report, as `cgotrace report --format json` writes it."""
+    data: dict[str, Any] = json.loads(render(analysis, "json"))
     return data
 
 

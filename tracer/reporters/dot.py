@@ -65,8 +65,8 @@ def _node_line(node: Node) -> str:
         attrs.append(f"color={quote(colour)}")
         if node.missing:
             attrs.append("style=dashed")
-    sites = "\n".join(f"{s.user_frame or '?'} {s.go_api or s.via} x{s.count}"
-                      for s in node.sites)
+    sites = "\n".join(" ".join(x for x in (s.user_frame, s.go_api or s.via, f"x{s.count}")
+                               if x) for s in node.sites)
     if sites:
         attrs.append(f"tooltip={quote(sites)}")
     return f"{quote(node.id)} [{', '.join(attrs)}];"
@@ -80,3 +80,8 @@ def _node_label(node: Node) -> str:
     if node.findings:
         extra.append(" ".join(node.findings))
     return "\n".join([node.label, *extra])
+
+
+def render(analysis: Analysis, *, color: bool = False) -> str:
+    """The `tracer.reporters.render` entry point (`color` is ignored: a file format)."""
+    return render_dot(analysis)

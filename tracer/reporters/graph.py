@@ -116,9 +116,8 @@ def site_text(frame: Frame | None) -> str | None:
 
 
 def caller_stack(caller: Caller) -> tuple[Frame, ...]:
-    """The stack recorded for a call site: `Caller.stack` when the engine keeps one."""
-    stack: tuple[Frame, ...] = getattr(caller, "stack", ()) or ()
-    return stack
+    """The stack recorded for a call site (its first access's), innermost first."""
+    return caller.stack
 
 
 def api_name(caller: Caller) -> str:
@@ -229,4 +228,6 @@ def program_files_line(analysis: Analysis) -> str:
     pf = analysis.program_files
     if not pf.files:
         return ""
-    return f"{pf.files} program files in {len(pf.by_dir)} directories (not drawn)"
+    files = "1 program file" if pf.files == 1 else f"{pf.files} program files"
+    dirs = "1 directory" if len(pf.by_dir) == 1 else f"{len(pf.by_dir)} directories"
+    return f"{files} in {dirs} (not drawn)"

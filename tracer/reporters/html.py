@@ -275,3 +275,8 @@ style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 </body>
 </html>
 """
+
+
+def render(analysis: Analysis, *, color: bool = False) -> str:
+    """The `tracer.reporters.render` entry point (`color` is ignored: a file format)."""
+    return render_html(analysis)

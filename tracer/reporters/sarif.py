@@ -248,3 +248,8 @@ def _diagnosis_text(d: dict[str, Any]) -> str:
         if isinstance(d.get(key), str) and d[key]:
             return str(d[key])
     return json.dumps(d, sort_keys=True)
+
+
+def render(analysis: Analysis, *, color: bool = False) -> str:
+    """The `tracer.reporters.render` entry point (`color` is ignored: a file format)."""
+    return render_sarif(analysis)
