@@ -2,10 +2,11 @@
 the way its users run it: test files in a pytester session of their own, where it is
 loaded from the installed entry point (the outer session's plugins are not inherited).
 Traces userlookup's cgo and -tags netgo,osusergo builds (and the cgo one in an empty
-root): six traced runs in all."""
+root), and the README's example: eight traced runs in all."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -71,6 +72,22 @@ def test_fail_on_option_gates_every_run(pytester: pytest.Pytester, tests_file: P
     result.stdout.fnmatch_lines(["*cgotrace --fail-on hidden: *userlookup-cgo fails the gate*",
                                  "*hidden: /etc/nsswitch.conf*"])
     result.stdout.fnmatch_lines(["FAILED test_traced.py::test_cgo*"])
+
+
+def test_readme_example(pytester: pytest.Pytester, sample: Callable[..., Path]) -> None:
+    """The README's example, as written: it passes for the netgo,osusergo build and fails
+    for the cgo build (no libc in the `static` root)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = re.search(r"```python\n(def test_.*?)```", readme, re.S)
+    assert example is not None
+    code = example.group(1)
+    assert len(code.strip().splitlines()) == 5
+    for mode in ("netgo", "cgo"):
+        pytester.makepyfile(**{f"test_readme_{mode}": code.replace(
+            '"./userlookup"', repr(str(sample("userlookup", mode))))})
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_readme_cgo.py::*"])
 
 
 def test_without_the_plugin_there_is_no_fixture(pytester: pytest.Pytester) -> None:
