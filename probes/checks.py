@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import string
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -86,7 +87,7 @@ def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = 
     cfns = [c.c_function for _, c in items if c.c_function]
     v = {"go_api": (first.go_api or "") if first else "",
          "user_frame": first.site if first else "",
-         "c_function": max(set(cfns), key=cfns.count) if cfns else "",
+         "c_function": Counter(cfns).most_common(1)[0][0] if cfns else "",  # ties: first
          "paths": _join(found + [t for t in tried]), "found": _join(found) or "none",
          "tried": _join(tried), "missing": _join(missing), "count": str(len(deps)),
          "first": found[0] if found else "", "pids": _join(str(p) for d in deps for p in d.pids)}
@@ -97,8 +98,11 @@ def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = 
         {Evidence(seq=c.first_seq, path=d.path, result=d.result, via=c.via,
                   c_function=c.c_function, pid=c.pid) for d, c in items},
         key=lambda e: e.seq))
+    fix = _fmt(rule.fix, v)
+    while not docker and fix.endswith(":"):  # "Or ship these:" with nothing to ship
+        fix = fix.rsplit("\n", 1)[0] if "\n" in fix else fix.rstrip(":")
     return Finding(id=rule.id, severity=rule.severity, title=_fmt(rule.title, v),
-                   explanation=_fmt(rule.explanation, v), fix=_fmt(rule.fix, v),
+                   explanation=_fmt(rule.explanation, v), fix=fix,
                    go_api=first.go_api if first else None,
                    user_frame=first.user_frame if first else None,
                    origin=first.origin if first else None,
@@ -149,10 +153,10 @@ def check_cgo_feature(rule: Rule, ctx: Context) -> list[Finding]:
     sel = ctx.static.get(str(rule.params.get("selection", "")), {}) or {}
     out = []
     for group in by_site(rule, items):
-        needed = [d.path for d, _ in group if d.absent and d.kind in ("config", "dlopen-library")
-                  and not d.searched and not _glob(d.path, rule.params.get("optional", []))]
+        needed = [d.path for d, _ in group if d.absent
+                  and _glob(d.path, rule.params.get("needs", []))]
         out.append(make_finding(rule, group, {"reason": str(sel.get("reason", "")),
-                                              "env": _env(ctx)}, missing=needed))
+                                              "env": _env(ctx, rule)}, missing=needed))
     return out
 
 
@@ -165,12 +169,16 @@ def check_go_feature(rule: Rule, ctx: Context) -> list[Finding]:
              if c.via == "go" and (_glob(_api_of(c), apis) and (not feats or d.feature in feats
                                                                 or d.kind == "socket"))]
     sel = ctx.static.get(str(rule.params.get("selection", "")), {}) or {}
-    return [make_finding(rule, g, {"reason": str(sel.get("reason", "")), "env": _env(ctx)})
+    return [make_finding(rule, g, {"reason": str(sel.get("reason", "")), "env": _env(ctx, rule)})
             for g in by_site(rule, items)]
 
 
-def _env(ctx: Context) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(ctx.analysis.env.items())) or "none set"
+def _env(ctx: Context, rule: Rule) -> str:
+    """The recorded environment variables this rule names in params.env (all if unset)."""
+    keys = rule.params.get("env")
+    env = {k: v for k, v in ctx.analysis.env.items() if keys is None or k in keys}
+    return ", ".join(f"{k}={v}" for k, v in sorted(env.items())) or (
+        f"{', '.join(keys)} not set" if keys else "none recorded")
 
 
 def _nss_source(path: str) -> str | None:
@@ -194,22 +202,25 @@ def check_nss_modules(rule: Rule, ctx: Context) -> list[Finding]:
                 items.append((d, c))
     out = []
     for group in by_site(rule, items):
-        modules = [d for d, _ in group if _nss_source(d.path) and d.result == "ok"]
-        if not modules and not any(_nss_source(d.path) for d, _ in group):
+        modules = list(dict.fromkeys(d for d, _ in group if _nss_source(d.path)))
+        if not modules:
             continue
         lines = []
-        for m in dict.fromkeys(modules):
+        for m in modules:
             src = _nss_source(m.path) or ""
             dbs = [f"{db}: {' '.join(srcs)}" for db, srcs in nss.items() if src in srcs]
-            lines.append(f"{os.path.basename(m.path)} <- source '{src}' in nsswitch.conf "
-                         f"({'; '.join(dbs) or 'line not recorded'})")
+            state = "loaded" if m.result == "ok" else (
+                f"not found in {len(m.searched)} places, so glibc skipped the source"
+                if m.searched else f"{m.result}, so glibc skipped the source")
+            lines.append(f"{os.path.basename(m.path)} ({state}) for source '{src}' in "
+                         f"nsswitch.conf ({'; '.join(dbs) or 'line not recorded'})")
         libs = [os.path.basename(d.path) for d, _ in group if not _nss_source(d.path)
                 and d.result == "ok"]
-        missing = [d.path for d, _ in group if _nss_source(d.path) and d.absent]
+        names = [os.path.basename(m.path) + ("" if m.result == "ok" else " (not found)")
+                 for m in modules]
         out.append(make_finding(rule, group, {
-            "modules": _join(os.path.basename(m.path) for m in modules) or "none found",
-            "sources": "; ".join(lines) or "none", "libraries": _join(libs) or "none"},
-            missing=missing))
+            "modules": _join(names), "sources": "; ".join(lines),
+            "libraries": _join(libs) or "none"}))
     return out
 
 
@@ -236,7 +247,7 @@ def check_ca_roots(rule: Rule, ctx: Context) -> list[Finding]:
     tried = [d.path for d, _ in items if d.path in CA_BUNDLES or d.path in CA_DIRS]
     missing = () if found else tuple(p for p in CA_BUNDLES if p in tried) or CA_BUNDLES[:1]
     return [make_finding(rule, g, {"found": found[0].path if found else "none",
-                                   "env": _env(ctx)}, missing=missing)
+                                   "env": _env(ctx, rule)}, missing=missing)
             for g in by_site(rule, items)]
 
 
@@ -257,7 +268,7 @@ def check_zoneinfo(rule: Rule, ctx: Context) -> list[Finding]:
     note = ("the binary embeds tzdata (time/tzdata): it is the fallback when a file is "
             "missing" if embedded else "no embedded tzdata: a missing file makes "
             "time.LoadLocation fail")
-    return [make_finding(rule, g, {"reason": note, "env": _env(ctx)},
+    return [make_finding(rule, g, {"reason": note, "env": _env(ctx, rule)},
                          missing=absent if when == "missing" else ())
             for g in by_site(rule, items)]
 

@@ -163,7 +163,7 @@ def _fixes(findings: Iterable[Finding]) -> list[str]:
     for f in findings:
         if f.allowed:
             continue
-        out.setdefault(f.fix.splitlines()[0].rstrip(":"))
+        out.setdefault(f.fix.splitlines()[0])
     return list(out)
 
 

@@ -1,0 +1,3 @@
+module cgotrace.test/sitegen
+
+go 1.21
