@@ -161,6 +161,12 @@ def _read_json_report(path: str) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         raise TraceFormatError(f"{path}: neither a cgotrace trace nor a JSON report "
                                "(not JSON)") from None
+    from tracer.reporters.jsonreport import FORMAT, VERSION
+
+    if isinstance(data, dict) and data.get("format") == FORMAT and int(
+            data.get("version") or 0) > VERSION:
+        raise TraceFormatError(f"{path}: JSON report version {data.get('version')} is newer "
+                               f"than this cgotrace reads ({VERSION})")
     if not isinstance(data, dict) or not {"findings", "dependencies"} <= data.keys():
         raise TraceFormatError(f"{path}: JSON without `findings` and `dependencies`: not a "
                                "cgotrace JSON report (write one with `cgotrace report "

@@ -31,7 +31,8 @@ def traces(sample: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
     paths = {}
     for mode in ("cgo", "netgo"):
         trace = out / f"userlookup-{mode}.jsonl"
-        proc = cgotrace("run", "-q", "--output", str(trace), "--",
+        proc = cgotrace("run", "-q", "--output", str(trace),
+                        "--report", f"sarif={out / f'userlookup-{mode}.sarif'}", "--",
                         str(sample("userlookup", mode)))
         assert proc.returncode == 0, proc.stderr
         paths[mode] = trace
@@ -79,6 +80,8 @@ def test_diff_reads_a_json_report_too(traces: dict[str, Path], tmp_path: Path) -
 
 
 def test_sarif_of_a_real_trace_validates(traces: dict[str, Path]) -> None:
+    """`report --format sarif` of the saved trace, and `run --report sarif=FILE` written
+    while it ran, both validate against the official schema."""
     proc = cgotrace("report", "--format", "sarif", str(traces["cgo"]))
     assert proc.returncode == 0, proc.stderr
     log = json.loads(proc.stdout)
@@ -86,6 +89,11 @@ def test_sarif_of_a_real_trace_validates(traces: dict[str, Path]) -> None:
     validator = jsonschema.Draft4Validator(
         schema, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
     assert [e.message for e in validator.iter_errors(log)] == []
+    for mode in ("cgo", "netgo"):
+        written = json.loads(traces[mode].with_suffix(".sarif").read_text())
+        assert [e.message for e in validator.iter_errors(written)] == []
+    assert {r["ruleId"] for r in written["runs"][0]["results"]}.isdisjoint(
+        {"user-lookup-cgo", "nss-module"})  # the netgo,osusergo build's
     results = log["runs"][0]["results"]
     assert results
     located = [r for r in results if r.get("locations")]

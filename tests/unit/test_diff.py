@@ -96,6 +96,20 @@ def test_call_sites_fold_per_path_not_counts() -> None:
     assert [c.key for c in changed.changed] == ["/etc/passwd"]
 
 
+def test_changed_finding() -> None:
+    a = report(cgo_analysis())
+    b = json.loads(json.dumps(a))
+    b["findings"][0]["allowed"] = "accepted risk"
+    b["findings"][0]["severity"] = "error"
+    d = diff_sides(side_from_report(a, "a"), side_from_report(b, "b"))
+    assert [c.key for c in d.findings.changed] == ["nss-modules (os/user.LookupId)"]
+    assert d.findings.changed[0].changes == {"severity": {"a": "warning", "b": "error"},
+                                             "allowed": {"a": None, "b": "accepted risk"}}
+    text = render_text(d)
+    assert "  ~ nss-modules (os/user.LookupId)" in text
+    assert "      allowed: none -> accepted risk" in text
+
+
 def _write(path: Path, data: Any) -> str:
     path.write_text(json.dumps(data))
     return str(path)
@@ -110,6 +124,7 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         ([a, _write(tmp_path / "x.json", {"not": "a report"})], 3),
         ([a, str(tmp_path)], 2),  # click: "is a directory"
         ([a, b, "--format", "yaml"], 2),
+        ([a, _write(tmp_path / "new.json", {**report(pure_analysis()), "version": 99})], 3),
     ]
     for args, code in cases:
         with pytest.raises(SystemExit) as e:
@@ -118,6 +133,7 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     err = capsys.readouterr().err
     assert "missing.json: no such file" in err
     assert "not a cgotrace JSON report" in err
+    assert "JSON report version 99 is newer than this cgotrace reads (1)" in err
     assert "Traceback" not in err
 
 
