@@ -232,9 +232,13 @@ class CgotraceRunner:
         trace = self._tmp / f"cgotrace-{self._runs}.jsonl"
         argv = [os.fspath(program), *args]
         cmd = _command(argv, trace, rootfs, network)
-        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True,
-                              errors="replace", env=None if env is None else dict(env),
-                              cwd=cwd, timeout=timeout, check=False)
+        try:
+            proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True,
+                                  errors="replace", env=None if env is None else dict(env),
+                                  cwd=cwd, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"cgotrace: {argv[0]} still running after {timeout:g} s "
+                        "(killed; raise timeout= if it needs longer)", pytrace=False)
         if not trace.exists() or trace.stat().st_size == 0:
             pytest.fail(f"cgotrace could not trace {argv[0]} (exit {proc.returncode}): "
                         f"{proc.stderr.strip()[-2000:]}", pytrace=False)

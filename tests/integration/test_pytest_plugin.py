@@ -2,7 +2,7 @@
 the way its users run it: test files in a pytester session of their own, where it is
 loaded from the installed entry point (the outer session's plugins are not inherited).
 Traces userlookup's cgo and -tags netgo,osusergo builds (and the cgo one in an empty
-root), and the README's example: eight traced runs in all."""
+root), and the README's example: nine traced runs in all."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import pytest
 pytestmark = [pytest.mark.ptrace, pytest.mark.go, pytest.mark.netns]
 
 TESTS = '''
+import pytest
+
 CGO, PURE = {cgo!r}, {pure!r}
 
 def test_cgo(cgotrace):
@@ -34,6 +36,10 @@ def test_pure(cgotrace):
 
 def test_helper_says_what_is_hidden(cgotrace):
     cgotrace(CGO).assert_no_hidden()
+
+@pytest.mark.cgotrace_fail_on("nss-module")
+def test_marker(cgotrace):
+    cgotrace(CGO)
 
 def test_rootfs(cgotrace):
     r = cgotrace(CGO, rootfs="scratch")
@@ -57,10 +63,14 @@ def test_entry_point_is_named_cgotrace() -> None:
 
 def test_fixture_and_assertion_helpers(pytester: pytest.Pytester, tests_file: Path) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=3, failed=1)
+    result.assert_outcomes(passed=3, failed=2)
     # the helper's failure names the hidden dependencies and the code behind them
     result.stdout.fnmatch_lines(["*AssertionError: * hidden dependencies:*",
                                  "*hidden /etc/nsswitch.conf ok x* <- os/user.Lookup*"])
+    # the marker gates the runs of its test only
+    result.stdout.fnmatch_lines(["*cgotrace --fail-on nss-module: *fails the gate*",
+                                 "*nss-module: nss-module*"])
+    result.stdout.fnmatch_lines(["FAILED test_traced.py::test_marker*"])
 
 
 def test_fail_on_option_gates_every_run(pytester: pytest.Pytester, tests_file: Path) -> None:
