@@ -106,7 +106,8 @@ h1 { font-size: 1.3em; margin: 0 0 .2em; }
 .sev { font-weight: bold; text-transform: uppercase; font-size: .8em; }
 .sev-error .sev { color: #b00020; } .sev-warning .sev { color: #b26a00; }
 .sev-info .sev { color: #1a5276; }
-.where, .fix { font-family: monospace; } .explain { color: #444; }
+.where, .fix { font-family: monospace; } .fix { white-space: pre-wrap; }
+.explain { color: #444; }
 .allowed { color: #2e7d32; }
 """
 
