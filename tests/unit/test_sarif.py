@@ -4,6 +4,7 @@ stored as published in tests/data/sarif-schema-2.1.0.json: the tests run offline
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,21 @@ def test_diagnoses_become_notifications() -> None:
     notes = run["invocations"][0]["toolExecutionNotifications"]
     assert notes == [{"level": "error", "message": {"text": "a loader diagnosis"}}]
     assert run["properties"]["programExit"] == {"exit_code": 0, "code": 0}
+
+
+def test_sources_under_the_working_directory_are_relative(
+        validator: jsonschema.protocols.Validator) -> None:
+    """Run from the checkout (as CI does), the user frame becomes a repository path under
+    SRCROOT; system paths stay absolute."""
+    analysis = dataclasses.replace(cgo_analysis(), cwd="/src")
+    log = json.loads(render_sarif(analysis))
+    assert _errors(validator, log) == []
+    run = log["runs"][0]
+    assert run["originalUriBaseIds"]["SRCROOT"]["uri"] == "file:///src/"
+    nss = run["results"][0]
+    assert nss["locations"][0]["physicalLocation"]["artifactLocation"] == {
+        "uri": "userlookup/main.go", "uriBaseId": "SRCROOT"}
+    assert nss["relatedLocations"][1]["physicalLocation"]["artifactLocation"] == {
+        "uri": "file:///etc/nsswitch.conf"}
+    assert "originalUriBaseIds" not in json.loads(render_sarif(
+        dataclasses.replace(cgo_analysis(), cwd="/")))["runs"][0]

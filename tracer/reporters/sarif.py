@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 SARIF_VERSION = "2.1.0"
 _LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 FINGERPRINT_KEY = "cgotraceFinding/v1"
+SRCROOT = "SRCROOT"
+_URI_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def render_sarif(analysis: Analysis) -> str:
@@ -54,10 +56,19 @@ def sarif_log(analysis: Analysis) -> dict[str, Any]:
         "invocations": [_invocation(analysis)],
         "results": results,
         "columnKind": "unicodeCodePoints",
+        **_base_ids(analysis),
         "properties": {"source": analysis.source, "static": analysis.static,
                        "programExit": analysis.exit},
     }
     return {"version": SARIF_VERSION, "runs": [run]}
+
+
+def _base_ids(analysis: Analysis) -> dict[str, Any]:
+    root = source_root(analysis)
+    if root is None:
+        return {}
+    return {"originalUriBaseIds": {SRCROOT: {
+        "uri": file_uri(root), "description": {"text": "the working directory of the run"}}}}
 
 
 def _rules(findings: tuple[Finding, ...]) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -88,7 +99,7 @@ def _rule_name(finding_id: str) -> str:
 def file_uri(path: str) -> str:
     """An absolute path as a `file:` URI; a relative one (a -trimpath file) as a
     relative URI reference."""
-    quoted = quote(path, safe="/:@!$&'()*+,;=-._~")
+    quoted = quote(path, safe=_URI_SAFE)
     return "file://" + quoted if path.startswith("/") else quoted
 
 
@@ -104,7 +115,7 @@ def _result(f: Finding, rule_index: int, analysis: Analysis) -> dict[str, Any]:
     target = _target(analysis)
     if target:
         result["analysisTarget"] = target
-    location = _location(f)
+    location = _location(f, source_root(analysis))
     if location:
         result["locations"] = [location]
     related = [{"id": i, "physicalLocation": {"artifactLocation": {"uri": file_uri(p)}},
@@ -112,7 +123,7 @@ def _result(f: Finding, rule_index: int, analysis: Analysis) -> dict[str, Any]:
                for i, p in enumerate(f.paths) if p.startswith("/")]
     if related:
         result["relatedLocations"] = related
-    stack = _stack(f, analysis)
+    stack = _stack(f, analysis, source_root(analysis))
     if stack:
         result["stacks"] = [stack]
     if f.allowed is not None:
@@ -166,18 +177,33 @@ def _logical(f: Finding) -> list[dict[str, Any]]:
     return out
 
 
-def _physical(frame: Frame | None) -> dict[str, Any] | None:
+def source_root(analysis: Analysis) -> str | None:
+    """The working directory of the traced run, when source files can be named relative
+    to it (CI runs from the checkout, so the URIs become repository paths)."""
+    cwd = analysis.cwd
+    return cwd.rstrip("/") + "/" if cwd and cwd != "/" and cwd.startswith("/") else None
+
+
+def artifact(path: str, root: str | None) -> dict[str, Any]:
+    """`{"uri": ..., "uriBaseId": "SRCROOT"}` for a file under `root`, else an absolute
+    (or, for a -trimpath name, relative) URI."""
+    if root and path.startswith(root):
+        return {"uri": quote(path[len(root):], safe=_URI_SAFE), "uriBaseId": SRCROOT}
+    return {"uri": file_uri(path)}
+
+
+def _physical(frame: Frame | None, root: str | None) -> dict[str, Any] | None:
     if frame is None or not frame.file:
         return None
-    physical: dict[str, Any] = {"artifactLocation": {"uri": file_uri(frame.file)}}
+    physical: dict[str, Any] = {"artifactLocation": artifact(frame.file, root)}
     if frame.line and frame.line > 0:
         physical["region"] = {"startLine": frame.line}
     return physical
 
 
-def _location(f: Finding) -> dict[str, Any] | None:
+def _location(f: Finding, root: str | None) -> dict[str, Any] | None:
     location: dict[str, Any] = {}
-    physical = _physical(f.user_frame)
+    physical = _physical(f.user_frame, root)
     if physical:
         location["physicalLocation"] = physical
     logical = _logical(f)
@@ -204,14 +230,14 @@ def _matching_caller(f: Finding, analysis: Analysis) -> Caller | None:
     return next((c for c in callers if f.go_api is None or c.go_api == f.go_api), None)
 
 
-def _stack(f: Finding, analysis: Analysis) -> dict[str, Any] | None:
+def _stack(f: Finding, analysis: Analysis, root: str | None) -> dict[str, Any] | None:
     caller = _matching_caller(f, analysis)
     if caller is None:
         return None
     frames = []
     for frame in caller_stack(caller):
         loc: dict[str, Any] = {"message": {"text": frame_text(frame)}}
-        physical = _physical(frame)
+        physical = _physical(frame, root)
         if physical:
             loc["physicalLocation"] = physical
         if frame.function:
