@@ -137,5 +137,8 @@ def test_sources_under_the_working_directory_are_relative(
         "uri": "userlookup/main.go", "uriBaseId": "SRCROOT"}
     assert nss["relatedLocations"][1]["physicalLocation"]["artifactLocation"] == {
         "uri": "file:///etc/nsswitch.conf"}
+    weird = next(r for r in run["results"] if r["ruleId"] == "weird-path")  # no user frame
+    assert weird["locations"][0]["physicalLocation"]["artifactLocation"] == {
+        "uri": "file:///build/userlookup-cgo"}
     assert "originalUriBaseIds" not in json.loads(render_sarif(
         dataclasses.replace(cgo_analysis(), cwd="/")))["runs"][0]

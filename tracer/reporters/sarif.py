@@ -115,7 +115,7 @@ def _result(f: Finding, rule_index: int, analysis: Analysis) -> dict[str, Any]:
     target = _target(analysis)
     if target:
         result["analysisTarget"] = target
-    location = _location(f, source_root(analysis))
+    location = _location(f, source_root(analysis), analysis.binary)
     if location:
         result["locations"] = [location]
     related = [{"id": i, "physicalLocation": {"artifactLocation": {"uri": file_uri(p)}},
@@ -201,9 +201,13 @@ def _physical(frame: Frame | None, root: str | None) -> dict[str, Any] | None:
     return physical
 
 
-def _location(f: Finding, root: str | None) -> dict[str, Any] | None:
+def _location(f: Finding, root: str | None, binary: str | None) -> dict[str, Any] | None:
+    """The user frame; without one (a missing interpreter, a packed binary) the binary
+    itself, since code-scanning tools want a physical location on every result."""
     location: dict[str, Any] = {}
     physical = _physical(f.user_frame, root)
+    if physical is None and binary:
+        physical = {"artifactLocation": artifact(binary, root)}
     if physical:
         location["physicalLocation"] = physical
     logical = _logical(f)
