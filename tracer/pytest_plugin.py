@@ -103,6 +103,13 @@ class CgotraceResult:
     def hidden(self) -> list[Dependency]:
         return [d for d in self.dependencies if d.cls.value == "hidden"]
 
+    def report(self, fmt: str = "text") -> str:
+        """This run's report in any `cgotrace report` format (text, json, sarif, dot, html),
+        e.g. to keep a SARIF file as a CI artifact."""
+        from tracer.reporters import render
+
+        return render(self.analysis, fmt)
+
     def accessed(self, pattern: str) -> list[Access]:
         """Every recorded access (in order) whose path matches the glob."""
         return [a for a in self.accesses if fnmatch.fnmatchcase(a.path, pattern)]

@@ -4,6 +4,8 @@ script ran; the nodes exist only if the script drew them from the embedded data.
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 import pytest
@@ -16,10 +18,25 @@ from tracer.reporters.html import render_html
 pytestmark = pytest.mark.netns
 
 
+def edges(dom: str) -> set[tuple[str, str]]:
+    """(src, dst) of the highlighted edges in a dumped DOM."""
+    out = set()
+    for tag in re.findall(r"<path [^>]*>", dom):
+        if re.search(r'class="[^"]*\bhot\b', tag):
+            src = re.search(r'data-src="([^"]*)"', tag)
+            dst = re.search(r'data-dst="([^"]*)"', tag)
+            assert src and dst
+            out.add((html.unescape(src.group(1)), html.unescape(dst.group(1))))
+    return out
+
+
 def test_page_draws_every_node(tmp_path: Path) -> None:
     page = tmp_path / "graph.html"
     page.write_text(render_html(cgo_analysis()), encoding="utf-8")
-    nodes = parse(dump_dom(page, tmp_path))
+    dom = dump_dom(page, tmp_path)
+    nodes = parse(dom)
+    assert dom.count('class="edge ') == len(build_graph(cgo_analysis()).edges)
+    assert edges(dom) == set()
     expected = set(build_graph(cgo_analysis()).nodes)
     assert set(nodes) == expected
     for node_id in ("api:os/user.LookupId", "api:os/user.LookupGroup", "c:getpwuid_r",
@@ -40,7 +57,8 @@ def test_clicking_a_node_shows_its_stacks(tmp_path: Path) -> None:
              ".dispatchEvent(new MouseEvent('click', {bubbles: true}));</script></body>")
     page = tmp_path / "clicked.html"
     page.write_text(render_html(cgo_analysis()).replace("</body>", click), encoding="utf-8")
-    nodes = parse(dump_dom(page, tmp_path))
+    dom = dump_dom(page, tmp_path)
+    nodes = parse(dom)
     ns = nodes["dep:/etc/nsswitch.conf"]
     assert ns["expanded"] == "true"
     texts = ns["texts"]
@@ -53,6 +71,10 @@ def test_clicking_a_node_shows_its_stacks(tmp_path: Path) -> None:
                           "runtime.asmcgocall asm_amd64.s:918",
                           "os/user.LookupId cgo_lookup_unix.go:40", "main.main main.go:19"]
     assert "main.main main.go:28" in frames
+    # the expanded node's edges are highlighted, and only those
+    hot = edges(dom)
+    assert hot == {("c:getpwuid_r", "dep:/etc/nsswitch.conf"),
+                   ("c:getgrnam_r", "dep:/etc/nsswitch.conf")}
     others = [n for k, n in nodes.items() if k != "dep:/etc/nsswitch.conf"]
     assert all(n["expanded"] == "false" for n in others)
     assert not any(c == "frame" for n in others for c, _ in n["texts"])  # type: ignore[attr-defined]

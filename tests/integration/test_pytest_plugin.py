@@ -26,6 +26,7 @@ def test_cgo(cgotrace):
     r.assert_dependency("/etc/nsswitch.conf", via="cgo", dependency_class="hidden")
     r.assert_finding("user-lookup-cgo")
     assert r.accessed("/etc/passwd") and r.findings and r.dependencies
+    assert '"ruleId": "user-lookup-cgo"' in r.report("sarif")
 
 def test_pure(cgotrace):
     r = cgotrace(PURE)

@@ -101,6 +101,7 @@ h1 { font-size: 1.3em; margin: 0 0 .2em; }
 .edge { fill: none; stroke: #999; }
 .edge.via-cgo { stroke: #d62728; }
 .edge.via-loader, .edge.via-exec { stroke-dasharray: 4 3; }
+.edge.hot { stroke: #1a73e8; stroke-width: 3; }
 .colhead { font: bold 12px system-ui, sans-serif; fill: #555; }
 .findings li { margin: .4em 0; }
 .sev { font-weight: bold; text-transform: uppercase; font-size: .8em; }
@@ -203,9 +204,11 @@ _SCRIPT = r"""
       var a = pos[e.src], b = pos[e.dst];
       if (!a || !b) return;
       var x1 = a.x + a.w, y1 = a.y + LINE * 0.7, x2 = b.x, y2 = b.y + LINE * 0.7;
+      var hot = expanded[e.src] || expanded[e.dst];
       var p = el("path", {d: "M" + x1 + "," + y1 + " C" + (x1 + COLGAP / 2) + "," + y1 +
         " " + (x2 - COLGAP / 2) + "," + y2 + " " + x2 + "," + y2,
-        "class": "edge via-" + e.via, "data-src": e.src, "data-dst": e.dst,
+        "class": "edge via-" + e.via + (hot ? " hot" : ""), "data-src": e.src,
+        "data-dst": e.dst,
         "stroke-width": 1 + Math.min(3, Math.log(e.count) / Math.LN10)}, edges);
       el("title", {}, p).textContent = e.via + " x" + e.count;
     });
