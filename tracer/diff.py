@@ -16,6 +16,7 @@ Compared:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -259,8 +260,8 @@ def _findings(items: list[dict[str, Any]]) -> dict[tuple[str, str], FindingView]
         key = (view.id, view.go_api or "")
         if key in out:  # one id reported twice for one API: fold the paths
             old = out[key]
-            view = FindingView(**{**old.__dict__,
-                                  "paths": tuple(sorted(set(old.paths) | set(view.paths)))})
+            view = dataclasses.replace(old, paths=tuple(sorted(set(old.paths)
+                                                               | set(view.paths))))
         out[key] = view
     return out
 

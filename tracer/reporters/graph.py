@@ -14,6 +14,7 @@ count) and the stack of each.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -198,7 +199,7 @@ def _add_site(node: Node, site: Site) -> None:
             known.count += site.count
             return
     if len(node.sites) < MAX_STACKS:
-        node.sites.append(Site(**{**site.__dict__}))
+        node.sites.append(dataclasses.replace(site))
 
 
 def _mark_findings(graph: Graph, findings: Iterable[Finding]) -> None:
