@@ -247,10 +247,11 @@ class AnalysisBuilder:
         self.written: set[str] = set()
 
     def add(self, a: Access) -> None:
+        first = not self.counts
         self.counts[a.kind.value] += 1
         if self.first_pid is None:
             self.first_pid = a.pid
-        if a.kind == AccessKind.EXECUTABLE and a.pid == self.first_pid and not self.exes:
+        if first and a.kind == AccessKind.EXECUTABLE:  # the traced program's own exec
             self.exes[a.path] = None
             if a.host_path:
                 self.exes[a.host_path] = None

@@ -64,7 +64,9 @@ def _headline(a: Analysis) -> str:
     else:
         status = "no exit recorded (trace incomplete)"
     where = f", in {a.sandbox}" if a.sandbox else ""
-    return f"cgotrace: {name} ({', '.join(bits)}{where}): {status}, {a.accesses} accesses"
+    n = a.accesses
+    return (f"cgotrace: {name} ({', '.join(bits)}{where}): {status}, {n} "
+            f"access{'es' if n != 1 else ''}")
 
 
 def _verdict_line(a: Analysis, p: _Paint) -> str:

@@ -1,0 +1,117 @@
+"""The CI gate through the real CLI: `run --fail-on hidden` fails the cgo user lookup (121)
+and passes its pure build (0); an allow-list turns the failure into a pass and the findings
+are shown as allowed; `report --fail-on` exits 1; `run --report FORMAT=FILE` writes reports;
+sitegen's files under its working directory are program files (one line, no findings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ptrace, pytest.mark.go, pytest.mark.netns]
+
+ENV = {**{k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")},
+       "NO_COLOR": "1"}
+
+
+def cgotrace(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True,
+                          text=True, timeout=300, env=ENV, cwd=cwd)
+
+
+def test_fail_on_hidden_fails_cgo_and_passes_pure(sample: Callable[..., Path],
+                                                  tmp_path: Path) -> None:
+    cgo, pure = sample("userlookup", "cgo"), sample("userlookup", "pure")
+    trace = tmp_path / "t.jsonl"
+    r = cgotrace("run", "--rootfs", "glibc", "-o", str(trace), "--report",
+                 f"json={tmp_path / 'r.json'}", "--report", f"text={tmp_path / 'r.txt'}",
+                 "--fail-on", "hidden", "--", str(cgo))
+    assert r.returncode == 121, r.stderr
+    assert "LookupId(0): root" in r.stdout  # the program ran normally
+    assert "gate failed: hidden: " in r.stderr and "/etc/nsswitch.conf" in r.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["gate"]["failed"] is True
+    assert {f["what"] for f in doc["gate"]["failing"]} >= {"/etc/nsswitch.conf", "/etc/passwd"}
+    assert "user-lookup-cgo" in (tmp_path / "r.txt").read_text()
+
+    r = cgotrace("run", "--rootfs", "glibc", "--fail-on", "hidden", "--", str(pure))
+    assert r.returncode == 0, r.stderr
+    assert "gate passed" in r.stderr
+
+    # the saved trace through `report`: 1 when the gate fails, 0 without a gate
+    assert cgotrace("report", "--fail-on", "hidden", str(trace)).returncode == 1
+    assert cgotrace("report", str(trace)).returncode == 0
+    r = cgotrace("report", "--fail-on", "error", str(trace))  # warnings only: passes
+    assert r.returncode == 0 and "gate passed" in r.stderr
+
+
+def test_allow_list_turns_the_failure_into_a_pass(sample: Callable[..., Path],
+                                                  tmp_path: Path) -> None:
+    allow = tmp_path / "allow.toml"
+    allow.write_text('[[allow]]\nid = "*"\nreason = "base image is debian:12 with NSS"\n')
+    r = cgotrace("run", "--rootfs", "glibc", "--fail-on", "hidden", "--allow", str(allow),
+                 "--report", f"json={tmp_path / 'r.json'}", "--",
+                 str(sample("userlookup", "cgo")))
+    assert r.returncode == 0, r.stderr
+    assert "[allowed: base image is debian:12 with NSS]" in r.stderr
+    assert "gate passed" in r.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["findings"] and all(f["allowed"] == "base image is debian:12 with NSS"
+                                   for f in doc["findings"])
+    assert doc["gate"]["failed"] is False and doc["gate"]["allowed"]
+
+    # an entry limited to one id and path allows only that; the rest still fails
+    allow.write_text('[[allow]]\nid = "nss-module"\npath = "*/libnss_systemd.so.2"\n'
+                     'reason = "systemd hosts only"\n')
+    r = cgotrace("run", "--rootfs", "glibc", "--fail-on", "nss-module,user-lookup-cgo",
+                 "--allow", str(allow), "--", str(sample("userlookup", "cgo")))
+    assert r.returncode == 121
+    assert "[allowed: systemd hosts only]" in r.stderr
+    assert "gate failed: user-lookup-cgo" in r.stderr
+
+
+def test_bad_gate_options_are_one_line_errors(sample: Callable[..., Path],
+                                              tmp_path: Path) -> None:
+    prog = str(sample("userlookup", "pure"))
+    bad = tmp_path / "allow.toml"
+    bad.write_text('[[allow]]\nid = "*"\n')
+    for args, code, words in [
+        (["--fail-on", "hidden,@@"], 2, "--fail-on: '@@'"),
+        (["--allow", str(bad)], 3, "[[allow]] #1: key 'reason' is required"),
+        (["--allow", str(tmp_path / "none.toml")], 4, "no such allow-list file"),
+        (["--report", "yaml=x"], 2, "unknown format"),
+    ]:
+        r = cgotrace("run", *args, "--", prog)
+        assert r.returncode == code, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert any(words in line for line in lines) and "Traceback" not in r.stderr
+        assert r.stdout == ""  # the program did not run
+
+
+def test_sitegen_files_are_program_files(sample: Callable[..., Path], tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    binary = str(sample("sitegen", "cgo"))
+    init = subprocess.run([binary, "-init", "150"], cwd=site, capture_output=True, text=True,
+                          timeout=60)
+    assert init.returncode == 0, init.stderr
+    r = cgotrace("run", "-o", str(tmp_path / "t.jsonl"), "--report",
+                 f"json={tmp_path / 'r.json'}", "--", binary, cwd=site)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("sitegen: 150 pages")
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["findings"] == []
+    pf = doc["program_files"]
+    assert pf["files"] >= 302 and pf["written"] == 150  # 150 pages read, 150 written, +config
+    by_dir = {d["dir"]: d["files"] for d in doc["program_files"]["by_dir"]}
+    assert by_dir["./content/"] == 150 and by_dir["./public/"] == 150
+    assert not [d for d in doc["dependencies"] if "/content/" in d["path"]]
+    lines = [line for line in r.stderr.splitlines() if "program files" in line]
+    assert len(lines) == 1 and "./content/ 150" in lines[0]
+    assert "page-0" not in r.stderr  # never listed one by one

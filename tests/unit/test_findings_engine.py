@@ -1,0 +1,327 @@
+"""probes.engine, probes.ruleset, tracer.gate and the text/JSON reporters on synthetic
+traces: classes of dependencies, program files, folding per call site, every built-in rule,
+rule-file validation, the gate and the allow-list, colour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probes.engine import analyze, verdict
+from probes.ruleset import RuleError, load_file, load_rules
+from tracer.gate import AllowListError, GateSpecError, apply_gate, load_allow, parse_fail_on
+from tracer.model import Access, AccessKind, Attribution, Frame, ProcessEvent, Via
+from tracer.reporters import available, render, want_color
+
+GLIBC = {"interpreter": "/lib64/ld-linux-x86-64.so.2", "needed": ["libc.so.6"],
+         "static": False, "libc": "glibc", "cgo": True, "is_go": True,
+         "nsswitch": {"passwd": ["files", "systemd"], "group": ["files", "systemd"]},
+         "loader": {"interpreter_path": "/lib64/ld-linux-x86-64.so.2", "missing": [],
+                    "libraries": [{"name": "libc.so.6",
+                                   "path": "/lib/x86_64-linux-gnu/libc.so.6"}],
+                    "config_files": ["/etc/ld.so.cache"]},
+         "user_lookup": {"implementation": "cgo", "reason": "glibc NSS"}}
+_seq = 0
+
+
+def acc(path: str, kind: AccessKind, *, result: str = "ok", hidden: bool = False,
+        via: Via | None = None, api: str | None = None, line: int | None = None,
+        cfn: str | None = None, flags: str | None = None, syscall: str = "openat",
+        pid: int = 100) -> Access:
+    global _seq
+    _seq += 1
+    at = None
+    if via is not None:
+        at = Attribution(via=via, go_api=api, c_function=cfn,
+                         user_frame=Frame("main.main", "/src/app/main.go", line) if line else None)
+    return Access(seq=_seq, time=0.0, pid=pid, tid=pid, syscall=syscall, path=path,
+                  result=result, kind=kind, hidden=hidden, flags=flags, attribution=at)
+
+
+def header(static: dict[str, Any] | None = None, cwd: str = "/home/u/site",
+           argv: tuple[str, ...] = ("./app",)) -> dict[str, Any]:
+    return {"argv": list(argv), "binary": "/home/u/site/app", "cwd": cwd,
+            "static": GLIBC if static is None else static, "env": {}}
+
+
+def cgo_user_trace() -> list[Access]:
+    lookup = {"via": Via.CGO, "api": "os/user.LookupId", "cfn": "getpwuid_r"}
+    return [
+        acc("/home/u/site/app", AccessKind.EXECUTABLE, syscall="execve", via=Via.EXEC),
+        acc("/lib64/ld-linux-x86-64.so.2", AccessKind.INTERPRETER, syscall="execve"),
+        acc("/lib/x86_64-linux-gnu/libc.so.6", AccessKind.STARTUP_LIBRARY),
+        acc("/proc/self/maps", AccessKind.RUNTIME),
+        acc("/var/run/nscd/socket", AccessKind.SOCKET, result="ENOENT", hidden=True,
+            syscall="connect", line=19, **lookup),
+        acc("/etc/nsswitch.conf", AccessKind.CONFIG, hidden=True, line=19, **lookup),
+        acc("/etc/passwd", AccessKind.CONFIG, hidden=True, line=19, **lookup),
+        *[acc("/etc/passwd", AccessKind.CONFIG, hidden=True, line=22, **lookup)
+          for _ in range(5)],
+        acc("/lib/x86_64-linux-gnu/libnss_systemd.so.2", AccessKind.DLOPEN_LIBRARY,
+            hidden=True, line=22, **lookup),
+        acc("/lib/x86_64-linux-gnu/libcap.so.2", AccessKind.DLOPEN_LIBRARY, hidden=True,
+            line=22, **lookup),
+        *[acc(f"{d}/4242.user", AccessKind.CONFIG, result="ENOENT", hidden=True, line=22,
+              **lookup) for d in ("/etc/userdb", "/run/userdb", "/usr/lib/userdb")],
+    ]
+
+
+def test_classes_fold_per_call_site_and_never_across() -> None:
+    a = analyze(header(), cgo_user_trace())
+    by = {(d.path, d.result): d for d in a.dependencies}
+    passwd = by[("/etc/passwd", "ok")]
+    assert passwd.cls.value == "hidden" and passwd.count == 6
+    assert [(c.site, c.count) for c in passwd.callers] == [("main.go:19", 1), ("main.go:22", 5)]
+    assert by[("/lib/x86_64-linux-gnu/libc.so.6", "ok")].cls.value == "declared"
+    assert by[("/lib64/ld-linux-x86-64.so.2", "ok")].cls.value == "declared"
+    folded = by[("4242.user", "ENOENT")]  # three directories: one entry, places listed
+    assert folded.absent and len(folded.searched) == 3 and folded.misses == 3
+    assert not any(d.path.startswith("/proc") for d in a.dependencies)
+    assert a.program_files.files == 1  # its own executable
+    assert a.static_view()["needed"] == ["libc.so.6"]
+    assert "/etc/nsswitch.conf" in a.runtime_view()["hidden"]
+
+
+def test_cgo_user_lookup_findings_name_site_sources_and_fix() -> None:
+    a = analyze(header(), cgo_user_trace())
+    ids = [f.id for f in a.findings]
+    assert ids.count("user-lookup-cgo") == 2  # main.go:19 and main.go:22
+    f22 = next(f for f in a.findings if f.id == "user-lookup-cgo" and f.user_frame
+               and f.user_frame.line == 22)
+    assert f22.go_api == "os/user.LookupId" and f22.c_function == "getpwuid_r"
+    assert "-tags osusergo" in f22.fix
+    assert "COPY --from=build /etc/passwd /etc/passwd" in f22.dockerfile
+    assert {e.seq for e in f22.evidence} and all(e.via == "cgo" for e in f22.evidence)
+    (nss,) = [f for f in a.findings if f.id == "nss-module"]
+    assert "passwd: files systemd" in nss.explanation and "libcap.so.2" in nss.explanation
+    assert "nscd-socket" in ids and "userdb-socket" in ids
+    assert verdict(a).status == "works"
+
+
+def test_missing_passwd_is_missing_and_degrades() -> None:
+    trace = [acc("/etc/passwd", AccessKind.CONFIG, result="ENOENT", hidden=True, via=Via.CGO,
+                 api="os/user.LookupId", cfn="getpwuid_r", line=7)]
+    a = analyze(header(), trace, exit={"exit_code": 0, "code": 0})
+    (f,) = [f for f in a.findings if f.id == "user-lookup-cgo"]
+    assert f.missing == ("/etc/passwd",)
+    v = verdict(a)
+    assert v.status == "degraded" and "user-lookup-cgo" in v.reasons[0]
+
+
+def test_program_files_cwd_argv_writes_tmp_and_pure_go_runtime_files() -> None:
+    go = {"via": Via.GO, "api": "os.ReadFile", "line": 30}
+    trace = [acc(f"/home/u/site/content/p{i}.md", AccessKind.OTHER, hidden=True, **go)
+             for i in range(40)]
+    trace += [acc(f"/srv/out/p{i}.html", AccessKind.OTHER, hidden=True,
+                  flags="O_WRONLY|O_CREAT|O_TRUNC", **go) for i in range(3)]
+    trace += [acc("/tmp/x", AccessKind.OTHER, hidden=True, **go),
+              acc("/data/in.csv", AccessKind.OTHER, hidden=True, **go),
+              acc("/etc/passwd", AccessKind.CONFIG, hidden=True, via=Via.GO,
+                  api="os/user.LookupId", line=9)]
+    a = analyze(header(static={"static": True, "is_go": True},
+                       argv=("./app", "/data/in.csv")), trace)
+    pf = a.program_files
+    assert pf.files == 45 and pf.written == 3
+    assert dict(pf.by_dir)["./content/"] == 40
+    assert dict(pf.by_reason) == {"argv": 1, "cwd": 40, "tmp": 1, "written": 3}
+    deps = {d.path: d for d in a.dependencies}
+    assert list(deps) == ["/etc/passwd"] and deps["/etc/passwd"].cls.value == "runtime-file"
+    assert [f.id for f in a.findings] == ["user-lookup-go"]
+    text = render(a, "text")
+    assert sum("program files" in line for line in text.splitlines()) == 1
+    assert "p1.md" not in text
+
+
+def test_cwd_root_is_not_a_program_directory() -> None:
+    trace = [acc("/etc/ssl/certs/ca-certificates.crt", AccessKind.DATA, hidden=True,
+                 via=Via.GO, api="crypto/x509.SystemCertPool", line=16)]
+    a = analyze(header(cwd="/"), trace)
+    assert a.program_files.files == 0
+    (f,) = a.findings
+    assert f.id == "ca-roots" and "/etc/ssl/certs/ca-certificates.crt" in f.title
+
+
+def test_ca_roots_missing_and_zoneinfo_missing() -> None:
+    x509 = {"via": Via.GO, "api": "crypto/x509.SystemCertPool", "line": 16}
+    tz = {"via": Via.GO, "api": "time.LoadLocation", "line": 8}
+    trace = [acc(p, AccessKind.DATA, result="ENOENT", hidden=True, **x509)
+             for p in ("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/cert.pem")]
+    trace += [acc("/usr/share/zoneinfo/Europe/Paris", AccessKind.DATA, result="ENOENT",
+                  hidden=True, **tz)]
+    a = analyze(header(static={"static": True, "is_go": True}), trace,
+                exit={"exit_code": 0, "code": 0})
+    ids = {f.id: f for f in a.findings}
+    assert ids["ca-roots-missing"].severity.value == "error"
+    assert "/etc/ssl/certs/ca-certificates.crt" in ids["ca-roots-missing"].missing
+    assert "time/tzdata" in ids["zoneinfo-missing"].fix
+    assert verdict(a).status == "fails"
+    embedded = analyze(header(static={"static": True, "is_go": True,
+                                      "features": {"zoneinfo": "embedded"}}), trace[2:])
+    assert [f.id for f in embedded.findings] == ["zoneinfo"]
+    assert "embeds tzdata" in embedded.findings[0].explanation
+
+
+def test_static_glibc_nss_hazard_exec_child_dlopen_upx_third_party() -> None:
+    static = {**GLIBC, "static": True, "interpreter": None, "needed": [], "upx": True,
+              "third_party_cgo": ["github.com/mattn/go-sqlite3"], "loader": {}}
+    trace = [
+        acc("/app", AccessKind.EXECUTABLE, syscall="execve", via=Via.EXEC),
+        acc("/lib/x86_64-linux-gnu/libnss_systemd.so.2", AccessKind.DLOPEN_LIBRARY,
+            hidden=True, via=Via.CGO, api="os/user.LookupId", cfn="getpwuid_r", line=22),
+        acc("/usr/lib/libplugin.so", AccessKind.DLOPEN_LIBRARY, hidden=True, via=Via.CGO,
+            api="main._Cfunc_open_plugin", cfn="dlopen", line=40),
+        acc("/bin/true", AccessKind.EXECUTABLE, hidden=True, syscall="execve",
+            via=Via.GO, api="os/exec.(*Cmd).Run", line=50),
+    ]
+    events = [ProcessEvent("signal", 100, 100, 0.1, {"signal": 11, "signal_name": "SIGSEGV"})]
+    a = analyze(header(static=static), trace, events,
+                exit={"exit_code": 139, "signal": 11, "signal_name": "SIGSEGV"})
+    ids = {f.id: f for f in a.findings}
+    assert "killed by SIGSEGV" in ids["static-glibc-nss"].explanation
+    assert ids["dlopen"].paths == ("/usr/lib/libplugin.so",)
+    assert ids["exec-child"].go_api == "os/exec.(*Cmd).Run"
+    assert "upx-packed" in ids and "go-sqlite3" in ids["third-party-cgo"].title
+    assert a.findings[0].severity.value == "error"  # sorted by severity
+    v = verdict(a)
+    assert v.status == "fails" and "killed by SIGSEGV" in v.reasons
+
+
+def test_missing_interpreter_and_library_from_static_facts() -> None:
+    static = {**GLIBC, "loader": {"interpreter_path": None, "missing": ["libc.so.6"]}}
+    trace = [acc("/app", AccessKind.EXECUTABLE, result="ENOENT", syscall="execve",
+                 via=Via.EXEC)]
+    a = analyze(header(static=static), trace, exit={"exit_code": 127, "code": 127})
+    ids = [f.id for f in a.findings]
+    assert ids == ["missing-interpreter", "missing-library"]
+    assert a.findings[0].missing == ("/lib64/ld-linux-x86-64.so.2",)
+    assert verdict(a).status == "fails"
+
+
+# --- rule files ------------------------------------------------------------------------------
+
+RULE = """
+[[finding]]
+id = "{id}"
+severity = "{sev}"
+title = "{title}"
+explanation = "x"
+fix = "y"
+[finding.match]
+{match}
+"""
+
+
+def write_rule(tmp_path: Path, **kw: str) -> Path:
+    vals = {"id": "my-rule", "sev": "warning", "title": "t {go_api}",
+            "match": 'path = ["/etc/passwd"]'} | kw
+    p = tmp_path / "mine.toml"
+    p.write_text(RULE.format(**vals))
+    return p
+
+
+@pytest.mark.parametrize(("kw", "key"), [
+    ({"sev": "fatal"}, "'severity'"), ({"title": "t {nope}"}, "'title'"),
+    ({"match": 'colour = ["x"]'}, "'match.colour'"), ({"match": 'class = ["secret"]'},
+                                                        "'match.class'"),
+    ({"id": "bad id!"}, "'id'"), ({"match": 'result = "maybe"'}, "'match.result'"),
+])
+def test_bad_rule_files_give_one_line_naming_file_rule_and_key(tmp_path: Path,
+                                                               kw: dict[str, str],
+                                                               key: str) -> None:
+    p = write_rule(tmp_path, **kw)
+    with pytest.raises(RuleError) as e:
+        load_file(p)
+    msg = e.value.message
+    assert "\n" not in msg and str(p) in msg and key in msg
+    assert e.value.exit_code == 3
+
+
+def test_user_rule_from_probes_dir_matches(tmp_path: Path) -> None:
+    write_rule(tmp_path, match='path = ["/etc/pass*"]\nvia = ["cgo"]')
+    rules = load_rules((str(tmp_path),))
+    a = analyze(header(), cgo_user_trace(), rules=rules)
+    mine = [f for f in a.findings if f.id == "my-rule"]
+    assert [f.user_frame.line for f in mine if f.user_frame] == [19, 22]
+    assert mine[0].title == "t os/user.LookupId"
+    with pytest.raises(RuleError, match="no such probes directory"):
+        load_rules((str(tmp_path / "nope"),))
+
+
+# --- gate --------------------------------------------------------------------------------------
+
+def test_parse_fail_on() -> None:
+    f = parse_fail_on("hidden, warning,nss-*")
+    assert f.hidden and not f.cgo and f.severity is not None and f.ids == ("nss-*",)
+    for bad in ("", "hidden,$x"):
+        with pytest.raises(GateSpecError):
+            parse_fail_on(bad)
+
+
+def test_gate_severity_threshold_ids_and_allow(tmp_path: Path) -> None:
+    a = analyze(header(), cgo_user_trace())
+    assert not apply_gate(a, parse_fail_on("error")).failed
+    assert apply_gate(a, parse_fail_on("warning")).failed
+    r = apply_gate(a, parse_fail_on("cgo"))
+    assert r.failed and {x.rule for x in r.failing} == {"cgo"}
+    allow = tmp_path / "allow.toml"
+    allow.write_text('[[allow]]\nid = "cgo"\npath = "*"\nreason = "we ship glibc"\n')
+    assert not apply_gate(a, parse_fail_on("cgo"), load_allow(allow)).failed
+    allow.write_text('[[allow]]\nid = "user-lookup-cgo"\nreason = "known"\n'
+                     '[[allow]]\nid = "nss-module"\nreason = "known"\n')
+    r = apply_gate(a, parse_fail_on("hidden"), load_allow(allow))
+    # every hidden file is covered by an allowed finding, except the socket-only ones
+    marked = {f.id: f.allowed for f in r.analysis.findings}
+    assert marked["user-lookup-cgo"] == "known" and marked["nscd-socket"] is None
+    assert not r.failed, r.failing
+    doc = json.loads(render(r.analysis, "json"))
+    assert doc["gate"]["failed"] is False
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('[[allow]]\nid = "x"\n', "key 'reason' is required"),
+    ('[[allow]]\nid = "x"\nreason = "r"\ncolour = 1\n', "unknown key 'colour'"),
+    ("allow = 3\n", "array of tables"),
+    ("[[allow\n", "not valid TOML"),
+])
+def test_bad_allow_lists(tmp_path: Path, text: str, words: str) -> None:
+    p = tmp_path / "a.toml"
+    p.write_text(text)
+    with pytest.raises(AllowListError) as e:
+        load_allow(p)
+    assert words in e.value.message and str(p) in e.value.message
+
+
+# --- reporters ------------------------------------------------------------------------------------
+
+def test_colour_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    a = analyze(header(), cgo_user_trace())
+    assert "\x1b[" in render(a, "text", color=True)
+    assert "\x1b[" not in render(a, "text")
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert want_color(Tty())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not want_color(Tty())
+
+
+def test_text_summary_first_then_details_grouped_by_api_and_c_function() -> None:
+    text = render(analyze(header(), cgo_user_trace()), "text")
+    assert text.index("FINDINGS") < text.index("READELF/LDD vs RUN TIME") < \
+        text.index("DETAILS")
+    summary = text[:text.index("DETAILS")]
+    assert len(summary.splitlines()) < 40  # one screen
+    detail = text[text.index("[warning] user-lookup-cgo"):]
+    block = detail[detail.index("os/user.LookupId at main.go:22"):]
+    import re
+
+    assert block.index("getpwuid_r\n") < re.search(r"/etc/passwd +ok x5", block).start()
+    assert not re.search(r"/etc/passwd +ok x6", text)  # never folded across call sites
+    assert set(available()) >= {"text", "json"}
