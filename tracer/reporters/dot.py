@@ -38,8 +38,9 @@ def graph_to_dot(graph: Graph) -> str:
         members = [n for n in graph.nodes.values() if n.layer == layer]
         if not members:
             continue
-        lines.append(f"  subgraph {quote('cluster_' + layer)} {{ "
-                     f"label={quote(_LAYER_RANK[layer])}; style=invis; rank=same;")
+        # a plain subgraph (not a cluster): rank=same keeps each layer in one column
+        lines.append(f"  subgraph {quote('layer_' + layer)} {{ rank=same;  "
+                     f"// {_LAYER_RANK[layer]}")
         lines.extend(f"    {_node_line(n)}" for n in members)
         lines.append("  }")
     for e in graph.edges.values():
