@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import posixpath
 import string
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -71,7 +72,8 @@ def _dockerfile(deps: Iterable[Dependency]) -> tuple[str, ...]:
                                and d.kind in _FILE_KINDS and d.path.startswith("/")))
     keep = [p for p in paths if not any(q != p and q.startswith(p.rstrip("/") + "/")
                                         for q in paths)]
-    return tuple(f"COPY --from=build {p} {p}" for p in keep)
+    return tuple(f"COPY --from=build {p} {p}" for p in
+                 dict.fromkeys(posixpath.normpath(p) for p in keep))
 
 
 def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = None,
@@ -155,9 +157,33 @@ def check_cgo_feature(rule: Rule, ctx: Context) -> list[Finding]:
     for group in by_site(rule, items):
         needed = [d.path for d, _ in group if d.absent
                   and _glob(d.path, rule.params.get("needs", []))]
-        out.append(make_finding(rule, group, {"reason": str(sel.get("reason", "")),
-                                              "env": _env(ctx, rule)}, missing=needed))
+        reason = str(sel.get("reason", ""))
+        if rule.params.get("selection") == "resolver":
+            reason = _resolver_reason(ctx, group[0][1].go_api, reason)
+        out.append(make_finding(rule, group, {"reason": reason, "env": _env(ctx, rule)},
+                                missing=needed))
     return out
+
+
+def _resolver_reason(ctx: Context, go_api: str | None, static_reason: str) -> str:
+    """Why this lookup went to getaddrinfo: the run-time switch when one is recorded, the
+    LookupPort rule, else the static choice (go-internals: GODEBUG netdns, build tags,
+    resolv.conf options and nsswitch.conf decide; docs/findings.md resolver-cgo)."""
+    env = ctx.analysis.env
+    godebug = {k.strip(): v for k, _, v in (i.partition("=") for i in
+                                            env.get("GODEBUG", "").split(",")) if k}
+    if "cgo" in godebug.get("netdns", "").split("+"):
+        return "GODEBUG=netdns=cgo was set at run time"
+    tags = ctx.static.get("tags") or []
+    if "netcgo" in tags:
+        return "built with -tags netcgo: every lookup calls getaddrinfo"
+    set_vars = [k for k in ("LOCALDOMAIN", "RES_OPTIONS", "HOSTALIASES") if k in env]
+    if set_vars:
+        return f"{', '.join(set_vars)} set at run time: Go hands lookups to the C library"
+    if go_api and go_api.endswith("LookupPort"):
+        return ("net.LookupPort calls getaddrinfo whenever the cgo resolver is compiled in "
+                f"(static: {static_reason})")
+    return static_reason
 
 
 def check_go_feature(rule: Rule, ctx: Context) -> list[Finding]:
@@ -238,9 +264,11 @@ def check_ca_roots(rule: Rule, ctx: Context) -> list[Finding]:
              if d.feature == "tls-roots"]
     if not items:
         return []
-    found = [d for d, _ in items if d.result == "ok" and d.path in CA_BUNDLES]
     env = {k: v for k, v in ctx.analysis.env.items() if k.startswith("SSL_CERT")}
-    found += [d for d, _ in items if d.result == "ok" and d.path in env.values()]
+    found = list(dict.fromkeys(
+        d for d, _ in items if d.result == "ok" and (
+            d.path in CA_BUNDLES or d.path in env.values()
+            or d.path.endswith((".crt", ".pem")))))
     when = rule.params.get("when", "found")
     if (when == "found") != bool(found):
         return []
@@ -287,7 +315,8 @@ def check_static_glibc_nss(rule: Rule, ctx: Context) -> list[Finding]:
     ex = ctx.analysis.exit or {}
     if ex.get("signal_name") or crash:
         sig = str(ex.get("signal_name") or crash[0].detail.get("signal_name") or "")
-    text = {"signal": f"and this run was killed by {sig}" if sig else "this run survived",
+    text = {"signal": (f"This run got {sig} after loading them." if sig else
+                       "This run survived; modules from another glibc may not."),
             "reason": "; ".join(s.get("hazards") or ())}
     if not items:
         f = make_finding(rule, [], text)
@@ -311,9 +340,9 @@ def check_dlopen(rule: Rule, ctx: Context) -> list[Finding]:
     out = []
     for g in by_site(rule, items):
         missing = [d.path for d, _ in g if d.absent]
-        out.append(make_finding(rule, g, {"libraries": _join(
-            os.path.basename(d.path) for d, _ in g if d.result == "ok") or "none"},
-            missing=missing))
+        names = [os.path.basename(d.path) + ("" if d.result == "ok" else " (not found)")
+                 for d, _ in g]
+        out.append(make_finding(rule, g, {"libraries": _join(names)}, missing=missing))
     return out
 
 
@@ -321,9 +350,17 @@ def check_upx(rule: Rule, ctx: Context) -> list[Finding]:
     return [make_finding(rule, [])] if ctx.static.get("upx") else []
 
 
+def _is_self(ctx: Context, path: str) -> bool:
+    return path == "/proc/self/exe" or path in ctx.analysis.executables
+
+
 def check_exec_child(rule: Rule, ctx: Context) -> list[Finding]:
-    """Other programs executed: each has its own dependencies (traced under its pid)."""
-    items = [(d, c) for d in ctx.deps(HIDDEN) for c in d.callers if d.kind == "executable"]
+    """Programs executed (params.self: the program re-executing itself, or others): each
+    has its own dependencies (traced under its pid)."""
+    want_self = bool(rule.params.get("self", False))
+    items = [(d, c) for d in ctx.deps(HIDDEN, DependencyClass.DECLARED) for c in d.callers
+             if d.kind == "executable" and d.result == "ok" and c.go_api is not None
+             and _is_self(ctx, d.path) == want_self]  # go_api None: the program's own exec
     out = []
     for g in by_site(rule, items):
         pids = {p for d, _ in g for p in d.pids}

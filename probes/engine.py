@@ -21,7 +21,6 @@ Every access lands in one of four classes (`DependencyClass`, docs/findings.md):
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -140,6 +139,9 @@ class Analysis:
     unsymbolized: tuple[str, ...] = ()
     gate: dict[str, Any] | None = None  # set by tracer.gate.apply_gate
     sandbox: str | None = None  # the run's sandbox label (rootfs preset or image), if any
+    executables: tuple[str, ...] = ()  # the program's own executable, as each view names it
+    # the probes.ruleset.Rule objects that ran (SARIF's rule list); not in to_dict()
+    rules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def accesses(self) -> int:
@@ -230,10 +232,14 @@ class AnalysisBuilder:
     def __init__(self, header: dict[str, Any] | None = None, rules: Any = None) -> None:
         header = header or {}
         self.header = header
+        self.exes: dict[str, None] = {}  # the traced program's own exec paths
         self.rules = rules
         self.static: dict[str, Any] = dict(header.get("static") or {})
         self.argv = tuple(str(x) for x in header.get("argv") or ())
         self.binary = header.get("binary")
+        for exe in (self.binary, header.get("binary_realpath")):
+            if exe:
+                self.exes[str(exe)] = None
         cwd = header.get("cwd")
         self.cwd = str(cwd) if cwd else None
         self.env = dict(header.get("env") or {})
@@ -241,7 +247,6 @@ class AnalysisBuilder:
         self.counts: Counter[str] = Counter()
         self.aggs: dict[tuple[str, str], _Agg] = {}
         self.events: list[ProcessEvent] = []
-        self.exes: dict[str, None] = {}  # the traced program's own exec paths
         self.first_pid: int | None = None
         self.unsymbolized: dict[str, None] = {}
         self.written: set[str] = set()
@@ -310,17 +315,20 @@ class AnalysisBuilder:
                         source=source, counts=dict(sorted(self.counts.items())),
                         argv=self.argv, binary=self.binary, cwd=self.cwd, env=self.env,
                         truncated=truncated, unsymbolized=tuple(self.unsymbolized),
-                        sandbox=str(self.sandbox) if self.sandbox else None)
+                        sandbox=str(self.sandbox) if self.sandbox else None,
+                        executables=tuple(self.exes))
         rules = self.rules if self.rules is not None else ruleset.default_rules()
         findings = checks.run_rules(rules, base, tuple(self.events))
-        return Analysis(**{**base.__dict__, "findings": tuple(findings)})
+        return Analysis(**{**base.__dict__, "findings": tuple(findings),
+                           "rules": tuple(rules)})
 
     # --- classification ------------------------------------------------------------------
     def _program_reason(self, agg: _Agg) -> str | None:
         p = agg.path
         if p in self.exes or (agg.host_path and agg.host_path in self.exes) \
                 or (self.binary and p == self.binary):
-            return "executable"
+            # a failed exec of the program itself is evidence (missing interpreter), kept
+            return "executable" if agg.result == "ok" else None
         if p in self.written or agg.written:
             return "written"
         if p == "/tmp" or p.startswith("/tmp/"):
@@ -358,8 +366,10 @@ class AnalysisBuilder:
         if agg.path in (self.static.get("loader") or {}).get("config_files", ()) \
                 and not agg.hidden:
             return DependencyClass.DECLARED
-        if kind == "executable":
-            return DependencyClass.HIDDEN if agg.hidden else DependencyClass.DECLARED
+        if kind == "executable":  # the program re-executing itself is no new dependency
+            itself = agg.path == "/proc/self/exe" or agg.path in self.exes
+            return DependencyClass.HIDDEN if agg.hidden and not itself \
+                else DependencyClass.DECLARED
         if vias and vias <= {"go"}:
             return DependencyClass.RUNTIME_FILE
         if agg.hidden or kind in ("dlopen-library", "socket", "config", "data"):
@@ -514,6 +524,8 @@ def verdict(analysis: Analysis) -> Verdict:
     for d in analysis.diagnoses:
         fails.append(str(d.get("message") or d.get("reason") or d))
     ex = analysis.exit or {}
+    if analysis.source == "trace" and analysis.truncated and not ex:
+        fails.append("the trace is incomplete: the program's exit status is unknown")
     if ex.get("signal") is not None:
         fails.append(f"killed by {ex.get('signal_name') or ex.get('signal')}")
     elif ex.get("exit_code") not in (None, 0):
@@ -528,7 +540,3 @@ def verdict(analysis: Analysis) -> Verdict:
     if degraded:
         return Verdict("degraded", tuple(dict.fromkeys(degraded)))
     return Verdict("works", ())
-
-
-def fnmatch_any(value: str | None, patterns: Iterable[str]) -> bool:
-    return value is not None and any(fnmatch.fnmatchcase(value, p) for p in patterns)

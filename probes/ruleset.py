@@ -55,6 +55,11 @@ class Rule:
     per: str = "site"  # "site": one finding per (Go API, user frame); "rule": one in all
     file: str = ""
 
+    @property
+    def help_uri(self) -> str:
+        """Where the id is documented (relative to the project root)."""
+        return f"docs/findings.md#{self.id}"
+
 
 def _fail(file: str, rule: str, key: str, what: str) -> RuleError:
     return RuleError(f"{file}: rule {rule!r}: key {key!r}: {what}")

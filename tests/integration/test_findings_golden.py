@@ -3,6 +3,10 @@ glibc preset root, write the trace, read it back, analyze, render text and JSON,
 with the golden files in tests/golden/findings/ (pids, seq numbers, times, PCs, access
 totals and absolute build paths normalised). `CGOTRACE_UPDATE_GOLDEN=1` rewrites them.
 
+The golden files describe a Debian 12 host: the glibc preset root copies the host's glibc,
+NSS modules and nsswitch.conf (`passwd: files systemd`), so another distribution needs its
+own golden files (regenerate and review).
+
 Also: the must-show facts stated directly (Go API, user frame, hidden dependencies, fix),
 the JSON against its shipped schema, and no cgo finding in the pure and netgo builds.
 """
@@ -33,7 +37,7 @@ CGO_FINDINGS = {"user-lookup-cgo", "nss-module", "resolver-cgo", "nscd-socket",
 _CACHE: dict[tuple[str, str], Analysis] = {}
 
 
-def traced(app: str, mode: str, binary: Path, tmp: Path) -> Analysis:
+def traced(app: str, mode: str, binary: Path, tmp: Path, code: int = 0) -> Analysis:
     """One traced run per (app, mode) in the glibc root; dnslookup in a loopback netns
     answered by the local responder (nothing leaves the machine)."""
     if (app, mode) in _CACHE:
@@ -47,7 +51,7 @@ def traced(app: str, mode: str, binary: Path, tmp: Path) -> Analysis:
         res = trace_program(RunOptions(argv=argv, output=str(out), rootfs="glibc", env=ENV,
                                        network=network, attributor=Attributor(),
                                        forward_signals=False))
-        assert res.status.shell_code == 0
+        assert res.status.shell_code == code
 
     if app == "dnslookup":
         from sample_apps.dnsresponder import Responder
@@ -69,7 +73,11 @@ def tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 _ROOTFS = re.compile(r"/[^\s\"']*/\.cache/rootfs/[^/\s\"']+")
 
 
+_SOURCES = re.compile(r"/[^\s\"']*/sample_apps/")  # builds are shared between checkouts
+
+
 def normalise_text(text: str) -> str:
+    text = _SOURCES.sub("<src>/sample_apps/", text)
     text = text.replace(str(ROOT), "<src>")
     text = _ROOTFS.sub("<rootfs>", text)
     text = re.sub(r"\(seq \d+\)", "(seq N)", text)
@@ -198,3 +206,22 @@ def test_pure_and_netgo_builds_have_no_cgo_findings(app: str, mode: str,
     expected = {"userlookup": "user-lookup-go", "dnslookup": "resolver-go",
                 "x509roots": "ca-roots"}[app]
     assert expected in ids
+
+
+def test_static_glibc_build_reports_the_nss_crash_hazard(sample: Callable[..., Path],
+                                                         tmp_dir: Path) -> None:
+    """The userlookup static build dlopens the root's libnss_systemd into its own glibc
+    and dies (SIGSEGV, exit 2): the error finding says so and names the modules."""
+    a = traced("userlookup", "static", sample("userlookup", "static"), tmp_dir, code=2)
+    f = a.findings[0]
+    assert f.id == "static-glibc-nss" and f.severity.value == "error"
+    assert any(p.endswith("/libnss_systemd.so.2") for p in f.paths)
+    assert "This run got SIGSEGV" in f.explanation and "-tags netgo,osusergo" in f.fix
+    assert f.go_api == "os/user.LookupId" and f.user_frame and f.user_frame.line == 22
+    assert verdict_of(a) == "fails"
+
+
+def verdict_of(a: Analysis) -> str:
+    from probes.engine import verdict
+
+    return verdict(a).status

@@ -115,3 +115,19 @@ def test_sitegen_files_are_program_files(sample: Callable[..., Path], tmp_path: 
     lines = [line for line in r.stderr.splitlines() if "program files" in line]
     assert len(lines) == 1 and "./content/ 150" in lines[0]
     assert "page-0" not in r.stderr  # never listed one by one
+
+
+def test_exec_failure_in_scratch_still_reports_the_missing_interpreter(
+        sample: Callable[..., Path], tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    r = cgotrace("run", "--rootfs", "scratch", "--report", f"json={report}", "--fail-on",
+                 "missing", "--", str(sample("userlookup", "cgo")))
+    assert r.returncode == 127  # the tracer's own failure code wins over the gate
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("cgotrace: interpreter /lib64/ld-linux-x86-64.so.2")
+    assert any("E missing-interpreter" in line for line in lines)
+    assert "gate failed: missing: missing-interpreter" in r.stderr
+    doc = json.loads(report.read_text())
+    (f,) = [f for f in doc["findings"] if f["id"] == "missing-interpreter"]
+    assert f["missing"] == ["/lib64/ld-linux-x86-64.so.2"] and "CGO_ENABLED=0" in f["fix"]
+    assert doc["verdict"]["verdict"] == "fails"

@@ -180,7 +180,7 @@ def test_static_glibc_nss_hazard_exec_child_dlopen_upx_third_party() -> None:
     a = analyze(header(static=static), trace, events,
                 exit={"exit_code": 139, "signal": 11, "signal_name": "SIGSEGV"})
     ids = {f.id: f for f in a.findings}
-    assert "killed by SIGSEGV" in ids["static-glibc-nss"].explanation
+    assert "This run got SIGSEGV after loading them." in ids["static-glibc-nss"].explanation
     assert ids["dlopen"].paths == ("/usr/lib/libplugin.so",)
     assert ids["exec-child"].go_api == "os/exec.(*Cmd).Run"
     assert "upx-packed" in ids and "go-sqlite3" in ids["third-party-cgo"].title
@@ -325,3 +325,73 @@ def test_text_summary_first_then_details_grouped_by_api_and_c_function() -> None
     assert block.index("getpwuid_r\n") < re.search(r"/etc/passwd +ok x5", block).start()
     assert not re.search(r"/etc/passwd +ok x6", text)  # never folded across call sites
     assert set(available()) >= {"text", "json"}
+
+
+def test_resolver_reason_names_the_run_time_switch() -> None:
+    trace = [acc("/etc/hosts", AccessKind.CONFIG, hidden=True, via=Via.CGO,
+                 api="net.(*Resolver).LookupHost", cfn="getaddrinfo", line=12)]
+    h = header() | {"env": {"GODEBUG": "netdns=cgo+1"}}
+    (f,) = [f for f in analyze(h, trace).findings if f.id == "resolver-cgo"]
+    assert "GODEBUG=netdns=cgo was set at run time" in f.explanation
+    assert "GODEBUG=netdns=cgo+1" in f.explanation  # the recorded environment
+    h = header() | {"env": {"RES_OPTIONS": "ndots:2"}}
+    (f,) = [f for f in analyze(h, trace).findings if f.id == "resolver-cgo"]
+    assert "RES_OPTIONS set at run time" in f.explanation
+    go = [acc("/etc/resolv.conf", AccessKind.CONFIG, hidden=True, via=Via.GO,
+              api="net.LookupHost", line=5)]
+    static = GLIBC | {"resolver": {"implementation": "go", "reason": "-tags netgo"}}
+    (f,) = analyze(header(static=static), go).findings
+    assert f.id == "resolver-go" and "-tags netgo" in f.explanation
+
+
+def test_report_cli_with_user_rules_and_a_bad_rule_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tracer.recorder import TraceWriter
+
+    trace = tmp_path / "t.jsonl"
+    with TraceWriter(str(trace)) as w:
+        w.header(argv=["./app"], binary="/home/u/site/app", static=GLIBC, cwd="/home/u/site")
+        for a in cgo_user_trace():
+            w.access(a)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rule(rules, match='path = ["/etc/passwd"]')
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracer", "report", *args], text=True,
+                              capture_output=True, timeout=60, env={"NO_COLOR": "1"})
+
+    r = cli("--probes", str(rules), "--format", "json", str(trace))
+    assert r.returncode == 0, r.stderr
+    assert "my-rule" in {f["id"] for f in json.loads(r.stdout)["findings"]}
+    r = cli("--probes", str(rules), "--fail-on", "my-rule", str(trace))
+    assert r.returncode == 1 and "gate failed: my-rule" in r.stderr
+    write_rule(rules, sev="fatal")
+    r = cli("--probes", str(rules), str(trace))
+    assert r.returncode == 3 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "rule 'my-rule': key 'severity'" in r.stderr
+    r = cli("--format", "yaml", str(trace))
+    assert r.returncode == 2 and "unknown format" in r.stderr
+
+
+def test_openssl_style_roots_through_cgo_count_as_found() -> None:
+    trace = [acc("/usr/lib/ssl/cert.pem", AccessKind.DATA, hidden=True, via=Via.CGO,
+                 api="main._Cfunc_tls_init", cfn="SSL_CTX_set_default_verify_paths", line=9)]
+    (f,) = [f for f in analyze(header(), trace).findings if f.id.startswith("ca-roots")]
+    assert f.id == "ca-roots" and "/usr/lib/ssl/cert.pem" in f.title
+
+
+def test_re_executing_itself_is_exec_self_not_a_hidden_child() -> None:
+    trace = [acc("/home/u/site/app", AccessKind.EXECUTABLE, syscall="execve", via=Via.EXEC),
+             acc("/proc/self/exe", AccessKind.EXECUTABLE, hidden=True, syscall="execve",
+                 via=Via.EXEC, api="os/exec.(*Cmd).Run", line=28, pid=101),  # the child
+             acc("/etc/passwd", AccessKind.CONFIG, hidden=True, via=Via.CGO, pid=101,
+                 api="os/user.LookupId", cfn="getpwuid_r", line=18)]
+    a = analyze(header(), trace)
+    ids = [f.id for f in a.findings]
+    assert "exec-self" in ids and "exec-child" not in ids
+    (f,) = [f for f in a.findings if f.id == "exec-self"]
+    assert "101" in f.explanation and "/etc/passwd" in f.explanation
+    assert "/proc/self/exe" not in a.runtime_view()["hidden"]

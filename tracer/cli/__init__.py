@@ -20,7 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                 "What static analysis can know about a binary (ELF, Go build info, cgo)."),
     "symbolize": ("tracer.cli.symbolize", "symbolize",
                   "Turn addresses in a Go binary into function, file:line (stripped too)."),
-    "report": ("tracer.cli.report", "report", "Re-read a saved trace file and report on it."),
+    "report": ("tracer.cli.report", "report",
+               "Findings, reports (text, json, ...) and the CI gate for a saved trace."),
     "diff": ("tracer.cli.diff", "diff",
              "What changed between two traces or JSON reports (dependencies, findings)."),
 }
@@ -59,9 +60,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """cgotrace: the run-time dependencies a Go binary hides from readelf, and the Go code
     that causes each one.
 
-    Exit codes: 0 ok; 2 usage; 3 bad binary, image or trace file; 4 not found; 5 permission
-    denied; 70 internal error. `run` exits with the program's status (128+N for signal N)
-    and uses 125/126/127 for its own failures (docs/exit-codes.md).
+    Exit codes: 0 ok; 1 `report --fail-on` gate failed; 2 usage; 3 bad binary, image,
+    trace, rule or allow-list file; 4 not found; 5 permission denied; 70 internal error.
+    `run` exits with the program's status (128+N for signal N), 121 when it exited 0 but
+    the --fail-on gate failed, and 125/126/127 for its own failures (docs/exit-codes.md).
     """
     ctx.obj = {"debug": debug}
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
-from tracer.errors import ExitCode, TracerError
+from tracer.errors import ExitCode
 
 
 @click.command(context_settings={"ignore_unknown_options": True,
@@ -76,8 +75,9 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
                                           rules=rules))
     except CgotraceError as e:  # exec failed: still write and show the findings
         analysis = getattr(e, "analysis", None)
-        if analysis is not None:
-            _emit(analysis, specs, quiet, color, gate(analysis, fail_on, allow))
+        if analysis is not None:  # on stderr only when it explains the failure
+            _emit(analysis, specs, quiet or not analysis.findings, color,
+                  gate(analysis, fail_on, allow))
         raise
     gated = gate(result.analysis, fail_on, allow)
     _emit(result.analysis, specs, quiet, color, gated)
@@ -116,12 +116,3 @@ def _network(value: str | None) -> str | None:
             raise click.BadParameter(f"{value}: no such network namespace file")
         return value
     raise click.BadParameter("expected loopback, none, host or the path of a netns file")
-
-
-def _write_json(path: str, summary: dict[str, Any]) -> None:
-    try:
-        with open(path, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
-    except OSError as e:
-        raise TracerError(f"cannot write {path}: {e.strerror}") from None

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 SUMMARY_FINDINGS = 12  # findings listed in the summary before "... and N more"
 VIEW_ROWS = 14  # rows of the side-by-side view
+SUMMARY_FIXES = 6  # distinct fixes in the summary
 _MARK = {Severity.ERROR: "E", Severity.WARNING: "W", Severity.INFO: "i"}
 _COLOR = {Severity.ERROR: "31;1", Severity.WARNING: "33", Severity.INFO: "36"}
 
@@ -65,7 +66,8 @@ def _headline(a: Analysis) -> str:
         status = "no exit recorded (trace incomplete)"
     where = f", in {a.sandbox}" if a.sandbox else ""
     n = a.accesses
-    return (f"cgotrace: {name} ({', '.join(bits)}{where}): {status}, {n} "
+    facts = f" ({', '.join(bits)}{where})" if bits or where else ""
+    return (f"cgotrace: {name}{facts}: {status}, {n} "
             f"access{'es' if n != 1 else ''}")
 
 
@@ -106,7 +108,9 @@ def _summary(a: Analysis, p: _Paint) -> list[str]:
     fixes = _fixes(a.findings)
     if fixes:
         out += ["", p.bold("FIX")]
-        out += [f"  - {f}" for f in fixes]
+        out += [f"  - {f}" for f in fixes[:SUMMARY_FIXES]]
+        if len(fixes) > SUMMARY_FIXES:
+            out.append(f"  ... and {len(fixes) - SUMMARY_FIXES} more (details below)")
     return out
 
 
@@ -192,21 +196,23 @@ def _details(a: Analysis, p: _Paint) -> list[str]:
 def _finding_detail(f: Finding, deps: dict[tuple[str, str], Dependency],
                     p: _Paint) -> list[str]:
     site = _frame(f)
-    head = f"  {f.go_api or '(no Go call)'}" + (f" at {site}" if site else "")
+    head = f"  {f.go_api or ('(from static facts)' if not f.evidence else '(no Go call)')}" \
+        + (f" at {site}" if site else "")
     out = [p.bold(head) + (f"  [allowed: {f.allowed}]" if f.allowed else "")]
     out += _wrap(f.explanation, "    ")
     # evidence -> (Go API, user frame) -> C function -> dependency, counts per site
-    tree: dict[tuple[str, str], dict[str, list[tuple[Dependency, Caller]]]] = {}
+    tree: dict[tuple[str | None, str], dict[str, list[tuple[Dependency, Caller]]]] = {}
     for e in f.evidence:
         d = deps.get((e.path, e.result))
         c = next((c for c in d.callers if c.first_seq == e.seq), None) if d else None
         if d is None or c is None:
             continue
-        tree.setdefault((c.go_api or f"({c.via})", c.site), {}).setdefault(
+        tree.setdefault((c.go_api, c.site), {}).setdefault(
             c.c_function or c.via, []).append((d, c))
     for (api, csite), by_cfn in tree.items():
         indent = "    "
         if (api, csite) != (f.go_api, site) or len(tree) > 1:
+            api = api or "(no Go call)"
             out.append(f"    {api}" + (f" at {csite}" if csite else ""))
             indent = "      "
         for cfn, items in by_cfn.items():

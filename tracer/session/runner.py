@@ -128,7 +128,8 @@ def trace_program(opts: RunOptions) -> RunResult:
     summary = SummaryBuilder()
     events: list[ProcessEvent] = []
     header: dict[str, Any] = {
-        "argv": opts.argv, "binary": os.path.abspath(program), "static": _static_summary(facts),
+        "argv": opts.argv, "binary": os.path.abspath(program),
+        "binary_realpath": os.path.realpath(program), "static": _static_summary(facts),
         "cwd": _cwd(prepared), "env": recorded_env(env),
         "sandbox": prepared.label if prepared is not None else None}
     analysis = AnalysisBuilder(header, opts.rules)
