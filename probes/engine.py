@@ -58,6 +58,9 @@ class Caller:
     count: int
     first_seq: int
     pid: int
+    # the stack of this site's first access (innermost first): what the HTML graph shows
+    # when a node is expanded, and SARIF's `stacks`; not in to_dict (the trace has them all)
+    stack: tuple[Frame, ...] = ()
 
     @property
     def site(self) -> str:
@@ -198,6 +201,7 @@ class _CallerAgg:
     count: int
     first_seq: int
     pid: int
+    stack: tuple[Frame, ...] = ()
 
 
 @dataclass
@@ -290,7 +294,8 @@ class AnalysisBuilder:
             ckey = ("loader", None, None, None, None)
         c = agg.callers.get(ckey)
         if c is None:
-            agg.callers[ckey] = _CallerAgg(via, go_api, frame, cfn, origin, 1, a.seq, a.pid)
+            agg.callers[ckey] = _CallerAgg(via, go_api, frame, cfn, origin, 1, a.seq, a.pid,
+                                           at.stack if at is not None else ())
         else:
             c.count += 1
 
@@ -388,7 +393,7 @@ class AnalysisBuilder:
             rule = knowledge.classify_path(agg.path)
             callers = tuple(sorted(
                 (Caller(c.via, c.go_api, c.frame, c.c_function, c.origin, c.count,
-                        c.first_seq, c.pid) for c in agg.callers.values()),
+                        c.first_seq, c.pid, c.stack) for c in agg.callers.values()),
                 key=lambda c: c.first_seq))
             deps.append(Dependency(
                 path=agg.path, result=agg.result, cls=cls, kind=agg.kind, count=agg.count,
@@ -466,8 +471,9 @@ def _merge_callers(callers: Iterable[Caller]) -> tuple[Caller, ...]:
         if old is None:
             merged[key] = c
         else:
+            first = old if old.first_seq <= c.first_seq else c
             merged[key] = Caller(c.via, c.go_api, c.user_frame, c.c_function, c.origin,
-                                 old.count + c.count, min(old.first_seq, c.first_seq), old.pid)
+                                 old.count + c.count, first.first_seq, old.pid, first.stack)
     return tuple(sorted(merged.values(), key=lambda c: c.first_seq))
 
 

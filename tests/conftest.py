@@ -17,6 +17,9 @@ from tests import preflight
 
 REQUIRE_PRIV = os.environ.get("CGOTRACE_REQUIRE_PRIV") == "1"
 
+# pytester runs the pytest plugin (tracer/pytest_plugin.py) in a test session of its own
+pytest_plugins = ("pytester",)
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:

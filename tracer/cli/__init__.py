@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                "Trace a running process (PID or --name) for a while, then detach cleanly."),
     "snapshot": ("tracer.cli.snapshot", "snapshot",
                  "What a running process depends on right now, from /proc (no ptrace)."),
+    "diff": ("tracer.cli.diff", "diff",
+             "What changed between two traces or JSON reports (dependencies, findings)."),
 }
 
 

@@ -1,0 +1,108 @@
+"""The pytest plugin (tracer/pytest_plugin.py, entry point `cgotrace` in `pytest11`), run
+the way its users run it: test files in a pytester session of their own, where it is
+loaded from the installed entry point (the outer session's plugins are not inherited).
+Traces userlookup's cgo and -tags netgo,osusergo builds (and the cgo one in an empty
+root), and the README's example: nine traced runs in all."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ptrace, pytest.mark.go, pytest.mark.netns]
+
+TESTS = '''
+import pytest
+
+CGO, PURE = {cgo!r}, {pure!r}
+
+def test_cgo(cgotrace):
+    r = cgotrace(CGO)
+    assert r.exit_code == 0 and "LookupId(0): root" in r.stdout
+    r.assert_dependency("/etc/nsswitch.conf", via="cgo", dependency_class="hidden")
+    r.assert_finding("user-lookup-cgo")
+    assert r.accessed("/etc/passwd") and r.findings and r.dependencies
+    assert '"ruleId": "user-lookup-cgo"' in r.report("sarif")
+
+def test_pure(cgotrace):
+    r = cgotrace(PURE)
+    r.assert_no_hidden()
+    r.assert_no_cgo()
+    r.assert_dependency("/etc/passwd", via="go", dependency_class="runtime-file")
+    r.assert_no_findings("user-lookup-cgo", "nss-module")
+
+def test_helper_says_what_is_hidden(cgotrace):
+    cgotrace(CGO).assert_no_hidden()
+
+@pytest.mark.cgotrace_fail_on("nss-module")
+def test_marker(cgotrace):
+    cgotrace(CGO)
+
+def test_rootfs(cgotrace):
+    r = cgotrace(CGO, rootfs="scratch")
+    assert r.exit_code == 127  # cgotrace run: exec failed, the interpreter is missing
+    assert "/lib64/ld-linux-x86-64.so.2" in r.assert_finding("missing-interpreter").missing
+'''
+
+
+@pytest.fixture
+def tests_file(pytester: pytest.Pytester, sample: Callable[..., Path]) -> Path:
+    source = TESTS.format(cgo=str(sample("userlookup", "cgo")),
+                          pure=str(sample("userlookup", "netgo")))
+    path: Path = pytester.makepyfile(test_traced=source)
+    return path
+
+
+def test_entry_point_is_named_cgotrace() -> None:
+    eps = [ep for ep in entry_points(group="pytest11") if ep.name == "cgotrace"]
+    assert [ep.value for ep in eps] == ["tracer.pytest_plugin"]
+
+
+def test_fixture_and_assertion_helpers(pytester: pytest.Pytester, tests_file: Path) -> None:
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3, failed=2)
+    # the helper's failure names the hidden dependencies and the code behind them
+    result.stdout.fnmatch_lines(["*AssertionError: * hidden dependencies:*",
+                                 "*hidden /etc/nsswitch.conf ok x* <- os/user.Lookup*"])
+    # the marker gates the runs of its test only
+    result.stdout.fnmatch_lines(["*cgotrace --fail-on nss-module: *fails the gate*",
+                                 "*nss-module: nss-module*"])
+    result.stdout.fnmatch_lines(["FAILED test_traced.py::test_marker*"])
+
+
+def test_fail_on_option_gates_every_run(pytester: pytest.Pytester, tests_file: Path) -> None:
+    """--cgotrace-fail-on hidden: the cgo build fails its test at the traced run (before
+    its own assertions), the netgo,osusergo build passes."""
+    result = pytester.runpytest("-p", "no:cacheprovider", "--cgotrace-fail-on=hidden",
+                                "-k", "test_cgo or test_pure")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*cgotrace --fail-on hidden: *userlookup-cgo fails the gate*",
+                                 "*hidden: /etc/nsswitch.conf*"])
+    result.stdout.fnmatch_lines(["FAILED test_traced.py::test_cgo*"])
+
+
+def test_readme_example(pytester: pytest.Pytester, sample: Callable[..., Path]) -> None:
+    """The README's example, as written: it passes for the netgo,osusergo build and fails
+    for the cgo build (no libc in the `static` root)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = re.search(r"```python\n(def test_.*?)```", readme, re.S)
+    assert example is not None
+    code = example.group(1)
+    assert len(code.strip().splitlines()) == 5
+    for mode in ("netgo", "cgo"):
+        pytester.makepyfile(**{f"test_readme_{mode}": code.replace(
+            '"./userlookup"', repr(str(sample("userlookup", mode))))})
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_readme_cgo.py::*"])
+
+
+def test_without_the_plugin_there_is_no_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_x(cgotrace):\n    pass\n")
+    result = pytester.runpytest("-p", "no:cgotrace")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'cgotrace' not found*"])
