@@ -74,6 +74,7 @@ def test_graphviz_accepts_dot() -> None:
     proc = subprocess.run(["dot", "-Tsvg"], input=render_dot(cgo_analysis()),
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # not even a warning
     assert proc.stdout.count('class="node"') == len(build_graph(cgo_analysis()).nodes)
     assert "getpwuid_r" in proc.stdout
 
