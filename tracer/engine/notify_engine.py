@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracer import ptrace
 from tracer.engine.base import Capabilities, Collector, Want
-from tracer.engine.ptrace_engine import STOP_SIGNALS, WALL, PtraceEngine
+from tracer.engine.ptrace_engine import STOP_SIGNALS, WALL, PtraceEngine, PtraceView
 from tracer.syscalls.decode import RESTART_ERRNOS
 
 if TYPE_CHECKING:
@@ -80,32 +80,18 @@ def set_sync_wakeup(listener: int) -> bool:
     return bool(_ioctl(listener, IOCTL_NOTIF_SET_FLAGS, USER_NOTIF_FD_SYNC_WAKE_UP) == 0)
 
 
-class NotifyView:
-    """The `ThreadView` of a thread waiting for a notification reply: memory, no registers."""
+class NotifyView(PtraceView):
+    """The `ThreadView` of a thread waiting for a notification reply: memory, no registers
+    (the thread is not at a ptrace stop until an upgrade)."""
 
-    __slots__ = ("full", "pid", "tid")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.tid = 0
-        self.pid = 0
+        super().__init__()
         self.full = False
-
-    def at(self, tid: int, pid: int) -> NotifyView:
-        self.tid = tid
-        self.pid = pid
-        return self
 
     def regs(self) -> Registers | None:
         return None
-
-    def read(self, addr: int, n: int) -> bytes:
-        return ptrace.read_memory(self.tid, addr, n)
-
-    def read_cstring(self, addr: int, limit: int) -> bytes | None:
-        return ptrace.read_cstring(self.tid, addr, limit)
-
-    def read_pages(self, pages: list[int]) -> list[bytes]:
-        return ptrace.read_pages(self.pid, pages)
 
 
 class NotifyEngine(PtraceEngine):
