@@ -17,8 +17,9 @@
   (g.parentGoid, g.gopc); when such a goroutine has no application frame (net's lookup
   helper goroutine in doBlockingWithCtx, a library's worker goroutine), the creator chain
   gives it: the `go` statement itself when it is application code, else the creator
-  goroutine, found in `runtime.allgs`, whose parked stack is walked (recursively, up to
-  MAX_PARENT_DEPTH); `via_goroutine` then says the user frame is the creator's.
+  goroutine, found in `runtime.allgs`, whose parked stack is walked (or, running on a thread
+  in a ptrace-stop, that thread's stack; recursively, up to MAX_PARENT_DEPTH);
+  `via_goroutine` then says the user frame is the creator's.
 
 Costs: names are cached per (image, pc); the analysis is memoised per (pid, PC chain), so a
 repeated call path costs its memory reads (a few pages, cached per stop) plus a dict lookup.

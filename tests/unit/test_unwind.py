@@ -428,3 +428,41 @@ def test_find_creator_sees_running_goroutines_only_through_stopped_threads() -> 
     hit = find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child,  # type: ignore[arg-type]
                        running={parent: [0x1040]})
     assert hit.g == parent and hit.unseen == 0
+
+
+def test_running_creator_on_a_stopped_thread_is_walked_at_once() -> None:
+    """A creator that runs (no saved context) on a thread in a ptrace-stop waits for the
+    tracer: its stack comes from that thread's registers, without a poll. One that really
+    runs is polled once per goroutine; a later access does not wait again."""
+    import os
+    from types import SimpleNamespace
+
+    from tracer.attribution import Attributor
+    from tracer.unwind.stack import Stack
+
+    lay = layout_for((1, 24))
+    parent, goid = 0xC200, 7
+    mem = FakeMemory()
+    mem.put(parent + lay.g_atomicstatus, 2)  # _Grunning
+    mem.put(parent + lay.g_sched, 0)  # not on the system stack: no saved context
+    stopped = {os.getpid()}  # this test's own thread plays the creator's, in a ptrace-stop
+
+    def get_regs(tid: int) -> object:
+        if tid not in stopped:
+            raise ProcessLookupError(tid)
+        return SimpleNamespace(g=parent)
+
+    att = Attributor(get_regs=get_regs, reader_for=lambda pid: mem.read)  # type: ignore[arg-type]
+    st = att._state(os.getpid())
+    st.unwinder = SimpleNamespace(unwind=lambda regs, read: Stack(g=regs.g))  # type: ignore[assignment]
+    ctx = SimpleNamespace(rt=SimpleNamespace(layout=lay))
+    stack = att._parent_stack(st, ctx, mem.read, parent, goid, 0)  # type: ignore[arg-type]
+    assert stack is not None and stack.g == parent
+    assert att.stats.creator_stopped == 1 and att.stats.creator_waits == 0
+
+    stopped.clear()  # now it runs on a CPU and never parks
+    st.stopped = None
+    assert att._parent_stack(st, ctx, mem.read, parent, goid, 0) is None  # type: ignore[arg-type]
+    assert (att.stats.creator_waits, att.stats.creator_misses) == (1, 1)
+    assert att._parent_stack(st, ctx, mem.read, parent, goid, 0) is None  # type: ignore[arg-type]
+    assert (att.stats.creator_waits, att.stats.creator_misses) == (1, 2)  # no second poll
