@@ -569,7 +569,7 @@ class Attributor:
         while status in (_G_RUNNING, _G_COPYSTACK) and not (
                 status == _G_RUNNING and word(read, g + lay.g_sched)):
             stopped = self._stopped_goroutines(st, read).get(g)
-            if stopped is not None:
+            if stopped is not None and stopped.end == "root":  # else: wait for it to park
                 self.stats.creator_stopped += 1
                 return stopped
             if (g, goid) in st.gave_up or time.monotonic() >= deadline:

@@ -454,7 +454,7 @@ def test_running_creator_on_a_stopped_thread_is_walked_at_once() -> None:
 
     att = Attributor(get_regs=get_regs, reader_for=lambda pid: mem.read)  # type: ignore[arg-type]
     st = att._state(os.getpid())
-    st.unwinder = SimpleNamespace(unwind=lambda regs, read: Stack(g=regs.g))  # type: ignore[assignment]
+    st.unwinder = SimpleNamespace(unwind=lambda regs, read: Stack(g=regs.g, end="root"))  # type: ignore[assignment]
     ctx = SimpleNamespace(rt=SimpleNamespace(layout=lay))
     stack = att._parent_stack(st, ctx, mem.read, parent, goid, 0)  # type: ignore[arg-type]
     assert stack is not None and stack.g == parent
