@@ -594,12 +594,14 @@ class Attributor:
         return st.unwinder.unwind_goroutine(pc, sp, read, fs_base)
 
     def _find_g(self, st: _ProcessState, read: Reader, goid: int, fs_base: int) -> int | None:
-        g = st.goids.get(goid)
-        if g is not None:
-            return g
         ctx = st.unwinder.go_context(read, fs_base)
         if ctx is None or ctx.rt.allgs is None:
             return None
+        g = st.goids.get(goid)
+        # A dead goroutine's g is reused for a new goroutine with a new goid: check first.
+        if g is not None and word(read, g + ctx.rt.layout.g_goid) == goid:
+            return g
+        st.goids.clear()
         base = ctx.rt.allgs + ctx.module.bias
         ptr, n = word(read, base), word(read, base + 8)
         if not ptr or n > MAX_ALLGS:
