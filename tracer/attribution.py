@@ -464,7 +464,7 @@ class Attributor:
             # runtime.main's goroutine (created by rt0_go) and runtime-internal workers
             return None, None, None
         if lay.g_parent_goid is None and depth < MAX_PARENT_DEPTH:
-            parent_goid = self._search_parent(st, ctx, read, fs_base, gopc, g, goid)
+            parent_goid, read = self._search_parent(st, ctx, read, fs_base, gopc, g, goid)
         parent_analysis = None
         if parent_goid is not None and depth < MAX_PARENT_DEPTH:
             parent_analysis = self._parent_analysis(st, read, parent_goid, fs_base, depth)
@@ -476,10 +476,11 @@ class Attributor:
         return result
 
     def _search_parent(self, st: _ProcessState, ctx: _GoCtx, read: Reader, fs_base: int,
-                       gopc: int, g: int, goid: int) -> int | None:
+                       gopc: int, g: int, goid: int) -> tuple[int | None, Reader]:
         """Go 1.19-1.20 (no g.parentGoid): the parent's goid, found by the function it is in
-        (tracer/unwind/creator.py). A miss while some goroutine runs unseen may be a creator
-        not parked yet: looked for again as PARK_WAIT/PARK_TIMEOUT say."""
+        (tracer/unwind/creator.py), and the reader to go on with (fresh after a poll). A
+        miss while some goroutine runs unseen may be a creator not parked yet: looked for
+        again as PARK_WAIT/PARK_TIMEOUT say."""
         def search(rd: Reader) -> Search:
             running = {k: [f.pc - f.is_return for f in v.frames]
                        for k, v in self._stopped_goroutines(st, rd).items()}
@@ -494,17 +495,18 @@ class Attributor:
                 time.sleep(wait)
                 wait = min(2 * wait, 0.008)
                 st.stopped = None
-                found = search(PagedReader(st.read))  # the pages of this stop are stale
+                read = PagedReader(st.read)  # the cached pages of this stop are stale now
+                found = search(read)
             if found.g is None:
                 self.stats.creator_misses += 1
                 st.gave_up.add((g, goid))
         if found.g is None:
-            return None
+            return None, read
         if st.stopped and found.g in st.stopped:
             self.stats.creator_stopped += 1
         parent_goid = word(read, found.g + ctx.rt.layout.g_goid)
         st.goids[parent_goid] = found.g
-        return parent_goid
+        return parent_goid, read
 
     def _stopped_goroutines(self, st: _ProcessState, read: Reader) -> dict[int, Stack]:
         """The goroutines running on the other threads of this process that are in a
@@ -540,7 +542,7 @@ class Attributor:
         g = self._find_g(st, read, goid, fs_base)
         if g is None:
             return None
-        stack = self._parent_stack(st, ctx, read, g, goid, fs_base)
+        stack, read = self._parent_stack(st, ctx, read, g, goid, fs_base)
         if stack is None:
             return None
         analysis = self._analyse(st, stack, "", False)
@@ -556,10 +558,10 @@ class Attributor:
         return analysis
 
     def _parent_stack(self, st: _ProcessState, ctx: _GoCtx, read: Reader, g: int, goid: int,
-                      fs_base: int) -> Stack | None:
+                      fs_base: int) -> tuple[Stack | None, Reader]:
         """The creator's stack: from its saved context when parked; from its thread's
         registers when it runs on a thread in a ptrace-stop; else polled until it parks
-        (once per goroutine, see PARK_TIMEOUT)."""
+        (once per goroutine, see PARK_TIMEOUT). And the reader to go on with."""
         lay = ctx.rt.layout
         status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
         wait, deadline = PARK_WAIT, time.monotonic() + PARK_TIMEOUT
@@ -571,11 +573,11 @@ class Attributor:
             stopped = self._stopped_goroutines(st, read).get(g)
             if stopped is not None and stopped.end == "root":  # else: wait for it to park
                 self.stats.creator_stopped += 1
-                return stopped
+                return stopped, read
             if (g, goid) in st.gave_up or time.monotonic() >= deadline:
                 self.stats.creator_misses += 1  # still running on another thread
                 st.gave_up.add((g, goid))
-                return None
+                return None, read
             if not polled:
                 self.stats.creator_waits += 1
                 polled = True
@@ -590,8 +592,8 @@ class Attributor:
             sp, pc = word(read, g + lay.g_sched), word(read, g + lay.g_sched + 8)
         else:  # dead, or a status this tracer does not know
             self.stats.creator_misses += 1
-            return None
-        return st.unwinder.unwind_goroutine(pc, sp, read, fs_base)
+            return None, read
+        return st.unwinder.unwind_goroutine(pc, sp, read, fs_base), read
 
     def _find_g(self, st: _ProcessState, read: Reader, goid: int, fs_base: int) -> int | None:
         ctx = st.unwinder.go_context(read, fs_base)

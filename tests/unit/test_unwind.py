@@ -456,13 +456,13 @@ def test_running_creator_on_a_stopped_thread_is_walked_at_once() -> None:
     st = att._state(os.getpid())
     st.unwinder = SimpleNamespace(unwind=lambda regs, read: Stack(g=regs.g, end="root"))  # type: ignore[assignment]
     ctx = SimpleNamespace(rt=SimpleNamespace(layout=lay))
-    stack = att._parent_stack(st, ctx, mem.read, parent, goid, 0)  # type: ignore[arg-type]
+    stack, _ = att._parent_stack(st, ctx, mem.read, parent, goid, 0)  # type: ignore[arg-type]
     assert stack is not None and stack.g == parent
     assert att.stats.creator_stopped == 1 and att.stats.creator_waits == 0
 
     stopped.clear()  # now it runs on a CPU and never parks
     st.stopped = None
-    assert att._parent_stack(st, ctx, mem.read, parent, goid, 0) is None  # type: ignore[arg-type]
+    assert att._parent_stack(st, ctx, mem.read, parent, goid, 0)[0] is None  # type: ignore[arg-type]
     assert (att.stats.creator_waits, att.stats.creator_misses) == (1, 1)
-    assert att._parent_stack(st, ctx, mem.read, parent, goid, 0) is None  # type: ignore[arg-type]
+    assert att._parent_stack(st, ctx, mem.read, parent, goid, 0)[0] is None  # type: ignore[arg-type]
     assert (att.stats.creator_waits, att.stats.creator_misses) == (1, 2)  # no second poll
