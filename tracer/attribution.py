@@ -566,10 +566,11 @@ class Attributor:
         status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
         wait, deadline = PARK_WAIT, time.monotonic() + PARK_TIMEOUT
         polled = False
-        # A running g whose g.sched.sp is set is on the system stack (systemstack saved its
-        # context there, and clears it on return): that context is a valid parked one.
-        while status in (_G_RUNNING, _G_COPYSTACK) and not (
-                status == _G_RUNNING and word(read, g + lay.g_sched)):
+        # A running g's g.sched is no evidence: asmcgocall saves it and does not clear it on
+        # return, so after any cgo call it holds a stale context (systemstack's is cleared).
+        # A running creator is walked only from its stopped thread's registers (on the
+        # system stack, the unwinder goes on from g.sched, then valid), or polled.
+        while status in (_G_RUNNING, _G_COPYSTACK):
             stopped = self._stopped_goroutines(st, read).get(g)
             if stopped is not None and stopped.end == "root":  # else: wait for it to park
                 self.stats.creator_stopped += 1
@@ -588,7 +589,7 @@ class Attributor:
             status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
         if status == _G_SYSCALL:
             sp, pc = word(read, g + lay.g_syscallsp), word(read, g + lay.g_syscallpc)
-        elif status in (_G_WAITING, 1, _G_PREEMPTED, _G_RUNNING):  # parked/runnable/on g0
+        elif status in (_G_WAITING, 1, _G_PREEMPTED):  # parked or runnable
             sp, pc = word(read, g + lay.g_sched), word(read, g + lay.g_sched + 8)
         else:  # dead, or a status this tracer does not know
             self.stats.creator_misses += 1
