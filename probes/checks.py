@@ -188,15 +188,28 @@ def _resolver_reason(ctx: Context, go_api: str | None, static_reason: str) -> st
 
 def check_go_feature(rule: Rule, ctx: Context) -> list[Finding]:
     """Run-time files pure Go code read for a feature (params.go_api globs or
-    params.features)."""
+    params.features). params.needs (globs) names the files the feature cannot do without;
+    params.when = "found" keeps the sites that read a file, "missing" the sites where a
+    needed file was absent (it is then `missing`: the verdict is degraded)."""
     apis = rule.params.get("go_api", [])
     feats = rule.params.get("features", [])
     items = [(d, c) for d in ctx.deps(RUNTIME) for c in d.callers
              if c.via == "go" and (_glob(_api_of(c), apis) and (not feats or d.feature in feats
                                                                 or d.kind == "socket"))]
     sel = ctx.static.get(str(rule.params.get("selection", "")), {}) or {}
-    return [make_finding(rule, g, {"reason": str(sel.get("reason", "")), "env": _env(ctx, rule)})
-            for g in by_site(rule, items)]
+    when = rule.params.get("when")
+    out = []
+    for group in by_site(rule, items):
+        missing = [d.path for d, _ in group if d.absent
+                   and _glob(d.path, rule.params.get("needs", []))]
+        if when == "missing" and not missing:
+            continue
+        if when == "found" and not any(d.result == "ok" for d, _ in group):
+            continue
+        out.append(make_finding(rule, group, {"reason": str(sel.get("reason", "")),
+                                              "env": _env(ctx, rule)},
+                                missing=missing if when == "missing" else ()))
+    return out
 
 
 def _env(ctx: Context, rule: Rule) -> str:

@@ -18,8 +18,9 @@ every kept access with the engine's `ThreadView` of the thread (docs/architectur
   (g.parentGoid, g.gopc); when such a goroutine has no application frame (net's lookup
   helper goroutine in doBlockingWithCtx, a library's worker goroutine), the creator chain
   gives it: the `go` statement itself when it is application code, else the creator
-  goroutine, found in `runtime.allgs`, whose parked stack is walked (recursively, up to
-  MAX_PARENT_DEPTH); `via_goroutine` then says the user frame is the creator's.
+  goroutine, found in `runtime.allgs`, whose parked stack is walked (or, running on a thread
+  in a ptrace-stop, that thread's stack; recursively, up to MAX_PARENT_DEPTH);
+  `via_goroutine` then says the user frame is the creator's.
 
 Costs: names are cached per (image, pc); the analysis is memoised per (pid, PC chain), so a
 repeated call path costs its memory reads (a few pages, cached per stop) plus a dict lookup.
@@ -27,16 +28,19 @@ repeated call path costs its memory reads (a few pages, cached per stop) plus a 
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from probes.knowledge import origin_functions
 from tracer.appcode import AppCode, choose, goroutine_note, package_of
+from tracer.errors import CgotraceError
 from tracer.model import Attribution, Frame, Via
 from tracer.process.images import LoadedImage, MapsRegistry, Module, ProcessMaps
-from tracer.unwind.creator import find_creator
+from tracer.unwind.creator import Search, find_creator
 from tracer.unwind.stack import (
     MemoryError_,
     PagedReader,
@@ -64,9 +68,12 @@ _G_RUNNING: Final = 2
 _G_PREEMPTED: Final = 9
 _G_SCAN: Final = 0x1000  # the GC is scanning the stack: the status underneath still holds
 # A creator still running (on another thread, e.g. between its `go` statement and the wait
-# that parks it) has no saved context to walk yet: look again, PARK_WAIT seconds apart
-# (doubling up to 8 ms), for at most PARK_TIMEOUT seconds, before giving up. The traced
-# thread stays stopped meanwhile; on a loaded host the creator's thread may wait for a CPU.
+# that parks it) has no saved context to walk. When its thread is in a ptrace-stop (a
+# signal such as the scheduler's SIGURG, a clone event, a syscall of its own) it waits for
+# this tracer: its stack is walked from that thread's registers, at once. When it really
+# runs, look again, PARK_WAIT seconds apart (doubling up to 8 ms), for at most PARK_TIMEOUT
+# seconds, before giving up; once per goroutine (later accesses look without waiting). The
+# traced thread stays stopped meanwhile; on a loaded host the creator may wait for a CPU.
 PARK_WAIT: Final = 0.0005
 PARK_TIMEOUT: Final = 0.1
 _G_COPYSTACK: Final = 8  # the stack is being moved: transient, like running
@@ -98,6 +105,7 @@ class AttributorStats:
     seconds: float = 0.0  # time inside the hook
     creator_waits: int = 0  # creator goroutines polled until they parked
     creator_misses: int = 0  # creator goroutines whose stack could not be walked
+    creator_stopped: int = 0  # running creators walked from their stopped thread's registers
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +186,11 @@ class _ProcessState:
         self.appcode: AppCode | None = None
         # (syscall, path, syscall PC) -> the latest walked Attribution (notify keep-policy)
         self.by_site: dict[tuple[str, str, int], Attribution] = {}
+        self.tid: int | None = None  # the thread of the access being attributed
+        # registers of another thread of this process in a ptrace-stop (the engine's view)
+        self.regs_of: Callable[[int], Registers | None] = _no_regs
+        self.stopped: dict[int, Stack] | None = None  # this stop: g -> stack (other threads)
+        self.gave_up: set[tuple[int, int]] = set()  # (g, goid) whose creator poll timed out
 
 
 _LOADER: Final = Attribution(via=Via.LOADER)
@@ -186,6 +199,11 @@ _LOADER: Final = Attribution(via=Via.LOADER)
 def _no_memory(addr: int, n: int) -> bytes:
     """The reader of a process no engine view is bound to (nothing is readable)."""
     return b""
+
+
+def _no_regs(tid: int) -> Registers | None:
+    """Other threads' registers, before an engine view is bound: none."""
+    return None
 
 
 class Attributor:
@@ -225,6 +243,7 @@ class Attributor:
             return None  # thread gone, or the engine has no registers for it
         st = self._state(pid)
         st.read, st.read_pages = view.read, view.read_pages
+        st.regs_of = view.regs_of
         stats = self.stats
         try:
             syscall = str(getattr(draft, "syscall", ""))
@@ -346,9 +365,11 @@ class Attributor:
         read = PagedReader(st.read, st.read_pages)
         if tid is not None:
             read.prefetch(st.pages.get(tid, []))
+        st.tid, st.stopped = tid, None
         try:
             return self._attribute(st, read, regs, syscall, loader_phase)
         finally:
+            st.stopped = None
             if tid is not None:
                 st.pages[tid] = read.touched
 
@@ -476,25 +497,74 @@ class Attributor:
             # runtime.main's goroutine (created by rt0_go) and runtime-internal workers
             return None, None, None
         if lay.g_parent_goid is None and depth < MAX_PARENT_DEPTH:
-            parent_goid = self._search_parent(st, ctx, read, fs_base, gopc, g)
+            parent_goid, read = self._search_parent(st, ctx, read, fs_base, gopc, g, goid)
         parent_analysis = None
         if parent_goid is not None and depth < MAX_PARENT_DEPTH:
             parent_analysis = self._parent_analysis(st, read, parent_goid, fs_base, depth)
         result = (parent_goid, creator, parent_analysis)
-        if parent_analysis is not None or parent_goid is None:  # a miss may be a busy parent
+        # A miss may be a busy parent: looked for again at the goroutine's next access.
+        busy = (g, goid) in st.gave_up or (parent_goid is not None and parent_analysis is None)
+        if not busy:
             st.parents[(g, goid)] = result
         return result
 
     def _search_parent(self, st: _ProcessState, ctx: _GoCtx, read: Reader, fs_base: int,
-                       gopc: int, g: int) -> int | None:
+                       gopc: int, g: int, goid: int) -> tuple[int | None, Reader]:
         """Go 1.19-1.20 (no g.parentGoid): the parent's goid, found by the function it is in
-        (tracer/unwind/creator.py)."""
-        parent = find_creator(st.unwinder, ctx, read, fs_base, gopc, exclude=g)
-        if parent is None:
-            return None
-        goid = word(read, parent + ctx.rt.layout.g_goid)
-        st.goids[goid] = parent
-        return goid
+        (tracer/unwind/creator.py), and the reader to go on with (fresh after a poll). A
+        miss while some goroutine runs unseen may be a creator not parked yet: looked for
+        again as PARK_WAIT/PARK_TIMEOUT say."""
+        def search(rd: Reader) -> Search:
+            running = {k: [f.pc - f.is_return for f in v.frames]
+                       for k, v in self._stopped_goroutines(st, rd).items()}
+            return find_creator(st.unwinder, ctx, rd, fs_base, gopc, exclude=g,
+                                running=running)
+
+        found = search(read)
+        if found.g is None and found.unseen and (g, goid) not in st.gave_up:
+            self.stats.creator_waits += 1
+            wait, deadline = PARK_WAIT, time.monotonic() + PARK_TIMEOUT
+            while found.g is None and found.unseen and time.monotonic() < deadline:
+                time.sleep(wait)
+                wait = min(2 * wait, 0.008)
+                st.stopped = None
+                read = PagedReader(st.read)  # the cached pages of this stop are stale now
+                found = search(read)
+            if found.g is None:
+                self.stats.creator_misses += 1
+                st.gave_up.add((g, goid))
+        if found.g is None:
+            return None, read
+        if st.stopped and found.g in st.stopped:
+            self.stats.creator_stopped += 1
+        parent_goid = word(read, found.g + ctx.rt.layout.g_goid)
+        st.goids[parent_goid] = found.g
+        return parent_goid, read
+
+    def _stopped_goroutines(self, st: _ProcessState, read: Reader) -> dict[int, Stack]:
+        """The goroutines running on the other threads of this process that are in a
+        ptrace-stop now (they wait for this tracer, so waiting for them to park is in vain):
+        g -> its stack, walked from the thread's registers. Once per stop."""
+        if st.stopped is not None:
+            return st.stopped
+        st.stopped = {}
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{st.pid}/task")]
+        except (OSError, ValueError):
+            return st.stopped
+        for tid in tids:
+            if tid == st.tid:
+                continue
+            regs = st.regs_of(tid)
+            if regs is None:  # running (not in a ptrace-stop), or gone
+                continue
+            try:
+                stack = st.unwinder.unwind(regs, read)
+            except (MemoryError_, CgotraceError):
+                continue
+            if stack.g is not None:
+                st.stopped[stack.g] = stack
+        return st.stopped
 
     def _parent_analysis(self, st: _ProcessState, read: Reader, goid: int, fs_base: int,
                          depth: int) -> _Analysis | None:
@@ -504,32 +574,9 @@ class Attributor:
         g = self._find_g(st, read, goid, fs_base)
         if g is None:
             return None
-        lay = ctx.rt.layout
-        status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
-        wait, deadline = PARK_WAIT, time.monotonic() + PARK_TIMEOUT
-        if status in (_G_RUNNING, _G_COPYSTACK):
-            self.stats.creator_waits += 1
-        # A running g whose g.sched.sp is set is on the system stack (systemstack saved its
-        # context there, and clears it on return): that context is a valid parked one. The
-        # creator often is: `go` runs newproc on the system stack, which may create a
-        # thread, whose clone stops that thread until this tracer, busy here, resumes it.
-        while status in (_G_RUNNING, _G_COPYSTACK) and not (
-                status == _G_RUNNING and word(read, g + lay.g_sched)):
-            if time.monotonic() >= deadline:
-                self.stats.creator_misses += 1  # still running on another thread
-                return None
-            time.sleep(wait)
-            wait = min(2 * wait, 0.008)
-            read = PagedReader(st.read)  # the cached pages of this stop are stale now
-            status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
-        if status == _G_SYSCALL:
-            sp, pc = word(read, g + lay.g_syscallsp), word(read, g + lay.g_syscallpc)
-        elif status in (_G_WAITING, 1, _G_PREEMPTED, _G_RUNNING):  # parked/runnable/on g0
-            sp, pc = word(read, g + lay.g_sched), word(read, g + lay.g_sched + 8)
-        else:  # dead, or a status this tracer does not know
-            self.stats.creator_misses += 1
+        stack, read = self._parent_stack(st, ctx, read, g, goid, fs_base)
+        if stack is None:
             return None
-        stack = st.unwinder.unwind_goroutine(pc, sp, read, fs_base)
         analysis = self._analyse(st, stack, "", False)
         if analysis.user_frame is None and analysis.started_by_go:
             _, creator, grand = self._creator(st, read, g, goid, fs_base, depth + 1)
@@ -542,13 +589,54 @@ class Attributor:
                            origin=analysis.origin or (grand.origin if grand else None))
         return analysis
 
+    def _parent_stack(self, st: _ProcessState, ctx: _GoCtx, read: Reader, g: int, goid: int,
+                      fs_base: int) -> tuple[Stack | None, Reader]:
+        """The creator's stack: from its saved context when parked; from its thread's
+        registers when it runs on a thread in a ptrace-stop; else polled until it parks
+        (once per goroutine, see PARK_TIMEOUT). And the reader to go on with."""
+        lay = ctx.rt.layout
+        status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
+        wait, deadline = PARK_WAIT, time.monotonic() + PARK_TIMEOUT
+        polled = False
+        # A running g's g.sched is no evidence: asmcgocall saves it and does not clear it on
+        # return, so after any cgo call it holds a stale context (systemstack's is cleared).
+        # A running creator is walked only from its stopped thread's registers (on the
+        # system stack, the unwinder goes on from g.sched, then valid), or polled.
+        while status in (_G_RUNNING, _G_COPYSTACK):
+            stopped = self._stopped_goroutines(st, read).get(g)
+            if stopped is not None and stopped.end == "root":  # else: wait for it to park
+                self.stats.creator_stopped += 1
+                return stopped, read
+            if (g, goid) in st.gave_up or time.monotonic() >= deadline:
+                self.stats.creator_misses += 1  # still running on another thread
+                st.gave_up.add((g, goid))
+                return None, read
+            if not polled:
+                self.stats.creator_waits += 1
+                polled = True
+            time.sleep(wait)
+            wait = min(2 * wait, 0.008)
+            read = PagedReader(st.read)  # the cached pages of this stop are stale now
+            st.stopped = None
+            status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~_G_SCAN
+        if status == _G_SYSCALL:
+            sp, pc = word(read, g + lay.g_syscallsp), word(read, g + lay.g_syscallpc)
+        elif status in (_G_WAITING, 1, _G_PREEMPTED):  # parked or runnable
+            sp, pc = word(read, g + lay.g_sched), word(read, g + lay.g_sched + 8)
+        else:  # dead, or a status this tracer does not know
+            self.stats.creator_misses += 1
+            return None, read
+        return st.unwinder.unwind_goroutine(pc, sp, read, fs_base), read
+
     def _find_g(self, st: _ProcessState, read: Reader, goid: int, fs_base: int) -> int | None:
-        g = st.goids.get(goid)
-        if g is not None:
-            return g
         ctx = st.unwinder.go_context(read, fs_base)
         if ctx is None or ctx.rt.allgs is None:
             return None
+        g = st.goids.get(goid)
+        # A dead goroutine's g is reused for a new goroutine with a new goid: check first.
+        if g is not None and word(read, g + ctx.rt.layout.g_goid) == goid:
+            return g
+        st.goids.clear()
         base = ctx.rt.allgs + ctx.module.bias
         ptr, n = word(read, base), word(read, base + 8)
         if not ptr or n > MAX_ALLGS:

@@ -368,7 +368,7 @@ def test_expectations(app: str, mode: str, go: str, engine: str,
                                      f"run {run.name!r} expects {run.exit_code}")
     assert att.calls > 0
     failures = _check(accesses, expectations, mode, exe)
-    assert not failures, "\n".join(failures)
+    assert not failures, "\n".join([*failures, f"attributor: {att.stats}"])
     if app in _APP_CHECKS:
         _APP_CHECKS[app](accesses, info, mode)
 

@@ -137,12 +137,26 @@ def test_pure_go_userlookup_on_scratch(sample: Sample, tmp_path: Path) -> None:
     assert passwd and all(a["result"] == "ENOENT" for a in passwd)
     assert {a.get("via") for a in passwd} == {"go"}
     assert passwd[0]["go_api"] == "os/user.LookupId"
-    report = cgotrace("report", str(out))
-    assert report.returncode == 0
-    # what Go did: os/user looked for the files itself, in pure Go (no NSS), and found none
-    assert "/etc/passwd (ENOENT)" in report.stdout
-    assert "user-lookup-go" in report.stdout and "pure Go" in report.stdout
-    assert "os/user.LookupId" in report.stdout
+    report = cgotrace("report", "--format", "json", str(out))
+    assert report.returncode == 0, report.stderr
+    doc = json.loads(report.stdout)
+    # what Go did: os/user looked for the files itself, in pure Go (no NSS), found none, and
+    # the lookups failed: the files are missing and the run is degraded
+    assert doc["verdict"]["verdict"] == "degraded"
+    passwd = [f for f in doc["findings"] if f["missing"] == ["/etc/passwd"]]
+    assert passwd and {f["id"] for f in passwd} == {"user-lookup-go-missing"}
+    assert passwd[0]["go_api"] == "os/user.LookupId"
+    assert "user.Current()" in passwd[0]["explanation"]  # and the fallback it takes
+    text = cgotrace("report", str(out))
+    assert "/etc/passwd (ENOENT)" in text.stdout and "verdict: degraded" in text.stdout
+    # the matrix says the same: it starts, exits 0, /etc/passwd and /etc/group missing
+    r = cgotrace("matrix", "--json", "--rootfs", "scratch", "--",
+                 str(sample("userlookup", "pure")))
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["roots"]
+    assert row["starts"] and row["exit_code"] == 0 and row["verdict"] == "degraded"
+    assert {"/etc/passwd", "/etc/group"} <= set(row["missing"])
+    assert "user-lookup-go-missing" in row["findings"]
 
 
 def test_x509roots_on_scratch_records_the_missing_ca_paths(sample: Sample,

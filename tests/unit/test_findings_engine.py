@@ -395,3 +395,26 @@ def test_re_executing_itself_is_exec_self_not_a_hidden_child() -> None:
     (f,) = [f for f in a.findings if f.id == "exec-self"]
     assert "101" in f.explanation and "/etc/passwd" in f.explanation
     assert "/proc/self/exe" not in a.runtime_view()["hidden"]
+
+
+def test_pure_go_user_lookup_without_passwd_is_missing_and_degraded() -> None:
+    """os/user in pure Go on a root without /etc/passwd: the lookup failed, so the file is
+    `missing` and the run degraded; with the file present it is an info, and works."""
+    pure = {"static": True, "is_go": True, "cgo": False,
+            "user_lookup": {"implementation": "go", "reason": "reads /etc/passwd"}}
+    lookup = {"via": Via.GO, "api": "os/user.LookupId"}
+    a = analyze(header(static=pure), [
+        acc("/etc/passwd", AccessKind.CONFIG, result="ENOENT", hidden=True, line=19, **lookup),
+        acc("/etc/group", AccessKind.CONFIG, result="ENOENT", hidden=True, via=Via.GO,
+            api="os/user.LookupGroup", line=28)])
+    assert [(f.id, f.missing, f.severity.value) for f in a.findings] == [
+        ("user-lookup-go-missing", ("/etc/passwd",), "warning"),
+        ("user-lookup-go-missing", ("/etc/group",), "warning")]
+    assert "open error" in a.findings[0].explanation  # what Go did then
+    v = verdict(a)
+    assert v.status == "degraded" and "/etc/passwd missing" in v.reasons[0]
+
+    a = analyze(header(static=pure), [
+        acc("/etc/passwd", AccessKind.CONFIG, hidden=True, line=19, **lookup)])
+    assert [(f.id, f.missing) for f in a.findings] == [("user-lookup-go", ())]
+    assert verdict(a).status == "works"

@@ -327,17 +327,27 @@ def test_enclosing_functions_of_closures() -> None:
     assert enclosing_functions("main.lookup") == ["main.lookup"]
 
 
-def _creator_world(parked: dict[int, list[int]]) -> tuple[object, object, FakeMemory]:
+def _creator_world(parked: dict[int, list[int]], running: tuple[int, ...] = ()
+                   ) -> tuple[object, object, FakeMemory]:
     """A fake process: functions F [0x1000, 0x1100) and its closure F.func1 [0x2000, 0x2100);
-    runtime.allgs lists the gs in `parked` (g -> the PCs its parked stack holds), each
-    waiting with its saved pc at g.sched.pc."""
+    G [0x3000, 0x3100), a helper holding a `go` statement; H [0x4000, 0x4100), whose code
+    calls G at 0x4010 (E8 rel32); runtime.allgs lists the gs in `parked` (g -> the PCs its
+    parked stack holds), each waiting with its saved pc at g.sched.pc, except the gs in
+    `running` (_Grunning, no saved context)."""
     from types import SimpleNamespace
 
+    from tracer.symbols.pclntab import Func
     from tracer.unwind.stack import RawFrame, Stack
 
     lay = layout_for((1, 19))
-    funcs = {"F": SimpleNamespace(name="F", entry=0x1000, end=0x1100),
-             "F.func1": SimpleNamespace(name="F.func1", entry=0x2000, end=0x2100)}
+
+    def func(name: str, entry: int) -> Func:
+        return Func(name, entry, entry + 0x100, 0, 0, True, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+    funcs = {"F": func("F", 0x1000), "F.func1": func("F.func1", 0x2000),
+             "G": func("G", 0x3000), "H": func("H", 0x4000)}
+    code = bytearray(b"\x90" * 0x100)  # H: nops, and a CALL G
+    code[0x10:0x15] = b"\xe8" + (0x3000 - 0x4015).to_bytes(4, "little", signed=True)
 
     class Pcln:
         def func_for_pc(self, pc: int) -> object:
@@ -346,13 +356,19 @@ def _creator_world(parked: dict[int, list[int]]) -> tuple[object, object, FakeMe
         def lookup_function(self, name: str) -> object:
             return funcs.get(name)
 
+    class Elf:
+        def read_vaddr(self, vaddr: int, size: int) -> bytes:
+            if 0x4000 <= vaddr < 0x4100:
+                return bytes(code[vaddr - 0x4000:vaddr - 0x4000 + size])
+            return b"\x90" * size
+
     mem = FakeMemory()
     allgs, array = 0x9000, 0xA000
     mem.put(allgs, array)
     mem.put(allgs + 8, len(parked))
     for i, g in enumerate(parked):
         mem.put(array + 8 * i, g)
-        mem.put(g + lay.g_atomicstatus, 4)  # _Gwaiting
+        mem.put(g + lay.g_atomicstatus, 2 if g in running else 4)  # _Grunning, _Gwaiting
         mem.put(g + lay.g_sched, 0x7000)
         mem.put(g + lay.g_sched + 8, g)  # the saved pc names the g, for the fake unwinder
 
@@ -360,7 +376,7 @@ def _creator_world(parked: dict[int, list[int]]) -> tuple[object, object, FakeMe
         def unwind_goroutine(self, pc: int, sp: int, read: object, fs_base: int) -> Stack:
             return Stack(frames=[RawFrame(p + 1, None, "go", True) for p in parked[pc]])
 
-    module = SimpleNamespace(bias=0, image=SimpleNamespace(pcln=Pcln()))
+    module = SimpleNamespace(bias=0, image=SimpleNamespace(pcln=Pcln(), elf=Elf()))
     ctx = SimpleNamespace(module=module, rt=SimpleNamespace(allgs=allgs, layout=lay))
     return FakeUnwinder(), ctx, mem
 
@@ -373,12 +389,79 @@ def test_find_creator_without_parent_goid() -> None:
     child, parent, other = 0xC100, 0xC200, 0xC300
     # `go` statement inside F: the parent waits in F
     unw, ctx, mem = _creator_world({child: [0x1010], parent: [0x1050, 0x5000], other: [0x5000]})
-    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child) == parent  # type: ignore[arg-type]
+    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child).g == parent  # type: ignore[arg-type]
     # `go` statement inside the closure F.func1, which has returned: the parent waits in F
-    assert find_creator(unw, ctx, mem.read, 0, 0x2020, exclude=child) == parent  # type: ignore[arg-type]
+    assert find_creator(unw, ctx, mem.read, 0, 0x2020, exclude=child).g == parent  # type: ignore[arg-type]
     # two goroutines in F: no guess
     unw, ctx, mem = _creator_world({child: [0x5000], parent: [0x1050], other: [0x1060]})
-    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child) is None  # type: ignore[arg-type]
+    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child).g is None  # type: ignore[arg-type]
     # nobody there
     unw, ctx, mem = _creator_world({child: [0x5000], parent: [0x6000]})
-    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child) is None  # type: ignore[arg-type]
+    assert find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child).g is None  # type: ignore[arg-type]
+
+
+def test_find_creator_in_the_caller_of_a_returned_helper() -> None:
+    """errgroup's shape: the `go` statement is in G, which returned to H; the parent waits in
+    H (a direct CALL G there), and only one goroutine may be in such a caller."""
+    from tracer.unwind.creator import direct_calls, find_creator
+
+    child, parent, other = 0xC100, 0xC200, 0xC300
+    unw, ctx, mem = _creator_world({child: [0x3050], parent: [0x5000, 0x4030], other: [0x1050]})
+    assert find_creator(unw, ctx, mem.read, 0, 0x3020, exclude=child).g == parent  # type: ignore[arg-type]
+    h = ctx.module.image.pcln.lookup_function("H")  # type: ignore[attr-defined]
+    assert 0x3000 in direct_calls(ctx.module.image.elf, h)  # type: ignore[attr-defined]
+    # F calls nothing: a goroutine parked there is no candidate; two in H name nobody
+    unw, ctx, mem = _creator_world({child: [0x3050], parent: [0x4030], other: [0x4040]})
+    assert find_creator(unw, ctx, mem.read, 0, 0x3020, exclude=child).g is None  # type: ignore[arg-type]
+
+
+def test_find_creator_sees_running_goroutines_only_through_stopped_threads() -> None:
+    """A running creator has no saved context: it is a candidate through `running` (its
+    stopped thread's stack), and otherwise counted as unseen (the caller may look again)."""
+    from tracer.unwind.creator import find_creator
+
+    child, parent, other = 0xC100, 0xC200, 0xC300
+    unw, ctx, mem = _creator_world({child: [0x3050], parent: [0x4030], other: [0x5000]},
+                                   running=(parent,))
+    miss = find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child)  # type: ignore[arg-type]
+    assert miss.g is None and miss.unseen == 1
+    hit = find_creator(unw, ctx, mem.read, 0, 0x1020, exclude=child,  # type: ignore[arg-type]
+                       running={parent: [0x1040]})
+    assert hit.g == parent and hit.unseen == 0
+
+
+def test_running_creator_on_a_stopped_thread_is_walked_at_once() -> None:
+    """A creator that runs (no saved context) on a thread in a ptrace-stop waits for the
+    tracer: its stack comes from that thread's registers, without a poll. One that really
+    runs is polled once per goroutine; a later access does not wait again."""
+    import os
+    from types import SimpleNamespace
+
+    from tracer.attribution import Attributor
+    from tracer.unwind.stack import Stack
+
+    lay = layout_for((1, 24))
+    parent, goid = 0xC200, 7
+    mem = FakeMemory()
+    mem.put(parent + lay.g_atomicstatus, 2)  # _Grunning
+    mem.put(parent + lay.g_sched, 0)  # not on the system stack: no saved context
+    stopped = {os.getpid()}  # this test's own thread plays the creator's, in a ptrace-stop
+
+    def regs_of(tid: int) -> object:  # the engine view: None unless in a ptrace-stop
+        return SimpleNamespace(g=parent) if tid in stopped else None
+
+    att = Attributor()
+    st = att._state(os.getpid())
+    st.read, st.regs_of = mem.read, regs_of  # type: ignore[assignment]
+    st.unwinder = SimpleNamespace(unwind=lambda regs, read: Stack(g=regs.g, end="root"))  # type: ignore[assignment]
+    ctx = SimpleNamespace(rt=SimpleNamespace(layout=lay))
+    stack, _ = att._parent_stack(st, ctx, mem.read, parent, goid, 0)  # type: ignore[arg-type]
+    assert stack is not None and stack.g == parent
+    assert att.stats.creator_stopped == 1 and att.stats.creator_waits == 0
+
+    stopped.clear()  # now it runs on a CPU and never parks
+    st.stopped = None
+    assert att._parent_stack(st, ctx, mem.read, parent, goid, 0)[0] is None  # type: ignore[arg-type]
+    assert (att.stats.creator_waits, att.stats.creator_misses) == (1, 1)
+    assert att._parent_stack(st, ctx, mem.read, parent, goid, 0)[0] is None  # type: ignore[arg-type]
+    assert (att.stats.creator_waits, att.stats.creator_misses) == (1, 2)  # no second poll

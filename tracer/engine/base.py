@@ -65,6 +65,12 @@ class ThreadView(Protocol):
         upgraded) or the thread is gone."""
         ...
 
+    def regs_of(self, tid: int) -> Registers | None:
+        """Registers of another thread of the same tracee when it is in a ptrace-stop now
+        (it waits for this tracer); None when it is running or gone. The attributor walks
+        such a thread's goroutine instead of waiting for it to park."""
+        ...
+
     def read(self, addr: int, n: int) -> bytes:
         """Process memory; short (or empty) at unmapped pages, never raises for EFAULT."""
         ...

@@ -71,6 +71,15 @@ class PtraceView:
         regs: Registers = self._regs
         return regs
 
+    def regs_of(self, tid: int) -> Registers | None:
+        """Another thread's registers when it is in a ptrace-stop now, else None (running
+        threads refuse the request: ESRCH)."""
+        try:
+            regs: Registers = ptrace.get_regs(tid)
+        except ptrace.PtraceRequestError:
+            return None
+        return regs
+
     def read(self, addr: int, n: int) -> bytes:
         return ptrace.read_memory(self.tid, addr, n)
 

@@ -30,6 +30,7 @@ from tracer.unwind import cfi
 from tracer.unwind.goruntime import FLAG_TOP_FRAME, FUNCID_ASMCGOCALL, STACK_ROOTS, GoRuntime
 
 if TYPE_CHECKING:
+    from tracer.symbols.elf import ElfImage
     from tracer.symbols.pclntab import PclnTable
 
 Reader = Callable[[int, int], bytes]
@@ -46,6 +47,9 @@ class ImageLike(Protocol):
 
     @property
     def goruntime(self) -> GoRuntime | None: ...
+
+    @property
+    def elf(self) -> ElfImage | None: ...
 
 
 class Module(Protocol):
