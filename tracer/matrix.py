@@ -115,6 +115,14 @@ def resolve_roots(roots: Sequence[RootSource]) -> dict[str, Path]:
     return resolved
 
 
+def _check_binary(path: str) -> None:
+    """An ELF executable, before any root runs: a text file or a library is one line and
+    exit 3 (BadBinaryError), not four rows that all fail the same way."""
+    from tracer.symbols.elf import ElfImage
+
+    ElfImage.open(path)
+
+
 def run_matrix(opts: MatrixOptions,
                on_done: Callable[[RootResult, int, int], None] | None = None
                ) -> list[RootResult]:
@@ -123,6 +131,7 @@ def run_matrix(opts: MatrixOptions,
         from tracer.errors import NotFoundError
 
         raise NotFoundError(f"{opts.binary}: no such file")
+    _check_binary(opts.binary)
     _check_gate_options(opts)
     resolved = resolve_roots(opts.roots)
     with tempfile.TemporaryDirectory(prefix="cgotrace-matrix-") as tmp:

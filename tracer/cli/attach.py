@@ -61,9 +61,10 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
         from tracer.attribution import Attributor
 
         attributor = Attributor()
-    print(f"{STEPPING_NOTE}.", file=sys.stderr)  # also with -q: it changes the service
-
     def attached(engine: Any) -> None:
+        # also with -q: it changes the service; said once the process is really seized, so
+        # a refused attach is one line
+        print(f"{STEPPING_NOTE}.", file=sys.stderr)
         until = f"for {duration:g} s" if duration is not None else "until Ctrl-C"
         print(f"cgotrace: attached to {pid} ({len(engine.seized)} threads), {until}",
               file=sys.stderr, flush=True)
