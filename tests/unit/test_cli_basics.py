@@ -36,3 +36,14 @@ def test_options_after_the_program_are_the_programs() -> None:
     assert r.returncode == 0 and r.stdout == "--imagee -x\n"
     r = run_cli("run", "-q", "--no-stacks", "--", "/bin/echo", "--rootfs")
     assert r.returncode == 0 and r.stdout == "--rootfs\n"
+
+
+def test_matrix_of_a_file_that_is_not_elf_is_one_line_exit_3(tmp_path: object) -> None:
+    """Rejected before any root runs (no four identical failing rows)."""
+    import pathlib
+
+    text = pathlib.Path(str(tmp_path)) / "script.txt"
+    text.write_text("not a program\n")
+    r = run_cli("matrix", str(text))
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == "" and r.stderr.count("\n") == 1 and "not an ELF file" in r.stderr
