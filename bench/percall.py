@@ -22,8 +22,10 @@ import select
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+
+from bench.__main__ import _stdout_to_devnull as _quiet
 
 WALL = 0x40000000
 STOP_SIGNALS = (19, 20, 21, 22)
@@ -110,19 +112,6 @@ def engine(exe: Path, args: list[str], name: str) -> float:
 def _quiet_call(fn: Callable[[], float]) -> float:
     with _quiet():
         return fn()
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    sys.stdout.flush()
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:

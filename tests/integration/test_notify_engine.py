@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.integration.tracing_helpers import cgotrace_cmd, private_netns
+from tests.integration.tracing_helpers import cgotrace_cmd, private_netns, wait_for
 from tracer.attribution import Attributor
 from tracer.errors import TracerError
 from tracer.model import Access
@@ -92,14 +91,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait_for(pred: Callable[[], bool], timeout: float = 15.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
-
 
 def test_sigkill_of_the_tracer_kills_the_tracee_under_notify(tmp_path: Path) -> None:
     # the tracee keeps making watched calls, so a dead listener would show at once
@@ -108,12 +99,13 @@ def test_sigkill_of_the_tracer_kills_the_tracee_under_notify(tmp_path: Path) -> 
                                          "/bin/sh", "-c", loop))
     tracee = None
     try:
-        assert _wait_for(lambda: bool(_children(proc.pid)))
+        assert wait_for(lambda: bool(_children(proc.pid)), timeout=15.0)
         tracee = _children(proc.pid)[0]
-        assert _wait_for(lambda: os.path.realpath(f"/proc/{tracee}/exe").endswith("sh"))
+        assert wait_for(lambda: os.path.realpath(f"/proc/{tracee}/exe").endswith("sh"),
+                        timeout=15.0)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        assert _wait_for(lambda: not _alive(tracee)), "tracee survived its tracer"
+        assert wait_for(lambda: not _alive(tracee), timeout=15.0), "tracee survived its tracer"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.tracing_helpers import cgotrace_cmd, compile_c, trace
+from tests.integration.tracing_helpers import cgotrace_cmd, compile_c, trace, wait_for
 from tracer.errors import TracerError
 
 pytestmark = pytest.mark.ptrace
@@ -31,14 +31,6 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     monkeypatch.delenv("CGOTRACE_NO_NOTIFY", raising=False)
     return str(request.param)
 
-
-def _wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -228,14 +220,14 @@ def test_sigstop_sigcont_and_sigterm_forwarding(sample: Sample, tmp_path: Path) 
                                          "--ready-file", str(ready), "--timeout", "60s"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: ready.exists() and ready.read_text().strip() != "")
+        assert wait_for(lambda: ready.exists() and ready.read_text().strip() != "")
         pid = int(ready.read_text().split()[-1])
         os.kill(pid, signal.SIGSTOP)
-        assert _wait_for(lambda: _state(pid) in ("T", "t"))
+        assert wait_for(lambda: _state(pid) in ("T", "t"))
         time.sleep(0.4)
         assert _state(pid) in ("T", "t")  # still stopped: the tracer did not resume it
         os.kill(pid, signal.SIGCONT)
-        assert _wait_for(lambda: _state(pid) in ("S", "R"))
+        assert wait_for(lambda: _state(pid) in ("S", "R"))
         # resumed for real: it prints a tick (every 100 ms) before we ask it to stop
         seen = _read_until(proc, b"tick", timeout=10.0)
         assert b"tick" in seen, seen
@@ -268,7 +260,7 @@ def test_sigint_sent_to_cgotrace_is_forwarded() -> None:
     proc = subprocess.Popen(cgotrace_cmd("run", "-q", "--", "sleep", "30"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: _child_named(proc.pid, "sleep") is not None)
+        assert wait_for(lambda: _child_named(proc.pid, "sleep") is not None)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
         assert proc.returncode == 130  # sleep died of SIGINT: 128+2
@@ -292,11 +284,11 @@ def test_sigkill_of_cgotrace_kills_the_program() -> None:
     proc = subprocess.Popen(cgotrace_cmd("run", "-q", "--", "sleep", "60"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert _wait_for(lambda: _child_named(proc.pid, "sleep") is not None)
+        assert wait_for(lambda: _child_named(proc.pid, "sleep") is not None)
         child = _child_named(proc.pid, "sleep")
         assert child is not None
         proc.kill()
         proc.wait(timeout=10)
-        assert _wait_for(lambda: _state(child) in ("gone", "Z"), timeout=10), _state(child)
+        assert wait_for(lambda: _state(child) in ("gone", "Z"), timeout=10), _state(child)
     finally:
         _kill(proc)

@@ -8,6 +8,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests import preflight
@@ -153,3 +155,13 @@ def traced_set(accesses: list[Access]) -> set[tuple[str, str, str]]:
         elif a.syscall in EXEC_CALLS:
             out.add(("exec", a.path, a.result))
     return out
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll `pred` every 20 ms until it holds (True) or `timeout` seconds pass (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
