@@ -77,9 +77,15 @@ def test_already_traced_names_the_tracer() -> None:
         deadline = time.monotonic() + 10
         child = None
         while child is None and time.monotonic() < deadline:
-            kids = Path(f"/proc/{strace.pid}/task/{strace.pid}/children").read_text().split()
-            if kids and "TracerPid:\t0" not in Path(f"/proc/{kids[0]}/status").read_text():
-                child = int(kids[0])
+            # strace forks short-lived probe children at start-up (traced, then reaped)
+            # before the real one; wait for the traced child that is already `sleep`.
+            for kid in Path(f"/proc/{strace.pid}/task/{strace.pid}/children").read_text().split():
+                try:
+                    status = Path(f"/proc/{kid}/status").read_text()
+                except FileNotFoundError:
+                    continue
+                if "Name:\tsleep\n" in status and "TracerPid:\t0\n" not in status:
+                    child = int(kid)
             time.sleep(0.02)
         assert child is not None
         p = cgotrace("attach", str(child))

@@ -99,10 +99,14 @@ def test_sigkill_of_the_tracer_kills_the_tracee_under_notify(tmp_path: Path) -> 
                                          "/bin/sh", "-c", loop))
     tracee = None
     try:
-        assert wait_for(lambda: bool(_children(proc.pid)), timeout=15.0)
-        tracee = _children(proc.pid)[0]
-        assert wait_for(lambda: os.path.realpath(f"/proc/{tracee}/exe").endswith("sh"),
-                        timeout=15.0)
+
+        def shell() -> int | None:
+            return next((k for k in _children(proc.pid)
+                         if os.path.realpath(f"/proc/{k}/exe").endswith("sh")), None)
+
+        assert wait_for(lambda: shell() is not None, timeout=15.0)
+        tracee = shell()
+        assert tracee is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         assert wait_for(lambda: not _alive(tracee), timeout=15.0), "tracee survived its tracer"
