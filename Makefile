@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,lint]'
+	$(PY) -m compileall -q $(VENV)/lib >/dev/null
 	@touch $@
 
 venv: $(STAMP) ## create .venv from pyproject.toml (package + test + lint extras)
@@ -75,7 +76,10 @@ lint: venv ## ruff + mypy --strict
 	$(VENV)/bin/ruff check tracer probes tests sample_apps bench
 	$(VENV)/bin/mypy
 
+# Bytecode first, as an installed package has it (a PYTHONDONTWRITEBYTECODE environment
+# would otherwise compile every module on every run and put that in the fixed cost).
 bench: venv system-deps go ## measure inspect/run overhead against untraced runs and strace
+	$(PY) -m compileall -q tracer probes >/dev/null
 	$(PY) -m bench
 
 clean: ## remove build caches (keeps .venv and the Go toolchains)

@@ -81,10 +81,26 @@ def origin_functions() -> dict[str, str]:
     return {fn: f.id for f in features().values() for fn in f.origins}
 
 
+@functools.cache
+def _matchers() -> tuple[tuple[PathRule, str, bool], ...]:
+    """(rule, the pattern's literal prefix, whether the pattern is all literal): a glob is
+    compiled (fnmatch) only for a path that starts with its prefix, so a short run pays
+    for the few patterns its paths can match, not for all of them."""
+    out = []
+    for rule in path_rules():
+        cut = min((i for i, c in enumerate(rule.pattern) if c in "*?["),
+                  default=len(rule.pattern))
+        out.append((rule, rule.pattern[:cut], cut == len(rule.pattern)))
+    return tuple(out)
+
+
 @functools.lru_cache(maxsize=4096)
 def classify_path(path: str) -> PathRule | None:
     """The first path rule whose glob matches `path`, or None."""
-    for rule in path_rules():
-        if fnmatch.fnmatchcase(path, rule.pattern):
+    for rule, prefix, literal in _matchers():
+        if literal:
+            if path == prefix:
+                return rule
+        elif path.startswith(prefix) and fnmatch.fnmatchcase(path, rule.pattern):
             return rule
     return None

@@ -14,6 +14,7 @@ import pytest
 from tracer.engine.base import ThreadView, Want
 from tracer.engine.collector import EventCollector
 from tracer.model import Access, Attribution, ProcessEvent, Via
+from tracer.syscalls.entry import EntryDecoder
 from tracer.syscalls.table import AUDIT_ARCH_X86_64, X86_64_NUMBERS
 
 PID = 4_190_000  # above any pid_max: /proc/PID/* does not exist
@@ -254,3 +255,41 @@ def test_the_launchers_own_exec_is_not_unwound_but_later_execs_are() -> None:
     assert first.attribution is not None and first.attribution.via is Via.EXEC
     assert not first.attribution.stack and second.attribution is not first.attribution
     assert att.full_calls == 1
+
+
+class CountingDecoder(EntryDecoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def decode(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return super().decode(*args, **kwargs)
+
+
+def test_an_upgrade_finishes_the_draft_of_its_notification_without_a_second_decode() -> None:
+    rec = Recorder()
+    decoder = CountingDecoder()
+    c = EventCollector(on_access=rec.accesses.append, decoder=decoder)
+    eng = FakeEngine(c)
+    args = (AT_FDCWD, eng.string("/etc/hosts"), O_RDONLY, 0, 0, 0)
+    assert eng.entry(PID, OPENAT, args, full=False) is Want.FULL
+    eng.memory.clear()  # the full view could not read the path again: it need not
+    assert eng.entry(PID, OPENAT, args, full=True) is Want.RESULT
+    c.on_result(PID, 3, True)
+    assert decoder.calls == 1
+    (a,) = rec.accesses
+    assert (a.path, a.result, a.observed) == ("/etc/hosts", "ok", True)
+
+
+def test_a_full_entry_of_another_call_does_not_take_a_stale_upgrade_draft() -> None:
+    rec = Recorder()
+    decoder = CountingDecoder()
+    c = EventCollector(on_access=rec.accesses.append, decoder=decoder)
+    eng = FakeEngine(c)
+    assert eng.openat(PID, "/etc/hosts", full=False) is Want.FULL
+    # the upgrade was abandoned (a group-stop took the thread); another call comes in full
+    assert eng.openat(PID, "/etc/services", full=True) is Want.RESULT
+    c.on_result(PID, -errno.ENOENT, True)
+    assert decoder.calls == 2
+    assert [(a.path, a.result) for a in rec.accesses] == [("/etc/services", "ENOENT")]

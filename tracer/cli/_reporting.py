@@ -41,10 +41,13 @@ def check_format(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def rules_for(probes: Iterable[str]) -> Any:
+    """The packaged rules plus --probes DIRs (None: the packaged ones, loaded when used)."""
+    dirs = tuple(probes)
+    if not dirs:
+        return None
     from probes.ruleset import load_rules
 
-    dirs = tuple(probes)
-    return load_rules(dirs) if dirs else None
+    return load_rules(dirs)
 
 
 def gate(analysis: Analysis, fail_on: str | None, allow: str | None) -> GateResult | None:

@@ -75,19 +75,25 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
             load_allow(allow)
     debug = bool((ctx.obj or {}).get("debug"))
     attributor = None if no_stacks else LazyAttributor()
+    # the findings are read by a report, the gate, or the text report on stderr
+    analyze = bool(specs) or not quiet or fail_on is not None or allow is not None
     try:
         result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
                                           image=image, network=network, debug=debug,
                                           attributor=attributor, rules=rules,
-                                          engine=engine, verbose=verbose))
+                                          engine=engine, verbose=verbose,
+                                          analyze=analyze))
     except CgotraceError as e:  # exec failed: still write the reports; stderr gets one line
         analysis = getattr(e, "analysis", None)
         if analysis is not None:  # on stderr only when it explains the failure
             _emit(analysis, specs, quiet or not analysis.findings, color,
                   gate(analysis, fail_on, allow))
         raise
-    gated = gate(result.analysis, fail_on, allow)
-    _emit(result.analysis, specs, quiet, color, gated)
+    if analyze:
+        gated = gate(result.analysis, fail_on, allow)
+        _emit(result.analysis, specs, quiet, color, gated)
+    else:
+        gated = None  # nothing reads the findings: they are never computed
     if not quiet and result.crash:
         print(result.crash, file=sys.stderr)
     if result.diagnosis is not None:  # the program never ran: say why even with -q

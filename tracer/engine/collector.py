@@ -117,6 +117,9 @@ class EventCollector:
         self.main_pid = 0
         self.tid2pid: dict[int, int] = {}
         self.pending: dict[int, AccessDraft] = {}
+        # tid -> the draft of a call answered Want.FULL from a view without registers: the
+        # engine's full view of the same call (the upgrade) finishes it, not a new decode
+        self._upgrading: dict[int, AccessDraft] = {}
         self.loader: dict[int, tuple[tuple[int, int], ...]] = {}
         self.exe: dict[int, str] = {}
         self.fault: dict[int, tuple[int, int, int]] = {}
@@ -179,6 +182,12 @@ class EventCollector:
                  ip: int, sp: int) -> Want:
         tid = view.tid
         pid = view.pid
+        if view.full and self._upgrading:
+            stashed = self._upgrading.pop(tid, None)
+            if stashed is not None and stashed.nr == nr and stashed.args == args \
+                    and stashed.pid == pid:
+                stashed.sp = sp
+                return self._full_entry(view, stashed, pid, tid)
         draft = self._decoder.decode(view, nr, arch, args, ip, sp, time.monotonic() - self._t0)
         if draft is None:
             return Want.CONTINUE
@@ -199,6 +208,7 @@ class EventCollector:
         if not view.full:
             if arch != AUDIT_ARCH_X86_64 or self._needs_full(draft, kind):
                 self.stats.upgrades += 1
+                self._upgrading[tid] = draft
                 return Want.FULL
             if attributor is not None and kind is not AccessKind.RUNTIME:
                 try:
@@ -208,6 +218,12 @@ class EventCollector:
             draft.observed = False
             self.pending[tid] = draft
             return Want.CONTINUE
+        return self._full_entry(view, draft, pid, tid)
+
+    def _full_entry(self, view: ThreadView, draft: AccessDraft, pid: int, tid: int) -> Want:
+        """A decoded, classified entry with a full view: attribute it, await its result."""
+        attributor = self._attributor
+        kind = draft.kind
         if attributor is None:
             pass
         elif draft.cls == "exec" and pid == self.main_pid and not self._main_exec_done:
@@ -318,6 +334,7 @@ class EventCollector:
             "fault_address": hex(addr)}))
 
     def on_exit(self, tid: int, status: int) -> None:
+        self._upgrading.pop(tid, None)
         pid = self.tid2pid.pop(tid, None)
         if pid is None:
             return  # not ours (a pid-namespace intermediate), or already dropped at exec

@@ -291,6 +291,10 @@ class NotifyEngine(PtraceEngine):
         if up is None:
             super().syscall_stop(collector, tid)
             return
+        if up[0] == RESTART:  # resumed from the interrupt: this is the restarted call's entry
+            up[0] = AWAIT_NOTIF  # it notifies next
+            self.resume(tid)
+            return
         try:
             info = ptrace.syscall_info(tid)
         except ptrace.PtraceRequestError:

@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracer.classify import Classifier, Closure
 from tracer.engine.base import FAULT_SIGNALS
@@ -29,7 +29,6 @@ from tracer.errors import (
 )
 from tracer.model import Access, ExitStatus, ProcessEvent
 from tracer.recorder import TraceWriter
-from tracer.session.diagnosis import Diagnosis
 from tracer.session.launch import (
     LaunchSpec,
     SignalForwarder,
@@ -38,6 +37,9 @@ from tracer.session.launch import (
 )
 from tracer.summary import SummaryBuilder
 from tracer.syscalls.entry import EntryDecoder
+
+if TYPE_CHECKING:
+    from tracer.session.diagnosis import Diagnosis
 
 ENGINES = ("auto", "notify", "ptrace")
 
@@ -59,6 +61,9 @@ class RunOptions:
     verbose: bool = False  # say on stderr which engine runs and why, before it starts
     # notify | ptrace | auto (docs/architecture.md, engines); $CGOTRACE_ENGINE sets the default
     engine: str = field(default_factory=lambda: os.environ.get("CGOTRACE_ENGINE", "auto"))
+    # False: no findings at all (`run -q` with no report and no gate reads none; the
+    # rules engine is then never imported)
+    analyze: bool = True
 
 
 @dataclass
@@ -72,7 +77,21 @@ class RunResult:
     engine: str = "ptrace"  # the engine that ran
     engine_reason: str = ""  # why (auto)
     header: dict[str, Any] = field(default_factory=dict)
-    analysis: Any = None  # probes.engine.Analysis
+    # the findings are computed at the first read of `analysis` (a quiet run without
+    # reports or a gate never loads the rules)
+    finish_analysis: Callable[[], Any] | None = field(default=None, repr=False)
+    _analysis: Any = field(default=None, repr=False)
+
+    @property
+    def analysis(self) -> Any:
+        """probes.engine.Analysis of the run."""
+        if self._analysis is None and self.finish_analysis is not None:
+            self._analysis, self.finish_analysis = self.finish_analysis(), None
+        return self._analysis
+
+    @analysis.setter
+    def analysis(self, value: Any) -> None:
+        self._analysis, self.finish_analysis = value, None
 
 
 # Environment variables that change which files a Go program reads (resolver, zoneinfo,
@@ -173,8 +192,6 @@ def trace_program(opts: RunOptions) -> RunResult:
         classifier.seed(os.path.realpath(program), closure)
         if in_root is not None:
             classifier.seed(in_root, closure)  # the exe path the tracee reports
-    from probes.engine import AnalysisBuilder
-
     summary = SummaryBuilder()
     events: list[ProcessEvent] = []
     header: dict[str, Any] = {
@@ -182,7 +199,11 @@ def trace_program(opts: RunOptions) -> RunResult:
         "binary_realpath": os.path.realpath(program), "static": static,
         "cwd": _cwd(prepared), "env": recorded_env(env),
         "sandbox": prepared.label if prepared is not None else None}
-    analysis = AnalysisBuilder(header, opts.rules)
+    analysis = None
+    if opts.analyze:
+        from probes.engine import AnalysisBuilder
+
+        analysis = AnalysisBuilder(header, opts.rules)
     writer = open_trace_writer(opts.output) if opts.output else None
     try:
         if writer is not None:
@@ -198,7 +219,8 @@ def trace_program(opts: RunOptions) -> RunResult:
             if a.kind in _LOADER_KINDS:
                 loader_accesses.append(a)
             summary.add(a)
-            analysis.add(a)
+            if analysis is not None:
+                analysis.add(a)
             if writer is not None:
                 writer.access(a)
             if extra is not None:
@@ -207,7 +229,8 @@ def trace_program(opts: RunOptions) -> RunResult:
         def on_event(e: ProcessEvent) -> None:
             if e.event != "fork":
                 events.append(e)
-                analysis.event(e)
+                if analysis is not None:
+                    analysis.event(e)
             if writer is not None:
                 writer.event(e)
 
@@ -248,12 +271,15 @@ def trace_program(opts: RunOptions) -> RunResult:
         if err is not None and diagnosis is not None:
             exc = TracerError(diagnosis.line, exit_code=diagnosis.exit_code)
             # the findings (missing interpreter...) travel with the error for the reports
-            exc.analysis = analysis.finish(status, diagnoses)  # type: ignore[attr-defined]
+            exc.analysis = (  # type: ignore[attr-defined]
+                analysis.finish(status, diagnoses) if analysis is not None else None)
             raise exc
         crash = _crash_line(status, events)
         return RunResult(status=status, summary=summary.summary(status), crash=crash,
                          diagnosis=diagnosis, stats=stats, events=events, header=header,
-                         analysis=analysis.finish(status, diagnoses), engine=engine.name,
+                         finish_analysis=(lambda: analysis.finish(status, diagnoses))
+                         if analysis is not None else None,
+                         engine=engine.name,
                          engine_reason=tracee.engine_reason)
     finally:
         if writer is not None:
@@ -289,6 +315,8 @@ def _diagnose(err: int | None, program: str, prepared: Any, status: ExitStatus,
               loader_accesses: list[Access]) -> Diagnosis | None:
     """Why the program did not start: exec refused (`err`), or ld.so gave up on a NEEDED
     library (exit 127). None when it started."""
+    if err is None and status.code != 127:
+        return None
     from pathlib import Path
 
     from tracer.session.diagnosis import diagnose_exec, diagnose_loader
