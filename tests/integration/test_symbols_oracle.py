@@ -178,3 +178,36 @@ def test_inlined_frames_match_dwarf(sample: Callable[..., Path], app: str, go: s
         assert got[1:] == want[1:], hex(pc)
         seen_inlined += len(want) > 1
     assert seen_inlined > 0, "no inlined call in main.main: the check proved nothing"
+
+
+@pytest.mark.parametrize("max_hits", [None, 0])  # 0: every lookup takes the plain scan
+@pytest.mark.parametrize("go", ["1.27.3", "1.21.13", GO_1_19])
+def test_lookup_by_name_finds_the_symbol_table_functions(
+        sample: Callable[..., Path], go: str, max_hits: int | None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """lookup_functions (which decodes only the names it is asked for) against the ELF
+    symbol table read by pyelftools: every FUNC symbol's address is among the entries of
+    the functions pclntab names alike (Go's ABI0 wrappers are `NAME.abi0` there)."""
+    from elftools.elf.elffile import ELFFile
+
+    if max_hits is not None:
+        monkeypatch.setattr("tracer.symbols.pclntab._MAX_NAME_HITS", max_hits)
+    binary = sample("userlookup", "cgo", go)
+    table = PclnTable.from_image(ElfImage.open(binary))
+    with open(binary, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        funcs = [(s.name.removesuffix(".abi0"), s["st_value"]) for s in symtab.iter_symbols()
+                 if s["st_info"]["type"] == "STT_FUNC" and s["st_value"]]
+    # symbols that start a pclntab function of that name (not markers such as runtime.text
+    # or C objects' section symbols); address -> function is checked against addr2line above
+    text = [(n, a) for n, a in funcs
+            if (fn := table.func_for_pc(a)) is not None and fn.entry == a and fn.name == n]
+    rng = random.Random(go)
+    wanted = {"runtime.asmcgocall", "runtime.goexit", "runtime.mstart", "main.main"}
+    picks = [(n, a) for n, a in text if n in wanted] + rng.sample(text, 300)
+    assert {n for n, _ in picks} >= wanted
+    for name, addr in picks:
+        entries = [fn.entry for fn in table.lookup_functions(name)]
+        assert addr in entries, (name, hex(addr), [hex(e) for e in entries])
+        assert table.lookup_function(name) is not None
+    assert table.lookup_functions("runtime.no such function") == []

@@ -21,7 +21,7 @@ import mmap
 import os
 import struct
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -107,6 +107,7 @@ class _Layout:
 
 
 _SHARED: dict[tuple[int, int, int, int], PclnTable] = {}
+_MAX_NAME_HITS = 4096  # byte-pattern hits before a name lookup scans every record instead
 _SHARED_MAX = 8
 
 
@@ -149,8 +150,11 @@ class PclnTable:
             self._gofunc = _gofunc(image, self._moduledata, lay.magic)
         self._funcs: dict[int, Func] = {}
         self._tables: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
-        self._by_name: dict[str, list[int]] | None = None
         self._names: list[str] | None = None
+        self._name_offs: list[int] | None = None  # each function's funcnametab offset
+        # the record bytes from the first name field, the record offsets, whether ascending
+        self._records: tuple[bytes, list[int], bool] | None = None
+        self._name_blob: bytes | None = None
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -347,11 +351,10 @@ class PclnTable:
         for i in range(self.nfunc):
             yield self.func_at(i)
 
-    def _all_names(self) -> list[str]:
-        """All names, read in bulk: one pass over the records for name offsets, one split of
-        funcnametab. ~10x faster than building every Func (inspect lists them all)."""
-        if self._names is not None:
-            return self._names
+    def _offsets_and_blob(self) -> tuple[list[int], bytes]:
+        """Every function's name offset (one pass over the records) and funcnametab."""
+        if self._name_offs is not None and self._name_blob is not None:
+            return self._name_offs, self._name_blob
         lay = self._layout
         field = lay.ptr_size if lay.entries_absolute else 4
         data, base, limit = self._data, self._base, self._limit
@@ -363,12 +366,15 @@ class PclnTable:
             if at + 4 > limit:
                 raise BadBinaryError("pclntab: function record lies outside the table")
             offs.append(unpack(data, at)[0])
-        # funcnametab is followed by cutab (1.16+): copy it once, find each terminator in it.
-        lo = lay.funcname_off
-        hi = limit - base
-        if lay.cutab_off is not None and lay.cutab_off > lo:
-            hi = min(hi, lay.cutab_off)
-        blob = bytes(data[base + lo:base + hi])
+        self._name_offs = offs
+        return offs, self._funcname_blob()
+
+    def _all_names(self) -> list[str]:
+        """All names, read in bulk: one pass over the records for name offsets, one split of
+        funcnametab. ~10x faster than building every Func (inspect lists them all)."""
+        if self._names is not None:
+            return self._names
+        offs, blob = self._offsets_and_blob()
         find = blob.find
         names: list[str] = []
         seen: dict[int, str] = {}
@@ -383,13 +389,65 @@ class PclnTable:
         self._names = names
         return names
 
-    def _name_index(self) -> dict[str, list[int]]:
-        if self._by_name is None:
-            index: dict[str, list[int]] = {}
-            for i, name in enumerate(self._all_names()):
-                index.setdefault(name, []).append(i)
-            self._by_name = index
-        return self._by_name
+    def _indexes_named(self, name: str) -> list[int]:
+        """Indexes (address order) of the functions named `name`, without decoding every
+        name (the unwinder looks up a handful of runtime functions; a 20k-function binary's
+        full name list costs ~0.1 s): each occurrence of the name in funcnametab gives a
+        name offset, and the records holding that offset are found by searching the records
+        for its four bytes, each hit checked against the record starts."""
+        if self._records is None:
+            lay = self._layout
+            field = lay.ptr_size if lay.entries_absolute else 4
+            rel = 0 if lay.magic == MAGIC_1_2 else lay.functab_off
+            funcoffs = list(self._funcoffs[:self.nfunc])
+            # the name field of record i is at rec_lo + funcoffs[i] - funcoffs[0]
+            rec_lo = self._base + rel + funcoffs[0] + field
+            rec_hi = min(self._limit, self._base + rel + max(funcoffs) + field + 4)
+            ordered = all(a < b for a, b in zip(funcoffs, funcoffs[1:], strict=False))
+            self._records = (bytes(self._data[rec_lo:rec_hi]), funcoffs, ordered)
+        records, funcoffs, ordered = self._records
+        if not ordered:  # never seen: records out of address order; scan them all
+            return self._scan_named(name)
+        blob = self._funcname_blob()
+        needle = name.encode("utf-8") + b"\0"
+        first, n = funcoffs[0], len(funcoffs)
+        found: list[int] = []
+        hits = 0
+        at = blob.find(needle)
+        while at >= 0:
+            pattern = struct.pack("<i", at)
+            p = records.find(pattern)
+            while p >= 0:
+                hits += 1
+                if hits > _MAX_NAME_HITS:  # a common byte pattern: the plain scan is faster
+                    return self._scan_named(name)
+                off = p + first
+                i = bisect_left(funcoffs, off)
+                if i < n and funcoffs[i] == off:
+                    found.append(i)
+                p = records.find(pattern, p + 1)
+            at = blob.find(needle, at + 1)
+        return sorted(set(found))
+
+    def _funcname_blob(self) -> bytes:
+        """funcnametab alone (it is followed by cutab on 1.16+)."""
+        if self._name_blob is None:
+            lay = self._layout
+            lo, hi = lay.funcname_off, self._limit - self._base
+            if lay.cutab_off is not None and lay.cutab_off > lo:
+                hi = min(hi, lay.cutab_off)
+            self._name_blob = bytes(self._data[self._base + lo:self._base + hi])
+        return self._name_blob
+
+    def _scan_named(self, name: str) -> list[int]:
+        want = name.encode("utf-8")
+        return [i for i, off in enumerate(self._offsets_and_blob()[0])
+                if off >= 0 and self._blob_name(off) == want]
+
+    def _blob_name(self, off: int) -> bytes:
+        blob = self._offsets_and_blob()[1]
+        end = blob.find(b"\0", off, off + MAX_NAME_LEN)
+        return blob[off:end] if end >= 0 else b""
 
     def lookup_function(self, name: str) -> Func | None:
         """The first function (by address) named `name`, or None.
@@ -397,11 +455,11 @@ class PclnTable:
         `runtime.asmcgocall` and a few others exist twice (ABI0 body + ABIInternal wrapper);
         use `lookup_functions` and `func_id` to choose.
         """
-        idx = self._name_index().get(name)
+        idx = self._indexes_named(name)
         return self.func_at(idx[0]) if idx else None
 
     def lookup_functions(self, name: str) -> list[Func]:
-        return [self.func_at(i) for i in self._name_index().get(name, ())]
+        return [self.func_at(i) for i in self._indexes_named(name)]
 
     # --- pcvalue tables --------------------------------------------------------------------
     def _table(self, off: int, func: Func) -> tuple[list[int], list[int]]:
