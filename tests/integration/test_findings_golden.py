@@ -82,6 +82,10 @@ def normalise_text(text: str) -> str:
     text = text.replace(str(ROOT), "<src>")
     text = re.sub(r"\(seq \d+\)", "(seq N)", text)
     text = re.sub(r"\b\d+ accesses\b", "N accesses", text)
+    # how many directories glibc searched depends on the CPU: its glibc-hwcaps levels
+    # (x86-64-v4 only with AVX-512) each add their subdirectories to the search
+    text = re.sub(r"\b\d+ places\b", "N places", text)
+    text = re.sub(r"glibc-hwcaps/x86-64-v\d", "glibc-hwcaps/<level>", text)
     return text
 
 
@@ -92,16 +96,25 @@ _VOLATILE_LISTS = {"seqs", "pids"}
 def normalise_json(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
         out = {}
+        # a library glibc searched for: how many places depends on the CPU's hwcaps levels
+        searched = bool(value.get("searched"))
         for k, v in value.items():
             if k in ("counts", "accesses", "stats"):  # kernel/runtime-dependent totals
                 out[k] = "N" if not isinstance(v, dict) else sorted(v)
+            elif searched and k in ("count", "misses"):
+                out[k] = "N"
+            elif searched and k == "callers":
+                out[k] = [{**normalise_json(c), "count": "N"} for c in v]
             else:
                 out[k] = normalise_json(v, k)
         return out
     if isinstance(value, list):
         if key in _VOLATILE_LISTS:
             return ["N"] * min(len(value), 1)
-        return [normalise_json(v, key) for v in value]
+        items = [normalise_json(v, key) for v in value]
+        if key == "searched":  # one entry per hwcaps level seen as one
+            items = list(dict.fromkeys(items))
+        return items
     if key in _VOLATILE and value is not None:
         return "N"
     if isinstance(value, str):

@@ -163,3 +163,76 @@ def test_verbose_says_which_engine_and_why() -> None:
                           env={**env, "CGOTRACE_NO_NOTIFY": "1"})
     assert proc.returncode == 125
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+_HANDLER_C = r"""
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile int handled;
+
+static void on_usr1(int sig) {  /* long enough for the tracer's interrupt to land here */
+    struct timespec a, b;
+    (void)sig;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 300000000L);
+    handled = 1;
+}
+
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, 0);
+    int fd = open("/etc/hostname", O_RDONLY);
+    if (fd < 0) return 3;
+    close(fd);
+    return handled ? 0 : 4;
+}
+"""
+
+
+def test_an_upgrade_that_finds_the_thread_in_a_signal_handler_waits_for_the_call_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal delivered while the call waits for the reply, before the tracer's interrupt
+    lands, stops the thread in its handler: those registers are not the call's. The engine
+    lets the handler run; the call restarts, notifies again and is recorded once, with the
+    stack of the call (main -> open), not of the handler."""
+    from tests.integration.tracing_helpers import compile_c
+    from tracer import ptrace
+    from tracer.engine import notify_engine
+
+    exe = compile_c(_HANDLER_C, "-g", "-O0")
+    real_interrupt = notify_engine.ptrace.interrupt
+    fired: list[int] = []
+
+    def catches_usr1(tid: int) -> bool:
+        with open(f"/proc/{tid}/status") as f:
+            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+        return bool(int(caught, 16) & (1 << (signal.SIGUSR1 - 1)))
+
+    def signal_first(tid: int) -> None:
+        # the first upgrade once the handler is in place (the open of /etc/hostname):
+        # SIGUSR1 ends the wait and is delivered before the interrupt lands
+        if not fired and catches_usr1(tid):
+            fired.append(tid)
+            os.kill(tid, signal.SIGUSR1)
+            _, status = os.waitpid(tid, 0x40000000)  # __WALL: its signal-delivery-stop
+            assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGUSR1
+            ptrace.cont(tid, signal.SIGUSR1)  # deliver it: the handler starts
+        real_interrupt(tid)
+
+    monkeypatch.setattr(notify_engine.ptrace, "interrupt", signal_first)
+    res, acc = _run([str(exe)], "notify", attributor=Attributor())
+    assert fired and res.status.code == 0, res.status
+    assert res.stats["lost_upgrades"] == 1
+    (hostname,) = [a for a in acc if a.path == "/etc/hostname"]
+    assert hostname.observed and hostname.result == "ok"
+    assert hostname.attribution is not None
+    functions = [f.function for f in hostname.attribution.stack]
+    assert "main" in functions and "on_usr1" not in functions, functions

@@ -106,6 +106,7 @@ class NotifyEngine(PtraceEngine):
         self.sync_wakeup = sync_wakeup
         self.notifications = 0
         self.upgrades = 0
+        self.lost_upgrades = 0  # interrupts that found the thread in a signal handler
         # tid -> [state, nr, arch, args, ip] for calls being upgraded to a full view
         self.upgrading: dict[int, list[Any]] = {}
         self._nview = NotifyView()
@@ -278,6 +279,15 @@ class NotifyEngine(PtraceEngine):
         """At the PTRACE_EVENT_STOP of an interrupted notification: the full view."""
         view = self._view.at(tid, collector.pid_of(tid))
         regs = view.regs()
+        if regs is not None and (int(regs.rip) != up[4]
+                                 or int(getattr(regs, "orig_rax", up[1])) != up[1]):
+            # Not at the call: a signal (Go's SIGURG preemption, most often) ended the wait
+            # first and was delivered, so the thread stops in its handler. The call
+            # restarts when the handler returns and notifies again: handled afresh then.
+            del self.upgrading[tid]
+            self.lost_upgrades += 1
+            PtraceEngine.resume(self, tid)
+            return
         sp = int(regs.rsp) if regs is not None else 0
         collector.on_entry(view, up[1], up[2], up[3], up[4], sp)
         up[0] = RESTART

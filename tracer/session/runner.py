@@ -262,6 +262,7 @@ def trace_program(opts: RunOptions) -> RunResult:
         if isinstance(engine, NotifyEngine):
             stats["notifications"] = engine.notifications
             stats["upgrades"] = engine.upgrades
+            stats["lost_upgrades"] = engine.lost_upgrades
         diagnosis = _diagnose(err, program, prepared, status, loader_accesses)
         if writer is not None:
             if diagnosis is not None:
