@@ -367,3 +367,32 @@ int main(void) { pthread_t t; pthread_create(&t, 0, later, 0); for (;;) pause();
     assert result.ended is not None and result.ended.code == 0, result.how
     execs = [a for a in got if a.syscall == "execve" and a.path == "/bin/true"]
     assert execs and execs[0].result == "ok" and execs[0].pid == proc.pid, got
+
+
+def test_attach_gate_fails_on_a_finding_and_an_allow_list_passes_it(
+        sample: Callable[..., Path], tmp_path: Path) -> None:
+    """`attach --fail-on`: exit 1 and the gate's line when the findings match; the same
+    attach with an allow-list that covers them exits 0. A bad --fail-on is refused before
+    the process is touched."""
+    bad = subprocess.run(_cgotrace("attach", "1", "--fail-on", "no-such-thing!"),
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "no-such-thing!" in bad.stderr, bad.stderr
+    allow = tmp_path / "allow.toml"
+    allow.write_text('[[allow]]\nid = "user-lookup-cgo"\nreason = "the image ships passwd"\n')
+    exe = sample("server", "cgo")
+    with loopback_dns() as ns, service(exe, ns) as svc, Client(svc) as client:
+        client.wait_for(3)
+        runs = {}
+        for label, extra in (("gated", ()), ("allowed", ("--allow", str(allow)))):
+            runs[label] = subprocess.run(
+                _cgotrace("attach", str(svc.pid), "-q", "--duration", "2",
+                          "--fail-on", "user-lookup-cgo", *extra),
+                capture_output=True, text=True, cwd=ROOT, timeout=120)
+            assert_untouched(svc.pid)
+        ok, fail, failures = client.stop()
+    assert fail == 0, failures
+    gated, allowed = runs["gated"], runs["allowed"]
+    assert gated.returncode == 1, gated.stderr
+    assert "cgotrace: gate failed: user-lookup-cgo" in gated.stderr
+    assert allowed.returncode == 0, allowed.stderr
+    assert "cgotrace: gate passed (1 allowed)" in allowed.stderr

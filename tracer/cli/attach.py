@@ -26,14 +26,19 @@ from tracer.errors import ExitCode, UsageError
               "repeatable.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No report on stderr (the start and end lines are still printed).")
+@click.option("--fail-on", metavar="LIST",
+              help="Exit 1 when findings match: ids (globs), error/warning/info, hidden, cgo, "
+              "missing; comma-separated (as for `run` and `report`).")
+@click.option("--allow", type=click.Path(dir_okay=False), metavar="FILE",
+              help="TOML allow-list ([[allow]] id, path, reason) for --fail-on.")
 @click.option("--color/--no-color", default=None,
               help="Colour the report on stderr (default: on a terminal unless NO_COLOR).")
 @click.option("--no-stacks", is_flag=True,
               help="Do not unwind stacks: no via/go_api/user_frame/stack in the trace.")
 @click.pass_context
 def attach(ctx: click.Context, pid: int | None, name: str | None, duration: float | None,
-           output: str | None, reports: tuple[str, ...], quiet: bool, color: bool | None,
-           no_stacks: bool) -> None:
+           output: str | None, reports: tuple[str, ...], quiet: bool, fail_on: str | None,
+           allow: str | None, color: bool | None, no_stacks: bool) -> None:
     """Trace a running process, then detach and leave it as it was.
 
     Every thread is seized (also threads started meanwhile) until the duration ends,
@@ -43,14 +48,28 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
     syscall (no seccomp filter can be put into a running process), so it runs slower
     while attached.
 
-    Exit codes: 0 detached; 6 the process ended during the attach (the trace is kept);
-    2 usage or an ambiguous --name; 4 no such process; 5 ptrace refused (the message names
-    Yama, ownership, CAP_SYS_PTRACE or the tracer already attached) (docs/exit-codes.md).
+    Exit codes: 0 detached; 1 the --fail-on gate failed; 6 the process ended during the
+    attach (the trace is kept; wins over 1); 2 usage or an ambiguous --name; 4 no such
+    process; 5 ptrace refused (the message names Yama, ownership, CAP_SYS_PTRACE or the
+    tracer already attached) (docs/exit-codes.md).
     """
-    from tracer.cli._reporting import color_option, echo_report, parse_report_specs, write_report
+    from tracer.cli._reporting import (
+        color_option,
+        echo_report,
+        gate,
+        parse_report_specs,
+        write_report,
+    )
     from tracer.session.attach import STEPPING_NOTE, AttachOptions, attach_process, find_by_name
 
     specs = parse_report_specs(reports)
+    if fail_on is not None or allow is not None:  # bad gate options fail before the attach
+        from tracer.gate import load_allow, parse_fail_on
+
+        if fail_on is not None:
+            parse_fail_on(fail_on)
+        if allow is not None:
+            load_allow(allow)
     if (pid is None) == (name is None):
         raise UsageError("give either a PID or --name NAME")
     if name is not None:
@@ -71,14 +90,20 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
 
     result = attach_process(AttachOptions(pid=pid, duration=duration, output=output,
                                           attributor=attributor, on_attached=attached))
+    gated = gate(result.analysis, fail_on, allow)
+    analysis = gated.analysis if gated is not None else result.analysis
     for fmt, path in specs:
-        write_report(result.analysis, fmt, path)
+        write_report(analysis, fmt, path)
     if not quiet:
-        echo_report(result.analysis, "text", stream=sys.stderr, color=color_option(color))
+        echo_report(analysis, "text", stream=sys.stderr, color=color_option(color))
+    if gated is not None and fail_on is not None:
+        print(gated.summary_line(), file=sys.stderr)
     print(f"cgotrace: attach to {pid} {_span(result.start_time, result.end_time)}: "
           f"{result.how}", file=sys.stderr)
     sys.stdout.flush()
-    ctx.exit(int(ExitCode.TARGET_EXITED) if result.ended is not None else 0)
+    if result.ended is not None:
+        ctx.exit(int(ExitCode.TARGET_EXITED))
+    ctx.exit(int(ExitCode.POLICY) if gated is not None and gated.failed else 0)
 
 
 def _span(start: float, end: float) -> str:
