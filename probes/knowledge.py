@@ -1,15 +1,16 @@
 """The rules in probes/rules/*.toml, loaded once and queried by path or by feature.
 
-Pure data access: no I/O beyond reading the packaged TOML files, no imports from the
-tracer except `tracer.model`.
+Pure data access: no I/O beyond reading the packaged TOML files (and their parsed copies
+in the user's cache), no imports from the tracer except `tracer.model` and
+`tracer.cachedir`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,39 @@ class Feature:
 
 
 def _load(name: str) -> dict[str, Any]:
-    with open(RULES_DIR / name, "rb") as f:
-        return tomllib.load(f)
+    """A packaged rules file, parsed; kept as JSON in the facts cache's directory (keyed by
+    the file's size, mtime and inode), since importing tomllib and parsing cost a few ms of
+    every run's start."""
+    import json
+    import os
+
+    from tracer.cachedir import small_caches_off, user_cache
+
+    path = RULES_DIR / name
+    cached = None
+    if not small_caches_off():
+        try:
+            st = os.stat(path)
+            stamp = f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
+            cached = user_cache() / "rules" / f"{name}-{stamp}.json"
+            data = json.loads(cached.read_text())
+            if isinstance(data, dict):
+                return data
+        except (OSError, ValueError):
+            pass
+    import tomllib
+
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    if cached is not None:
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            for old in cached.parent.glob(f"{name}-*.json"):  # an edited file's entries
+                old.unlink()
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, cached)
+    return data
 
 
 @functools.cache

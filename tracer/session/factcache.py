@@ -20,12 +20,16 @@ again is looked up here instead.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import struct
 from pathlib import Path
 from typing import Any
+
+try:  # the builtin module hashlib wraps: importing hashlib loads OpenSSL (~3 ms a run)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import blake2b
 
 FORMAT = 2  # 2: `static` is the findings engine's header (tracer.static.static_header)
 MAX_BYTES = 8 * 1024 * 1024
@@ -36,10 +40,9 @@ _NT_GO_BUILD_ID = 4
 
 def cache_dir() -> Path | None:
     """The facts directory, or None when caching is off."""
-    if os.environ.get("CGOTRACE_NO_CACHE"):
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "cgotrace" / "facts"
+    from tracer.cachedir import small_caches_off, user_cache
+
+    return None if small_caches_off() else user_cache() / "facts"
 
 
 def build_id(path: str) -> str | None:
@@ -100,7 +103,7 @@ def cache_key(program: str, root: str | None, path_in_root: str | None) -> str |
     rootkey = _stamp(os.path.join(base, f) for f in ROOT_FILES)
     raw = "\0".join((str(FORMAT), ident, real, base, path_in_root or "", rootkey,
                      _code_stamp()))
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    return blake2b(raw.encode(), digest_size=16).hexdigest()
 
 
 # Files of the root the static facts are derived from: the loader's search (ld.so.cache,

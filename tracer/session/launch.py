@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno as errno_mod
 import os
-import shutil
 import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -82,6 +81,8 @@ def resolve_program(name: str, env: Mapping[str, str] | None = None) -> str:
         if not os.path.lexists(name):
             raise TracerError(f"{name}: no such file", exit_code=ExitCode.COMMAND_NOT_FOUND)
         return name
+    import shutil  # only for a bare name
+
     path = (env if env is not None else os.environ).get("PATH", os.defpath)
     found = shutil.which(name, path=path)
     if found is None:

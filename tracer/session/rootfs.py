@@ -68,9 +68,9 @@ def cache_dir() -> Path:
     # clone): anyone else gets their own cache, not an "internal error".
     if (checkout / "pyproject.toml").exists() and _writable(checkout / ".cache"):
         return checkout / ".cache"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-        os.environ.get("HOME") or os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "cgotrace"
+    from tracer.cachedir import user_cache
+
+    return user_cache()
 
 
 def _writable(p: Path) -> bool:
