@@ -371,18 +371,22 @@ def check_exec_child(rule: Rule, ctx: Context) -> list[Finding]:
     """Programs executed (params.self: the program re-executing itself, or others): each
     has its own dependencies (traced under its pid)."""
     want_self = bool(rule.params.get("self", False))
+    # a child that is not there (execve ENOENT: podman trying rpm, then dpkg) is named
+    # "(not found)" but not `missing`, as an NSS module that is not there: the program got
+    # ENOENT and carried on, which is what it does in any image without that program
     items = [(d, c) for d in ctx.deps(HIDDEN, DependencyClass.DECLARED) for c in d.callers
-             if d.kind == "executable" and d.result == "ok" and c.go_api is not None
+             if d.kind == "executable" and (d.result == "ok" or d.absent)
+             and c.go_api is not None
              and _is_self(ctx, d.path) == want_self]  # go_api None: the program's own exec
     out = []
     for g in by_site(rule, items):
-        pids = {p for d, _ in g for p in d.pids}
+        pids = {p for d, _ in g for p in d.pids if d.result == "ok"}
         own = [d for d in ctx.deps(HIDDEN) if set(d.pids) & pids and d.kind != "executable"]
-        missing = [d.path for d, _ in g if d.absent]
         out.append(make_finding(rule, g, {
-            "children": _join(d.path for d, _ in g if d.result == "ok") or "none",
+            "children": _join(d.path + ("" if d.result == "ok" else " (not found)")
+                              for d, _ in g),
             "libraries": _join(d.path for d in own) or "none"},
-            missing=missing, extra_deps=()))
+            extra_deps=()))
     return out
 
 
@@ -392,8 +396,12 @@ def check_missing_interpreter(rule: Rule, ctx: Context) -> list[Finding]:
     loader = s.get("loader") or {}
     if not interp:
         return []
+    # Only the program's own exec is evidence: a child the program tries to run that is
+    # not installed (podman probing for rpm) fails with ENOENT too, for want of the file.
+    own = set(ctx.analysis.executables)
     exec_fail = [(d, c) for d in ctx.analysis.dependencies for c in d.callers
-                 if d.kind in ("executable", "interpreter") and d.result == "ENOENT"]
+                 if d.kind in ("executable", "interpreter") and d.result == "ENOENT"
+                 and (d.path in own or (d.host_path is not None and d.host_path in own))]
     absent_static = "interpreter_path" in loader and loader.get("interpreter_path") is None
     if not exec_fail and not absent_static:
         return []

@@ -418,3 +418,20 @@ def test_pure_go_user_lookup_without_passwd_is_missing_and_degraded() -> None:
         acc("/etc/passwd", AccessKind.CONFIG, hidden=True, line=19, **lookup)])
     assert [(f.id, f.missing) for f in a.findings] == [("user-lookup-go", ())]
     assert verdict(a).status == "works"
+
+
+def test_a_child_that_is_not_installed_is_not_a_missing_interpreter() -> None:
+    """podman probes for rpm with exec.Command("rpm").Output(): execve fails with ENOENT
+    because /usr/bin/rpm does not exist. The program itself started: no missing-interpreter
+    error; the child is an exec-child that is not there."""
+    trace = [acc("/home/u/site/app", AccessKind.EXECUTABLE, syscall="execve", via=Via.EXEC),
+             acc("/lib64/ld-linux-x86-64.so.2", AccessKind.INTERPRETER, syscall="execve"),
+             acc("/usr/bin/rpm", AccessKind.EXECUTABLE, result="ENOENT", hidden=True,
+                 syscall="execve", via=Via.GO, api="os/exec.(*Cmd).Output", line=152,
+                 pid=101)]
+    a = analyze(header(), trace, exit={"exit_code": 0, "code": 0})
+    ids = [f.id for f in a.findings]
+    assert "missing-interpreter" not in ids, ids
+    (child,) = [f for f in a.findings if f.id == "exec-child"]
+    assert "/usr/bin/rpm (not found)" in child.title and child.missing == ()
+    assert verdict(a).status == "works"  # it got ENOENT and carried on
