@@ -369,7 +369,8 @@ def _is_self(ctx: Context, path: str) -> bool:
 
 def check_exec_child(rule: Rule, ctx: Context) -> list[Finding]:
     """Programs executed (params.self: the program re-executing itself, or others): each
-    has its own dependencies (traced under its pid)."""
+    has its own dependencies (traced under its pid). Fills `children` (those that ran),
+    `not_found` and `not_found_note` (those execve did not find; empty when none)."""
     want_self = bool(rule.params.get("self", False))
     # a child that is not there (execve ENOENT: podman trying rpm, then dpkg) is named
     # "(not found)" but not `missing`, as an NSS module that is not there: the program got
@@ -382,9 +383,12 @@ def check_exec_child(rule: Rule, ctx: Context) -> list[Finding]:
     for g in by_site(rule, items):
         pids = {p for d, _ in g for p in d.pids if d.result == "ok"}
         own = [d for d in ctx.deps(HIDDEN) if set(d.pids) & pids and d.kind != "executable"]
+        absent = _join(d.path for d, _ in g if d.result != "ok")
         out.append(make_finding(rule, g, {
-            "children": _join(d.path + ("" if d.result == "ok" else " (not found)")
-                              for d, _ in g),
+            "children": _join(d.path for d, _ in g if d.result == "ok") or "nothing",
+            "not_found": f" (tried, not found: {absent})" if absent else "",
+            "not_found_note": f" It also tried {absent}, which is not there (execve: "
+                              "ENOENT); it went on without it." if absent else "",
             "libraries": _join(d.path for d in own) or "none"},
             extra_deps=()))
     return out

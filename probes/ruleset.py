@@ -28,7 +28,8 @@ DEFAULT_FILE = RULES_DIR / "findings.toml"
 PLACEHOLDERS = frozenset({
     "go_api", "user_frame", "c_function", "paths", "found", "missing", "tried", "count",
     "sources", "modules", "reason", "interpreter", "libraries", "packages", "children",
-    "feature", "env", "tags", "signal", "dockerfile", "first", "pids",
+    "feature", "env", "tags", "signal", "dockerfile", "first", "pids", "not_found",
+    "not_found_note",
 })
 MATCH_KEYS = {"path": list, "kind": list, "via": list, "class": list, "result": str,
               "go_api": list, "c_function": list}

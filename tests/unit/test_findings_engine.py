@@ -433,5 +433,8 @@ def test_a_child_that_is_not_installed_is_not_a_missing_interpreter() -> None:
     ids = [f.id for f in a.findings]
     assert "missing-interpreter" not in ids, ids
     (child,) = [f for f in a.findings if f.id == "exec-child"]
-    assert "/usr/bin/rpm (not found)" in child.title and child.missing == ()
+    assert child.title == ("os/exec.(*Cmd).Output runs nothing (tried, not found: "
+                           "/usr/bin/rpm) at main.go:152")
+    assert "tried /usr/bin/rpm, which is not there" in child.explanation
+    assert "rpm" not in child.fix and child.missing == ()
     assert verdict(a).status == "works"  # it got ENOENT and carried on
