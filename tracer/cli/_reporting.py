@@ -91,3 +91,20 @@ def color_option(value: bool | None) -> bool | None:
     if value is None and os.environ.get("NO_COLOR"):
         return False
     return value
+
+
+def emit_reports(analysis: Analysis | None, specs: list[tuple[str, str]], quiet: bool,
+                 color: bool | None, gated: GateResult | None) -> None:
+    """Reports to their files, the text report to stderr, the gate's line (run, attach).
+    `analysis` is None only when nothing reads it (no report, quiet, no gate)."""
+    if gated is not None:
+        analysis = gated.analysis
+    if analysis is None:
+        return
+    for fmt, path in specs:
+        write_report(analysis, fmt, path)
+    if not quiet:
+        sys.stdout.flush()
+        echo_report(analysis, "text", stream=sys.stderr, color=color_option(color))
+    if gated is not None and gated.analysis.gate and gated.analysis.gate.get("fail_on"):
+        print(gated.summary_line(), file=sys.stderr)

@@ -53,13 +53,7 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
     process; 5 ptrace refused (the message names Yama, ownership, CAP_SYS_PTRACE or the
     tracer already attached) (docs/exit-codes.md).
     """
-    from tracer.cli._reporting import (
-        color_option,
-        echo_report,
-        gate,
-        parse_report_specs,
-        write_report,
-    )
+    from tracer.cli._reporting import emit_reports, gate, parse_report_specs
     from tracer.session.attach import STEPPING_NOTE, AttachOptions, attach_process, find_by_name
 
     specs = parse_report_specs(reports)
@@ -91,13 +85,7 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
     result = attach_process(AttachOptions(pid=pid, duration=duration, output=output,
                                           attributor=attributor, on_attached=attached))
     gated = gate(result.analysis, fail_on, allow)
-    analysis = gated.analysis if gated is not None else result.analysis
-    for fmt, path in specs:
-        write_report(analysis, fmt, path)
-    if not quiet:
-        echo_report(analysis, "text", stream=sys.stderr, color=color_option(color))
-    if gated is not None and fail_on is not None:
-        print(gated.summary_line(), file=sys.stderr)
+    emit_reports(result.analysis, specs, quiet, color, gated)
     print(f"cgotrace: attach to {pid} {_span(result.start_time, result.end_time)}: "
           f"{result.how}", file=sys.stderr)
     sys.stdout.flush()

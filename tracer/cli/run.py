@@ -60,7 +60,7 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     SIGQUIT sent to cgotrace are forwarded to the program. The findings report goes to
     stderr; with --fail-on, a failed gate exits 121 (docs/exit-codes.md).
     """
-    from tracer.cli._reporting import gate, parse_report_specs, rules_for
+    from tracer.cli._reporting import emit_reports, gate, parse_report_specs, rules_for
     from tracer.errors import CgotraceError
     from tracer.session.runner import RunOptions, trace_program
 
@@ -86,14 +86,11 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     except CgotraceError as e:  # exec failed: still write the reports; stderr gets one line
         analysis = getattr(e, "analysis", None)
         if analysis is not None:  # on stderr only when it explains the failure
-            _emit(analysis, specs, quiet or not analysis.findings, color,
-                  gate(analysis, fail_on, allow))
+            emit_reports(analysis, specs, quiet or not analysis.findings, color,
+                         gate(analysis, fail_on, allow))
         raise
-    if analyze:
-        gated = gate(result.analysis, fail_on, allow)
-        _emit(result.analysis, specs, quiet, color, gated)
-    else:
-        gated = None  # nothing reads the findings: they are never computed
+    gated = gate(result.analysis, fail_on, allow)  # None without a gate (or findings)
+    emit_reports(result.analysis, specs, quiet, color, gated)
     if not quiet and result.crash:
         print(result.crash, file=sys.stderr)
     if result.diagnosis is not None:  # the program never ran: say why even with -q
@@ -103,22 +100,6 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     if code == 0 and gated is not None and gated.failed:
         code = int(ExitCode.RUN_POLICY)
     ctx.exit(code)
-
-
-def _emit(analysis: Any, specs: list[tuple[str, str]], quiet: bool, color: bool | None,
-          gated: Any) -> None:
-    """Reports to their files, the text report to stderr, the gate's line."""
-    from tracer.cli._reporting import color_option, echo_report, write_report
-
-    if gated is not None:
-        analysis = gated.analysis
-    for fmt, path in specs:
-        write_report(analysis, fmt, path)
-    if not quiet:
-        sys.stdout.flush()
-        echo_report(analysis, "text", stream=sys.stderr, color=color_option(color))
-    if gated is not None and gated.analysis.gate and gated.analysis.gate.get("fail_on"):
-        print(gated.summary_line(), file=sys.stderr)
 
 
 class LazyAttributor:

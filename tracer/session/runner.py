@@ -77,21 +77,7 @@ class RunResult:
     engine: str = "ptrace"  # the engine that ran
     engine_reason: str = ""  # why (auto)
     header: dict[str, Any] = field(default_factory=dict)
-    # the findings are computed at the first read of `analysis` (a quiet run without
-    # reports or a gate never loads the rules)
-    finish_analysis: Callable[[], Any] | None = field(default=None, repr=False)
-    _analysis: Any = field(default=None, repr=False)
-
-    @property
-    def analysis(self) -> Any:
-        """probes.engine.Analysis of the run."""
-        if self._analysis is None and self.finish_analysis is not None:
-            self._analysis, self.finish_analysis = self.finish_analysis(), None
-        return self._analysis
-
-    @analysis.setter
-    def analysis(self, value: Any) -> None:
-        self._analysis, self.finish_analysis = value, None
+    analysis: Any = None  # probes.engine.Analysis (None when RunOptions.analyze is off)
 
 
 # Environment variables that change which files a Go program reads (resolver, zoneinfo,
@@ -278,7 +264,7 @@ def trace_program(opts: RunOptions) -> RunResult:
         crash = _crash_line(status, events)
         return RunResult(status=status, summary=summary.summary(status), crash=crash,
                          diagnosis=diagnosis, stats=stats, events=events, header=header,
-                         finish_analysis=(lambda: analysis.finish(status, diagnoses))
+                         analysis=analysis.finish(status, diagnoses)
                          if analysis is not None else None,
                          engine=engine.name,
                          engine_reason=tracee.engine_reason)

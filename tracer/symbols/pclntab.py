@@ -351,18 +351,22 @@ class PclnTable:
         for i in range(self.nfunc):
             yield self.func_at(i)
 
+    def _name_field_base(self) -> int:
+        """Where record i's name offset lies in the data: this + funcoffs[i] (funcoff is
+        relative to the functab on 1.16+, to the table start before)."""
+        lay = self._layout
+        field = lay.ptr_size if lay.entries_absolute else 4
+        return self._base + (0 if lay.magic == MAGIC_1_2 else lay.functab_off) + field
+
     def _offsets_and_blob(self) -> tuple[list[int], bytes]:
         """Every function's name offset (one pass over the records) and funcnametab."""
         if self._name_offs is not None and self._name_blob is not None:
             return self._name_offs, self._name_blob
-        lay = self._layout
-        field = lay.ptr_size if lay.entries_absolute else 4
-        data, base, limit = self._data, self._base, self._limit
-        rel = 0 if lay.magic == MAGIC_1_2 else lay.functab_off
+        data, limit, at0 = self._data, self._limit, self._name_field_base()
         unpack = struct.Struct("<i").unpack_from
         offs = []
         for funcoff in self._funcoffs[:self.nfunc]:
-            at = base + rel + funcoff + field
+            at = at0 + funcoff
             if at + 4 > limit:
                 raise BadBinaryError("pclntab: function record lies outside the table")
             offs.append(unpack(data, at)[0])
@@ -391,18 +395,16 @@ class PclnTable:
 
     def _indexes_named(self, name: str) -> list[int]:
         """Indexes (address order) of the functions named `name`, without decoding every
-        name (the unwinder looks up a handful of runtime functions; a 20k-function binary's
-        full name list costs ~0.1 s): each occurrence of the name in funcnametab gives a
-        name offset, and the records holding that offset are found by searching the records
-        for its four bytes, each hit checked against the record starts."""
+        name (the unwinder looks up a handful of runtime functions; on a 20k-function
+        binary two lookups cost ~8 ms, decoding and indexing every name 16-32 ms): each
+        occurrence of the name in funcnametab gives a name offset, and the records holding
+        that offset are found by searching the records for its four bytes, each hit checked
+        against the record starts."""
         if self._records is None:
-            lay = self._layout
-            field = lay.ptr_size if lay.entries_absolute else 4
-            rel = 0 if lay.magic == MAGIC_1_2 else lay.functab_off
             funcoffs = list(self._funcoffs[:self.nfunc])
             # the name field of record i is at rec_lo + funcoffs[i] - funcoffs[0]
-            rec_lo = self._base + rel + funcoffs[0] + field
-            rec_hi = min(self._limit, self._base + rel + max(funcoffs) + field + 4)
+            at0 = self._name_field_base()
+            rec_lo, rec_hi = at0 + funcoffs[0], min(self._limit, at0 + max(funcoffs) + 4)
             ordered = all(a < b for a, b in zip(funcoffs, funcoffs[1:], strict=False))
             self._records = (bytes(self._data[rec_lo:rec_hi]), funcoffs, ordered)
         records, funcoffs, ordered = self._records
@@ -440,14 +442,7 @@ class PclnTable:
         return self._name_blob
 
     def _scan_named(self, name: str) -> list[int]:
-        want = name.encode("utf-8")
-        return [i for i, off in enumerate(self._offsets_and_blob()[0])
-                if off >= 0 and self._blob_name(off) == want]
-
-    def _blob_name(self, off: int) -> bytes:
-        blob = self._offsets_and_blob()[1]
-        end = blob.find(b"\0", off, off + MAX_NAME_LEN)
-        return blob[off:end] if end >= 0 else b""
+        return [i for i, n in enumerate(self._all_names()) if n == name]
 
     def lookup_function(self, name: str) -> Func | None:
         """The first function (by address) named `name`, or None.
