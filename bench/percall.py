@@ -59,8 +59,8 @@ def layered(exe: Path, n: int, layer: str) -> float:
     from tracer import ptrace
     from tracer.engine import notify_engine as ne
     from tracer.engine.base import Want
-    from tracer.engine.collector import EventCollector
-    from tracer.session.launch import LaunchSpec, launch
+    from tracer.recording.collector import EventCollector
+    from tracer.sandbox.launch import LaunchSpec, launch
 
     tr = launch(LaunchSpec(argv=[str(exe), str(n)], engine="notify"))
     assert tr.listener is not None, "notify engine unavailable"
@@ -99,7 +99,7 @@ def layered(exe: Path, n: int, layer: str) -> float:
 
 def engine(exe: Path, args: list[str], name: str) -> float:
     """Microseconds per watched call of a whole traced run (stacks off)."""
-    from tracer.session.runner import RunOptions, trace_program
+    from tracer.commands.run import RunOptions, trace_program
 
     with _quiet():
         t0 = time.perf_counter()

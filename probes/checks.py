@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from probes import knowledge
-from tracer.model import DependencyClass, Evidence, Finding, ProcessEvent
+from tracer.trace.model import DependencyClass, Evidence, Finding, ProcessEvent
 
-if TYPE_CHECKING:  # typing only; (probes.engine imports this module lazily)
-    from probes.engine import Analysis, Caller, Dependency
+if TYPE_CHECKING:  # typing only; (probes.analysis imports this module lazily)
+    from probes.analysis import Analysis, Caller, Dependency
     from probes.ruleset import Rule
 
 Item = tuple["Dependency", "Caller"]

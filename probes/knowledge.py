@@ -1,7 +1,7 @@
 """The rules in probes/rules/*.toml, loaded once and queried by path or by feature.
 
 Pure data access: no I/O beyond reading the packaged TOML files (and their parsed copies
-in the user's cache), no imports from the tracer except `tracer.model` and
+in the user's cache), no imports from the tracer except `tracer.trace.model` and
 `tracer.cachedir`.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracer.model import AccessKind
+from tracer.trace.model import AccessKind
 
 RULES_DIR = Path(__file__).resolve().parent / "rules"
 

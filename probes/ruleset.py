@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.errors import BadBinaryError
-from tracer.model import Severity
+from tracer.trace.model import Severity
 
 RULES_DIR = Path(__file__).resolve().parent / "rules"
 DEFAULT_FILE = RULES_DIR / "findings.toml"

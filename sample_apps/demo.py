@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sample_apps.build import ROOT, BuildError, build
 from sample_apps.dnsresponder import Responder
-from tracer.session.netns import LoopbackNetwork
+from tracer.sandbox.netns import LoopbackNetwork
 
 CGOTRACE = [str(Path(sys.executable).parent / "cgotrace")]
 

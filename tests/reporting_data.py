@@ -4,8 +4,8 @@ fixes, one allowed), and awkward text (quotes, `<`, `</script>`, non-ASCII) in a
 
 from __future__ import annotations
 
-from probes.engine import Analysis, Caller, Dependency, ProgramFiles
-from tracer.model import DependencyClass, Evidence, Finding, Frame, Severity
+from probes.analysis import Analysis, Caller, Dependency, ProgramFiles
+from tracer.trace.model import DependencyClass, Evidence, Finding, Frame, Severity
 
 MAIN = "/src/userlookup/main.go"
 WEIRD = '/etc/we"ird</script><b>é.conf'

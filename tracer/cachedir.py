@@ -1,5 +1,5 @@
 """The user's cgotrace cache directory: `$XDG_CACHE_HOME/cgotrace`, else
-`~/.cache/cgotrace`. The facts cache (tracer/session/factcache.py), the parsed rules
+`~/.cache/cgotrace`. The facts cache (tracer/binary/factcache.py), the parsed rules
 (probes/knowledge.py) and, outside a checkout, generated root trees live under it; clear
 it with `rm -rf ~/.cache/cgotrace`."""
 

@@ -7,6 +7,7 @@ says what to do next. Exit codes are documented in docs/exit-codes.md.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -97,3 +98,14 @@ class BadImageError(CgotraceError):
     """A rootfs source (OCI layout, docker-save tarball) that cannot be used safely."""
 
     exit_code = ExitCode.BAD_INPUT
+
+
+def output_error(path: str, e: OSError) -> CgotraceError:
+    """An output file that cannot be written, as a typed one-line error."""
+    reason = (e.strerror or str(e)).lower()
+    message = f"cannot write {path}: {reason}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDeniedError(message, help="choose a directory you can write")
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return NotFoundError(message, help="create the directory first")
+    return CgotraceError(message, exit_code=ExitCode.BAD_INPUT)

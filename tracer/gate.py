@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tracer.errors import BadBinaryError, CgotraceError, ExitCode, NotFoundError
-from tracer.model import DependencyClass, Finding, Severity
+from tracer.trace.model import DependencyClass, Finding, Severity
 
 if TYPE_CHECKING:
-    from probes.engine import Analysis
+    from probes.analysis import Analysis
 
 SHORTHANDS = ("hidden", "cgo", "missing")
 _RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
@@ -217,3 +217,24 @@ def apply_gate(analysis: Analysis, fail_on: FailOn, allow: AllowList | None = No
             "allow_file": allow.file}
     marked = dataclasses.replace(analysis, findings=tuple(findings), gate=gate)
     return GateResult(bool(failing), tuple(failing), tuple(allowed), marked)
+
+
+def rules_for(probes: Iterable[str]) -> Any:
+    """The packaged rules plus --probes DIRs (None: the packaged ones, loaded when used)."""
+    dirs = tuple(probes)
+    if not dirs:
+        return None
+    from probes.ruleset import load_rules
+
+    return load_rules(dirs)
+
+
+def gate(analysis: Analysis, fail_on: str | None, allow: str | None) -> GateResult | None:
+    """The gate from the command-line strings (--fail-on, --allow); None when neither is set."""
+    if fail_on is None and allow is None:
+        return None
+    spec = parse_fail_on(fail_on) if fail_on is not None else None
+    allow_list = load_allow(allow) if allow is not None else None
+    if spec is None:  # --allow alone: mark findings, fail on nothing
+        spec = FailOn(spec="")
+    return apply_gate(analysis, spec, allow_list)

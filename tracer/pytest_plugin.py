@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from probes.engine import Analysis, Dependency
-    from tracer.model import Access, Finding
+    from probes.analysis import Analysis, Dependency
+    from tracer.trace.model import Access, Finding
 
 # `cgotrace run` exits with the program's status; these are its own failures
 # (docs/exit-codes.md) when no trace was written.
@@ -269,8 +269,8 @@ def _command(argv: Sequence[str], trace: Path, rootfs: str | os.PathLike[str] | 
 
 def _result(argv: list[str], proc: subprocess.CompletedProcess[str],
             trace: Path) -> CgotraceResult:
-    from probes.engine import analyze_trace
-    from tracer.recorder import read_trace
+    from probes.analysis import analyze_trace
+    from tracer.trace.recorder import read_trace
 
     t = read_trace(trace)
     return CgotraceResult(argv=argv, exit_code=proc.returncode, stdout=proc.stdout,

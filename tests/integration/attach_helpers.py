@@ -72,7 +72,7 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> in
 def loopback_dns() -> Iterator[str]:
     """A network namespace with the loopback DNS responder on 127.0.0.1:53; its path."""
     from sample_apps.dnsresponder import Responder
-    from tracer.session.netns import LoopbackNetwork
+    from tracer.sandbox.netns import LoopbackNetwork
 
     with LoopbackNetwork(service=lambda: Responder(port=53, timeout=300)) as net:
         yield net.netns_path
@@ -81,9 +81,9 @@ def loopback_dns() -> Iterator[str]:
 @contextlib.contextmanager
 def service(exe: Path, netns_path: str, *extra: str) -> Iterator[Service]:
     """The sample server, untraced, in `netns_path` with resolv.conf naming 127.0.0.1."""
-    from tracer.session import sandbox
+    from tracer.sandbox import container
 
-    prepared = sandbox.prepare(sandbox.SandboxSpec(rootfs=None, network=netns_path), exe)
+    prepared = container.prepare(container.SandboxSpec(rootfs=None, network=netns_path), exe)
     with tempfile.TemporaryDirectory() as tmp:
         fifo = os.path.join(tmp, "ready.fifo")
         os.mkfifo(fifo)
@@ -103,7 +103,7 @@ class Client:
     """The request loop (attach_client.py) in the server's network namespace."""
 
     def __init__(self, svc: Service):
-        from tracer.session import netns
+        from tracer.sandbox import netns
 
         path = svc.netns_path
         self.proc = subprocess.Popen(

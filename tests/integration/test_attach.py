@@ -31,7 +31,7 @@ from tests.integration.attach_helpers import (
     service,
     stop_process,
 )
-from tracer.model import Access
+from tracer.trace.model import Access
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go, pytest.mark.netns]
 
@@ -57,8 +57,8 @@ def _attributed(accesses: list[Access], path: str, go_api: str, marker: str
 
 @pytest.mark.parametrize("mode", ["cgo", "stripped", "pure"])
 def test_attach_captures_lookups_and_detaches(mode: str, sample: Callable[..., Path]) -> None:
-    from tracer.attribution import Attributor
-    from tracer.session.attach import AttachOptions, attach_process
+    from tracer.attribution.attributor import Attributor
+    from tracer.commands.attach import AttachOptions, attach_process
 
     exe = sample("server", mode)
     with loopback_dns() as ns, service(exe, ns) as svc, Client(svc) as client:
@@ -135,7 +135,7 @@ def test_signal_ends_attach_cleanly(sig: int, sample: Callable[..., Path],
     end = lines[-1]
     assert end["type"] == "exit" and end["attach"]["detached"] is True
     assert end["attach"]["end_time"] > header["attach"]["start_time"]
-    from tracer.recorder import read_trace
+    from tracer.trace.recorder import read_trace
 
     read = read_trace(str(trace))  # the reader puts the end time into the header
     assert read.header["attach"]["end_time"] == end["attach"]["end_time"]
@@ -175,7 +175,7 @@ def test_tracer_sigkill_leaves_server_serving(sample: Callable[..., Path],
 def test_signal_to_the_process_is_not_lost(sample: Callable[..., Path]) -> None:
     """SIGTERM sent to the server as the attach ends: delivered (traced or at the detach),
     never lost; the server shuts down gracefully and the attach reports how it ended."""
-    from tracer.session.attach import AttachOptions, attach_process
+    from tracer.commands.attach import AttachOptions, attach_process
 
     exe = sample("server", "cgo")
     with loopback_dns() as ns, service(exe, ns) as svc:
@@ -227,20 +227,20 @@ def test_attach_into_a_container(sample: Callable[..., Path], tmp_path: Path) ->
     inside the container: NSpid translated, paths as seen plus the host path through
     /proc/PID/root, stacks still symbolized."""
     from tests.integration.attach_helpers import Service, read_ready
-    from tracer.attribution import Attributor
-    from tracer.session import sandbox
-    from tracer.session.attach import AttachOptions, attach_process
-    from tracer.session.rootfs import resolve_rootfs
+    from tracer.attribution.attributor import Attributor
+    from tracer.commands.attach import AttachOptions, attach_process
+    from tracer.sandbox import container
+    from tracer.sandbox.roots import resolve_rootfs
 
     exe = sample("server", "cgo")
     fifo = tmp_path / "ready.fifo"
     os.mkfifo(fifo)
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     with loopback_dns() as ns:
-        spec = sandbox.SandboxSpec(rootfs=resolve_rootfs("glibc"), network=ns,
+        spec = container.SandboxSpec(rootfs=resolve_rootfs("glibc"), network=ns,
                                    pid_namespace=True,
-                                   binds=(sandbox.Bind(tmp_path, "/run/ready", False),))
-        prepared = sandbox.prepare(spec, exe)
+                                   binds=(container.Bind(tmp_path, "/run/ready", False),))
+        prepared = container.prepare(spec, exe)
         argv = [prepared.program_in_root, "--ready-file", "/run/ready/ready.fifo",
                 "--timeout", "300s"]
         middle, pid = _start_in_container(prepared, argv)
@@ -262,7 +262,7 @@ def test_attach_into_a_container(sample: Callable[..., Path], tmp_path: Path) ->
                 client.wait_for(3)
                 ok, fail, failures = client.stop()
             assert fail == 0, failures
-            from tracer.snapshot import take_snapshot
+            from tracer.commands.snapshot import take_snapshot
 
             snap = take_snapshot(pid)  # the NEEDED closure resolved in the container's root
             roles = {os.path.basename(lib.path): lib.role for lib in snap.libraries}
@@ -298,7 +298,7 @@ int main(void) { for (int i = 0; i < 3000; i++) { pthread_t t;
 def test_threads_started_during_the_attach_are_traced(tmp_path: Path) -> None:
     """A process that keeps starting threads: the new ones are seized too, and left."""
     from tests.integration.tracing_helpers import compile_c
-    from tracer.session.attach import AttachOptions, attach_process
+    from tracer.commands.attach import AttachOptions, attach_process
 
     prog = compile_c(_THREADS_C)
     proc = subprocess.Popen([str(prog)])
@@ -322,8 +322,8 @@ def test_a_failure_inside_the_tracer_still_detaches() -> None:
     """A bug while a thread is held in its syscall stop: the error surfaces, and the
     process is still detached and left running."""
     from tests.integration.tracing_helpers import compile_c
-    from tracer.engine.attach import AttachEngine
-    from tracer.engine.collector import EventCollector
+    from tracer.engine.stepping import AttachEngine
+    from tracer.recording.collector import EventCollector
 
     class Broken(EventCollector):
         def on_entry(self, view: object, *args: object) -> object:  # type: ignore[override]
@@ -347,7 +347,7 @@ def test_exec_from_a_non_leader_thread_while_attached() -> None:
     """The leader waits inside an unwatched call while another thread execs: the exec is
     reported under the leader's tid, and its result is still recorded."""
     from tests.integration.tracing_helpers import compile_c
-    from tracer.session.attach import AttachOptions, attach_process
+    from tracer.commands.attach import AttachOptions, attach_process
 
     prog = compile_c(r"""
 #include <pthread.h>

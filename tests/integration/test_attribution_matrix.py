@@ -43,9 +43,9 @@ import pytest
 from sample_apps import appinfo
 from sample_apps.appinfo import Expectation
 from sample_apps.build import GO_VERSIONS, supported_modes
-from tracer.attribution import Attributor, c_name
-from tracer.model import Access, AccessKind, Attribution, Via
-from tracer.process.images import ImageCache, MapsRegistry
+from tracer.attribution.attributor import Attributor, c_name
+from tracer.attribution.modules import ImageCache, MapsRegistry
+from tracer.trace.model import Access, AccessKind, Attribution, Via
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go]
 
@@ -95,7 +95,7 @@ def _trace(exe: Path, args: tuple[str, ...] = (), network: str | None = None,
     fresh FIFO path), `client` runs on a thread while the program is traced (the event is
     set once the trace has ended)."""
     if (exe, args, engine) not in _RUNS:
-        from tracer.session.runner import RunOptions, trace_program
+        from tracer.commands.run import RunOptions, trace_program
 
         accesses: list[Access] = []
         att = Attributor(MapsRegistry(_IMAGES))
@@ -134,7 +134,7 @@ def _dns_trace(exe: Path, args: tuple[str, ...], engine: str = "auto"
     """A traced run inside a loopback netns with the DNS responder on 127.0.0.1:53."""
     if (exe, args, engine) not in _RUNS:
         from sample_apps.dnsresponder import Responder
-        from tracer.session.netns import LoopbackNetwork
+        from tracer.sandbox.netns import LoopbackNetwork
 
         with LoopbackNetwork(service=lambda: Responder(port=53, timeout=120)) as net:
             return _trace(exe, args, network=net.netns_path, engine=engine)
@@ -540,7 +540,7 @@ def test_loader_accesses(mode: str, sample: Callable[..., Path]) -> None:
     """What the attributor calls "loader" is exactly what the static NEEDED closure says
     ld.so opens (the cache, then each library), each without a stack; nothing the program
     does later (dlopen's own opens of the cache and of libz) is "loader"."""
-    from tracer.static import inspect_binary
+    from tracer.binary.facts import inspect_binary
 
     app, mode = ("dlopen", "cgo") if mode == "dlopen-cgo" else ("userlookup", mode)
     exe = sample(app, mode, GO_VERSIONS[0])
@@ -576,8 +576,8 @@ def test_warm_cost_per_access(sample: Callable[..., Path]) -> None:
     """A repeated call path is served from the memo (or the keep-policy) instead of being
     analysed again. The cost is printed, never asserted (`make bench` measures it)."""
     exe = sample("benchuser", "cgo", GO_VERSIONS[0])
-    from tracer.attribution import FULL_PER_PATH, AttributorStats
-    from tracer.session.runner import RunOptions, trace_program
+    from tracer.attribution.attributor import FULL_PER_PATH, AttributorStats
+    from tracer.commands.run import RunOptions, trace_program
 
     n = 200
     att = Attributor(MapsRegistry(_IMAGES))
@@ -616,7 +616,7 @@ def test_warm_cost_per_access(sample: Callable[..., Path]) -> None:
 def test_sampling_after_many_accesses_of_one_path(sample: Callable[..., Path]) -> None:
     """Past SAMPLE_AFTER accesses of one path, only power-of-two accesses are walked; the
     rest carry the path's latest attribution, and the trace says so with same_as."""
-    from tracer.attribution import SAMPLE_AFTER
+    from tracer.attribution.attributor import SAMPLE_AFTER
 
     exe = sample("benchopen", "cgo", GO_VERSIONS[0])
     accesses, status, att = _trace(exe, ("2000",))
@@ -642,10 +642,11 @@ def test_sampling_after_many_accesses_of_one_path(sample: Callable[..., Path]) -
 @pytest.mark.netns
 def test_inventory_without_build_info(sample: Callable[..., Path], tmp_path: Path) -> None:
     """With its build info blob destroyed, the application's code is found from pclntab's
-    file names (tracer/appcode.py, heuristic 3): the same user frames in internal/..., the
+    file names (tracer/attribution/appcode.py, heuristic 3): the same user frames in
+    internal/..., the
     replaced third-party module (outside the application's directory) still not one."""
-    from tracer.symbols.buildinfo import MAGIC, read_buildinfo
-    from tracer.symbols.elf import ElfImage
+    from tracer.binary.buildinfo import MAGIC, read_buildinfo
+    from tracer.binary.elf import ElfImage
 
     src = sample("inventory", "cgo", GO_VERSIONS[0])
     exe = tmp_path / "inventory-nobuildinfo"
@@ -670,7 +671,7 @@ def test_cli_trace_has_no_launcher_frames(sample: Callable[..., Path], tmp_path:
     import subprocess
     import sys
 
-    from tracer.recorder import read_trace
+    from tracer.trace.recorder import read_trace
 
     exe = sample("userlookup", "cgo", GO_VERSIONS[0])
     out = tmp_path / "t.jsonl"

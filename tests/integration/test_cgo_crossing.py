@@ -14,9 +14,9 @@ import pytest
 
 from sample_apps import appinfo
 from sample_apps.build import GO_VERSIONS
-from tracer.attribution import Attributor
-from tracer.model import Access, Via
-from tracer.symbols.maps import ImageCache, MapsRegistry
+from tracer.attribution.attributor import Attributor
+from tracer.attribution.modules import ImageCache, MapsRegistry
+from tracer.trace.model import Access, Via
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go]
 
@@ -24,7 +24,7 @@ _IMAGES = ImageCache()
 
 
 def _trace(exe: Path) -> list[Access]:
-    from tracer.session.runner import RunOptions, trace_program
+    from tracer.commands.run import RunOptions, trace_program
 
     accesses: list[Access] = []
     att = Attributor(MapsRegistry(_IMAGES))

@@ -17,8 +17,8 @@ import pytest
 
 from sample_apps.build import DEFAULT_GO, go_env, go_tool
 from tests.integration.dwarf_oracle import expected_frames, inlined_calls
-from tracer.symbols.elf import ElfImage
-from tracer.symbols.pclntab import PclnTable
+from tracer.binary.elf import ElfImage
+from tracer.binary.pclntab import PclnTable
 
 
 def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

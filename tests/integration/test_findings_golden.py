@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from probes.engine import Analysis, analyze_trace
-from tracer.recorder import read_trace
+from probes.analysis import Analysis, analyze_trace
+from tracer.commands.run import RunOptions, trace_program
 from tracer.reporters import render
-from tracer.session.runner import RunOptions, trace_program
+from tracer.trace.recorder import read_trace
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go, pytest.mark.netns]
 
@@ -42,7 +42,7 @@ def traced(app: str, mode: str, binary: Path, tmp: Path, code: int = 0) -> Analy
     answered by the local responder (nothing leaves the machine)."""
     if (app, mode) in _CACHE:
         return _CACHE[(app, mode)]
-    from tracer.attribution import Attributor
+    from tracer.attribution.attributor import Attributor
 
     out = tmp / f"{app}-{mode}.jsonl"
     argv = [str(binary)] + (["-svc"] if app == "dnslookup" else [])
@@ -55,7 +55,7 @@ def traced(app: str, mode: str, binary: Path, tmp: Path, code: int = 0) -> Analy
 
     if app == "dnslookup":
         from sample_apps.dnsresponder import Responder
-        from tracer.session.netns import LoopbackNetwork
+        from tracer.sandbox.netns import LoopbackNetwork
 
         with LoopbackNetwork(service=lambda: Responder(port=53, timeout=120)) as net:
             run(net.netns_path)
@@ -235,6 +235,6 @@ def test_static_glibc_build_reports_the_nss_crash_hazard(sample: Callable[..., P
 
 
 def verdict_of(a: Analysis) -> str:
-    from probes.engine import verdict
+    from probes.analysis import verdict
 
     return verdict(a).status

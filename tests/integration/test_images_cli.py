@@ -165,7 +165,7 @@ def test_x509roots_on_scratch_records_the_missing_ca_paths(sample: Sample,
     r = cgotrace("run", "-q", "-o", str(out), "--rootfs", "scratch", "--",
                  str(sample("x509roots", "pure")))
     assert r.returncode == 0 and "SystemCertPool: 0 certificates" in r.stdout
-    from tracer.recorder import read_trace  # fills in `same_as` attributions
+    from tracer.trace.recorder import read_trace  # fills in `same_as` attributions
 
     missing = {a.path for a in read_trace(out).accesses if a.result == "ENOENT"
                and a.attribution is not None
@@ -229,7 +229,7 @@ def podman_image() -> Iterator[str]:
     """A local image made from the glibc preset with `podman import` (nothing is pulled)."""
     if shutil.which("podman") is None:
         pytest.skip("podman not installed (make system-deps)")
-    from tracer.session.rootfs import build_preset
+    from tracer.sandbox.roots import build_preset
 
     root = build_preset("glibc")
     name = f"localhost/cgotrace-test-glibc-{os.getpid()}:latest"
@@ -243,7 +243,7 @@ def podman_image() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["podman", "rmi", "-f", name], capture_output=True, check=False)
-        from tracer.session.rootfs import cache_dir  # the unpacked copy: a new ID every run
+        from tracer.sandbox.roots import cache_dir  # the unpacked copy: a new ID every run
 
         shutil.rmtree(cache_dir() / "rootfs" / f"image-{image_id.removeprefix('sha256:')[:24]}",
                       ignore_errors=True)
@@ -336,7 +336,7 @@ def _digest(p: Path) -> str:
 
 
 def test_sandbox_cannot_reach_the_network_or_change_the_root() -> None:
-    from tracer.session.rootfs import build_preset
+    from tracer.sandbox.roots import build_preset
 
     probe = compile_c(_PROBE_C)
     root = build_preset("glibc")

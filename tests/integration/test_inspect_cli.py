@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.symbols.elf import ElfImage
+from tracer.binary.elf import ElfImage
 
 
 def run_inspect(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from sample_apps import build as sample_build
 from tests import preflight
-from tracer.static import inspect_binary
+from tracer.binary.facts import inspect_binary
 
 pytestmark = pytest.mark.go
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.integration.tracing_helpers import cgotrace_cmd, private_netns, wait_for
-from tracer.attribution import Attributor
+from tracer.attribution.attributor import Attributor
+from tracer.commands.run import RunOptions, RunResult, trace_program
 from tracer.errors import TracerError
-from tracer.model import Access
-from tracer.recorder import read_trace
-from tracer.session.runner import RunOptions, RunResult, trace_program
 from tracer.syscalls import seccomp
+from tracer.trace.model import Access
+from tracer.trace.recorder import read_trace
 
 pytestmark = pytest.mark.ptrace
 Sample = Callable[..., Path]

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from tracer.session import netns, rootfs, sandbox
-from tracer.session.netns import LoopbackNetwork
-from tracer.session.sandbox import PreparedSandbox, SandboxSpec
+from tracer.sandbox import container, netns, roots
+from tracer.sandbox.container import PreparedSandbox, SandboxSpec
+from tracer.sandbox.netns import LoopbackNetwork
 
 pytestmark = pytest.mark.netns
 
@@ -73,7 +73,7 @@ def run_check(prep: PreparedSandbox, body: Callable[[], Any],
             (setup or PreparedSandbox.child_setup)(prep)
             out = json.dumps({"ok": body()})
         except BaseException as e:
-            out = json.dumps({"error": sandbox.encode_child_error(e).decode()})
+            out = json.dumps({"error": container.encode_child_error(e).decode()})
             code = 1
         with contextlib.suppress(OSError):
             os.write(w, out.encode())
@@ -87,7 +87,7 @@ def run_check(prep: PreparedSandbox, body: Callable[[], Any],
         _reap(pid, deadline)
     result = json.loads(data)
     if "error" in result:
-        raise sandbox.decode_child_error(result["error"].encode())
+        raise container.decode_child_error(result["error"].encode())
     return result["ok"]
 
 
@@ -110,7 +110,7 @@ def run_exec(prep: PreparedSandbox, args: list[str] = ()) -> tuple[int | None, s
         except OSError as e:
             os.write(err_w, f"errno\t{e.errno}\n".encode())
         except BaseException as e:
-            os.write(err_w, sandbox.encode_child_error(e))
+            os.write(err_w, container.encode_child_error(e))
         os._exit(127)
     os.close(out_w)
     os.close(err_w)
@@ -125,7 +125,7 @@ def run_exec(prep: PreparedSandbox, args: list[str] = ()) -> tuple[int | None, s
     if failure.startswith("errno\t"):
         return None, output, prep.diagnose_exec_failure(int(failure.split("\t")[1]))
     if failure:
-        raise sandbox.decode_child_error(failure.encode())
+        raise container.decode_child_error(failure.encode())
     return os.waitstatus_to_exitcode(status), output, None
 
 
@@ -181,8 +181,8 @@ def test_loopback_network_is_isolated(root: str | None, host_mounts_unchanged: N
     # This host's own address: reachable from the host, never from the sandbox. Without
     # one there is nothing off-loopback to aim at, and only the interface view is checked.
     target = _host_ipv4()
-    spec = SandboxSpec(rootfs=rootfs.resolve_rootfs(root) if root else None, hostname="boxed")
-    prep = sandbox.prepare(spec, "/bin/true")
+    spec = SandboxSpec(rootfs=roots.resolve_rootfs(root) if root else None, hostname="boxed")
+    prep = container.prepare(spec, "/bin/true")
     got = run_check(prep, lambda: {**_network_view(),
                                    "far": _send(target) if target else "ENETUNREACH",
                                    "near": _send("127.0.0.1")})
@@ -198,7 +198,7 @@ def test_loopback_network_is_isolated(root: str | None, host_mounts_unchanged: N
 
 
 def test_network_none_has_lo_down() -> None:
-    prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("scratch"), network="none"),
+    prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("scratch"), network="none"),
                            "/bin/true")
     got = run_check(prep, lambda: {**_network_view(), "near": _send("127.0.0.1")})
     assert got["interfaces"] == ["lo"] and not got["lo_up"]
@@ -209,7 +209,7 @@ def test_network_none_has_lo_down() -> None:
 
 def test_user_namespace_maps_an_unprivileged_user(host_mounts_unchanged: None) -> None:
     """Rootless: drop to nobody in the child, then build the whole sandbox in a userns."""
-    prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("static")), "/bin/true")
+    prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("static")), "/bin/true")
     prep = dataclasses.replace(prep, user_namespace=True, outer_uid=65534, outer_gid=65534)
 
     def drop_then_setup(p: PreparedSandbox) -> None:
@@ -225,7 +225,7 @@ def test_user_namespace_maps_an_unprivileged_user(host_mounts_unchanged: None) -
 
 
 def test_pid_namespace_double_fork() -> None:
-    prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("static"),
+    prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("static"),
                                        pid_namespace=True), "/bin/true")
     with pytest.raises(Exception, match="pid namespace"):
         prep.child_setup()  # refuses before touching anything
@@ -246,9 +246,9 @@ def test_pid_namespace_double_fork() -> None:
 
 
 def test_setup_error_reaches_parent_as_one_line() -> None:
-    prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("static")), "/bin/true")
+    prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("static")), "/bin/true")
     broken = dataclasses.replace(prep, root=Path("/proc/self/nonexistent-root"))
-    with pytest.raises(sandbox.SandboxError) as ei:
+    with pytest.raises(container.SandboxError) as ei:
         run_check(broken, lambda: None)
     assert "\n" not in ei.value.message and "failed" in ei.value.message
 
@@ -258,7 +258,7 @@ def test_setup_error_reaches_parent_as_one_line() -> None:
 
 @pytest.mark.go
 def test_pure_go_runs_in_scratch(sample: Callable[..., Path]) -> None:
-    prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("scratch")),
+    prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("scratch")),
                            sample("hello", "pure"))
     code, out, diag = run_exec(prep)
     assert diag is None and code == 0
@@ -267,7 +267,7 @@ def test_pure_go_runs_in_scratch(sample: Callable[..., Path]) -> None:
 
 @pytest.mark.go
 def test_cgo_binary_runs_in_glibc(sample: Callable[..., Path]) -> None:
-    prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("glibc")),
+    prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("glibc")),
                            sample("userlookup", "cgo"))
     code, out, diag = run_exec(prep)
     assert diag is None and code == 0, out
@@ -280,7 +280,7 @@ def test_cgo_binary_fails_with_named_interpreter(sample: Callable[..., Path],
                                                  preset: str) -> None:
     # hello has no cgo package, so even its cgo build is static: userlookup is the
     # glibc-dynamic one.
-    prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs(preset)),
+    prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs(preset)),
                            sample("userlookup", "cgo"))
     code, _out, diag = run_exec(prep)
     assert code is None and diag is not None
@@ -290,7 +290,7 @@ def test_cgo_binary_fails_with_named_interpreter(sample: Callable[..., Path],
 
 @pytest.mark.go
 def test_musl_static_userlookup_runs_in_musl(sample: Callable[..., Path]) -> None:
-    prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("musl")),
+    prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("musl")),
                            sample("userlookup", "musl"))
     code, out, diag = run_exec(prep)
     assert diag is None and code == 0, out
@@ -344,7 +344,7 @@ def test_loopback_network_serves_a_joined_sandbox() -> None:
         holder = net.pid
         assert holder is not None and os.path.exists(net.netns_path)
         assert os.readlink(net.netns_path) != os.readlink("/proc/self/ns/net")
-        prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("static"),
+        prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("static"),
                                            network=net.netns_path), "/bin/true")
         got = run_check(prep, lambda: {**_network_view(), "answer": _ask(port)})
         assert got["answer"] == "echo:ping"
@@ -360,7 +360,7 @@ def test_loopback_network_reports_a_failing_service() -> None:
     def broken() -> contextlib.AbstractContextManager[None]:
         raise RuntimeError("port taken")
 
-    with pytest.raises(sandbox.SandboxError, match="port taken"), LoopbackNetwork(service=broken):
+    with pytest.raises(container.SandboxError, match="port taken"), LoopbackNetwork(service=broken):
         pass
 
 
@@ -407,7 +407,7 @@ def test_go_resolver_in_scratch_queries_only_the_namespace_loopback(
     log.touch()
     prog = sample("dnslookup", "pure")
     with LoopbackNetwork(service=lambda: DnsQueryRecorder(log)) as net:
-        prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("scratch"),
+        prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("scratch"),
                                            network=net.netns_path), prog)
         code, out, diag = run_exec(prep, ["-svc"])
     assert diag is None

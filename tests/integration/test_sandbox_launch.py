@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tracer.loop import Loop
-from tracer.model import Access, ExitStatus
-from tracer.session import rootfs, sandbox
-from tracer.session.launch import LaunchSpec, launch
-from tracer.session.sandbox import PreparedSandbox, SandboxSpec
+from tracer.engine.ptrace_engine import PtraceEngine
+from tracer.recording.collector import EventCollector
+from tracer.sandbox import container, roots
+from tracer.sandbox.container import PreparedSandbox, SandboxSpec
+from tracer.sandbox.launch import LaunchSpec, launch
+from tracer.trace.model import Access, ExitStatus
 
 pytestmark = [pytest.mark.netns, pytest.mark.ptrace, pytest.mark.go]
 
@@ -24,7 +25,7 @@ def trace(prep: PreparedSandbox) -> tuple[ExitStatus, list[Access], int | None]:
     tracee = launch(spec)
     accesses: list[Access] = []
     try:
-        status = Loop(tracee.pid, on_access=accesses.append).run()
+        status = PtraceEngine(tracee.pid).run(EventCollector(on_access=accesses.append))
         return status, accesses, tracee.exec_errno()
     finally:
         tracee.close()
@@ -33,7 +34,7 @@ def trace(prep: PreparedSandbox) -> tuple[ExitStatus, list[Access], int | None]:
 @pytest.mark.parametrize("pid_namespace", [False, True])
 def test_musl_userlookup_traced_in_musl_rootfs(sample: Callable[..., Path],
                                                pid_namespace: bool) -> None:
-    prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("musl"),
+    prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("musl"),
                                        pid_namespace=pid_namespace),
                            sample("userlookup", "musl"))
     status, accesses, exec_err = trace(prep)
@@ -41,12 +42,12 @@ def test_musl_userlookup_traced_in_musl_rootfs(sample: Callable[..., Path],
     passwd = [a for a in accesses if a.path == "/etc/passwd" and a.result == "ok"]
     assert passwd and {a.syscall for a in passwd} & {"open", "openat"}
     assert prep.root is not None
-    assert sandbox.host_path(prep, "/etc/passwd") == str(prep.root / "etc/passwd")
+    assert container.host_path(prep, "/etc/passwd") == str(prep.root / "etc/passwd")
     assert not [a for a in accesses if a.path == "/etc/nsswitch.conf" and a.result == "ok"]
 
 
 def test_glibc_binary_in_musl_rootfs_is_diagnosed(sample: Callable[..., Path]) -> None:
-    prep = sandbox.prepare(SandboxSpec(rootfs=rootfs.resolve_rootfs("musl")),
+    prep = container.prepare(SandboxSpec(rootfs=roots.resolve_rootfs("musl")),
                            sample("userlookup", "cgo"))
     status, _accesses, exec_err = trace(prep)
     assert exec_err == errno.ENOENT and status.code == 127

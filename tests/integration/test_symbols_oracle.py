@@ -19,9 +19,9 @@ import pytest
 
 from sample_apps.build import APPS_DIR, DEFAULT_GO, GO_1_19, ROOT, go_env, go_tool
 from tests.integration.dwarf_oracle import expected_frames, inlined_calls
-from tracer.symbols.buildinfo import format_go_version_m, read_buildinfo
-from tracer.symbols.elf import ElfImage
-from tracer.symbols.pclntab import PclnTable
+from tracer.binary.buildinfo import format_go_version_m, read_buildinfo
+from tracer.binary.elf import ElfImage
+from tracer.binary.pclntab import PclnTable
 
 pytestmark = pytest.mark.go
 
@@ -191,7 +191,7 @@ def test_lookup_by_name_finds_the_symbol_table_functions(
     from elftools.elf.elffile import ELFFile
 
     if max_hits is not None:
-        monkeypatch.setattr("tracer.symbols.pclntab._MAX_NAME_HITS", max_hits)
+        monkeypatch.setattr("tracer.binary.pclntab._MAX_NAME_HITS", max_hits)
     binary = sample("userlookup", "cgo", go)
     table = PclnTable.from_image(ElfImage.open(binary))
     with open(binary, "rb") as f:

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.go
 
 SCRIPT = r"""
 import json, random, sys, time
-from tracer.symbols.elf import ElfImage
-from tracer.symbols.pclntab import PclnTable
-from tracer.symbols.buildinfo import read_buildinfo
+from tracer.binary.elf import ElfImage
+from tracer.binary.pclntab import PclnTable
+from tracer.binary.buildinfo import read_buildinfo
 def hwm_kb():
     # VmHWM, not ru_maxrss: ru_maxrss keeps the pre-exec peak of the forked pytest process
     for line in open("/proc/self/status"):

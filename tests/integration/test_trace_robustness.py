@@ -173,7 +173,7 @@ def test_summary_and_trace_file(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "accesses" in proc.stderr
-    from tracer.recorder import read_trace
+    from tracer.trace.recorder import read_trace
 
     t = read_trace(out)
     assert not t.truncated and t.exit is not None and t.exit["exit_code"] == 0

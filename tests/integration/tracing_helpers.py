@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests import preflight
-from tracer.model import Access
-from tracer.session.runner import RunOptions, RunResult, trace_program
+from tracer.commands.run import RunOptions, RunResult, trace_program
+from tracer.trace.model import Access
 
 ROOT = Path(__file__).resolve().parents[2]
 C_CACHE = ROOT / ".cache" / "ctests"

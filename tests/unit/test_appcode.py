@@ -1,10 +1,11 @@
 """What is application code, and which frames become user_frame / go_api / origin / c_function
-(tracer.appcode, tracer.attribution._c_function): rules on hand-made stacks, innermost first."""
+(tracer.attribution.appcode, tracer.attribution.attributor._c_function): rules on
+hand-made stacks, innermost first."""
 
 from __future__ import annotations
 
 from probes.knowledge import origin_functions
-from tracer.appcode import (
+from tracer.attribution.appcode import (
     AppCode,
     choose,
     goroutine_note,
@@ -12,8 +13,8 @@ from tracer.appcode import (
     package_of,
     root_from_main_file,
 )
-from tracer.attribution import _c_function, _Named
-from tracer.model import Frame
+from tracer.attribution.attributor import _c_function, _Named
+from tracer.trace.model import Frame
 
 ORIGINS = origin_functions()
 MOD = AppCode("github.com/gohugoio/hugo", "module")
@@ -166,7 +167,7 @@ def test_c_function_is_the_c_api_on_the_stack() -> None:
 
 
 def test_attribution_fields_round_trip() -> None:
-    from tracer.model import Attribution, Via
+    from tracer.trace.model import Attribution, Via
 
     a = Attribution(via=Via.CGO, go_api="vendor.test/workpool.LookupUser",
                     user_frame=Frame("corp.test/inventory/internal/users.Owner", "u.go", 12),
@@ -181,8 +182,9 @@ def test_attribution_fields_round_trip() -> None:
 
 
 def test_summary_names_the_init_when_there_is_no_user_frame() -> None:
-    from tracer.model import Attribution, Via
-    from tracer.summary import caller_of, describe_caller
+    from tracer.recording.summary import caller_of
+    from tracer.reporters.brief import describe_caller
+    from tracer.trace.model import Attribution, Via
 
     at = Attribution(via=Via.GO, go_api="vendor.test/workpool.init.0",
                      no_user_frame="init of vendor.test/workpool")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from tracer.commands.attach import diagnose_refusal
 from tracer.errors import AlreadyTracedError, ExitCode, PermissionDeniedError
-from tracer.session.attach import diagnose_refusal
-from tracer.session.procfs import CAP_SYS_PTRACE, Creds, ProcessFacts, parse_status
+from tracer.process.procfs import CAP_SYS_PTRACE, Creds, ProcessFacts, parse_status
 
 ALL_CAPS = (1 << 41) - 1
 ROOT = Creds((0, 0, 0), (0, 0, 0), ALL_CAPS, ALL_CAPS)

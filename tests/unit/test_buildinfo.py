@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracer.errors import BadBinaryError
-from tracer.symbols.buildinfo import (
+from tracer.binary.buildinfo import (
     MAGIC,
     Module,
     format_go_version_m,
@@ -19,7 +18,8 @@ from tracer.symbols.buildinfo import (
     parse_modinfo,
     read_buildinfo,
 )
-from tracer.symbols.elf import ElfImage
+from tracer.binary.elf import ElfImage
+from tracer.errors import BadBinaryError
 
 START = bytes.fromhex("3077af0c9274080241e1c107e6d618e6")
 END = bytes.fromhex("f932433186182072008242104116d8f2")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tracer.classify import Classifier, Closure, is_shared_object
-from tracer.model import AccessKind as K
+from tracer.recording.classify import Classifier, Closure, is_shared_object
+from tracer.trace.model import AccessKind as K
 
 O_DIRECTORY = 0o200000
 
@@ -67,7 +67,7 @@ def test_hidden_rules() -> None:
 
 
 def test_closure_from_static_facts_of_a_real_binary() -> None:
-    from tracer.classify import load_closure
+    from tracer.recording.classify import load_closure
 
     closure = load_closure("/bin/true")  # Debian: dynamic, glibc
     assert closure is not None and closure.interpreter == "/lib64/ld-linux-x86-64.so.2"

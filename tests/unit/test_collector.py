@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from tracer.engine.base import ThreadView, Want
-from tracer.engine.collector import EventCollector
-from tracer.model import Access, Attribution, ProcessEvent, Via
-from tracer.syscalls.entry import EntryDecoder
+from tracer.recording.collector import EventCollector
+from tracer.recording.entry import EntryDecoder
 from tracer.syscalls.table import AUDIT_ARCH_X86_64, X86_64_NUMBERS
+from tracer.trace.model import Access, Attribution, ProcessEvent, Via
 
 PID = 4_190_000  # above any pid_max: /proc/PID/* does not exist
 AT_FDCWD = (1 << 64) - 100

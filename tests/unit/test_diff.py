@@ -12,7 +12,7 @@ import pytest
 
 from tests.reporting_data import cgo_analysis, pure_analysis
 from tracer.cli import main
-from tracer.diff import diff_sides, render_json, render_text, side_from_report
+from tracer.commands.diff import diff_sides, render_json, render_text, side_from_report
 from tracer.reporters import render
 
 

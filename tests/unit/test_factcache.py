@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer.session import factcache
-from tracer.session.runner import _static_facts
+from tracer.binary import factcache
+from tracer.commands.run import _static_facts
 
 TRUE = shutil.which("true") or "/bin/true"
 

@@ -1,4 +1,4 @@
-"""probes.engine, probes.ruleset, tracer.gate and the text/JSON reporters on synthetic
+"""probes.analysis, probes.ruleset, tracer.gate and the text/JSON reporters on synthetic
 traces: classes of dependencies, program files, folding per call site, every built-in rule,
 rule-file validation, the gate and the allow-list, colour."""
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from probes.engine import analyze, verdict
+from probes.analysis import analyze, verdict
 from probes.ruleset import RuleError, load_file, load_rules
 from tracer.gate import AllowListError, GateSpecError, apply_gate, load_allow, parse_fail_on
-from tracer.model import Access, AccessKind, Attribution, Frame, ProcessEvent, Via
 from tracer.reporters import available, render, want_color
+from tracer.trace.model import Access, AccessKind, Attribution, Frame, ProcessEvent, Via
 
 GLIBC = {"interpreter": "/lib64/ld-linux-x86-64.so.2", "needed": ["libc.so.6"],
          "static": False, "libc": "glibc", "cgo": True, "is_go": True,
@@ -348,7 +348,7 @@ def test_report_cli_with_user_rules_and_a_bad_rule_file(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tracer.recorder import TraceWriter
+    from tracer.trace.recorder import TraceWriter
 
     trace = tmp_path / "t.jsonl"
     with TraceWriter(str(trace)) as w:

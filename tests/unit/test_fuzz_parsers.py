@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tracer.binary.buildinfo import read_buildinfo
+from tracer.binary.elf import ElfImage
+from tracer.binary.pclntab import PclnTable
 from tracer.errors import CgotraceError
-from tracer.symbols.buildinfo import read_buildinfo
-from tracer.symbols.elf import ElfImage
-from tracer.symbols.pclntab import PclnTable
 
 pytestmark = pytest.mark.go
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tracer.errors import CgotraceError
-from tracer.model import Access, ExitStatus
-from tracer.session import images
-from tracer.session.diagnosis import Diagnosis, diagnose_loader
+from tracer.sandbox import images
+from tracer.sandbox.diagnosis import Diagnosis, diagnose_loader
+from tracer.trace.model import Access, ExitStatus
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -105,7 +105,7 @@ def test_refused_user_namespace_names_the_setting(monkeypatch: pytest.MonkeyPatc
     import errno
 
     from tracer.errors import SandboxError
-    from tracer.session import netns
+    from tracer.sandbox import netns
 
     class NoUserns:
         def unshare(self, flags: object) -> int:

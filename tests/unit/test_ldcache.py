@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tracer.binary.ldcache import NEW_MAGIC, OLD_MAGIC, parse_ld_cache, read_ld_cache
 from tracer.errors import BadBinaryError
-from tracer.symbols.ldcache import NEW_MAGIC, OLD_MAGIC, parse_ld_cache, read_ld_cache
 
 HOST_CACHE = Path("/etc/ld.so.cache")
 _LINE = re.compile(r"^\s+(\S+) \(([^)]*)\) => (\S+)$")

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests import preflight
-from tracer.static import inspect_binary, nss_modules, parse_nsswitch
-from tracer.symbols.elf import ElfImage
-from tracer.symbols.ldcache import NEW_MAGIC
-from tracer.symbols.loader import RootFS, resolve_closure
+from tracer.binary.elf import ElfImage
+from tracer.binary.facts import inspect_binary, nss_modules, parse_nsswitch
+from tracer.binary.ldcache import NEW_MAGIC
+from tracer.binary.loader import RootFS, resolve_closure
 
 CC = shutil.which("cc") or shutil.which("gcc")
 pytestmark = pytest.mark.skipif(CC is None, reason=preflight.tool_reason("cc") or "")

@@ -7,14 +7,14 @@ import struct
 
 import pytest
 
-from tracer.errors import BadBinaryError
-from tracer.symbols.pclntab import (
+from tracer.binary.pclntab import (
     MAGIC_1_16,
     MAGIC_1_20,
     PclnTable,
     decode_pcvalue,
     read_uvarint,
 )
+from tracer.errors import BadBinaryError
 
 
 def uvarint(n: int) -> bytes:

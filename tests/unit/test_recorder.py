@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tracer.errors import NotFoundError, TraceFormatError
-from tracer.model import Access, AccessKind, Attribution, ExitStatus, Frame, ProcessEvent, Via
-from tracer.recorder import FORMAT_VERSION, TraceWriter, exit_status, read_trace
+from tracer.trace.model import Access, AccessKind, Attribution, ExitStatus, Frame, ProcessEvent, Via
+from tracer.trace.recorder import FORMAT_VERSION, TraceWriter, exit_status, read_trace
 
 
 def _access(seq: int, path: str = "/etc/passwd") -> Access:

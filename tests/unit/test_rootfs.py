@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from tracer.errors import BadImageError, NotFoundError, PermissionDeniedError, SandboxError
-from tracer.session import rootfs, sandbox
-from tracer.session.rootfs import resolve_in_tree
-from tracer.session.sandbox import Bind, SandboxSpec
+from tracer.sandbox import container, roots
+from tracer.sandbox.container import Bind, SandboxSpec
+from tracer.sandbox.roots import resolve_in_tree
 
 
 @pytest.fixture()
@@ -37,16 +37,16 @@ def _files(root: Path) -> set[str]:
 
 
 def test_scratch_has_only_mount_points(cache: Path) -> None:
-    root = rootfs.resolve_rootfs("scratch")
+    root = roots.resolve_rootfs("scratch")
     assert root == cache / "rootfs" / "preset-scratch"
     names = {p.name for p in root.iterdir()} - {".cgotrace-rootfs"}
-    assert names == set(rootfs.MOUNT_DIRS)
+    assert names == set(roots.MOUNT_DIRS)
     assert not (root / "etc").exists()
 
 
 def test_static_is_distroless_like_without_libc(cache: Path) -> None:
-    root = rootfs.build_preset("static")
-    for f in ("/etc/passwd", "/etc/group", "/etc/nsswitch.conf", rootfs.CA_BUNDLE,
+    root = roots.build_preset("static")
+    for f in ("/etc/passwd", "/etc/group", "/etc/nsswitch.conf", roots.CA_BUNDLE,
               "/usr/share/zoneinfo/UTC", "/usr/share/zoneinfo/Europe/Berlin"):
         assert (root / f.lstrip("/")).is_file(), f
     assert "nonroot:x:65532" in (root / "etc/passwd").read_text()
@@ -56,9 +56,9 @@ def test_static_is_distroless_like_without_libc(cache: Path) -> None:
 
 
 def test_musl_is_alpine_like(cache: Path) -> None:
-    if not os.path.exists(rootfs.MUSL_LIBC):
+    if not os.path.exists(roots.MUSL_LIBC):
         pytest.skip("Debian's musl package is not installed (make system-deps)")
-    root = rootfs.build_preset("musl")
+    root = roots.build_preset("musl")
     loader = root / "lib/ld-musl-x86_64.so.1"
     assert loader.read_bytes()[:4] == b"\x7fELF"
     assert resolve_in_tree(root, "/lib/libc.musl-x86_64.so.1") == loader
@@ -68,13 +68,13 @@ def test_musl_is_alpine_like(cache: Path) -> None:
 
 
 def test_glibc_has_loader_libc_and_nss_closure(cache: Path) -> None:
-    root = rootfs.build_preset("glibc")
+    root = roots.build_preset("glibc")
     interp = resolve_in_tree(root, "/lib64/ld-linux-x86-64.so.2")
     assert interp.is_file() and str(interp).startswith(str(root))
     wanted = ["libc.so.6", "libm.so.6"]
     host_nss = Path("/etc/nsswitch.conf").read_text() if os.path.exists(
         "/etc/nsswitch.conf") else ""
-    if "systemd" in rootfs.nss_services(host_nss):
+    if "systemd" in roots.nss_services(host_nss):
         wanted += ["libnss_systemd.so.2", "libcap.so.2"]  # libnss_systemd NEEDs libcap
     for lib in wanted:
         assert resolve_in_tree(root, f"/lib/x86_64-linux-gnu/{lib}").is_file(), lib
@@ -87,26 +87,26 @@ def test_glibc_has_loader_libc_and_nss_closure(cache: Path) -> None:
 
 
 def test_preset_is_rebuilt_when_missing_or_stale(cache: Path) -> None:
-    root = rootfs.build_preset("static")
+    root = roots.build_preset("static")
     (root / "etc/passwd").unlink()
-    assert rootfs.build_preset("static") == root
+    assert roots.build_preset("static") == root
     assert not (root / "etc/passwd").exists()  # up to date: not rebuilt
     (root / ".cgotrace-rootfs").write_text("preset static v0\n")
-    rootfs.build_preset("static")
+    roots.build_preset("static")
     assert (root / "etc/passwd").is_file()
 
 
 def test_nss_services() -> None:
     text = "passwd: files systemd\n# hosts: nis\nhosts: files [NOTFOUND=return] dns\nbad\n"
-    assert rootfs.nss_services(text) == ["files", "systemd", "dns"]
+    assert roots.nss_services(text) == ["files", "systemd", "dns"]
 
 
 def test_unknown_rootfs_names_the_presets(cache: Path) -> None:
     with pytest.raises(NotFoundError) as ei:
-        rootfs.resolve_rootfs("alpine-but-not-here")
+        roots.resolve_rootfs("alpine-but-not-here")
     msg = ei.value.message
     assert "\n" not in msg
-    for p in rootfs.PRESETS:
+    for p in roots.PRESETS:
         assert p in msg
 
 
@@ -210,22 +210,22 @@ def _check_applied(root: Path) -> None:
     assert os.readlink(root / "lib") == "usr/lib"
     assert (root / "usr/lib/liby.so").stat().st_ino == (root / "usr/lib/libx.so").stat().st_ino
     assert not (root / "bin/suid").stat().st_mode & 0o6000  # set-id dropped
-    for d in rootfs.MOUNT_DIRS:
+    for d in roots.MOUNT_DIRS:
         assert (root / d).is_dir()
     assert not list(root.rglob(".wh.*"))
 
 
 def test_docker_save_tarball_layers_and_whiteouts(cache: Path, tmp_path: Path) -> None:
     tar = _docker_save(tmp_path / "img.tar", [_layer(LOWER), _layer(UPPER)])
-    root = rootfs.resolve_rootfs(str(tar))
+    root = roots.resolve_rootfs(str(tar))
     assert root.parent == cache / "rootfs"
     _check_applied(root)
-    assert rootfs.resolve_rootfs(str(tar)) == root  # cached by digest
+    assert roots.resolve_rootfs(str(tar)) == root  # cached by digest
 
 
 def test_oci_layout_directory_with_nested_index(cache: Path, tmp_path: Path) -> None:
     d = _oci_layout(tmp_path / "oci", [_layer(LOWER), _layer(UPPER)], nested_index=True)
-    _check_applied(rootfs.resolve_rootfs(str(d)))
+    _check_applied(roots.resolve_rootfs(str(d)))
 
 
 def test_oci_layout_in_a_tarball(cache: Path, tmp_path: Path) -> None:
@@ -233,7 +233,7 @@ def test_oci_layout_in_a_tarball(cache: Path, tmp_path: Path) -> None:
     tgz = tmp_path / "oci.tar.gz"
     with tarfile.open(tgz, "w:gz") as tar:
         tar.add(d, arcname=".")
-    _check_applied(rootfs.resolve_rootfs(str(tgz)))
+    _check_applied(roots.resolve_rootfs(str(tgz)))
 
 
 def test_path_traversal_entry_is_refused(cache: Path, tmp_path: Path) -> None:
@@ -241,7 +241,7 @@ def test_path_traversal_entry_is_refused(cache: Path, tmp_path: Path) -> None:
     evil = _layer([("file", "etc/ok", "ok"), ("file", "../../victim", "pwned")])
     tar = _docker_save(tmp_path / "evil.tar", [evil])
     with pytest.raises(BadImageError, match="path traversal"):
-        rootfs.resolve_rootfs(str(tar))
+        roots.resolve_rootfs(str(tar))
     assert not victim.exists()
     leftovers = list((cache / "rootfs").iterdir()) if (cache / "rootfs").exists() else []
     assert leftovers == []  # the half-applied tree is gone
@@ -252,7 +252,7 @@ def test_symlink_planted_by_a_layer_cannot_redirect_writes(cache: Path, tmp_path
     outside.mkdir()
     lower = _layer([("sym", "esc", str(outside)), ("sym", "rel", "../../../../" + str(outside))])
     upper = _layer([("file", "esc/pwned", "x"), ("file", "rel/pwned2", "y")])
-    root = rootfs.resolve_rootfs(str(_docker_save(tmp_path / "s.tar", [lower, upper])))
+    root = roots.resolve_rootfs(str(_docker_save(tmp_path / "s.tar", [lower, upper])))
     assert list(outside.iterdir()) == []
     assert (root / str(outside).lstrip("/") / "pwned").read_text() == "x"
     assert (root / str(outside).lstrip("/") / "pwned2").read_text() == "y"
@@ -261,14 +261,14 @@ def test_symlink_planted_by_a_layer_cannot_redirect_writes(cache: Path, tmp_path
 def test_hardlink_to_outside_is_refused(cache: Path, tmp_path: Path) -> None:
     evil = _layer([("hard", "etc/shadow", "../../../etc/shadow")])
     with pytest.raises(BadImageError, match="path traversal"):
-        rootfs.resolve_rootfs(str(_docker_save(tmp_path / "h.tar", [evil])))
+        roots.resolve_rootfs(str(_docker_save(tmp_path / "h.tar", [evil])))
 
 
 def test_not_an_image(cache: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"not a tarball at all" * 100)
     with pytest.raises(BadImageError):
-        rootfs.resolve_rootfs(str(junk))
+        roots.resolve_rootfs(str(junk))
 
 
 # --- prepare / host_path ------------------------------------------------------------------------
@@ -276,32 +276,32 @@ def test_not_an_image(cache: Path, tmp_path: Path) -> None:
 
 def test_missing_rootfs_is_one_line_not_found(cache: Path, tmp_path: Path) -> None:
     with pytest.raises(NotFoundError) as ei:
-        sandbox.prepare(SandboxSpec(rootfs=tmp_path / "nope"), "/bin/true")
+        container.prepare(SandboxSpec(rootfs=tmp_path / "nope"), "/bin/true")
     assert "\n" not in ei.value.message and "nope" in ei.value.message
     assert ei.value.exit_code == 4
 
 
 def test_prepare_validates_program_network_and_binds(cache: Path, tmp_path: Path) -> None:
     with pytest.raises(NotFoundError):
-        sandbox.prepare(SandboxSpec(), tmp_path / "no-program")
+        container.prepare(SandboxSpec(), tmp_path / "no-program")
     with pytest.raises(SandboxError):
-        sandbox.prepare(SandboxSpec(network="bridge"), "/bin/true")
+        container.prepare(SandboxSpec(network="bridge"), "/bin/true")
     with pytest.raises(NotFoundError):
-        sandbox.prepare(SandboxSpec(network="/proc/999999999/ns/net"), "/bin/true")
+        container.prepare(SandboxSpec(network="/proc/999999999/ns/net"), "/bin/true")
     with pytest.raises(NotFoundError):
-        sandbox.prepare(SandboxSpec(binds=(Bind(tmp_path / "x", "/x"),)), "/bin/true")
+        container.prepare(SandboxSpec(binds=(Bind(tmp_path / "x", "/x"),)), "/bin/true")
 
 
 def test_prepare_and_host_path(cache: Path, tmp_path: Path) -> None:
-    root = rootfs.build_preset("glibc")
+    root = roots.build_preset("glibc")
     data = tmp_path / "data"
     data.mkdir()
-    prep = sandbox.prepare(SandboxSpec(rootfs=root, binds=(Bind(data, "/srv/data"),)),
+    prep = container.prepare(SandboxSpec(rootfs=root, binds=(Bind(data, "/srv/data"),)),
                            "/bin/true")
     assert prep.program_in_root == "/.cgotrace/true"
     assert prep.resolv_conf_file is not None
     assert prep.resolv_conf_file.read_text() == "nameserver 127.0.0.1\n"
-    hp = sandbox.host_path
+    hp = container.host_path
     assert hp(prep, "/.cgotrace/true") == str(Path("/bin/true").resolve())
     assert hp(prep, "/etc/resolv.conf") == str(prep.resolv_conf_file)
     assert hp(prep, "/etc/passwd") == str(root / "etc/passwd")
@@ -309,7 +309,7 @@ def test_prepare_and_host_path(cache: Path, tmp_path: Path) -> None:
         resolve_in_tree(root, "/lib64/ld-linux-x86-64.so.2"))
     assert hp(prep, "/srv/data/x.txt") == f"{data}/x.txt"
     assert hp(prep, "/tmp/x") is None and hp(prep, "/dev/null") is None
-    host = sandbox.prepare(SandboxSpec(network="host"), "/bin/true")
+    host = container.prepare(SandboxSpec(network="host"), "/bin/true")
     assert host.resolv_conf_file is None and host.program_in_root == host.program.as_posix()
     assert hp(host, "/etc/passwd") == "/etc/passwd"
 
@@ -317,9 +317,9 @@ def test_prepare_and_host_path(cache: Path, tmp_path: Path) -> None:
 def test_child_error_round_trip() -> None:
     for exc in (SandboxError("mount proc on /x failed: EPERM"),
                 PermissionDeniedError("ns: permission denied"), NotFoundError("gone")):
-        back = sandbox.decode_child_error(sandbox.encode_child_error(exc))
+        back = container.decode_child_error(container.encode_child_error(exc))
         assert type(back) is type(exc) and back.message == exc.message
-    back = sandbox.decode_child_error(sandbox.encode_child_error(OSError(5, "I/O\nerror")))
+    back = container.decode_child_error(container.encode_child_error(OSError(5, "I/O\nerror")))
     assert isinstance(back, SandboxError) and "\n" not in back.message and "I/O" in back.message
 
 
@@ -329,10 +329,10 @@ def test_child_error_round_trip() -> None:
 def test_diagnose_missing_glibc_interpreter(cache: Path) -> None:
     true = Path("/bin/true").resolve()  # a glibc dynamic executable
     for preset in ("musl", "scratch", "static"):
-        if preset == "musl" and not os.path.exists(rootfs.MUSL_LIBC):
+        if preset == "musl" and not os.path.exists(roots.MUSL_LIBC):
             continue
-        root = rootfs.build_preset(preset)
-        msg = sandbox.diagnose_exec_failure(root, "/.cgotrace/true", errno.ENOENT,
+        root = roots.build_preset(preset)
+        msg = container.diagnose_exec_failure(root, "/.cgotrace/true", errno.ENOENT,
                                             program_host=true)
         assert msg.startswith(f"interpreter /lib64/ld-linux-x86-64.so.2 (named by PT_INTERP) "
                               f"is not in rootfs {preset}")
@@ -346,8 +346,8 @@ def test_diagnose_missing_musl_interpreter(cache: Path, tmp_path: Path) -> None:
     src = tmp_path / "m.c"
     src.write_text("int main(void){return 0;}\n")
     subprocess.run(["musl-gcc", "-o", str(tmp_path / "m"), str(src)], check=True)
-    root = rootfs.build_preset("glibc")
-    msg = sandbox.diagnose_exec_failure(root, "/.cgotrace/m", errno.ENOENT,
+    root = roots.build_preset("glibc")
+    msg = container.diagnose_exec_failure(root, "/.cgotrace/m", errno.ENOENT,
                                         program_host=tmp_path / "m")
     assert "interpreter /lib/ld-musl-x86_64.so.1 (named by PT_INTERP) is not in rootfs glibc" \
         in msg
@@ -360,20 +360,20 @@ def test_diagnose_wrong_arch_mode_and_missing(cache: Path, tmp_path: Path) -> No
     arm = tmp_path / "arm"
     arm.write_bytes(bytes(raw))
     arm.chmod(0o755)
-    root = rootfs.build_preset("glibc")
-    msg = sandbox.diagnose_exec_failure(root, "/.cgotrace/arm", errno.ENOEXEC, program_host=arm)
+    root = roots.build_preset("glibc")
+    msg = container.diagnose_exec_failure(root, "/.cgotrace/arm", errno.ENOEXEC, program_host=arm)
     assert "wrong architecture (EM_AARCH64" in msg and "GOARCH=amd64" in msg
     plain = tmp_path / "plain"
     shutil.copy(Path("/bin/true").resolve(), plain)
     plain.chmod(0o644)
-    msg = sandbox.diagnose_exec_failure(root, "/.cgotrace/plain", errno.EACCES,
+    msg = container.diagnose_exec_failure(root, "/.cgotrace/plain", errno.EACCES,
                                         program_host=plain)
     assert "not executable (mode -rw-r--r--)" in msg
-    msg = sandbox.diagnose_exec_failure(root, "/usr/bin/nothing", errno.ENOENT)
+    msg = container.diagnose_exec_failure(root, "/usr/bin/nothing", errno.ENOENT)
     assert msg.startswith("/usr/bin/nothing does not exist in rootfs glibc")
     script = tmp_path / "s.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o755)
-    msg = sandbox.diagnose_exec_failure(root, "/.cgotrace/s.sh", errno.ENOENT,
+    msg = container.diagnose_exec_failure(root, "/.cgotrace/s.sh", errno.ENOENT,
                                         program_host=script)
     assert "script for /bin/sh (named by #!), which is not in rootfs glibc" in msg

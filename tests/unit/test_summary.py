@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tracer.model import Access, AccessKind
-from tracer.summary import render_summary, summarize
+from tracer.recording.summary import summarize
+from tracer.reporters.brief import render_summary
+from tracer.trace.model import Access, AccessKind
 
 LIB_DIRS = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"]
 

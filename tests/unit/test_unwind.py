@@ -23,7 +23,7 @@ from tracer.unwind.goruntime import (
     layout_for,
     parse_go_version,
 )
-from tracer.unwind.stack import MemoryError_, Unwinder, _GoCtx
+from tracer.unwind.stack import GoContext, MemoryError_, Unwinder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +64,7 @@ def test_cfi_step_stops_on_expression_and_undefined_ra() -> None:
 
 
 def test_cfi_table_on_libc_matches_symbol() -> None:
-    from tracer.symbols.elf import ElfImage
+    from tracer.binary.elf import ElfImage
 
     libc = Path("/lib/x86_64-linux-gnu/libc.so.6")
     if not libc.exists():
@@ -100,7 +100,7 @@ def test_g0_switch(layout_version: tuple[int, int]) -> None:
         g0_depth_slot = lay.g0_depth_slot
         asmcgocall_bp = lay.asmcgocall_bp
 
-    ctx = _GoCtx(module=None, rt=Rt(), read=mem.read, fs_base=0)  # type: ignore[arg-type]
+    ctx = GoContext(module=None, rt=Rt(), read=mem.read, fs_base=0)  # type: ignore[arg-type]
     from tracer.unwind.stack import Stack
 
     stack = Stack()
@@ -166,8 +166,8 @@ def test_runtime_facts_from_real_binaries(sample: Callable[..., Path], go: str,
     """TLS offset, g0 slots and asmcgocall's RBP push decoded from the binaries' own
     asmcgocall agree with the table and with what objdump shows (-96 for static glibc, -8
     elsewhere)."""
-    from tracer.symbols.elf import ElfImage
-    from tracer.symbols.pclntab import PclnTable
+    from tracer.binary.elf import ElfImage
+    from tracer.binary.pclntab import PclnTable
     from tracer.unwind.goruntime import GoRuntime
 
     img = ElfImage.open(sample("userlookup", mode, go))
@@ -209,8 +209,8 @@ def test_cgo_switch_matches_toolchain(sample: Callable[..., Path], go: str) -> N
     the toolchain's asm source stores, the RBP push equals what objdump shows, and our
     decoders read the same from the binary. This is what crossing from g0 back to the
     goroutine relies on (docs/go-runtime.md, "The cgo stack switch")."""
-    from tracer.symbols.elf import ElfImage
-    from tracer.symbols.pclntab import PclnTable
+    from tracer.binary.elf import ElfImage
+    from tracer.binary.pclntab import PclnTable
     from tracer.unwind.goruntime import FUNCID_ASMCGOCALL, GoRuntime
 
     exe = sample("hello", "cgo", go)
@@ -261,9 +261,9 @@ def _dwarf_members(exe: Path) -> dict[str, dict[str, int]]:
 def test_offsets_table_matches_dwarf(sample: Callable[..., Path], go: str) -> None:
     """The table row of each installed toolchain names it as verified and equals the DWARF
     member offsets of that toolchain; pclntab magic and moduledata offsets too."""
-    from tracer.symbols import pclntab
-    from tracer.symbols.buildinfo import read_buildinfo
-    from tracer.symbols.elf import ElfImage
+    from tracer.binary import pclntab
+    from tracer.binary.buildinfo import read_buildinfo
+    from tracer.binary.elf import ElfImage
 
     exe = sample("hello", "cgo", go)
     found = _dwarf_members(exe)
@@ -336,7 +336,7 @@ def _creator_world(parked: dict[int, list[int]], running: tuple[int, ...] = ()
     `running` (_Grunning, no saved context)."""
     from types import SimpleNamespace
 
-    from tracer.symbols.pclntab import Func
+    from tracer.binary.pclntab import Func
     from tracer.unwind.stack import RawFrame, Stack
 
     lay = layout_for((1, 19))
@@ -437,7 +437,7 @@ def test_running_creator_on_a_stopped_thread_is_walked_at_once() -> None:
     import os
     from types import SimpleNamespace
 
-    from tracer.attribution import Attributor
+    from tracer.attribution.attributor import Attributor
     from tracer.unwind.stack import Stack
 
     lay = layout_for((1, 24))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
-    from probes.engine import Analysis
+    from probes.analysis import Analysis
     from tracer.gate import GateResult
 
 
@@ -40,28 +40,6 @@ def check_format(ctx: click.Context, param: click.Parameter, value: str | None) 
     return value
 
 
-def rules_for(probes: Iterable[str]) -> Any:
-    """The packaged rules plus --probes DIRs (None: the packaged ones, loaded when used)."""
-    dirs = tuple(probes)
-    if not dirs:
-        return None
-    from probes.ruleset import load_rules
-
-    return load_rules(dirs)
-
-
-def gate(analysis: Analysis, fail_on: str | None, allow: str | None) -> GateResult | None:
-    if fail_on is None and allow is None:
-        return None
-    from tracer.gate import apply_gate, load_allow, parse_fail_on
-
-    spec = parse_fail_on(fail_on) if fail_on is not None else None
-    allow_list = load_allow(allow) if allow is not None else None
-    if spec is None:  # --allow alone: mark findings, fail on nothing
-        from tracer.gate import FailOn
-
-        spec = FailOn(spec="")
-    return apply_gate(analysis, spec, allow_list)
 
 
 def write_report(analysis: Analysis, fmt: str, path: str) -> None:
@@ -72,7 +50,7 @@ def write_report(analysis: Analysis, fmt: str, path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
     except OSError as e:  # one line, exit 5/4/3 as for --output (docs/exit-codes.md)
-        from tracer.session.runner import output_error
+        from tracer.errors import output_error
 
         raise output_error(path, e) from None
 

@@ -53,8 +53,9 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
     process; 5 ptrace refused (the message names Yama, ownership, CAP_SYS_PTRACE or the
     tracer already attached) (docs/exit-codes.md).
     """
-    from tracer.cli._reporting import emit_reports, gate, parse_report_specs
-    from tracer.session.attach import STEPPING_NOTE, AttachOptions, attach_process, find_by_name
+    from tracer.cli._reporting import emit_reports, parse_report_specs
+    from tracer.commands.attach import STEPPING_NOTE, AttachOptions, attach_process, find_by_name
+    from tracer.gate import gate
 
     specs = parse_report_specs(reports)
     if fail_on is not None or allow is not None:  # bad gate options fail before the attach
@@ -71,7 +72,7 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
     assert pid is not None
     attributor = None
     if not no_stacks:
-        from tracer.attribution import Attributor
+        from tracer.attribution.attributor import Attributor
 
         attributor = Attributor()
     def attached(engine: Any) -> None:

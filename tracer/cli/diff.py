@@ -23,7 +23,7 @@ def diff(ctx: click.Context, a: str, b: str, fmt: str, exit_code: bool) -> None:
     i.e. attribution) and static facts that differ, e.g. a cgo build against its
     `-tags netgo,osusergo` build, or yesterday's release against today's.
     """
-    from tracer.diff import diff_paths, render_json, render_text
+    from tracer.commands.diff import diff_paths, render_json, render_text
 
     result = diff_paths(a, b)
     click.echo(render_json(result) if fmt == "json" else render_text(result), nl=False)

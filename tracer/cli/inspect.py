@@ -1,6 +1,6 @@
 """`cgotrace inspect BINARY [--json] [--rootfs DIR]`: what static analysis can know.
 
-Thin: parse, call `tracer.static.inspect_binary`, render. Exit codes: 0 report printed
+Thin: parse, call `tracer.binary.facts.inspect_binary`, render. Exit codes: 0 report printed
 (a non-Go ELF included); 3 not ELF / truncated / corrupt Go tables, and a non-x86-64 ELF
 (its ELF facts are still printed); 4 binary or rootfs missing; 5 permission denied.
 """
@@ -12,7 +12,7 @@ import json
 import click
 
 from tracer.errors import BadBinaryError
-from tracer.reporters.inspect import render_text
+from tracer.reporters.static_facts import render_text
 
 
 @click.command(name="inspect")
@@ -28,11 +28,11 @@ def inspect(binary: str, as_json: bool, rootfs: str | None, image: str | None) -
     """What static analysis can know about BINARY: ELF facts, Go build info, cgo, the
     run-time dependencies the knowledge base predicts, and (with --rootfs or --image)
     whether the loader will find what it needs in that root."""
-    from tracer.static import inspect_binary
+    from tracer.binary.facts import inspect_binary
 
     root = None
     if rootfs is not None or image is not None:
-        from tracer.session.images import resolve_source
+        from tracer.sandbox.images import resolve_source
 
         root = str(resolve_source(rootfs, image))
     facts = inspect_binary(binary, rootfs=root)

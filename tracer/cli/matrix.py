@@ -1,5 +1,5 @@
 """`cgotrace matrix BINARY [--rootfs a,b,...] [--image NAME ...] [-j N] [--json] [-- ARGS]`:
-will this binary work on that base image? One row per root (tracer/matrix.py)."""
+will this binary work on that base image? One row per root (tracer/commands/matrix.py)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def matrix(ctx: click.Context, rootfs: tuple[str, ...], images: tuple[str, ...],
     Exit status: 0 when the matrix is printed, 1 when --fail-on matched in any root,
     otherwise as docs/exit-codes.md says (4: a root or the binary does not exist).
     """
-    from tracer.matrix import (
+    from tracer.commands.matrix import (
         MatrixOptions,
         RootResult,
         parse_roots,

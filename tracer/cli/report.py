@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import click
 
-from tracer.cli._reporting import check_format, color_option, echo_report, gate, rules_for
+from tracer.cli._reporting import check_format, color_option, echo_report
 from tracer.errors import ExitCode
+from tracer.gate import gate, rules_for
 
 
 @click.command()
@@ -33,9 +34,9 @@ def report(ctx: click.Context, trace: str, fmt: str | None, as_json: bool,
            probes: tuple[str, ...], color: bool | None) -> None:
     """Re-read a saved trace (from `cgotrace run --output`) and report its findings, the
     Go code behind each, the hidden dependencies and the fixes."""
-    from probes.engine import analyze_trace
+    from probes.analysis import analyze_trace
     from tracer.cli._reporting import write_report
-    from tracer.recorder import read_trace
+    from tracer.trace.recorder import read_trace
 
     fmt = fmt or ("json" if as_json else "text")
     analysis = analyze_trace(read_trace(trace), rules=rules_for(probes))

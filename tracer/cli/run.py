@@ -60,9 +60,10 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     SIGQUIT sent to cgotrace are forwarded to the program. The findings report goes to
     stderr; with --fail-on, a failed gate exits 121 (docs/exit-codes.md).
     """
-    from tracer.cli._reporting import emit_reports, gate, parse_report_specs, rules_for
+    from tracer.cli._reporting import emit_reports, parse_report_specs
+    from tracer.commands.run import RunOptions, trace_program
     from tracer.errors import CgotraceError
-    from tracer.session.runner import RunOptions, trace_program
+    from tracer.gate import gate, rules_for
 
     specs = parse_report_specs(reports) + ([("json", json_file)] if json_file else [])
     rules = rules_for(probes)
@@ -117,7 +118,7 @@ class LazyAttributor:
 
     def _get(self) -> Any:
         if self._real is None:
-            from tracer.attribution import Attributor
+            from tracer.attribution.attributor import Attributor
 
             self._real = Attributor()
         return self._real
@@ -126,7 +127,7 @@ class LazyAttributor:
         if self._real is not None or not draft.loader_phase or draft.cls == "exec":
             return None
         if self._loader is None:
-            from tracer.model import Attribution, Via
+            from tracer.trace.model import Attribution, Via
 
             self._loader = Attribution(via=Via.LOADER)
         return self._loader

@@ -22,8 +22,8 @@ def snapshot(pid: int | None, name: str | None, as_json: bool) -> None:
     Exit codes: 0 printed; 2 usage or an ambiguous --name; 4 no such process; 5 /proc of
     that process not readable (docs/exit-codes.md).
     """
-    from tracer.session.attach import find_by_name
-    from tracer.snapshot import render_text, take_snapshot
+    from tracer.commands.attach import find_by_name
+    from tracer.commands.snapshot import render_text, take_snapshot
 
     if (pid is None) == (name is None):
         raise UsageError("give either a PID or --name NAME")

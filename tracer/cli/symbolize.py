@@ -18,7 +18,7 @@ import click
 from tracer.errors import NotFoundError, PermissionDeniedError, ProcessGoneError
 
 if TYPE_CHECKING:
-    from tracer.model import Frame
+    from tracer.trace.model import Frame
 
 
 @click.command("symbolize")
@@ -37,8 +37,8 @@ def symbolize(binary: str, addresses: tuple[str, ...], as_json: bool, pid: int |
     Each address prints its frames innermost first; inlined calls are marked. An address
     outside any Go function prints `??`. Exit codes: 3 not a (Go) ELF binary, 4 not found.
     """
-    from tracer.symbols.elf import ElfImage
-    from tracer.symbols.pclntab import PclnTable
+    from tracer.binary.elf import ElfImage
+    from tracer.binary.pclntab import PclnTable
 
     if pid is not None and bias is not None:
         raise click.UsageError("give --pid or --bias, not both")

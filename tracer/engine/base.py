@@ -2,7 +2,7 @@
 
 An engine owns the tracee and is the only code that issues ptrace (or seccomp-notify)
 requests. It turns what the kernel reports into calls on one engine-agnostic `Collector`
-(tracer/engine/collector.py), always from the engine's own thread, and the collector answers
+(tracer/recording/collector.py), always from the engine's own thread, and the collector answers
 each watched entry with what it wants to see next (`Want`). Names here are shared with the
 launch, notify and attach engines (docs/architecture.md, "Shared seams §1"): add, never
 rename.
@@ -28,17 +28,30 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:
-    from tracer.model import ExitStatus
-    from tracer.unwind.stack import Registers
+    from tracer.trace.model import ExitStatus
 
-__all__ = ["FAULT_SIGNALS", "Capabilities", "Collector", "Engine", "Regs", "ThreadView",
-           "Want"]
+__all__ = ["FAULT_SIGNALS", "Capabilities", "Collector", "Engine", "Registers", "Regs",
+           "ThreadView", "Want"]
 
 FAULT_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
                            signal.SIGABRT, signal.SIGSYS})
 
-# the unwinder's register protocol (python-ptrace's user_regs_struct satisfies it)
-Regs: TypeAlias = "Registers"
+class Registers(Protocol):
+    """The subset of `user_regs_struct` the unwinder reads (python-ptrace's has them all)."""
+
+    rip: int
+    rsp: int
+    rbp: int
+    rbx: int
+    r12: int
+    r13: int
+    r14: int
+    r15: int
+    fs_base: int
+
+
+# short alias used in the seam's signatures
+Regs: TypeAlias = Registers
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +106,7 @@ class Want(IntEnum):
 
 
 class Collector(Protocol):
-    """The engine-agnostic consumer of engine events (tracer/engine/collector.py)."""
+    """The engine-agnostic consumer of engine events (tracer/recording/collector.py)."""
 
     def start(self, pid: int) -> None:
         """The launched (or attached) process `pid`, before its first event."""

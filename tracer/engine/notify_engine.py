@@ -43,8 +43,8 @@ from tracer.engine.ptrace_engine import STOP_SIGNALS, WALL, PtraceEngine, Ptrace
 from tracer.syscalls.decode import RESTART_ERRNOS
 
 if TYPE_CHECKING:
-    from tracer.model import ExitStatus
-    from tracer.unwind.stack import Registers
+    from tracer.engine.base import Registers
+    from tracer.trace.model import ExitStatus
 
 __all__ = ["NotifyEngine", "NotifyView", "set_sync_wakeup"]
 

@@ -33,8 +33,8 @@ from tracer import ptrace
 from tracer.engine.base import FAULT_SIGNALS, Capabilities, Collector, Want
 
 if TYPE_CHECKING:
-    from tracer.model import ExitStatus
-    from tracer.unwind.stack import Registers
+    from tracer.engine.base import Registers
+    from tracer.trace.model import ExitStatus
 
 __all__ = ["PtraceEngine", "PtraceView"]
 

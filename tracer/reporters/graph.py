@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tracer.model import DependencyClass, Finding, Frame
+from tracer.trace.model import DependencyClass, Finding, Frame
 
 if TYPE_CHECKING:
-    from probes.engine import Analysis, Caller, Dependency
+    from probes.analysis import Analysis, Caller, Dependency
 
 API, CFUNC, DEP = "api", "cfunc", "dep"
 LAYERS = (API, CFUNC, DEP)

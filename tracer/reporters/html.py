@@ -14,11 +14,11 @@ import html
 import json
 from typing import TYPE_CHECKING, Any
 
-from tracer.model import Finding
 from tracer.reporters.graph import Graph, build_graph, site_text
+from tracer.trace.model import Finding
 
 if TYPE_CHECKING:
-    from probes.engine import Analysis
+    from probes.analysis import Analysis
 
 
 def render_html(analysis: Analysis) -> str:

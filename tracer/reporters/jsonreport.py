@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tracer import __version__
 
 if TYPE_CHECKING:
-    from probes.engine import Analysis
+    from probes.analysis import Analysis
 
 FORMAT = "cgotrace-report"
 VERSION = 1

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from tracer import __version__
-from tracer.model import Finding, Frame, Severity
 from tracer.reporters.graph import caller_stack, frame_text, site_text
+from tracer.trace.model import Finding, Frame, Severity
 
 if TYPE_CHECKING:
-    from probes.engine import Analysis, Caller
+    from probes.analysis import Analysis, Caller
 
 SARIF_VERSION = "2.1.0"
 _LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}

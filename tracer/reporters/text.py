@@ -14,10 +14,10 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from tracer.model import DependencyClass, Finding, Severity
+from tracer.trace.model import DependencyClass, Finding, Severity
 
 if TYPE_CHECKING:
-    from probes.engine import Analysis, Caller, Dependency
+    from probes.analysis import Analysis, Caller, Dependency
 
 SUMMARY_FINDINGS = 12  # findings listed in the summary before "... and N more"
 VIEW_ROWS = 14  # rows of the side-by-side view
@@ -75,7 +75,7 @@ def _headline(a: Analysis) -> str:
 
 
 def _verdict_line(a: Analysis, p: _Paint) -> str:
-    from probes.engine import verdict
+    from probes.analysis import verdict
 
     v = verdict(a)
     counts = {sev: sum(1 for f in a.findings if f.severity == sev and not f.allowed)

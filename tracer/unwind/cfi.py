@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from tracer.errors import BadBinaryError
 
 if TYPE_CHECKING:
-    from tracer.symbols.elf import ElfImage
+    from tracer.binary.elf import ElfImage
 
 Reader = Callable[[int, int], bytes]
 

@@ -22,11 +22,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 from tracer.errors import CgotraceError
-from tracer.unwind.stack import MemoryError_, Reader, Unwinder, _GoCtx, word
+from tracer.unwind.stack import GoContext, MemoryError_, Reader, Unwinder, word
 
 if TYPE_CHECKING:
-    from tracer.symbols.elf import ElfImage
-    from tracer.symbols.pclntab import Func, PclnTable
+    from tracer.binary.elf import ElfImage
+    from tracer.binary.pclntab import Func, PclnTable
     from tracer.unwind.goruntime import RuntimeLayout
 
 MAX_GOROUTINES: Final = 10_000  # walks on one search; a bigger program gets no answer
@@ -42,7 +42,7 @@ _CLOSURE: Final = re.compile(r"\.(?:(?:func|gowrap|deferwrap)\d+|\d+)$")
 _CALL_REL32: Final = 0xE8  # amd64 `CALL rel32`: the target is the next instruction + rel32
 
 
-def goroutines(ctx: _GoCtx, read: Reader, limit: int = MAX_GOROUTINES) -> list[int]:
+def goroutines(ctx: GoContext, read: Reader, limit: int = MAX_GOROUTINES) -> list[int]:
     """Addresses of every g in `runtime.allgs` ([] when it cannot be read or is too long)."""
     if ctx.rt.allgs is None:
         return []
@@ -87,7 +87,7 @@ class Search:
     unseen: int = 0
 
 
-def find_creator(unwinder: Unwinder, ctx: _GoCtx, read: Reader, fs_base: int, gopc: int,
+def find_creator(unwinder: Unwinder, ctx: GoContext, read: Reader, fs_base: int, gopc: int,
                  exclude: int, running: Mapping[int, list[int]] | None = None) -> Search:
     """The g whose stack is in the function holding `gopc` (absolute), or, failing that, in
     an enclosing function of that closure, or, failing that, in a function that calls one
@@ -155,7 +155,7 @@ def direct_calls(elf: ElfImage, fn: Func) -> frozenset[int]:
     return frozenset(out)
 
 
-def _goroutine_stacks(unwinder: Unwinder, ctx: _GoCtx, read: Reader, fs_base: int,
+def _goroutine_stacks(unwinder: Unwinder, ctx: GoContext, read: Reader, fs_base: int,
                       exclude: int, running: Mapping[int, list[int]]
                       ) -> tuple[list[tuple[int, list[int]]], int]:
     """(g, the PCs of its stack, return addresses minus one) for every parked goroutine and

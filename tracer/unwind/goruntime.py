@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Final
 from tracer.errors import BadBinaryError
 
 if TYPE_CHECKING:
-    from tracer.symbols.elf import ElfImage
-    from tracer.symbols.pclntab import Func, PclnTable
+    from tracer.binary.elf import ElfImage
+    from tracer.binary.pclntab import Func, PclnTable
 
 FUNCID_ASMCGOCALL: Final = 2  # stable 1.19-1.27 (docs/go-runtime.md, "pclntab")
 FUNCID_CGOCALLBACK: Final = 4
@@ -197,7 +197,7 @@ def decode_allgs(code: bytes, code_addr: int) -> int | None:
 def _go_version(img: ElfImage) -> str | None:
     """The Go version string from buildinfo."""
     try:
-        from tracer.symbols import buildinfo
+        from tracer.binary import buildinfo
 
         info = buildinfo.read_buildinfo(img)
         version = getattr(info, "go_version", None) or getattr(info, "version", None)
@@ -213,7 +213,7 @@ def _go_version(img: ElfImage) -> str | None:
 def _main_module(img: ElfImage) -> tuple[str | None, str | None]:
     """(main package path, main module path) from buildinfo, when available."""
     try:
-        from tracer.symbols import buildinfo
+        from tracer.binary import buildinfo
 
         info = buildinfo.read_buildinfo(img)
     except Exception:  # noqa: BLE001 - optional: attribution falls back to package main

@@ -24,20 +24,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
+from tracer.binary.pclntab import PclnTable
+from tracer.engine.base import Registers
 from tracer.errors import CgotraceError
-from tracer.symbols.pclntab import PclnTable
 from tracer.unwind import cfi
 from tracer.unwind.goruntime import FLAG_TOP_FRAME, FUNCID_ASMCGOCALL, STACK_ROOTS, GoRuntime
 
 if TYPE_CHECKING:
-    from tracer.symbols.elf import ElfImage
-    from tracer.symbols.pclntab import PclnTable
+    from tracer.binary.elf import ElfImage
+    from tracer.binary.pclntab import PclnTable
 
 Reader = Callable[[int, int], bytes]
 
 
 class ImageLike(Protocol):
-    """What the unwinder reads of one ELF image (tracer.process.images.LoadedImage)."""
+    """What the unwinder reads of one ELF image (tracer.attribution.modules.LoadedImage)."""
 
     @property
     def pcln(self) -> PclnTable | None: ...
@@ -53,7 +54,7 @@ class ImageLike(Protocol):
 
 
 class Module(Protocol):
-    """One mapped image in one process (tracer.process.images.Module): the unwinder never
+    """One mapped image in one process (tracer.attribution.modules.Module): the unwinder never
     imports the process layer, which sits above it."""
 
     name: str
@@ -68,20 +69,6 @@ SCAN_LIMIT: Final = 64 * 1024
 PAGE: Final = 4096
 _TRACKED: Final = frozenset(cfi.TRACKED)
 _U64: Final = struct.Struct("<Q")
-
-
-class Registers(Protocol):
-    """The subset of `user_regs_struct` the unwinder reads (python-ptrace's has them all)."""
-
-    rip: int
-    rsp: int
-    rbp: int
-    rbx: int
-    r12: int
-    r13: int
-    r14: int
-    r15: int
-    fs_base: int
 
 
 class ModuleMap(Protocol):
@@ -191,7 +178,7 @@ def _word_slow(read: Reader, addr: int) -> int:
 
 
 @dataclass(slots=True)
-class _GoCtx:
+class GoContext:
     """The Go runtime of the process and derived per-stop facts (read lazily)."""
 
     module: Module
@@ -354,12 +341,12 @@ class Unwinder:
                     self._go = (mod, rt, ranges)
                     break
 
-    def go_context(self, read: Reader, fs_base: int) -> _GoCtx | None:
+    def go_context(self, read: Reader, fs_base: int) -> GoContext | None:
         self._sync()
         if self._go is None:
             return None
         mod, rt, ranges = self._go
-        return _GoCtx(mod, rt, read, fs_base, ranges)
+        return GoContext(mod, rt, read, fs_base, ranges)
 
     def unwind(self, regs: Registers, read: Reader, *, max_frames: int | None = None) -> Stack:
         """The stack of a thread stopped with `regs`, innermost frame first (at most
@@ -434,7 +421,7 @@ class Unwinder:
         return step
 
     def _walk(self, stack: Stack, pc: int, regs: dict[int, int], read: Reader,
-              go: _GoCtx | None, *, innermost: bool, limit: int) -> None:
+              go: GoContext | None, *, innermost: bool, limit: int) -> None:
         frames = stack.frames
         steps = self._steps
         try:
@@ -497,7 +484,7 @@ class Unwinder:
             stack.notes.append(str(e))
 
     def _scan(self, stack: Stack, regs: dict[int, int], read: Reader,
-              go: _GoCtx | None) -> bool:
+              go: GoContext | None) -> bool:
         """C code without CFI: find the return address into asmcgocall above SP.
 
         On success sets regs[RSP] just above the slot and regs[RA] to the return address.
@@ -531,7 +518,7 @@ class Unwinder:
         stack.end = "scan-failed"
         return False
 
-    def _leave_g0(self, stack: Stack, s: int, read: Reader, go: _GoCtx) -> tuple[int, int]:
+    def _leave_g0(self, stack: Stack, s: int, read: Reader, go: GoContext) -> tuple[int, int]:
         """At a return into asmcgocall: S is the SP there. Back to the goroutine's frame."""
         lay = go.rt.layout
         old_g = word(read, s + go.rt.g0_g_slot)
@@ -548,7 +535,7 @@ class Unwinder:
         ret = dx + 8 if go.rt.asmcgocall_bp else dx
         return ret + 8, word(read, ret)
 
-    def _systemstack(self, stack: Stack, read: Reader, go: _GoCtx) -> tuple[int, int] | None:
+    def _systemstack(self, stack: Stack, read: Reader, go: GoContext) -> tuple[int, int] | None:
         """systemstack on g0: continue on m.curg's saved context (as the runtime does)."""
         lay = go.rt.layout
         g = go.tls_g()
@@ -566,7 +553,7 @@ class Unwinder:
         pc = word(read, curg + lay.g_sched + 8)
         return sp, pc
 
-    def _current_goroutine(self, go: _GoCtx, stack: Stack) -> int | None:
+    def _current_goroutine(self, go: GoContext, stack: Stack) -> int | None:
         """The running goroutine when no cgo switch named it: TLS g unless that is g0."""
         g = go.tls_g()
         if g is None:
