@@ -15,16 +15,13 @@ import string
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from probes import knowledge
+from probes.records import Analysis, Caller, Dependency, Rule
 from tracer.trace.model import DependencyClass, Evidence, Finding, ProcessEvent
 
-if TYPE_CHECKING:  # typing only; (probes.analysis imports this module lazily)
-    from probes.analysis import Analysis, Caller, Dependency
-    from probes.ruleset import Rule
-
-Item = tuple["Dependency", "Caller"]
+Item = tuple[Dependency, Caller]
 HIDDEN, RUNTIME = DependencyClass.HIDDEN, DependencyClass.RUNTIME_FILE
 _FILE_KINDS = ("config", "data", "dlopen-library", "startup-library", "interpreter", "other")
 # Where Go's crypto/x509 looks for a bundle on Linux, in order (docs/findings.md ca-roots).

@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import string
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracer.errors import BadBinaryError
+from probes import checks
+from probes.records import Rule, RuleError
 from tracer.trace.model import Severity
 
 RULES_DIR = Path(__file__).resolve().parent / "rules"
@@ -38,28 +38,6 @@ RULE_KEYS = {"id", "severity", "title", "explanation", "fix", "check", "match", 
 _CLASSES = ("declared", "hidden", "runtime-file", "program-file")
 _RESULTS = ("ok", "error", "absent", "any")
 
-
-class RuleError(BadBinaryError):
-    """A finding rule file that cannot be used (exit 3, one line: file, rule, key)."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    severity: Severity
-    title: str
-    explanation: str
-    fix: str
-    check: str | None = None  # a built-in detector in probes.checks
-    match: dict[str, Any] = field(default_factory=dict)  # declarative form
-    params: dict[str, Any] = field(default_factory=dict)  # for the check
-    per: str = "site"  # "site": one finding per (Go API, user frame); "rule": one in all
-    file: str = ""
-
-    @property
-    def help_uri(self) -> str:
-        """Where the id is documented (relative to the project root)."""
-        return f"docs/findings.md#{self.id}"
 
 
 def _fail(file: str, rule: str, key: str, what: str) -> RuleError:
@@ -101,7 +79,6 @@ def _check_match(file: str, rid: str, match: Any) -> dict[str, Any]:
 
 def parse_rule(raw: Any, file: str, index: int) -> Rule:
     """One `[[finding]]` table -> Rule, or RuleError naming file, rule and key."""
-    from probes import checks
 
     if not isinstance(raw, dict):
         raise _fail(file, f"#{index + 1}", "finding", "must be a table")

@@ -4,7 +4,7 @@ fixes, one allowed), and awkward text (quotes, `<`, `</script>`, non-ASCII) in a
 
 from __future__ import annotations
 
-from probes.analysis import Analysis, Caller, Dependency, ProgramFiles
+from probes.records import Analysis, Caller, Dependency, ProgramFiles
 from tracer.trace.model import DependencyClass, Evidence, Finding, Frame, Severity
 
 MAIN = "/src/userlookup/main.go"

@@ -27,7 +27,7 @@ from tracer.errors import BadBinaryError, CgotraceError, ExitCode, NotFoundError
 from tracer.trace.model import DependencyClass, Finding, Severity
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis
+    from probes.records import Analysis
 
 SHORTHANDS = ("hidden", "cgo", "missing")
 _RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}

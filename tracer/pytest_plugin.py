@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis, Dependency
+    from probes.records import Analysis, Dependency
     from tracer.trace.model import Access, Finding
 
 # `cgotrace run` exits with the program's status; these are its own failures

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from probes.analysis import Analysis, analyze_trace
+from probes.analysis import analyze_trace
+from probes.records import Analysis
 from tracer.commands.run import RunOptions, trace_program
 from tracer.reporters import render
 from tracer.trace.recorder import read_trace
@@ -235,6 +236,6 @@ def test_static_glibc_build_reports_the_nss_crash_hazard(sample: Callable[..., P
 
 
 def verdict_of(a: Analysis) -> str:
-    from probes.analysis import verdict
+    from probes.records import verdict
 
     return verdict(a).status

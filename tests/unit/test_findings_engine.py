@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from probes.analysis import analyze, verdict
-from probes.ruleset import RuleError, load_file, load_rules
+from probes.analysis import analyze
+from probes.records import RuleError, verdict
+from probes.ruleset import load_file, load_rules
 from tracer.gate import AllowListError, GateSpecError, apply_gate, load_allow, parse_fail_on
 from tracer.reporters import available, render, want_color
 from tracer.trace.model import Access, AccessKind, Attribution, Frame, ProcessEvent, Via

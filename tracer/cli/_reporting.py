@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis
+    from probes.records import Analysis
     from tracer.gate import GateResult
 
 

@@ -65,7 +65,7 @@ class AttachResult:
     how: str  # "duration", "signal SIGINT", "process exited ...", ...
     stats: dict[str, int] = field(default_factory=dict)
     events: list[ProcessEvent] = field(default_factory=list)
-    analysis: Any = None  # probes.analysis.Analysis: findings, as `run` reports them
+    analysis: Any = None  # probes.records.Analysis: findings, as `run` reports them
 
 
 # -- choosing the target -------------------------------------------------------------

@@ -26,7 +26,7 @@ from tracer.errors import CgotraceError, ExitCode
 from tracer.sandbox.roots import PRESETS
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis
+    from probes.records import Analysis
 
 DEFAULT_ROOTS = PRESETS  # scratch, static, musl, glibc
 SCHEMA_ID = "cgotrace-matrix/1"
@@ -208,7 +208,8 @@ def _tail(path: Path) -> list[str]:
 
 def _fill_from_trace(row: RootResult, trace: Path, opts: MatrixOptions) -> None:
     """Analyse one root's trace: starts, status, missing, hidden, findings, verdict, gate."""
-    from probes.analysis import analyze_trace, verdict
+    from probes.analysis import analyze_trace
+    from probes.records import verdict
     from tracer.trace.model import DependencyClass
     from tracer.trace.recorder import read_trace
 

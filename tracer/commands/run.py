@@ -75,7 +75,7 @@ class RunResult:
     engine: str = "ptrace"  # the engine that ran
     engine_reason: str = ""  # why (auto)
     header: dict[str, Any] = field(default_factory=dict)
-    analysis: Any = None  # probes.analysis.Analysis (None when RunOptions.analyze is off)
+    analysis: Any = None  # probes.records.Analysis (None when RunOptions.analyze is off)
 
 
 # Environment variables that change which files a Go program reads (resolver, zoneinfo,

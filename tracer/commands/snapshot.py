@@ -13,7 +13,7 @@ No ptrace and no stop: the process is read, never touched. Three sources:
 
 `take_snapshot(pid) -> Snapshot`; `Snapshot.to_dict()` is the `--json` form and
 `render_text` the terminal form. Findings come from the findings engine
-(`probes.analysis.AnalysisBuilder`) fed with what is mapped and open as if a trace had seen
+(`probes.records.AnalysisBuilder`) fed with what is mapped and open as if a trace had seen
 it; the `Analysis` and each finding are marked `source: "snapshot"`.
 """
 
@@ -64,7 +64,7 @@ class Snapshot:
     files: list[OpenFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     findings: list[Any] = field(default_factory=list)  # tracer.trace.model.Finding
-    analysis: Any = None  # probes.analysis.Analysis (source "snapshot")
+    analysis: Any = None  # probes.records.Analysis (source "snapshot")
 
     @property
     def dlopened(self) -> list[MappedLibrary]:

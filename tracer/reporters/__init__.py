@@ -2,7 +2,7 @@
 
 A format module (`tracer/reporters/<module>.py`) exposes
 
-    def render(analysis: probes.analysis.Analysis, *, color: bool = False) -> str
+    def render(analysis: probes.records.Analysis, *, color: bool = False) -> str
 
 and is named in `FORMATS`; it is imported only when that format is asked for. Reporters
 read the Analysis only (never a process, never the trace file). `available()` lists the
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from tracer.errors import CgotraceError, ExitCode
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis
+    from probes.records import Analysis
 
 # format name -> module; other formats plug in by adding a line (and their module)
 FORMATS: dict[str, str] = {

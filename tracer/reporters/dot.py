@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tracer.reporters.graph import API, CFUNC, DEP, Graph, Node, build_graph
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis
+    from probes.records import Analysis
 
 _CLASS_COLOUR = {"hidden": "#d62728", "runtime-file": "#e6a100", "declared": "#7f7f7f"}
 _LAYER_SHAPE = {API: "box", CFUNC: "ellipse", DEP: "note"}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tracer.trace.model import DependencyClass, Finding, Frame
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis, Caller, Dependency
+    from probes.records import Analysis, Caller, Dependency
 
 API, CFUNC, DEP = "api", "cfunc", "dep"
 LAYERS = (API, CFUNC, DEP)

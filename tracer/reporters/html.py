@@ -18,7 +18,7 @@ from tracer.reporters.graph import Graph, build_graph, site_text
 from tracer.trace.model import Finding
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis
+    from probes.records import Analysis
 
 
 def render_html(analysis: Analysis) -> str:

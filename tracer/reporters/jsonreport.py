@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tracer import __version__
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis
+    from probes.records import Analysis
 
 FORMAT = "cgotrace-report"
 VERSION = 1

@@ -33,7 +33,7 @@ from tracer.reporters.graph import caller_stack, frame_text, site_text
 from tracer.trace.model import Finding, Frame, Severity
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis, Caller
+    from probes.records import Analysis, Caller
 
 SARIF_VERSION = "2.1.0"
 _LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}

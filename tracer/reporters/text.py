@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tracer.trace.model import DependencyClass, Finding, Severity
 
 if TYPE_CHECKING:
-    from probes.analysis import Analysis, Caller, Dependency
+    from probes.records import Analysis, Caller, Dependency
 
 SUMMARY_FINDINGS = 12  # findings listed in the summary before "... and N more"
 VIEW_ROWS = 14  # rows of the side-by-side view
@@ -75,7 +75,7 @@ def _headline(a: Analysis) -> str:
 
 
 def _verdict_line(a: Analysis, p: _Paint) -> str:
-    from probes.analysis import verdict
+    from probes.records import verdict
 
     v = verdict(a)
     counts = {sev: sum(1 for f in a.findings if f.severity == sev and not f.allowed)
