@@ -36,6 +36,7 @@ from tracer.trace.model import (
     ExitStatus,
     Frame,
     ProcessEvent,
+    Repeats,
 )
 
 EVIDENCE_PER_DEPENDENCY = 8  # seq numbers kept per dependency (the trace has them all)
@@ -110,8 +111,10 @@ class AnalysisBuilder:
         self.written: set[str] = set()
 
     def add(self, a: Access) -> None:
+        """One access record; it counts as `a.calls` calls (itself and its repeats)."""
+        n = a.calls
         first = not self.counts
-        self.counts[a.kind.value] += 1
+        self.counts[a.kind.value] += n
         if self.first_pid is None:
             self.first_pid = a.pid
         if first and a.kind == AccessKind.EXECUTABLE:  # the traced program's own exec
@@ -124,7 +127,7 @@ class AnalysisBuilder:
         agg = self.aggs.get(key)
         if agg is None:
             agg = self.aggs[key] = _Agg(a.path, a.result, a.kind.value)
-        agg.count += 1
+        agg.count += n
         agg.hidden = agg.hidden or a.hidden
         agg.host_path = agg.host_path or a.host_path
         if _is_write(a):
@@ -136,26 +139,33 @@ class AnalysisBuilder:
         agg.pids.setdefault(a.pid)
         agg.syscalls.setdefault(a.syscall)
         at = a.attribution
-        if at is not None:
-            if a.same_as is None:
-                for note in at.unsymbolized:
-                    self.unsymbolized.setdefault(note)
-            origin = getattr(at, "origin", None)
-            ckey = (at.via.value, at.go_api, _frame_key(at.user_frame), at.c_function, origin)
-            via, go_api, frame, cfn = at.via.value, at.go_api, at.user_frame, at.c_function
-        else:
-            ckey = ("unknown", None, None, None, None)
-            via, go_api, frame, cfn, origin = "unknown", None, None, None, None
-        if a.kind == AccessKind.INTERPRETER or (a.kind == AccessKind.STARTUP_LIBRARY
-                                                and at is None):
-            via = "loader"
-            ckey = ("loader", None, None, None, None)
+        if at is not None and a.same_as is None:
+            for note in at.unsymbolized:
+                self.unsymbolized.setdefault(note)
+        ckey, via = _caller_key(a)
         c = agg.callers.get(ckey)
         if c is None:
-            agg.callers[ckey] = _CallerAgg(via, go_api, frame, cfn, origin, 1, a.seq, a.pid,
-                                           at.stack if at is not None else ())
+            if at is None:
+                agg.callers[ckey] = _CallerAgg(via, None, None, None, None, n, a.seq, a.pid)
+            else:
+                agg.callers[ckey] = _CallerAgg(via, at.go_api, at.user_frame, at.c_function,
+                                               getattr(at, "origin", None), n, a.seq, a.pid,
+                                               at.stack)
         else:
-            c.count += 1
+            c.count += n
+
+    def add_repeats(self, a: Access, added: Repeats) -> None:
+        """`added.count` more calls folded into access `a`, which was added before (a
+        `repeats` report while the trace runs)."""
+        n = added.count
+        self.counts[a.kind.value] += n
+        agg = self.aggs.get((a.path, a.result))
+        if agg is None or a.kind in (AccessKind.RUNTIME, AccessKind.PROBE):
+            return
+        agg.count += n
+        c = agg.callers.get(_caller_key(a)[0])
+        if c is not None:
+            c.count += n
 
     def event(self, e: ProcessEvent) -> None:
         if e.event != "fork":
@@ -268,6 +278,19 @@ class AnalysisBuilder:
                             written=sum(1 for r in paths.values() if r == "written"),
                             by_dir=tuple(sorted(by_dir.items(), key=lambda kv: (-kv[1], kv[0]))),
                             by_reason=tuple(sorted(reasons.items())))
+
+
+def _caller_key(a: Access) -> tuple[tuple[Any, ...], str]:
+    """(the key of the caller an access counts for, its `via`)."""
+    at = a.attribution
+    if a.kind == AccessKind.INTERPRETER or (a.kind == AccessKind.STARTUP_LIBRARY
+                                            and at is None):
+        return ("loader", None, None, None, None), "loader"
+    if at is None:
+        return ("unknown", None, None, None, None), "unknown"
+    origin = getattr(at, "origin", None)
+    return (at.via.value, at.go_api, _frame_key(at.user_frame), at.c_function, origin), \
+        at.via.value
 
 
 def _frame_key(f: Frame | None) -> tuple[Any, ...] | None:

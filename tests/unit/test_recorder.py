@@ -129,3 +129,36 @@ def test_same_as_is_written_compactly_and_resolved_on_read(tmp_path: Path) -> No
     t = read_trace(p)
     assert t.accesses[1].same_as == 1
     assert t.accesses[1].attribution == first.attribution
+
+
+def test_repeats_lines_add_up_on_their_access_and_the_last_one_holds(tmp_path: Path) -> None:
+    from tracer.trace.model import Repeats
+
+    p = tmp_path / "t.jsonl"
+    with TraceWriter(str(p)) as w:
+        w.header(argv=["./prog"], binary="/abs/prog", static={})
+        w.access(_access(1))
+        w.access(_access(2, "/etc/group"))
+        w.repeats(Repeats(of=1, count=10, unobserved=9, first_time=0.6, last_time=0.9))
+        w.repeats(Repeats(of=1, count=25, unobserved=23, first_time=0.6, last_time=1.5))
+        w.exit(ExitStatus(code=0))
+    assert json.loads(p.read_text().splitlines()[0])["version"] == 2
+    t = read_trace(p)
+    first, second = t.accesses
+    assert (first.repeats, first.repeats_unobserved, first.last_time) == (25, 23, 1.5)
+    assert first.calls == 26 and second.calls == 1
+    from probes.analysis import analyze_trace
+
+    (dep,) = [d for d in analyze_trace(t).dependencies if d.path == "/etc/passwd"]
+    assert dep.count == 26 and [c.count for c in dep.callers] == [26]
+
+
+def test_a_version_1_trace_reads_as_one_call_per_line(tmp_path: Path) -> None:
+    p = tmp_path / "old.jsonl"
+    lines = [{"type": "header", "format": "cgotrace-trace", "version": 1, "argv": ["./p"],
+              "binary": "/abs/p", "static": {}},
+             *(_access(i).to_dict() for i in (1, 2, 3)),
+             {"type": "exit", "exit_code": 0, "code": 0}]
+    p.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    t = read_trace(p)
+    assert [a.calls for a in t.accesses] == [1, 1, 1] and not t.truncated

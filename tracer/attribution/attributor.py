@@ -216,6 +216,11 @@ class Attributor:
         self.stats = AttributorStats()
         self._last_pcs: tuple[int, ...] = ()
         self.keep_all = False  # True: walk every access (no keep-policy)
+        # +1 whenever a keep-policy table is cleared at its bound: what `wants_walk`/`reuse`
+        # answered for paths not accessed since may change then, so the collector forgets
+        # the repeats it let the engine count alone (a process's own state goes at its
+        # exec/exit, which the collector sees itself)
+        self.epoch = 0
 
     @property
     def calls(self) -> int:
@@ -253,6 +258,7 @@ class Attributor:
             found = self._keep(pid, tid, regs, syscall, path, loader_phase)
             if len(st.by_site) >= MAX_KEYS:
                 st.by_site.clear()
+                self.epoch += 1
             st.by_site[(syscall, path, int(getattr(draft, "ip", 0)))] = found
             return found
         finally:
@@ -311,6 +317,7 @@ class Attributor:
         n = st.per_path.get((syscall, path), 0) + 1
         if len(st.per_path) >= MAX_KEYS:
             st.per_path.clear()
+            self.epoch += 1
         st.per_path[(syscall, path)] = n
         if n > FULL_PER_PATH:
             st.maps.epoch += 1
@@ -333,6 +340,7 @@ class Attributor:
         st.fast[fkey] = [attribution, old[1] if old is not None else 1]
         if len(st.latest) >= MAX_KEYS:
             st.latest.clear()
+            self.epoch += 1
         st.latest[(syscall, path)] = attribution
         return attribution
 

@@ -34,7 +34,7 @@ from tracer.recording.classify import Classifier
 from tracer.recording.collector import Attributor
 from tracer.recording.entry import EntryDecoder
 from tracer.recording.summary import SummaryBuilder
-from tracer.trace.model import Access, ExitStatus, ProcessEvent
+from tracer.trace.model import Access, ExitStatus, ProcessEvent, Repeats
 from tracer.trace.recorder import TraceWriter
 
 STEPPING_NOTE = ("cgotrace: attach stops the process at every syscall entry and exit "
@@ -265,8 +265,15 @@ def attach_process(opts: AttachOptions) -> AttachResult:
         if writer is not None:
             writer.event(e)
 
+    def on_repeats(a: Access, totals: Repeats, added: Repeats) -> None:
+        summary.add_repeats(a, added)
+        analysis.add_repeats(a, added)
+        if writer is not None:
+            writer.repeats(totals)
+
     collector = EventCollector(on_access=on_access, on_event=on_event, classifier=classifier,
-                               decoder=EntryDecoder(), attributor=opts.attributor)
+                               decoder=EntryDecoder(), attributor=opts.attributor,
+                               on_repeats=on_repeats)
     collector.exe[opts.pid] = exe  # its closure decides what is hidden
     collector._main_exec_done = True  # the program's own exec happened before we came
     engine = AttachEngine(opts.pid, duration=opts.duration)
@@ -293,8 +300,9 @@ def attach_process(opts: AttachOptions) -> AttachResult:
                 restore()
         how = _how(engine.ended, received, opts.duration)
         cs = collector.stats
-        stats = {"stops": engine.stops, "accesses": cs.accesses, "unknown": cs.lost,
-                 "attributor_errors": cs.attributor_errors, "threads": nthreads}
+        stats = {"stops": engine.stops, "accesses": cs.accesses, "repeats": cs.repeats,
+                 "unknown": cs.lost, "attributor_errors": cs.attributor_errors,
+                 "threads": nthreads}
         end = engine.end_time or time.time()
         status = engine.ended or ExitStatus(code=None)
         ending = {"end_time": end, "ended": how, "detached": engine.ended is None,

@@ -33,7 +33,7 @@ from tracer.sandbox.launch import (
     launch,
     resolve_program,
 )
-from tracer.trace.model import Access, ExitStatus, ProcessEvent
+from tracer.trace.model import Access, ExitStatus, ProcessEvent, Repeats
 from tracer.trace.recorder import TraceWriter
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ class RunOptions:
     forward_signals: bool = True
     debug: bool = False
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
+    # extra consumer of repeats (tests): (access, totals so far, added since the last)
+    on_repeats: Callable[[Access, Repeats, Repeats], None] | None = None
     rules: Any = None  # probes.ruleset rules (None: the packaged ones)
     verbose: bool = False  # say on stderr which engine runs and why, before it starts
     # notify | ptrace | auto (docs/architecture.md, engines); $CGOTRACE_ENGINE sets the default
@@ -218,6 +220,15 @@ def trace_program(opts: RunOptions) -> RunResult:
             if writer is not None:
                 writer.event(e)
 
+        def on_repeats(a: Access, totals: Repeats, added: Repeats) -> None:
+            summary.add_repeats(a, added)
+            if analysis is not None:
+                analysis.add_repeats(a, added)
+            if writer is not None:
+                writer.repeats(totals)
+            if opts.on_repeats is not None:
+                opts.on_repeats(a, totals, added)
+
         def interpreter_of(exe: str) -> str | None:
             closure = classifier.closure(exe)
             return closure.interpreter if closure is not None else None
@@ -227,7 +238,7 @@ def trace_program(opts: RunOptions) -> RunResult:
         collector = EventCollector(on_access=on_access, on_event=on_event,
                                    classifier=classifier, decoder=EntryDecoder(),
                                    attributor=opts.attributor, interpreter_of=interpreter_of,
-                                   debug=opts.debug)
+                                   on_repeats=on_repeats, debug=opts.debug)
         engine = _engine_for(tracee)
         if opts.verbose:
             print(f"cgotrace: engine {engine.name} ({tracee.engine_reason})", file=sys.stderr,
@@ -241,8 +252,9 @@ def trace_program(opts: RunOptions) -> RunResult:
         err = tracee.exec_errno()
         tracee.close()
         cs = collector.stats
-        stats = {"stops": engine.stops, "accesses": cs.accesses, "unknown": cs.lost,
-                 "unobserved": cs.unobserved, "attributor_errors": cs.attributor_errors}
+        stats = {"stops": engine.stops, "accesses": cs.accesses, "repeats": cs.repeats,
+                 "unknown": cs.lost, "unobserved": cs.unobserved,
+                 "attributor_errors": cs.attributor_errors}
         if isinstance(engine, NotifyEngine):
             stats["notifications"] = engine.notifications
             stats["upgrades"] = engine.upgrades

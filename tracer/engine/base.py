@@ -18,6 +18,15 @@ The call protocol, per thread:
   the entry with result "unknown".
 - `on_spawn` before anything else of the new task when the engine can (under SEIZE the new
   task's first stop may come first: the collector asks /proc for its tgid then).
+
+Repeats without the collector (the notify engine's native core, tracer/engine/native.py):
+an engine that has a `RepeatTable` offers it with `use_repeat_table` before the first
+event. The collector then arms the calls whose next repetition it would only count onto an
+earlier access (same thread, call, flags, PC and path; the key's count not about to reach a
+power of two); the engine answers those CONTINUE and counts them without calling the
+collector, and hands the counts over with `on_repeated` before any other call on the
+collector. The collector disarms whatever an event may change (docs/architecture.md,
+"The native per-call core").
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ if TYPE_CHECKING:
     from tracer.trace.model import ExitStatus
 
 __all__ = ["FAULT_SIGNALS", "Capabilities", "Collector", "Engine", "Registers", "Regs",
-           "ThreadView", "Want"]
+           "RepeatCounts", "RepeatTable", "ThreadView", "Want"]
 
 FAULT_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
                            signal.SIGABRT, signal.SIGSYS})
@@ -105,6 +114,41 @@ class Want(IntEnum):
     FULL = 2  # registers *and* result (notify: the PTRACE_INTERRUPT upgrade)
 
 
+# What `RepeatTable.drain` returns per armed call that ran since the last drain:
+# (fold id, slot, the slot's count now, calls counted, first and last entry time in
+# CLOCK_MONOTONIC nanoseconds)
+RepeatCounts: TypeAlias = tuple[int, int, int, int, int, int]
+
+
+class RepeatTable(Protocol):
+    """Calls the engine lets run and counts on the collector's behalf (see the module doc)."""
+
+    def arm(self, tid: int, nr: int, args: tuple[int, ...], ip: int, path: bytes, slot: int,
+            fold: int) -> int:
+        """Count the next calls of `tid` with this number, these flag arguments, this
+        syscall PC and this absolute path onto `fold`, while `slot`'s count + 1 is not a
+        power of two. A handle, or -1 when the table cannot take the call."""
+        ...
+
+    def disarm(self, handle: int) -> None:
+        """Forget an armed call (its counts were drained already)."""
+        ...
+
+    def new_slot(self, count: int) -> int:
+        """A shared counter of calls (one per collector key), or -1 when full."""
+        ...
+
+    def set_count(self, slot: int, count: int) -> None: ...
+
+    def clear(self) -> None:
+        """Disarm everything and free every slot."""
+        ...
+
+    def drain(self) -> list[RepeatCounts]:
+        """The counts since the last drain, one tuple per armed call that ran."""
+        ...
+
+
 class Collector(Protocol):
     """The engine-agnostic consumer of engine events (tracer/recording/collector.py)."""
 
@@ -149,6 +193,14 @@ class Collector(Protocol):
 
     def finish(self) -> ExitStatus:
         """Flush what is still pending; the launched program's status."""
+        ...
+
+    def use_repeat_table(self, table: RepeatTable) -> bool:
+        """Offered before the first event; True when the collector will arm it."""
+        ...
+
+    def on_repeated(self, counts: list[RepeatCounts]) -> None:
+        """The engine counted armed calls on its own (`RepeatTable.drain`)."""
         ...
 
 

@@ -16,6 +16,14 @@ What it does per event:
 - result: a restart errno drops the draft (the restarted call is reported by its own
   entry); otherwise the access is emitted. Identical attributions (one object per distinct
   answer, interned by the attributor) become `same_as` the first access that carried them.
+- repeats (with `on_repeats`): a call identical to the latest access of its fold key
+  (pid, tid, syscall, path, flags, syscall PC) in result, kind, hidden and attribution
+  is not a new record but a count on that access (`Access.repeats`), reported through
+  `on_repeats` as the run goes (every FLUSH_INTERVAL seconds, when the fold key gets a new
+  access, and at the end). With an engine's `RepeatTable` (the native core) the
+  collector arms each call it just folded that ran without a stop, so that the engine
+  counts its next repetitions alone; it disarms them on whatever could make the next
+  repetition differ (a new access or a walk on the same path, exec, exit, a table bound).
 - spawn: track the new task; fork/vfork are process events.
 - exec: re-key a non-leader exec to the leader's tid, flush the process's other threads
   (killed by the exec) with result "unknown", read the new image's mappings for the
@@ -30,15 +38,23 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tracer.engine.base import ThreadView, Want
+from tracer.engine.base import RepeatCounts, RepeatTable, ThreadView, Want
 from tracer.process.maps import interpreter_ranges, tgid
 from tracer.recording.classify import Classifier
 from tracer.recording.entry import AccessDraft, EntryDecoder
 from tracer.syscalls.decode import RESTART_ERRNOS, result_name
 from tracer.syscalls.table import AUDIT_ARCH_X86_64, x86_64_table
-from tracer.trace.model import Access, AccessKind, Attribution, ExitStatus, ProcessEvent, Via
+from tracer.trace.model import (
+    Access,
+    AccessKind,
+    Attribution,
+    ExitStatus,
+    ProcessEvent,
+    Repeats,
+    Via,
+)
 
 if TYPE_CHECKING:
     pass
@@ -48,6 +64,8 @@ __all__ = ["AccessDraft", "Attributor", "CollectorStats", "EventCollector", "exi
 MAX_SHARED_ATTRIBUTIONS = 65_536  # bound on the same_as table (cleared when full)
 _LAUNCH_EXEC = Attribution(via=Via.EXEC)  # the launched program's exec: no stack of ours
 MAX_KEYS = 262_144  # bound on the per-key result table (cleared when full)
+MAX_FOLDS = 262_144  # bound on the fold table (flushed and cleared when full)
+FLUSH_INTERVAL = 0.5  # seconds of trace time between two reports of pending repeats
 _O_WRITE = 0o1 | 0o2 | 0o100  # O_WRONLY | O_RDWR | O_CREAT
 
 
@@ -70,11 +88,14 @@ class Attributor(Protocol):
 
 
 class CollectorStats:
-    __slots__ = ("accesses", "attributor_errors", "lost", "stops", "unobserved", "upgrades")
+    __slots__ = ("accesses", "attributor_errors", "lost", "native_repeats", "repeats", "stops",
+                 "unobserved", "upgrades")
 
     def __init__(self) -> None:
         self.stops = 0  # kernel reports handled (ptrace stops + notifications; engines add)
-        self.accesses = 0
+        self.accesses = 0  # calls recorded: access records + the repeats folded into them
+        self.repeats = 0  # calls folded into an earlier access (no record of their own)
+        self.native_repeats = 0  # of those, counted by the engine's RepeatTable alone
         self.lost = 0  # accesses flushed with result "unknown"
         self.unobserved = 0  # accesses let run without a stop (result not seen)
         self.upgrades = 0  # entries answered Want.FULL without a full view
@@ -101,6 +122,46 @@ def _pow2(n: int) -> bool:
     return not n & (n - 1)
 
 
+def _discard(index: dict[Any, set[int]], key: Any, handle: int) -> None:
+    group = index.get(key)
+    if group is not None:
+        group.discard(handle)
+        if not group:
+            del index[key]
+
+
+class _Fold:
+    """The latest access of a fold key and the identical calls counted onto it since."""
+
+    __slots__ = ("access", "count", "fid", "first", "flushed", "flushed_unobserved", "last",
+                 "unobserved")
+
+    def __init__(self, access: Access) -> None:
+        self.access = access
+        self.count = 0
+        self.unobserved = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.flushed = 0
+        self.flushed_unobserved = 0
+        self.fid = -1  # its id in the engine's RepeatTable, once armed
+
+    def same(self, result: str, kind: AccessKind, hidden: bool,
+             attribution: Attribution | None, draft: AccessDraft) -> bool:
+        """Would a call with these answers be this access again?"""
+        a = self.access
+        return (a.result == result and a.kind is kind and a.hidden == hidden
+                and a.attribution is attribution and a.argv == draft.argv
+                and a.family == draft.family)
+
+    def add(self, n: int, unobserved: int, first: float, last: float) -> None:
+        if not self.count:
+            self.first = first
+        self.count += n
+        self.unobserved += unobserved
+        self.last = last
+
+
 class EventCollector:
     """The `Collector` (tracer/engine/base.py) every engine drives.
 
@@ -113,6 +174,7 @@ class EventCollector:
                  decoder: EntryDecoder | None = None,
                  attributor: Attributor | None = None,
                  interpreter_of: Callable[[str], str | None] | None = None,
+                 on_repeats: Callable[[Access, Repeats, Repeats], None] | None = None,
                  debug: bool = False) -> None:
         self.main_pid = 0
         self.tid2pid: dict[int, int] = {}
@@ -135,8 +197,22 @@ class EventCollector:
         self._interp_after_exec: dict[int, tuple[int, str, str | None]] = {}
         self._seq = 0
         self._attributed: dict[int, tuple[Attribution, int]] = {}  # id -> (it, first seq)
-        # (pid, syscall, path, flags) -> [times seen, seq of last observed, its result, rval]
-        self._keys: dict[tuple[int, str, str, str | None], list[object]] = {}
+        # (pid, syscall, path, flags) -> [times seen, seq of the record holding the last
+        # observed call, its result, rval, RepeatTable slot or -1]
+        self._keys: dict[tuple[int, str, str, str | None], list[Any]] = {}
+        # on_repeats(access, totals, added): calls folded into `access` (None: no folding)
+        self._on_repeats = on_repeats
+        self._folds: dict[tuple[int, int, str, str, str | None, int], _Fold] = {}
+        self._dirty: dict[int, _Fold] = {}  # seq -> fold with calls not reported yet
+        self._flushed_at = 0.0
+        self._table: RepeatTable | None = None
+        self._fids: dict[int, _Fold] = {}  # RepeatTable fold id -> fold
+        self._next_fid = 0
+        self._slots: dict[int, list[Any]] = {}  # RepeatTable slot -> self._keys entry
+        self._armed: dict[int, tuple[int, int, str]] = {}  # handle -> (pid, tid, path)
+        self._armed_paths: dict[tuple[int, str], set[int]] = {}
+        self._armed_tids: dict[int, set[int]] = {}
+        self._epoch = getattr(attributor, "epoch", 0)
         self._native = x86_64_table()
         self._t0 = time.monotonic()
         self._debug = debug
@@ -162,7 +238,116 @@ class EventCollector:
     def finish(self) -> ExitStatus:
         for tid in list(self.pending):
             self._flush_unknown(tid)
+        self._flush_repeats()
         return self.status or ExitStatus(code=None)
+
+    # -- repeats counted by the engine ------------------------------------------------------
+    def use_repeat_table(self, table: RepeatTable) -> bool:
+        if self._on_repeats is None:
+            return False  # nothing is folded, so nothing could be counted alone
+        self._table = table
+        return True
+
+    def on_repeated(self, counts: list[RepeatCounts]) -> None:
+        t0 = self._t0
+        last = 0.0
+        for fid, slot, slot_count, n, first_ns, last_ns in counts:
+            entry = self._slots.get(slot)
+            if entry is not None:
+                entry[0] = slot_count
+            fold = self._fids.get(fid)
+            if fold is None:
+                continue
+            last = last_ns * 1e-9 - t0
+            fold.add(n, n, first_ns * 1e-9 - t0, last)
+            self._dirty[fold.access.seq] = fold
+            self.stats.accesses += n
+            self.stats.repeats += n
+            self.stats.native_repeats += n
+            self.stats.unobserved += n
+        if last - self._flushed_at >= FLUSH_INTERVAL:
+            self._flush_repeats()
+
+    def _arm(self, draft: AccessDraft, entry: list[Any], fold: _Fold) -> None:
+        """Let the engine count the next repetitions of this call (it just ran unstopped
+        and was folded into `fold`; nothing has changed since that could make the next one
+        differ)."""
+        table = self._table
+        if table is None or draft.pid in self.loader or not draft.path.startswith("/"):
+            return  # the loader phase may end at any call; relative paths follow the cwd
+        slot = entry[4]
+        if slot < 0:
+            slot = table.new_slot(entry[0])
+            if slot < 0:
+                return
+            entry[4] = slot
+            self._slots[slot] = entry
+        if fold.fid < 0:
+            fold.fid = self._next_fid
+            self._next_fid += 1
+            self._fids[fold.fid] = fold
+        handle = table.arm(draft.tid, draft.nr, draft.args, draft.ip,
+                           draft.path.encode("utf-8", "surrogateescape"), slot, fold.fid)
+        if handle < 0:
+            return
+        self._armed[handle] = (draft.pid, draft.tid, draft.path)
+        self._armed_paths.setdefault((draft.pid, draft.path), set()).add(handle)
+        self._armed_tids.setdefault(draft.tid, set()).add(handle)
+
+    def _disarm(self, handles: set[int] | list[int] | None) -> None:
+        table = self._table
+        if not handles or table is None:
+            return
+        for handle in list(handles):
+            info = self._armed.pop(handle, None)
+            if info is None:
+                continue
+            table.disarm(handle)
+            pid, tid, path = info
+            _discard(self._armed_paths, (pid, path), handle)
+            _discard(self._armed_tids, tid, handle)
+
+    def _disarm_path(self, pid: int, path: str) -> None:
+        if self._armed:
+            self._disarm(self._armed_paths.get((pid, path)))
+
+    def _disarm_pid(self, pid: int) -> None:
+        if self._armed:
+            self._disarm([h for h, info in self._armed.items() if info[0] == pid])
+
+    def _disarm_all(self) -> None:
+        """Forget every armed call and slot (a table bound was reached)."""
+        if self._table is not None:
+            self._table.clear()
+        for entry in self._slots.values():
+            entry[4] = -1
+        self._slots.clear()
+        self._armed.clear()
+        self._armed_paths.clear()
+        self._armed_tids.clear()
+        self._fids.clear()
+        for fold in self._folds.values():
+            fold.fid = -1
+
+    def _flush_repeats(self) -> None:
+        """Report the calls counted onto each access since its last report."""
+        on_repeats = self._on_repeats
+        if on_repeats is not None:
+            for fold in self._dirty.values():
+                self._report(on_repeats, fold)
+        self._dirty.clear()
+        self._flushed_at = self._now()
+
+    @staticmethod
+    def _report(on_repeats: Callable[[Access, Repeats, Repeats], None], fold: _Fold) -> None:
+        if fold.count == fold.flushed:
+            return
+        seq = fold.access.seq
+        totals = Repeats(seq, fold.count, fold.unobserved, fold.first, fold.last)
+        added = Repeats(seq, fold.count - fold.flushed,
+                        fold.unobserved - fold.flushed_unobserved, fold.first, fold.last)
+        fold.flushed, fold.flushed_unobserved = fold.count, fold.unobserved
+        on_repeats(fold.access, totals, added)
 
     # -- entries -------------------------------------------------------------------------
     def wants_full(self, tid: int, pid: int, nr: int, args: tuple[int, ...],
@@ -209,6 +394,7 @@ class EventCollector:
             if arch != AUDIT_ARCH_X86_64 or self._needs_full(draft, kind):
                 self.stats.upgrades += 1
                 self._upgrading[tid] = draft
+                self._disarm_path(pid, draft.path)
                 return Want.FULL
             if attributor is not None and kind is not AccessKind.RUNTIME:
                 try:
@@ -224,6 +410,7 @@ class EventCollector:
         """A decoded, classified entry with a full view: attribute it, await its result."""
         attributor = self._attributor
         kind = draft.kind
+        self._disarm_path(pid, draft.path)  # the walk may change what a repeat would carry
         if attributor is None:
             pass
         elif draft.cls == "exec" and pid == self.main_pid and not self._main_exec_done:
@@ -236,6 +423,10 @@ class EventCollector:
                 draft.attribution = attributor(view, draft)
             except Exception as e:  # noqa: BLE001 - counted, the access is kept
                 self._attributor_failed(e)
+            epoch = getattr(attributor, "epoch", 0)
+            if epoch != self._epoch:  # a keep-policy table was cleared: forget every arm
+                self._epoch = epoch
+                self._disarm_all()
         self.pending[tid] = draft
         return Want.RESULT
 
@@ -247,7 +438,7 @@ class EventCollector:
                                   or "O_RDWR" in flags):
             return True
         entry = self._keys.get((draft.pid, draft.syscall, draft.path, flags))
-        if entry is None or _pow2(int(entry[0]) + 1):  # type: ignore[call-overload]
+        if entry is None or _pow2(int(entry[0]) + 1):
             return True
         att = self._attributor
         if att is not None and kind is not AccessKind.RUNTIME:
@@ -282,6 +473,7 @@ class EventCollector:
                                          "vfork": kind == "vfork"}))
 
     def on_exec(self, tid: int, former_tid: int, pid: int) -> None:
+        self._disarm_pid(pid)  # a new image: loader phase, exe, attributor state
         if former_tid != tid:
             # the leader was killed by the exec: a call it was inside never returns
             self._flush_unknown(tid)
@@ -335,6 +527,8 @@ class EventCollector:
 
     def on_exit(self, tid: int, status: int) -> None:
         self._upgrading.pop(tid, None)
+        if self._armed:
+            self._disarm(self._armed_tids.get(tid))  # its tid may be reused
         pid = self.tid2pid.pop(tid, None)
         if pid is None:
             return  # not ours (a pid-namespace intermediate), or already dropped at exec
@@ -343,6 +537,7 @@ class EventCollector:
         if tid != pid:
             return
         es = exit_status(status, self.fault.pop(pid, None))
+        self._disarm_pid(pid)
         self.loader.pop(pid, None)
         self.exe.pop(pid, None)
         self._on_event(ProcessEvent("exit", pid, tid, self._now(), es.to_dict()))
@@ -372,25 +567,25 @@ class EventCollector:
 
     def _finish(self, draft: AccessDraft, rval: int | None, observed: bool) -> None:
         pid = draft.pid
-        self._seq += 1
-        seq = self._seq
         key = (pid, draft.syscall, draft.path, draft.flags)
         entry = self._keys.get(key)
         if entry is None:
             if len(self._keys) >= MAX_KEYS:
                 self._keys.clear()
-            entry = self._keys[key] = [0, None, "unknown", None]
-        entry[0] = int(entry[0]) + 1  # type: ignore[call-overload]
+                self._disarm_all()  # the slots counted for the keys just dropped
+            entry = self._keys[key] = [0, None, "unknown", None, -1]
+        entry[0] += 1
+        if entry[4] >= 0 and self._table is not None:
+            self._table.set_count(entry[4], entry[0])
         result_of: int | None = None
+        seen = observed and rval is not None
         if observed:
             result = "unknown" if rval is None else result_name(rval)
-            if rval is not None:
-                entry[1], entry[2], entry[3] = seq, result, rval
         else:
             self.stats.unobserved += 1
-            result_of = entry[1]  # type: ignore[assignment]
+            result_of = entry[1]
             result = str(entry[2])
-            rval = entry[3]  # type: ignore[assignment]
+            rval = entry[3]
         kind = draft.kind if isinstance(draft.kind, AccessKind) else AccessKind.OTHER
         first_exec = pid == self.main_pid and not self._main_exec_done
         if kind is AccessKind.EXECUTABLE and first_exec and result == "ok":
@@ -398,6 +593,26 @@ class EventCollector:
         hidden = self._classifier.hidden(kind, draft.path, result, draft.loader_phase,
                                          self.exe.get(pid), first_exec)
         attribution = draft.attribution if isinstance(draft.attribution, Attribution) else None
+        fkey = (pid, draft.tid, draft.syscall, draft.path, draft.flags, draft.ip)
+        if self._on_repeats is not None:
+            fold = self._folds.get(fkey)
+            if fold is not None and fold.same(result, kind, hidden, attribution, draft):
+                self.stats.accesses += 1
+                self.stats.repeats += 1
+                fold.add(1, not seen, draft.time, draft.time)
+                self._dirty[fold.access.seq] = fold
+                if seen:
+                    entry[1], entry[2], entry[3] = fold.access.seq, result, rval
+                if not draft.observed:
+                    self._arm(draft, entry, fold)
+                self._after_exec(draft)
+                if draft.time - self._flushed_at >= FLUSH_INTERVAL:
+                    self._flush_repeats()
+                return
+        self._seq += 1
+        seq = self._seq
+        if seen:
+            entry[1], entry[2], entry[3] = seq, result, rval
         same_as = None
         if attribution is not None:  # the attributor returns one object per distinct answer
             first = self._attributed.get(id(attribution))
@@ -407,11 +622,35 @@ class EventCollector:
                 if len(self._attributed) >= MAX_SHARED_ATTRIBUTIONS:
                     self._attributed.clear()
                 self._attributed[id(attribution)] = (attribution, seq)
-        self._emit(Access(seq=seq, time=draft.time, pid=pid, tid=draft.tid,
-                          syscall=draft.syscall, path=draft.path, result=result, kind=kind,
-                          hidden=hidden, flags=draft.flags, retval=rval, argv=draft.argv,
-                          family=draft.family, attribution=attribution, same_as=same_as,
-                          observed=observed and rval is not None, result_of=result_of))
+        access = Access(seq=seq, time=draft.time, pid=pid, tid=draft.tid,
+                        syscall=draft.syscall, path=draft.path, result=result, kind=kind,
+                        hidden=hidden, flags=draft.flags, retval=rval, argv=draft.argv,
+                        family=draft.family, attribution=attribution, same_as=same_as,
+                        observed=seen, result_of=result_of)
+        self._emit(access)
+        if self._on_repeats is not None:
+            self._new_fold(fkey, access)
+            if not draft.observed:
+                self._arm(draft, entry, self._folds[fkey])
+        self._after_exec(draft)
+
+    def _new_fold(self, fkey: tuple[int, int, str, str, str | None, int],
+                  access: Access) -> None:
+        """`access` is now what later calls of its fold key count onto."""
+        old = self._folds.get(fkey)
+        if old is not None:
+            if self._dirty.pop(old.access.seq, None) is not None and self._on_repeats:
+                self._report(self._on_repeats, old)
+            if old.fid >= 0:
+                self._fids.pop(old.fid, None)
+        elif len(self._folds) >= MAX_FOLDS:
+            self._flush_repeats()
+            self._folds.clear()
+            self._disarm_all()
+        self._disarm_path(access.pid, access.path)
+        self._folds[fkey] = _Fold(access)
+
+    def _after_exec(self, draft: AccessDraft) -> None:
         if draft.cls == "exec":
             interp = self._interp_after_exec.pop(draft.tid, None)
             if interp is not None:

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from tracer.trace.model import Access, Attribution, ExitStatus
+from tracer.trace.model import Access, Attribution, ExitStatus, Repeats
 
 FOLD_MIN_DIRS = 3  # fold failed lookups of one name once they span this many directories
 
@@ -44,19 +44,31 @@ class SummaryBuilder:
         self.hidden_unobserved: Counter[tuple[str, str, str]] = Counter()
 
     def add(self, a: Access) -> None:
-        self.total += 1
-        self.by_kind[a.kind.value] += 1
-        copied = not a.observed and a.result_of is not None
+        """One access record (itself and the repeats already counted onto it)."""
+        self.total += a.calls
+        self.by_kind[a.kind.value] += a.calls
+        copied = (not a.observed and a.result_of is not None) + _copied(a, a.repeats_unobserved)
         self.unobserved += copied
         if a.hidden:
             key = (a.path, a.result, a.kind.value)
-            self.hidden[key] += 1
+            self.hidden[key] += a.calls
             self.hidden_unobserved[key] += copied
             if key not in self.callers and a.attribution is not None:
                 self.callers[key] = caller_of(a.attribution)
         if a.attribution is not None and a.same_as is None:
             for note in a.attribution.unsymbolized:
                 self.unsymbolized.setdefault(note)
+
+    def add_repeats(self, a: Access, added: Repeats) -> None:
+        """More calls folded into access `a` (added before)."""
+        self.total += added.count
+        self.by_kind[a.kind.value] += added.count
+        copied = _copied(a, added.unobserved)
+        self.unobserved += copied
+        if a.hidden:
+            key = (a.path, a.result, a.kind.value)
+            self.hidden[key] += added.count
+            self.hidden_unobserved[key] += copied
 
     def summary(self, status: ExitStatus | None, truncated: bool = False) -> dict[str, Any]:
         hidden = []
@@ -74,6 +86,12 @@ class SummaryBuilder:
             "exit": status.to_dict() if status is not None else None,
             "truncated": truncated,
         }
+
+
+def _copied(a: Access, unobserved: int) -> int:
+    """Of `unobserved` repeats of `a`, those whose result was copied from an observed call
+    (the others' is unknown)."""
+    return unobserved if a.result != "unknown" else 0
 
 
 def summarize(accesses: Iterable[Access], status: ExitStatus | None,

@@ -154,6 +154,20 @@ class Access:
     # observed, or "unknown" when there is none. Flushed accesses ("unknown") are unobserved.
     observed: bool = True
     result_of: int | None = None
+    # Further calls folded into this one (trace format 2): same pid, tid, syscall, path,
+    # flags, result, kind, hidden and attribution. `repeats_unobserved` of them ran without
+    # their result being seen (it was copied from an observed call of the same key, or is
+    # unknown); `last_time` is the latest one's entry. `retval` and `observed` describe
+    # this access alone. A trace line is written with 0; `repeats` lines raise it
+    # (docs/trace-format.md, "Repeats").
+    repeats: int = 0
+    repeats_unobserved: int = 0
+    last_time: float | None = None
+
+    @property
+    def calls(self) -> int:
+        """How many syscalls this record stands for: itself and its repeats."""
+        return 1 + self.repeats
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -178,6 +192,11 @@ class Access:
             d["observed"] = False
             if self.result_of is not None:
                 d["result_of"] = self.result_of
+        if self.repeats:
+            d["repeats"] = self.repeats
+            d["repeats_unobserved"] = self.repeats_unobserved
+            if self.last_time is not None:
+                d["last_time"] = round(self.last_time, 6)
         if self.same_as is not None:
             d["same_as"] = self.same_as
         elif self.attribution is not None:
@@ -207,7 +226,36 @@ class Access:
             same_as=int(d["same_as"]) if d.get("same_as") is not None else None,
             observed=bool(d.get("observed", True)),
             result_of=int(d["result_of"]) if d.get("result_of") is not None else None,
+            repeats=int(d.get("repeats") or 0),
+            repeats_unobserved=int(d.get("repeats_unobserved") or 0),
+            last_time=float(d["last_time"]) if d.get("last_time") is not None else None,
         )
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """A `repeats` line: the running totals of the calls folded into access `of` (seq).
+
+    Written as the run goes (cumulative, so the last line for an access is the answer and
+    a trace cut short loses at most the calls since the previous one)."""
+
+    of: int
+    count: int
+    unobserved: int
+    first_time: float
+    last_time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "repeats", "of": self.of, "count": self.count,
+                "unobserved": self.unobserved, "first_time": round(self.first_time, 6),
+                "last_time": round(self.last_time, 6)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Repeats:
+        return cls(of=int(d["of"]), count=int(d["count"]),
+                   unobserved=int(d.get("unobserved") or 0),
+                   first_time=float(d.get("first_time") or 0.0),
+                   last_time=float(d.get("last_time") or 0.0))
 
 
 @dataclass(frozen=True)

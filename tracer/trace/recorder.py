@@ -1,10 +1,14 @@
 """Trace files: versioned JSON lines, written as the program runs, read back tolerantly.
 
-One header line, then access and event lines in the order they happened, then one exit
-line. Each line is flushed when written (no fsync), so a tracee or tracer that dies leaves
-every completed line on disk. The reader accepts a truncated last line (a tracer killed
-mid-write) and a missing exit line, and raises `TraceFormatError` for anything else that
-is malformed. The format is documented in docs/trace-format.md.
+One header line, then access, repeats and event lines in the order they happened, then
+one exit line. Version 2 folds repeated calls: an access line stands for itself and the
+calls a later `repeats` line counts onto it (the reader adds them up); version-1 traces,
+one line per call, read as before. Each line is flushed when written (no fsync), so a
+tracee or tracer that dies leaves every completed line on disk (repeats are reported
+every half second, so such a trace may miss the last repeats' counts). The reader accepts
+a truncated last line (a tracer killed mid-write) and a missing exit line, and raises
+`TraceFormatError` for anything else that is malformed. The format is documented in
+docs/trace-format.md.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from typing import IO, Any
 
 from tracer import __version__
 from tracer.errors import NotFoundError, TraceFormatError
-from tracer.trace.model import Access, Attribution, ExitStatus, ProcessEvent
+from tracer.trace.model import Access, Attribution, ExitStatus, ProcessEvent, Repeats
 
 FORMAT = "cgotrace-trace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `repeats` lines (calls folded into an earlier access line)
 
 
 class TraceWriter:
@@ -49,6 +53,10 @@ class TraceWriter:
 
     def access(self, access: Access) -> None:
         self._line(access.to_dict())
+
+    def repeats(self, repeats: Repeats) -> None:
+        """The running totals of the calls folded into an access written earlier."""
+        self._line(repeats.to_dict())
 
     def event(self, event: ProcessEvent) -> None:
         self._line(event.to_dict())
@@ -112,6 +120,7 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
     if not lines or not lines[0].strip():
         raise TraceFormatError(f"{name}: empty file, not a cgotrace trace")
     trace: Trace | None = None
+    repeats: dict[int, Repeats] = {}
     for i, line in enumerate(lines):
         last = i == len(lines) - 1
         try:
@@ -136,6 +145,9 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
         try:
             if kind == "access":
                 trace.accesses.append(Access.from_dict(obj))
+            elif kind == "repeats":
+                r = Repeats.from_dict(obj)
+                repeats[r.of] = r  # cumulative: the last line for an access holds
             elif kind == "event":
                 detail = {k: v for k, v in obj.items()
                           if k not in ("type", "event", "pid", "tid", "time")}
@@ -156,7 +168,19 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
             trace.exit.get("attach"), dict):  # an attach's end is known only at its exit
         trace.header["attach"].setdefault("end_time", trace.exit["attach"].get("end_time"))
     _resolve_same_as(trace.accesses)
+    if repeats:
+        _add_repeats(trace.accesses, repeats)
     return trace
+
+
+def _add_repeats(accesses: list[Access], repeats: dict[int, Repeats]) -> None:
+    """Put each `repeats` line's totals on the access it counts onto."""
+    for i, a in enumerate(accesses):
+        r = repeats.get(a.seq)
+        if r is not None:
+            accesses[i] = dataclasses.replace(a, repeats=r.count,
+                                              repeats_unobserved=r.unobserved,
+                                              last_time=r.last_time)
 
 
 def _resolve_same_as(accesses: list[Access]) -> None:
