@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tracer.engine import native
 from tracer.engine.base import FAULT_SIGNALS
 from tracer.engine.notify_engine import NotifyEngine, set_sync_wakeup
 from tracer.engine.ptrace_engine import PtraceEngine
@@ -259,6 +260,7 @@ def trace_program(opts: RunOptions) -> RunResult:
             stats["notifications"] = engine.notifications
             stats["upgrades"] = engine.upgrades
             stats["lost_upgrades"] = engine.lost_upgrades
+            stats["native_repeats"] = cs.native_repeats
         diagnosis = _diagnose(err, program, prepared, status, loader_accesses)
         if writer is not None:
             if diagnosis is not None:
@@ -337,7 +339,9 @@ def _engine_for(tracee: Any) -> PtraceEngine:
         return PtraceEngine(tracee.pid)
     sync = set_sync_wakeup(tracee.listener)
     tracee.engine_reason += ", SYNC_WAKE_UP on" if sync else ", SYNC_WAKE_UP refused"
-    return NotifyEngine(tracee.pid, tracee.listener, sync)
+    module, why = native.load()
+    tracee.engine_reason += f", {why}"
+    return NotifyEngine(tracee.pid, tracee.listener, sync, native=module)
 
 
 def _host_mapper(prepared: Any) -> Callable[[Access], Access] | None:

@@ -21,6 +21,11 @@ Per notification (`SECCOMP_IOCTL_NOTIF_RECV`: id, tid, nr, arch, ip, args):
   syscall-exit stop: the real result, `on_result(tid, rval, observed=True)`, PTRACE_CONT.
   A restart errno at that exit (a signal interrupted the call itself) goes round again.
 
+With the native core (tracer/engine/native.py; `native=` the loaded module) the loop is
+the core's `run()`: it polls both fds, receives, and answers the repeats the collector armed
+on its own; the engine drains its counts into the collector, then handles what it returned
+(a notification, as above, or a wake-up) exactly as the pure-Python loop does.
+
 Foreign-ABI calls still return RET_TRACE and are handled exactly as by the ptrace engine.
 If the tracer dies, EXITKILL kills the tracee (a dead listener would otherwise make every
 watched call fail with ENOSYS).
@@ -38,6 +43,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from tracer import ptrace
+from tracer.engine import native as native_core
 from tracer.engine.base import Capabilities, Collector, Want
 from tracer.engine.ptrace_engine import STOP_SIGNALS, WALL, PtraceEngine, PtraceView
 from tracer.syscalls.decode import RESTART_ERRNOS
@@ -100,9 +106,12 @@ class NotifyEngine(PtraceEngine):
     name = "notify"
     caps = Capabilities(registers=True, results="selected", blocks_filter=False)
 
-    def __init__(self, pid: int, listener: int, sync_wakeup: bool = False) -> None:
+    def __init__(self, pid: int, listener: int, sync_wakeup: bool = False,
+                 native: Any = None) -> None:
         super().__init__(pid)
         self.listener = listener
+        self.native = native  # the compiled module (native.load()), or None: pure Python
+        self.core: native_core.NativeCore | None = None
         self.sync_wakeup = sync_wakeup
         self.notifications = 0
         self.upgrades = 0
@@ -120,9 +129,19 @@ class NotifyEngine(PtraceEngine):
         collector.start(self.pid)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         restore = self._watch_sigchld(wake_w)
+        timeout = 10 if restore is None else None
         try:
-            self._loop(collector, wake_r, 10 if restore is None else None)
+            if self.native is not None:
+                self.core = native_core.new_core(self.native, self.listener, wake_r)
+                collector.use_repeat_table(self.core)
+                self._native_loop(collector, self.core, wake_r, timeout)
+            else:
+                self._loop(collector, wake_r, timeout)
         finally:
+            if self.core is not None:
+                handled = self.core.stats()["handled"]
+                self.notifications += handled
+                self.stops += handled
             if restore is not None:
                 restore()
             os.close(wake_r)
@@ -182,6 +201,39 @@ class NotifyEngine(PtraceEngine):
                         os.read(wake_r, 512)
                     check_children = True
 
+    def _native_loop(self, collector: Collector, core: native_core.NativeCore, wake_r: int,
+                     timeout: int | None) -> None:
+        """`_loop` with the core's run() in place of poll + RECV (see the module doc)."""
+        waitpid = os.waitpid
+        flags = WALL | WNOHANG
+        handle = self.handle
+        ms = -1 if timeout is None else timeout
+        check_children = True
+        while True:
+            if check_children:
+                while True:
+                    try:
+                        tid, status = waitpid(-1, flags)
+                    except ChildProcessError:
+                        return
+                    if tid == 0:
+                        break
+                    self.stops += 1
+                    handle(collector, tid, status)
+                if not collector.tracing:
+                    return
+            check_children = timeout is not None
+            got = core.run(ms)
+            counts = core.drain()
+            if counts:  # before anything else reaches the collector
+                collector.on_repeated(counts)
+            if isinstance(got, tuple):
+                self._notification(collector, got)
+            elif got == native_core.WAKE:
+                with contextlib.suppress(OSError):
+                    os.read(wake_r, 512)
+                check_children = True
+
     # -- notifications ------------------------------------------------------------------
     def _recv(self) -> tuple[int, ...] | None:
         ctypes.memset(self._notif_addr, 0, NOTIF_SIZE)  # the kernel wants it zeroed
@@ -195,8 +247,11 @@ class NotifyEngine(PtraceEngine):
 
     def _notified(self, collector: Collector) -> None:
         got = self._recv()
-        if got is None:
-            return
+        if got is not None:
+            self._notification(collector, got)
+
+    def _notification(self, collector: Collector, got: tuple[int, ...]) -> None:
+        """One received notification (struct seccomp_notif's fields, args last)."""
         self.notifications += 1
         self.stops += 1
         nid, tid, _flags, nr, arch, ip = got[:6]

@@ -1,0 +1,585 @@
+/* tracer.engine._native: the notify engine's per-call loop in C (tracer/engine/native.py).
+ *
+ * One object, `Core(listener, wake_fd, specs)`, owns the hot part of the notify loop:
+ * poll() on the seccomp listener and on the SIGCHLD wake-up fd, SECCOMP_IOCTL_NOTIF_RECV,
+ * the path read with process_vm_readv, and a table of calls the collector armed
+ * (tracer/engine/base.py, RepeatTable). A notification whose (tid, nr, flag arguments,
+ * syscall PC, path) is armed, and whose key count + 1 is not a power of two, is answered
+ * SECCOMP_USER_NOTIF_FLAG_CONTINUE at once and counted here; the interpreter is not
+ * entered. `run()` returns to Python for everything else: a notification that is not
+ * armed (as a tuple, the fields of struct seccomp_notif), a wake-up byte (a ptrace stop is
+ * waiting for waitpid), the listener hanging up, a timeout, a signal (EINTR), or a tick
+ * (counts waited half a second: the collector reports them as the run goes). `drain()`
+ * hands the counts over. The GIL is released for the whole loop: it touches no Python
+ * object.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* <linux/seccomp.h>, spelled out so that old headers do not matter (x86-64 sizes) */
+struct notif_data {
+    int32_t nr;
+    uint32_t arch;
+    uint64_t ip;
+    uint64_t args[6];
+};
+struct notif {
+    uint64_t id;
+    uint32_t pid;
+    uint32_t flags;
+    struct notif_data data;
+};
+struct notif_resp {
+    uint64_t id;
+    int64_t val;
+    int32_t error;
+    uint32_t flags;
+};
+#define IOCTL_NOTIF_RECV 0xC0502100UL
+#define IOCTL_NOTIF_SEND 0xC0182101UL
+#define USER_NOTIF_FLAG_CONTINUE 1U
+#define AUDIT_ARCH_X86_64 0xC000003EU
+
+#define NR_MAX 512
+#define PATH_MAX_READ 4096
+#define NBUCKETS 16384 /* power of two */
+#define BLOOM_BITS 65536
+#define TICK_NS 500000000LL
+
+enum { R_TIMEOUT = 0, R_WAKE = 1, R_HUP = 2, R_TICK = 3, R_EINTR = 4, R_NOTIF = 5, R_ERROR = 6 };
+
+typedef struct {
+    uint64_t hash, k1, k2, ip;
+    int32_t tid, nr;
+    int32_t next; /* bucket chain, or the free list */
+    int32_t slot;
+    int64_t fold;
+    uint64_t n; /* calls counted since the last drain */
+    int64_t first_ns, last_ns;
+    uint32_t path_len;
+    uint8_t live, dirty;
+    char *path;
+} entry_t;
+
+typedef struct {
+    int8_t path_idx, k1_idx, k2_idx, eligible;
+} spec_t;
+
+typedef struct {
+    PyObject_HEAD
+    int listener, wake_fd, listener_open;
+    spec_t spec[NR_MAX];
+    entry_t *entries;
+    int32_t cap, max_entries, top, free_head, live;
+    int32_t buckets[NBUCKETS];
+    uint64_t bloom[BLOOM_BITS / 64];
+    uint64_t *slots;
+    int32_t nslots, slots_cap, max_slots;
+    int32_t *dirty;
+    int32_t ndirty;
+    unsigned long long handled, given, reads, restarted;
+    long page;
+    struct notif last;
+    char buf[PATH_MAX_READ + 1];
+} Core;
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    return h ^ (h >> 29);
+}
+
+static uint64_t key_hash(int32_t tid, int32_t nr, uint64_t k1, uint64_t k2, uint64_t ip) {
+    return mix(mix(mix(mix(mix(0, (uint64_t)(uint32_t)tid), (uint64_t)(uint32_t)nr), k1), k2), ip);
+}
+
+static uint64_t path_hash(uint64_t h, const char *p, size_t n) {
+    uint64_t f = 0xCBF29CE484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        f ^= (unsigned char)p[i];
+        f *= 0x100000001B3ULL;
+    }
+    return mix(h, f);
+}
+
+static int bloom_has(Core *c, uint64_t kh) {
+    uint32_t b = (uint32_t)(kh % BLOOM_BITS);
+    return (c->bloom[b / 64] >> (b % 64)) & 1;
+}
+
+static void bloom_add(Core *c, uint64_t kh) {
+    uint32_t b = (uint32_t)(kh % BLOOM_BITS);
+    c->bloom[b / 64] |= 1ULL << (b % 64);
+}
+
+/* The NUL-terminated string at addr, read a page at a time (a read across the end of a
+ * mapping would fail whole). Its length, or -1 (unreadable, or no NUL within the limit:
+ * the Python path handles those). */
+static ssize_t read_cstring(Core *c, pid_t tid, uint64_t addr) {
+    size_t got = 0;
+    c->reads++;
+    while (got < PATH_MAX_READ) {
+        size_t room = (size_t)c->page - (size_t)((addr + got) % (uint64_t)c->page);
+        if (room > PATH_MAX_READ - got)
+            room = PATH_MAX_READ - got;
+        struct iovec local = {c->buf + got, room};
+        struct iovec remote = {(void *)(uintptr_t)(addr + got), room};
+        ssize_t r = process_vm_readv(tid, &local, 1, &remote, 1, 0);
+        if (r <= 0)
+            return -1;
+        char *nul = memchr(c->buf + got, 0, (size_t)r);
+        if (nul != NULL)
+            return nul - c->buf;
+        got += (size_t)r;
+        if ((size_t)r < room)
+            return -1;
+    }
+    return -1;
+}
+
+static entry_t *find(Core *c, uint64_t h, int32_t tid, int32_t nr, uint64_t k1, uint64_t k2,
+                     uint64_t ip, const char *path, uint32_t len) {
+    for (int32_t i = c->buckets[h & (NBUCKETS - 1)]; i >= 0; i = c->entries[i].next) {
+        entry_t *e = &c->entries[i];
+        if (e->hash == h && e->tid == tid && e->nr == nr && e->k1 == k1 && e->k2 == k2 &&
+            e->ip == ip && e->path_len == len && memcmp(e->path, path, len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void key_args(const spec_t *s, const uint64_t *args, uint64_t *k1, uint64_t *k2) {
+    *k1 = s->k1_idx >= 0 ? args[(int)s->k1_idx] : 0;
+    *k2 = s->k2_idx >= 0 ? args[(int)s->k2_idx] : 0;
+}
+
+/* 1: answered here (counted, or the call was interrupted and will notify again); 0: for
+ * Python. */
+static int try_repeat(Core *c, const struct notif *n, int64_t t) {
+    if (c->live == 0 || n->data.arch != AUDIT_ARCH_X86_64)
+        return 0;
+    uint32_t nr = (uint32_t)n->data.nr;
+    if (nr >= NR_MAX || !c->spec[nr].eligible)
+        return 0;
+    const spec_t *s = &c->spec[nr];
+    uint64_t k1, k2;
+    key_args(s, n->data.args, &k1, &k2);
+    uint64_t kh = key_hash((int32_t)n->pid, (int32_t)nr, k1, k2, n->data.ip);
+    if (!bloom_has(c, kh))
+        return 0; /* nothing armed for this thread, call and PC: no read */
+    ssize_t len = read_cstring(c, (pid_t)n->pid, n->data.args[(int)s->path_idx]);
+    if (len <= 0 || c->buf[0] != '/')
+        return 0;
+    uint64_t h = path_hash(kh, c->buf, (size_t)len);
+    entry_t *e = find(c, h, (int32_t)n->pid, (int32_t)nr, k1, k2, n->data.ip, c->buf, (uint32_t)len);
+    if (e == NULL)
+        return 0;
+    uint64_t count = c->slots[e->slot];
+    if (((count + 1) & count) == 0)
+        return 0; /* the key's next call is a power-of-two sample: Python observes it */
+    struct notif_resp r = {n->id, 0, 0, USER_NOTIF_FLAG_CONTINUE};
+    if (ioctl(c->listener, IOCTL_NOTIF_SEND, &r) != 0) {
+        c->restarted++; /* a signal ended the wait: the call restarts and notifies again */
+        return 1;
+    }
+    c->slots[e->slot] = count + 1;
+    if (e->n == 0)
+        e->first_ns = t;
+    e->n++;
+    e->last_ns = t;
+    if (!e->dirty) {
+        e->dirty = 1;
+        c->dirty[c->ndirty++] = (int32_t)(e - c->entries);
+    }
+    c->handled++;
+    return 1;
+}
+
+static int loop(Core *c, int timeout_ms, int *err) {
+    int64_t start = now_ns();
+    int64_t deadline = timeout_ms >= 0 ? start + (int64_t)timeout_ms * 1000000LL : -1;
+    for (;;) {
+        struct pollfd fds[2] = {{c->wake_fd, POLLIN, 0}, {c->listener, POLLIN, 0}};
+        int wait = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ns();
+            if (left <= 0)
+                return R_TIMEOUT;
+            wait = (int)((left + 999999) / 1000000);
+        }
+        int r = poll(fds, c->listener_open ? 2 : 1, wait);
+        if (r < 0) {
+            if (errno == EINTR)
+                return R_EINTR;
+            *err = errno;
+            return R_ERROR;
+        }
+        if (r == 0)
+            return R_TIMEOUT;
+        if (fds[0].revents)
+            return R_WAKE;
+        if (fds[1].revents & POLLIN) {
+            memset(&c->last, 0, sizeof c->last); /* the kernel wants it zeroed */
+            if (ioctl(c->listener, IOCTL_NOTIF_RECV, &c->last) != 0)
+                continue; /* EINTR, ENOENT (the waiter went away) */
+            int64_t t = now_ns();
+            if (!try_repeat(c, &c->last, t)) {
+                c->given++;
+                return R_NOTIF;
+            }
+            if (c->ndirty && t - start >= TICK_NS)
+                return R_TICK;
+        } else if (fds[1].revents & (POLLHUP | POLLERR | POLLNVAL)) {
+            c->listener_open = 0; /* no process holds the filter any more */
+            return R_HUP;
+        }
+    }
+}
+
+/* -- Python methods ----------------------------------------------------------------- */
+
+static PyObject *Core_run(Core *c, PyObject *args) {
+    int timeout_ms = -1, err = 0, r;
+    if (!PyArg_ParseTuple(args, "|i", &timeout_ms))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    r = loop(c, timeout_ms, &err);
+    Py_END_ALLOW_THREADS
+    if (r == R_ERROR) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (r != R_NOTIF)
+        return PyLong_FromLong(r);
+    const struct notif *n = &c->last;
+    return Py_BuildValue("(KkkiIKKKKKKK)", (unsigned long long)n->id, (unsigned long)n->pid,
+                         (unsigned long)n->flags, (int)n->data.nr, (unsigned int)n->data.arch,
+                         (unsigned long long)n->data.ip, (unsigned long long)n->data.args[0],
+                         (unsigned long long)n->data.args[1], (unsigned long long)n->data.args[2],
+                         (unsigned long long)n->data.args[3], (unsigned long long)n->data.args[4],
+                         (unsigned long long)n->data.args[5]);
+}
+
+static int grow_entries(Core *c) {
+    int32_t cap = c->cap ? c->cap * 2 : 256;
+    if (cap > c->max_entries)
+        cap = c->max_entries;
+    if (cap <= c->cap)
+        return -1;
+    entry_t *e = realloc(c->entries, sizeof(entry_t) * (size_t)cap);
+    if (e == NULL)
+        return -1;
+    int32_t *d = realloc(c->dirty, sizeof(int32_t) * (size_t)cap);
+    if (d == NULL) {
+        c->entries = e;
+        return -1;
+    }
+    c->entries = e;
+    c->dirty = d;
+    c->cap = cap;
+    return 0;
+}
+
+static PyObject *Core_arm(Core *c, PyObject *args) {
+    int tid, nr, slot;
+    long long fold;
+    unsigned long long ip;
+    PyObject *argt;
+    const char *path;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "iiO!Ky#iL", &tid, &nr, &PyTuple_Type, &argt, &ip, &path, &len,
+                          &slot, &fold))
+        return NULL;
+    if (nr < 0 || nr >= NR_MAX || !c->spec[nr].eligible || len <= 0 || len > PATH_MAX_READ ||
+        path[0] != '/' || memchr(path, 0, (size_t)len) != NULL || slot < 0 || slot >= c->nslots ||
+        PyTuple_GET_SIZE(argt) != 6)
+        return PyLong_FromLong(-1);
+    uint64_t a[6];
+    for (int i = 0; i < 6; i++) {
+        a[i] = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(argt, i));
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    uint64_t k1, k2;
+    key_args(&c->spec[nr], a, &k1, &k2);
+    uint64_t kh = key_hash(tid, nr, k1, k2, ip);
+    uint64_t h = path_hash(kh, path, (size_t)len);
+    entry_t *e = find(c, h, tid, nr, k1, k2, ip, path, (uint32_t)len);
+    if (e != NULL) { /* armed already: count onto the fold the collector names now */
+        e->slot = slot;
+        e->fold = fold;
+        return PyLong_FromLong((long)(e - c->entries));
+    }
+    int32_t i;
+    if (c->free_head >= 0) {
+        i = c->free_head;
+        c->free_head = c->entries[i].next;
+    } else {
+        if (c->top == c->cap && grow_entries(c) != 0)
+            return PyLong_FromLong(-1);
+        i = c->top++;
+    }
+    char *copy = malloc((size_t)len);
+    if (copy == NULL) {
+        c->entries[i].live = 0;
+        c->entries[i].next = c->free_head;
+        c->free_head = i;
+        return PyErr_NoMemory();
+    }
+    memcpy(copy, path, (size_t)len);
+    e = &c->entries[i];
+    memset(e, 0, sizeof *e);
+    e->hash = h;
+    e->k1 = k1;
+    e->k2 = k2;
+    e->ip = ip;
+    e->tid = tid;
+    e->nr = nr;
+    e->slot = slot;
+    e->fold = fold;
+    e->path = copy;
+    e->path_len = (uint32_t)len;
+    e->live = 1;
+    int32_t *b = &c->buckets[h & (NBUCKETS - 1)];
+    e->next = *b;
+    *b = i;
+    bloom_add(c, kh);
+    c->live++;
+    return PyLong_FromLong(i);
+}
+
+static PyObject *Core_disarm(Core *c, PyObject *arg) {
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0 || i >= c->top || !c->entries[i].live)
+        Py_RETURN_NONE;
+    entry_t *e = &c->entries[i];
+    int32_t *p = &c->buckets[e->hash & (NBUCKETS - 1)];
+    while (*p >= 0 && *p != (int32_t)i)
+        p = &c->entries[*p].next;
+    if (*p == (int32_t)i)
+        *p = e->next;
+    free(e->path);
+    e->path = NULL;
+    e->live = 0;
+    e->dirty = 0;
+    e->n = 0;
+    e->next = c->free_head;
+    c->free_head = (int32_t)i;
+    c->live--;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_new_slot(Core *c, PyObject *arg) {
+    unsigned long long count = PyLong_AsUnsignedLongLongMask(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    if (c->nslots == c->slots_cap) {
+        int32_t cap = c->slots_cap ? c->slots_cap * 2 : 1024;
+        if (cap > c->max_slots)
+            cap = c->max_slots;
+        if (cap <= c->slots_cap)
+            return PyLong_FromLong(-1);
+        uint64_t *s = realloc(c->slots, sizeof(uint64_t) * (size_t)cap);
+        if (s == NULL)
+            return PyLong_FromLong(-1);
+        c->slots = s;
+        c->slots_cap = cap;
+    }
+    c->slots[c->nslots] = count;
+    return PyLong_FromLong(c->nslots++);
+}
+
+static PyObject *Core_set_count(Core *c, PyObject *args) {
+    int slot;
+    unsigned long long count;
+    if (!PyArg_ParseTuple(args, "iK", &slot, &count))
+        return NULL;
+    if (slot >= 0 && slot < c->nslots)
+        c->slots[slot] = count;
+    Py_RETURN_NONE;
+}
+
+static void clear_table(Core *c) {
+    for (int32_t i = 0; i < c->top; i++)
+        if (c->entries[i].live)
+            free(c->entries[i].path);
+    c->top = 0;
+    c->free_head = -1;
+    c->live = 0;
+    c->ndirty = 0;
+    c->nslots = 0;
+    memset(c->buckets, 0xFF, sizeof c->buckets);
+    memset(c->bloom, 0, sizeof c->bloom);
+}
+
+static PyObject *Core_clear(Core *c, PyObject *unused) {
+    (void)unused;
+    clear_table(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_drain(Core *c, PyObject *unused) {
+    (void)unused;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (int32_t k = 0; k < c->ndirty; k++) {
+        entry_t *e = &c->entries[c->dirty[k]];
+        if (!e->live || !e->dirty || e->n == 0) {
+            e->dirty = 0;
+            continue;
+        }
+        PyObject *t = Py_BuildValue("(LiKKLL)", (long long)e->fold, (int)e->slot,
+                                    (unsigned long long)c->slots[e->slot],
+                                    (unsigned long long)e->n, (long long)e->first_ns,
+                                    (long long)e->last_ns);
+        if (t == NULL || PyList_Append(out, t) != 0) {
+            Py_XDECREF(t);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(t);
+        e->n = 0;
+        e->dirty = 0;
+    }
+    c->ndirty = 0;
+    return out;
+}
+
+static PyObject *Core_stats(Core *c, PyObject *unused) {
+    (void)unused;
+    return Py_BuildValue("{sKsKsKsKsi}", "handled", c->handled, "given", c->given, "reads",
+                         c->reads, "restarted", c->restarted, "armed", (int)c->live);
+}
+
+static int Core_init(Core *c, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"listener", "wake_fd", "specs", "max_entries", "max_slots", NULL};
+    PyObject *specs;
+    int max_entries = 65536, max_slots = 262144;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiO|ii", kw, &c->listener, &c->wake_fd, &specs,
+                                     &max_entries, &max_slots))
+        return -1;
+    c->listener_open = 1;
+    c->max_entries = max_entries > 0 ? max_entries : 1;
+    c->max_slots = max_slots > 0 ? max_slots : 1;
+    c->page = sysconf(_SC_PAGESIZE);
+    memset(c->spec, 0, sizeof c->spec);
+    PyObject *it = PyObject_GetIter(specs);
+    if (it == NULL)
+        return -1;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int nr, p, k1, k2;
+        int ok = PyArg_ParseTuple(item, "iiii", &nr, &p, &k1, &k2);
+        Py_DECREF(item);
+        if (!ok) {
+            Py_DECREF(it);
+            return -1;
+        }
+        if (nr < 0 || nr >= NR_MAX || p < 0 || p > 5 || k1 < -1 || k1 > 5 || k2 < -1 || k2 > 5) {
+            Py_DECREF(it);
+            PyErr_Format(PyExc_ValueError, "bad call spec for %d", nr);
+            return -1;
+        }
+        c->spec[nr] = (spec_t){(int8_t)p, (int8_t)k1, (int8_t)k2, 1};
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return -1;
+    clear_table(c);
+    return 0;
+}
+
+static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    (void)args;
+    (void)kwds;
+    Core *c = (Core *)type->tp_alloc(type, 0);
+    if (c != NULL) {
+        c->free_head = -1;
+        memset(c->buckets, 0xFF, sizeof c->buckets);
+    }
+    return (PyObject *)c;
+}
+
+static void Core_dealloc(Core *c) {
+    for (int32_t i = 0; i < c->top; i++)
+        if (c->entries[i].live)
+            free(c->entries[i].path);
+    free(c->entries);
+    free(c->dirty);
+    free(c->slots);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static PyMethodDef Core_methods[] = {
+    {"run", (PyCFunction)Core_run, METH_VARARGS,
+     "run(timeout_ms=-1): answer armed repeats until Python is needed; an int (0 timeout, "
+     "1 wake-up, 2 listener hung up, 3 tick, 4 EINTR) or a notification tuple"},
+    {"arm", (PyCFunction)Core_arm, METH_VARARGS,
+     "arm(tid, nr, args, ip, path, slot, fold) -> handle, or -1"},
+    {"disarm", (PyCFunction)Core_disarm, METH_O, "disarm(handle)"},
+    {"new_slot", (PyCFunction)Core_new_slot, METH_O, "new_slot(count) -> slot, or -1"},
+    {"set_count", (PyCFunction)Core_set_count, METH_VARARGS, "set_count(slot, count)"},
+    {"clear", (PyCFunction)Core_clear, METH_NOARGS, "disarm everything, free every slot"},
+    {"drain", (PyCFunction)Core_drain, METH_NOARGS,
+     "[(fold, slot, slot count, calls, first ns, last ns)] since the last drain"},
+    {"stats", (PyCFunction)Core_stats, METH_NOARGS, "counters"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracer.engine._native.Core",
+    .tp_basicsize = sizeof(Core),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The notify engine's per-call loop (see the module source).",
+    .tp_new = Core_new,
+    .tp_init = (initproc)Core_init,
+    .tp_dealloc = (destructor)Core_dealloc,
+    .tp_methods = Core_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "tracer.engine._native",
+    "The notify engine's per-call loop in C (tracer/engine/native.py).", -1, NULL,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    if (PyType_Ready(&CoreType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&CoreType);
+    if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) {
+        Py_DECREF(&CoreType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyModule_AddIntConstant(m, "TIMEOUT", R_TIMEOUT);
+    PyModule_AddIntConstant(m, "WAKE", R_WAKE);
+    PyModule_AddIntConstant(m, "HUP", R_HUP);
+    PyModule_AddIntConstant(m, "TICK", R_TICK);
+    PyModule_AddIntConstant(m, "EINTR", R_EINTR);
+    return m;
+}

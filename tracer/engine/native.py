@@ -1,0 +1,85 @@
+"""The notify engine's native per-call core (tracer/engine/_native.c): loading it, and the
+calls it may answer alone.
+
+The compiled `Core` runs the hot part of the notify loop without the interpreter: it
+polls the seccomp listener and the SIGCHLD wake-up fd, receives each notification, reads
+its path with process_vm_readv and, when the collector armed that exact call (its
+`RepeatTable`, tracer/engine/base.py), answers CONTINUE and counts it. Everything else
+goes back to Python: a call not armed, a power-of-two sample, a ptrace event, the
+listener closing. Python stays the policy and the reference: what is armed is decided by
+the collector alone, so a run produces the same trace with the core as without it.
+
+`load()` says whether the core is used and why (`cgotrace run -v`): CGOTRACE_NATIVE=0
+forces the pure-Python path; an extension that was not built (no C compiler when
+cgotrace was installed) or does not import leaves the pure-Python path in place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Protocol, cast
+
+from tracer.engine.base import RepeatCounts, RepeatTable
+from tracer.syscalls.table import CONNECT, EXEC, x86_64_table
+
+__all__ = ["ENV", "TICK", "WAKE", "HUP", "NativeCore", "call_specs", "load", "new_core"]
+
+ENV = "CGOTRACE_NATIVE"
+# what NativeCore.run returns when it is not a notification (the C module's constants)
+TIMEOUT, WAKE, HUP, TICK, EINTR = 0, 1, 2, 3, 4
+
+Notification = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
+
+
+class NativeCore(RepeatTable, Protocol):
+    """The compiled `Core`: a RepeatTable with the loop that answers what is armed."""
+
+    def run(self, timeout_ms: int = -1) -> int | Notification:
+        """Answer armed repeats until Python is needed: TIMEOUT, WAKE (a byte on the
+        wake-up fd: waitpid has something), HUP (the listener hung up: it is polled no
+        more), TICK (counts have waited half a second), EINTR, or a notification for
+        Python: (id, tid, flags, nr, arch, ip, args0..args5), already received."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """handled (answered alone), given (returned to Python), reads, restarted, armed."""
+        ...
+
+    def drain(self) -> list[RepeatCounts]: ...
+
+
+class _Module(Protocol):
+    def Core(self, listener: int, wake_fd: int,  # noqa: N802 - the C type's name
+             specs: list[tuple[int, int, int, int]]) -> NativeCore: ...
+
+
+def load() -> tuple[_Module | None, str]:
+    """(the compiled module, or None), and why, for `run -v`."""
+    if os.environ.get(ENV, "1").strip().lower() in ("0", "no", "off", "false"):
+        return None, f"pure-Python per-call path ({ENV}={os.environ[ENV]})"
+    try:
+        module = importlib.import_module("tracer.engine._native")
+    except ImportError as e:
+        return None, f"pure-Python per-call path (the native core did not load: {e})"
+    return cast(_Module, module), "native per-call core"
+
+
+def call_specs() -> list[tuple[int, int, int, int]]:
+    """(nr, path argument, flag argument, second flag argument or -1) of the calls the
+    core may answer alone: those whose record follows from the number, the flag
+    arguments, the PC and the path string. Not exec, connect, creat (always seen in full)
+    nor openat2 (its flags live in a struct the core does not read)."""
+    out = []
+    for nr, spec in sorted(x86_64_table().items()):
+        if spec.cls in (EXEC, CONNECT) or spec.name == "creat" or spec.path is None \
+                or spec.flag_kind == "openhow":
+            continue
+        flags = spec.flags if spec.flags is not None else -1
+        extra = 3 if spec.name == "faccessat2" else -1  # its AT_ flags are in args[3]
+        out.append((nr, spec.path, flags, extra))
+    return out
+
+
+def new_core(module: _Module, listener: int, wake_fd: int) -> NativeCore:
+    return module.Core(listener, wake_fd, call_specs())
