@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import hashlib
 import os
 import re
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from tests import preflight
 from tracer.commands.run import RunOptions, RunResult, trace_program
-from tracer.trace.model import Access
+from tracer.trace.model import Access, Repeats
 
 ROOT = Path(__file__).resolve().parents[2]
 C_CACHE = ROOT / ".cache" / "ctests"
@@ -34,11 +35,28 @@ def private_netns() -> None:
 
 
 def trace(argv: list[str], netns: bool = True, **kw: object) -> tuple[RunResult, list[Access]]:
+    """Run under the tracer; the access records as a reader of its trace gets them (with
+    their repeats: count calls with `Access.calls`)."""
     got: list[Access] = []
+    totals: dict[int, Repeats] = {}
+
+    def on_repeats(a: Access, total: Repeats, added: Repeats) -> None:
+        totals[a.seq] = total
+
     result = trace_program(RunOptions(argv=argv, child_setup=private_netns if netns else None,
                                       forward_signals=False, on_access=got.append,
-                                      **kw))  # type: ignore[arg-type]
-    return result, got
+                                      on_repeats=on_repeats, **kw))  # type: ignore[arg-type]
+    return result, with_repeats(got, totals)
+
+
+def with_repeats(accesses: list[Access], totals: dict[int, Repeats]) -> list[Access]:
+    """Each access with the last repeats totals reported for it."""
+    out = []
+    for a in accesses:
+        r = totals.get(a.seq)
+        out.append(a if r is None else dataclasses.replace(
+            a, repeats=r.count, repeats_unobserved=r.unobserved, last_time=r.last_time))
+    return out
 
 
 def cgotrace_cmd(*args: str) -> list[str]:

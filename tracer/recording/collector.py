@@ -202,7 +202,10 @@ class EventCollector:
         self._keys: dict[tuple[int, str, str, str | None], list[Any]] = {}
         # on_repeats(access, totals, added): calls folded into `access` (None: no folding)
         self._on_repeats = on_repeats
-        self._folds: dict[tuple[int, int, str, str, str | None, int], _Fold] = {}
+        # pid -> fold key (pid, tid, syscall, path, flags, PC) -> its fold; a process's
+        # folds end at its exec and exit (a new image's calls are records of their own)
+        self._folds: dict[int, dict[tuple[int, int, str, str, str | None, int], _Fold]] = {}
+        self._nfolds = 0
         self._dirty: dict[int, _Fold] = {}  # seq -> fold with calls not reported yet
         self._flushed_at = 0.0
         self._table: RepeatTable | None = None
@@ -326,8 +329,9 @@ class EventCollector:
         self._armed_paths.clear()
         self._armed_tids.clear()
         self._fids.clear()
-        for fold in self._folds.values():
-            fold.fid = -1
+        for folds in self._folds.values():
+            for fold in folds.values():
+                fold.fid = -1
 
     def _flush_repeats(self) -> None:
         """Report the calls counted onto each access since its last report."""
@@ -474,6 +478,7 @@ class EventCollector:
 
     def on_exec(self, tid: int, former_tid: int, pid: int) -> None:
         self._disarm_pid(pid)  # a new image: loader phase, exe, attributor state
+        self._end_folds(pid)
         if former_tid != tid:
             # the leader was killed by the exec: a call it was inside never returns
             self._flush_unknown(tid)
@@ -538,6 +543,7 @@ class EventCollector:
             return
         es = exit_status(status, self.fault.pop(pid, None))
         self._disarm_pid(pid)
+        self._end_folds(pid)
         self.loader.pop(pid, None)
         self.exe.pop(pid, None)
         self._on_event(ProcessEvent("exit", pid, tid, self._now(), es.to_dict()))
@@ -595,7 +601,8 @@ class EventCollector:
         attribution = draft.attribution if isinstance(draft.attribution, Attribution) else None
         fkey = (pid, draft.tid, draft.syscall, draft.path, draft.flags, draft.ip)
         if self._on_repeats is not None:
-            fold = self._folds.get(fkey)
+            folds = self._folds.get(pid)
+            fold = folds.get(fkey) if folds is not None else None
             if fold is not None and fold.same(result, kind, hidden, attribution, draft):
                 self.stats.accesses += 1
                 self.stats.repeats += 1
@@ -631,24 +638,41 @@ class EventCollector:
         if self._on_repeats is not None:
             self._new_fold(fkey, access)
             if not draft.observed:
-                self._arm(draft, entry, self._folds[fkey])
+                self._arm(draft, entry, self._folds[pid][fkey])
         self._after_exec(draft)
 
     def _new_fold(self, fkey: tuple[int, int, str, str, str | None, int],
                   access: Access) -> None:
         """`access` is now what later calls of its fold key count onto."""
-        old = self._folds.get(fkey)
+        folds = self._folds.setdefault(access.pid, {})
+        old = folds.get(fkey)
         if old is not None:
             if self._dirty.pop(old.access.seq, None) is not None and self._on_repeats:
                 self._report(self._on_repeats, old)
             if old.fid >= 0:
                 self._fids.pop(old.fid, None)
-        elif len(self._folds) >= MAX_FOLDS:
+        elif self._nfolds >= MAX_FOLDS:
             self._flush_repeats()
             self._folds.clear()
+            self._nfolds = 0
             self._disarm_all()
+            folds = self._folds.setdefault(access.pid, {})
+        else:
+            self._nfolds += 1
         self._disarm_path(access.pid, access.path)
-        self._folds[fkey] = _Fold(access)
+        folds[fkey] = _Fold(access)
+
+    def _end_folds(self, pid: int) -> None:
+        """The process execs or exits: report its folds and start afresh."""
+        folds = self._folds.pop(pid, None)
+        if not folds:
+            return
+        self._nfolds -= len(folds)
+        for fold in folds.values():
+            if self._dirty.pop(fold.access.seq, None) is not None and self._on_repeats:
+                self._report(self._on_repeats, fold)
+            if fold.fid >= 0:
+                self._fids.pop(fold.fid, None)
 
     def _after_exec(self, draft: AccessDraft) -> None:
         if draft.cls == "exec":
