@@ -151,8 +151,8 @@ class _Fold:
         """Would a call with these answers be this access again?"""
         a = self.access
         return (a.result == result and a.kind is kind and a.hidden == hidden
-                and a.attribution is attribution and a.argv == draft.argv
-                and a.family == draft.family)
+                and (a.attribution is attribution or a.attribution == attribution)
+                and a.argv == draft.argv and a.family == draft.family)
 
     def add(self, n: int, unobserved: int, first: float, last: float) -> None:
         if not self.count:
