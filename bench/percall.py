@@ -6,11 +6,15 @@ with stacks off, and `benchwalk` (every path new: every call takes the notify en
 upgrade) under both engines. Each figure is (tracer loop time) / (watched calls), median of
 --runs runs; the machine's load moves them, so compare rows of one run only.
 
-  floor      RECV + read the path (process_vm_readv) + SEND CONTINUE, nothing else
-  decode     + EntryDecoder.decode (flags, path text)
-  collector  + EventCollector.on_entry/on_result (classify, keys, Access records)
-  notify     `trace_program(engine="notify")`, no stacks: + summary, runner callbacks
-  ptrace     `trace_program(engine="ptrace")`, no stacks: two ptrace stops per call
+  floor         RECV + read the path (process_vm_readv) + SEND CONTINUE, nothing else
+  native floor  the same in C (tracer/engine/_native.c: poll, RECV, read, table, SEND),
+                the benchopen path armed by hand for each thread: what the native core
+                costs per repeat with no collector at all
+  decode        + EntryDecoder.decode (flags, path text)
+  collector     + EventCollector.on_entry/on_result (classify, keys, Access records)
+  notify        `trace_program(engine="notify")`, no stacks: + summary, runner callbacks;
+                with the native core (the default) and with CGOTRACE_NATIVE=0
+  ptrace        `trace_program(engine="ptrace")`, no stacks: two ptrace stops per call
 """
 
 from __future__ import annotations
@@ -97,15 +101,63 @@ def layered(exe: Path, n: int, layer: str) -> float:
     return 1e6 * elapsed / max(count, 1)
 
 
-def engine(exe: Path, args: list[str], name: str) -> float:
-    """Microseconds per watched call of a whole traced run (stacks off)."""
+def native_floor(exe: Path, n: int) -> float:
+    """Microseconds per notification with the C loop answering the repeats (see the module
+    doc): every openat of `exe` is armed for its thread with a count far from a power of
+    two, so that only each thread's first one comes back to Python."""
+    from tracer import ptrace
+    from tracer.engine import native
+    from tracer.engine import notify_engine as ne
+    from tracer.sandbox.launch import LaunchSpec, launch
+    from tracer.syscalls.table import X86_64_NUMBERS
+
+    module, why = native.load()
+    assert module is not None, why
+    tr = launch(LaunchSpec(argv=[str(exe), str(n)], engine="notify"))
+    assert tr.listener is not None, "notify engine unavailable"
+    eng = ne.NotifyEngine(tr.pid, tr.listener, ne.set_sync_wakeup(tr.listener))
+    wake_r, wake_w = os.pipe()
+    core = native.new_core(module, tr.listener, wake_r)
+    slot = core.new_slot(2**21 + 1)  # the next power of two is 2**22 calls away
+    target = os.path.realpath(exe).encode()
+    count = 0
+    t0 = time.perf_counter()
+    while _reap_events(tr.pid):
+        got = core.run(5)
+        if not isinstance(got, tuple):
+            continue
+        count += 1
+        nid, tid, _, nr, _, ip = got[:6]
+        args = got[6:]
+        if nr == X86_64_NUMBERS["openat"] and ptrace.read_cstring(tid, args[1], 4096) == target:
+            core.arm(tid, nr, args, ip, target, slot, 0)
+        eng._continue(nid)
+    elapsed = time.perf_counter() - t0
+    count += core.stats()["handled"]
+    for fd in (wake_r, wake_w, tr.listener):
+        os.close(fd)
+    tr.close()
+    return 1e6 * elapsed / max(count, 1)
+
+
+def engine(exe: Path, args: list[str], name: str, native: bool = True) -> float:
+    """Microseconds per watched call of a whole traced run (stacks off); `native` False
+    runs the notify engine's pure-Python path (CGOTRACE_NATIVE=0)."""
     from tracer.commands.run import RunOptions, trace_program
 
-    with _quiet():
-        t0 = time.perf_counter()
-        res = trace_program(RunOptions(argv=[str(exe), *args], engine=name,
-                                       forward_signals=False, on_access=lambda a: None))
-        elapsed = time.perf_counter() - t0
+    saved = os.environ.get("CGOTRACE_NATIVE")
+    os.environ["CGOTRACE_NATIVE"] = "1" if native else "0"
+    try:
+        with _quiet():
+            t0 = time.perf_counter()
+            res = trace_program(RunOptions(argv=[str(exe), *args], engine=name,
+                                           forward_signals=False, on_access=lambda a: None))
+            elapsed = time.perf_counter() - t0
+    finally:
+        if saved is None:
+            del os.environ["CGOTRACE_NATIVE"]
+        else:
+            os.environ["CGOTRACE_NATIVE"] = saved
     return 1e6 * elapsed / max(res.stats["accesses"], 1)
 
 
@@ -125,20 +177,29 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     rows: list[tuple[str, Callable[[], float]]] = [
-        (f"{layer} (benchopen {a.n})", lambda layer=layer: _quiet_call(
-            lambda: layered(opener, a.n, layer)))
-        for layer in ("floor", "decode", "collector")]
-    rows += [(f"{e} engine (benchopen {a.n})",
-              lambda e=e: engine(opener, [str(a.n)], e)) for e in ("notify", "ptrace")]
+        (f"floor (benchopen {a.n})", lambda: _quiet_call(
+            lambda: layered(opener, a.n, "floor"))),
+        (f"native floor (benchopen {a.n})", lambda: _quiet_call(
+            lambda: native_floor(opener, a.n)))]
+    rows += [(f"{layer} (benchopen {a.n})", lambda layer=layer: _quiet_call(
+        lambda: layered(opener, a.n, layer))) for layer in ("decode", "collector")]
+    rows += [(f"notify engine, native core (benchopen {a.n})",
+              lambda: engine(opener, [str(a.n)], "notify")),
+             (f"notify engine, pure Python (benchopen {a.n})",
+              lambda: engine(opener, [str(a.n)], "notify", native=False)),
+             (f"ptrace engine (benchopen {a.n})",
+              lambda: engine(opener, [str(a.n)], "ptrace"))]
     with tempfile.TemporaryDirectory() as tmp:
         tree = os.path.join(tmp, "tree")
         with _quiet():
             os.spawnv(os.P_WAIT, str(walker), [str(walker), "3000", tree])  # generate
         rows += [(f"{e} engine (benchwalk 3000: every path new)",
                   lambda e=e: engine(walker, ["3000", tree], e)) for e in ("notify", "ptrace")]
+        rows += [("notify engine, pure Python (benchwalk 3000)",
+                  lambda: engine(walker, ["3000", tree], "notify", native=False))]
         print(f"per watched call, median of {a.runs} runs (us); load {os.getloadavg()[0]:.2f}")
         for label, fn in rows:
-            print(f"  {label:<46} {statistics.median(fn() for _ in range(a.runs)):7.1f}")
+            print(f"  {label:<52} {statistics.median(fn() for _ in range(a.runs)):7.1f}")
     return 0
 
 

@@ -12,13 +12,21 @@ path, flags, result): how many calls, whether one was observed, and which code m
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.tracing_helpers import compile_c, strace_set, trace, traced_set
+from tests.integration.tracing_helpers import (
+    cgotrace_cmd,
+    compile_c,
+    strace_set,
+    trace,
+    traced_set,
+)
 from tracer.attribution.attributor import Attributor
 from tracer.commands.run import RunResult
 from tracer.engine import native
@@ -145,3 +153,27 @@ def test_go_samples_give_the_same_accesses_with_and_without_the_core(
     if app != "userlookup":  # the bench loops: thousands of repeats, answered in C
         assert with_core.stats["native_repeats"] > 0.8 * with_core.stats["repeats"] > 0
     assert traced_set(records) == strace_set([exe, *args], os.getcwd(), tmp_path)
+
+
+def test_without_the_extension_the_pure_python_path_runs_and_says_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tracer.engine._native", None)  # as if never built
+    monkeypatch.delenv("CGOTRACE_NATIVE", raising=False)
+    res, acc = trace(["/bin/cat", "/etc/hostname"], engine="notify")
+    assert res.status.code == 0 and res.engine == "notify"
+    assert "pure-Python per-call path (the native core did not load" in res.engine_reason
+    assert any(a.path == "/etc/hostname" and a.result == "ok" and a.observed for a in acc)
+
+
+@pytest.mark.parametrize("flag,said", [("0", "pure-Python per-call path (CGOTRACE_NATIVE=0)"),
+                                       ("1", "native per-call core")])
+def test_verbose_says_which_per_call_path_ran(flag: str, said: str) -> None:
+    _available()
+    env = {**os.environ, "CGOTRACE_NATIVE": flag}
+    env.pop("CGOTRACE_NO_NOTIFY", None)
+    proc = subprocess.run(cgotrace_cmd("run", "-q", "-v", "--engine", "notify", "--",
+                                       "/bin/true"),
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("cgotrace: engine")]
+    assert line.startswith("cgotrace: engine notify (") and line.endswith(f", {said})")
