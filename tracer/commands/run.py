@@ -261,6 +261,7 @@ def trace_program(opts: RunOptions) -> RunResult:
             stats["upgrades"] = engine.upgrades
             stats["lost_upgrades"] = engine.lost_upgrades
             stats["native_repeats"] = cs.native_repeats
+            stats["native_dropped"] = engine.native_stats.get("dropped", 0)
         diagnosis = _diagnose(err, program, prepared, status, loader_accesses)
         if writer is not None:
             if diagnosis is not None:

@@ -6,7 +6,8 @@
  * (tracer/engine/base.py, RepeatTable). A notification whose (tid, nr, flag arguments,
  * syscall PC, path) is armed, and whose key count + 1 is not a power of two, is answered
  * SECCOMP_USER_NOTIF_FLAG_CONTINUE at once and counted here; the interpreter is not
- * entered. `run()` returns to Python for everything else: a notification that is not
+ * entered. So is a call the collector never records: an fstat spelled
+ * newfstatat(fd, "", AT_EMPTY_PATH) (glibc's fstat), which the entry decoder drops. `run()` returns to Python for everything else: a notification that is not
  * armed (as a tuple, the fields of struct seccomp_notif), a wake-up byte (a ptrace stop is
  * waiting for waitpid), the listener hanging up, a timeout, a signal (EINTR), or a tick
  * (counts waited half a second: the collector reports them as the run goes). `drain()`
@@ -50,6 +51,7 @@ struct notif_resp {
 #define IOCTL_NOTIF_SEND 0xC0182101UL
 #define USER_NOTIF_FLAG_CONTINUE 1U
 #define AUDIT_ARCH_X86_64 0xC000003EU
+#define AT_EMPTY_PATH 0x1000U
 
 #define NR_MAX 512
 #define PATH_MAX_READ 4096
@@ -73,7 +75,7 @@ typedef struct {
 } entry_t;
 
 typedef struct {
-    int8_t path_idx, k1_idx, k2_idx, eligible;
+    int8_t path_idx, k1_idx, k2_idx, empty_idx, eligible;
 } spec_t;
 
 typedef struct {
@@ -88,7 +90,7 @@ typedef struct {
     int32_t nslots, slots_cap, max_slots;
     int32_t *dirty;
     int32_t ndirty;
-    unsigned long long handled, given, reads, restarted;
+    unsigned long long handled, given, reads, restarted, dropped;
     long page;
     struct notif last;
     char buf[PATH_MAX_READ + 1];
@@ -171,15 +173,41 @@ static void key_args(const spec_t *s, const uint64_t *args, uint64_t *k1, uint64
     *k2 = s->k2_idx >= 0 ? args[(int)s->k2_idx] : 0;
 }
 
-/* 1: answered here (counted, or the call was interrupted and will notify again); 0: for
- * Python. */
+static int reply_continue(Core *c, uint64_t id) {
+    struct notif_resp r = {id, 0, 0, USER_NOTIF_FLAG_CONTINUE};
+    return ioctl(c->listener, IOCTL_NOTIF_SEND, &r);
+}
+
+/* newfstatat(fd, "", AT_EMPTY_PATH) and the like: the entry decoder records nothing for it
+ * (an fstat of an open file), so the answer is CONTINUE whatever the collector's state. */
+static int dropped_call(Core *c, const struct notif *n, const spec_t *s) {
+    if (s->empty_idx < 0 || !(n->data.args[(int)s->empty_idx] & AT_EMPTY_PATH))
+        return 0;
+    char first;
+    struct iovec local = {&first, 1};
+    struct iovec remote = {(void *)(uintptr_t)n->data.args[(int)s->path_idx], 1};
+    if (process_vm_readv((pid_t)n->pid, &local, 1, &remote, 1, 0) != 1 || first != 0)
+        return 0;
+    if (reply_continue(c, n->id) != 0)
+        c->restarted++;
+    else
+        c->dropped++;
+    return 1;
+}
+
+/* 1: answered here (counted, dropped, or the call was interrupted and will notify again);
+ * 0: for Python. */
 static int try_repeat(Core *c, const struct notif *n, int64_t t) {
-    if (c->live == 0 || n->data.arch != AUDIT_ARCH_X86_64)
+    if (n->data.arch != AUDIT_ARCH_X86_64)
         return 0;
     uint32_t nr = (uint32_t)n->data.nr;
     if (nr >= NR_MAX || !c->spec[nr].eligible)
         return 0;
     const spec_t *s = &c->spec[nr];
+    if (dropped_call(c, n, s))
+        return 1;
+    if (c->live == 0)
+        return 0;
     uint64_t k1, k2;
     key_args(s, n->data.args, &k1, &k2);
     uint64_t kh = key_hash((int32_t)n->pid, (int32_t)nr, k1, k2, n->data.ip);
@@ -195,8 +223,7 @@ static int try_repeat(Core *c, const struct notif *n, int64_t t) {
     uint64_t count = c->slots[e->slot];
     if (((count + 1) & count) == 0)
         return 0; /* the key's next call is a power-of-two sample: Python observes it */
-    struct notif_resp r = {n->id, 0, 0, USER_NOTIF_FLAG_CONTINUE};
-    if (ioctl(c->listener, IOCTL_NOTIF_SEND, &r) != 0) {
+    if (reply_continue(c, n->id) != 0) {
         c->restarted++; /* a signal ended the wait: the call restarts and notifies again */
         return 1;
     }
@@ -468,8 +495,9 @@ static PyObject *Core_drain(Core *c, PyObject *unused) {
 
 static PyObject *Core_stats(Core *c, PyObject *unused) {
     (void)unused;
-    return Py_BuildValue("{sKsKsKsKsi}", "handled", c->handled, "given", c->given, "reads",
-                         c->reads, "restarted", c->restarted, "armed", (int)c->live);
+    return Py_BuildValue("{sKsKsKsKsKsi}", "handled", c->handled, "dropped", c->dropped,
+                         "given", c->given, "reads", c->reads, "restarted", c->restarted,
+                         "armed", (int)c->live);
 }
 
 static int Core_init(Core *c, PyObject *args, PyObject *kwds) {
@@ -489,19 +517,20 @@ static int Core_init(Core *c, PyObject *args, PyObject *kwds) {
         return -1;
     PyObject *item;
     while ((item = PyIter_Next(it)) != NULL) {
-        int nr, p, k1, k2;
-        int ok = PyArg_ParseTuple(item, "iiii", &nr, &p, &k1, &k2);
+        int nr, p, k1, k2, empty;
+        int ok = PyArg_ParseTuple(item, "iiiii", &nr, &p, &k1, &k2, &empty);
         Py_DECREF(item);
         if (!ok) {
             Py_DECREF(it);
             return -1;
         }
-        if (nr < 0 || nr >= NR_MAX || p < 0 || p > 5 || k1 < -1 || k1 > 5 || k2 < -1 || k2 > 5) {
+        if (nr < 0 || nr >= NR_MAX || p < 0 || p > 5 || k1 < -1 || k1 > 5 || k2 < -1 || k2 > 5 ||
+            empty < -1 || empty > 5) {
             Py_DECREF(it);
             PyErr_Format(PyExc_ValueError, "bad call spec for %d", nr);
             return -1;
         }
-        c->spec[nr] = (spec_t){(int8_t)p, (int8_t)k1, (int8_t)k2, 1};
+        c->spec[nr] = (spec_t){(int8_t)p, (int8_t)k1, (int8_t)k2, (int8_t)empty, 1};
     }
     Py_DECREF(it);
     if (PyErr_Occurred())

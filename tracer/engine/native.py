@@ -43,7 +43,8 @@ class NativeCore(RepeatTable, Protocol):
         ...
 
     def stats(self) -> dict[str, int]:
-        """handled (answered alone), given (returned to Python), reads, restarted, armed."""
+        """handled (repeats answered alone), dropped (calls answered alone that make no
+        record), given (returned to Python), reads, restarted, armed."""
         ...
 
     def drain(self) -> list[RepeatCounts]: ...
@@ -51,7 +52,7 @@ class NativeCore(RepeatTable, Protocol):
 
 class _Module(Protocol):
     def Core(self, listener: int, wake_fd: int,  # noqa: N802 - the C type's name
-             specs: list[tuple[int, int, int, int]]) -> NativeCore: ...
+             specs: list[tuple[int, int, int, int, int]]) -> NativeCore: ...
 
 
 def load() -> tuple[_Module | None, str]:
@@ -65,11 +66,14 @@ def load() -> tuple[_Module | None, str]:
     return cast(_Module, module), "native per-call core"
 
 
-def call_specs() -> list[tuple[int, int, int, int]]:
-    """(nr, path argument, flag argument, second flag argument or -1) of the calls the
-    core may answer alone: those whose record follows from the number, the flag
-    arguments, the PC and the path string. Not exec, connect, creat (always seen in full)
-    nor openat2 (its flags live in a struct the core does not read)."""
+def call_specs() -> list[tuple[int, int, int, int, int]]:
+    """(nr, path argument, flag argument, second flag argument, AT_ flags argument; -1 for
+    none) of the calls the core may answer alone: those whose record follows from the
+    number, the flag arguments, the PC and the path string. Not exec, connect, creat
+    (always seen in full) nor openat2 (its flags live in a struct the core does not read).
+    With an empty path and AT_EMPTY_PATH in the AT_ flags argument, the entry decoder
+    records nothing (an fstat by another name, tracer/recording/entry.py): the core
+    answers those too."""
     out = []
     for nr, spec in sorted(x86_64_table().items()):
         if spec.cls in (EXEC, CONNECT) or spec.name == "creat" or spec.path is None \
@@ -77,7 +81,8 @@ def call_specs() -> list[tuple[int, int, int, int]]:
             continue
         flags = spec.flags if spec.flags is not None else -1
         extra = 3 if spec.name == "faccessat2" else -1  # its AT_ flags are in args[3]
-        out.append((nr, spec.path, flags, extra))
+        at = flags if spec.flag_kind == "at" else extra
+        out.append((nr, spec.path, flags, extra, at))
     return out
 
 

@@ -112,6 +112,7 @@ class NotifyEngine(PtraceEngine):
         self.listener = listener
         self.native = native  # the compiled module (native.load()), or None: pure Python
         self.core: native_core.NativeCore | None = None
+        self.native_stats: dict[str, int] = {}  # the core's counters, once run() is over
         self.sync_wakeup = sync_wakeup
         self.notifications = 0
         self.upgrades = 0
@@ -138,10 +139,11 @@ class NotifyEngine(PtraceEngine):
             else:
                 self._loop(collector, wake_r, timeout)
         finally:
-            if self.core is not None:
-                handled = self.core.stats()["handled"]
-                self.notifications += handled
-                self.stops += handled
+            if self.core is not None:  # notifications the core answered alone
+                counts = self.native_stats = self.core.stats()
+                alone = counts["handled"] + counts["dropped"] + counts["restarted"]
+                self.notifications += alone
+                self.stops += alone
             if restore is not None:
                 restore()
             os.close(wake_r)
