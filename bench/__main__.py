@@ -217,7 +217,8 @@ def fixed_cost(runs: int) -> list[str]:
     return [table(rows)]
 
 
-def part_b(runs: int, scale: float, build: Callable[[str], Path]) -> str:
+def part_b(runs: int, scale: float, build: Callable[[str], Path],
+           only: Sequence[str] = ()) -> str:
     out = [f"Part B: engine (median of {runs} alternating runs; tracer peak RSS = max)"]
     reason = engine_reason()
     if reason:
@@ -236,6 +237,8 @@ def part_b(runs: int, scale: float, build: Callable[[str], Path]) -> str:
     rss_ok = True
     with tempfile.TemporaryDirectory(prefix="cgotrace-bench-") as tmp:
         for w in WORKLOADS:
+            if only and w.app not in only:
+                continue
             args = tuple(str(max(1, int(int(a) * scale))) for a in w.args)
             if w.tree:
                 args = (*args, os.path.join(tmp, w.app))
@@ -415,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=1.0,
                     help="scale the workloads' N (20000 each at 1.0)")
     ap.add_argument("--part", choices=["A", "B", "attach", "all"], default="all")
+    ap.add_argument("--only", default="",
+                    help="part B: only these workloads (comma-separated: benchopen,benchuser)")
     args = ap.parse_args(argv)
     from sample_apps import build as sample_build
 
@@ -427,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("B", "all"):
         print()
         try:
-            print(part_b(args.runs, args.scale, lambda app: sample_build.build(app, "cgo")))
+            only = [x for x in args.only.split(",") if x]
+            print(part_b(args.runs, args.scale, lambda app: sample_build.build(app, "cgo"),
+                         only))
         except sample_build.BuildError as e:
             print(f"Part B: engine\n  not available: {e}")
         print()
