@@ -7,6 +7,8 @@ upgrade) under both engines. Each figure is (tracer loop time) / (watched calls)
 --runs runs; the machine's load moves them, so compare rows of one run only.
 
   floor         RECV + read the path (process_vm_readv) + SEND CONTINUE, nothing else
+                (poll on the listener and on the SIGCHLD wake-up fd, as the engine does:
+                ptrace stops, Go's SIGURG preemption among them, are resumed at once)
   native floor  the same in C (tracer/engine/_native.c: poll, RECV, read, table, SEND),
                 the benchopen path armed by hand for each thread: what the native core
                 costs per repeat with no collector at all
@@ -74,10 +76,15 @@ def layered(exe: Path, n: int, layer: str) -> float:
     view = ne.NotifyView()
     poller = select.poll()
     poller.register(tr.listener, select.POLLIN)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    poller.register(wake_r, select.POLLIN)
+    restore = eng._watch_sigchld(wake_w)  # a ptrace stop wakes the loop, as in the engine
     count = 0
     t0 = time.perf_counter()
     while _reap_events(tr.pid):
-        if not poller.poll(5):
+        if not any(fd == tr.listener for fd, _ in poller.poll(5)):
+            with contextlib.suppress(OSError):
+                os.read(wake_r, 512)
             continue
         got = eng._recv()
         if got is None:
@@ -96,7 +103,10 @@ def layered(exe: Path, n: int, layer: str) -> float:
             continue
         eng._continue(nid)
     elapsed = time.perf_counter() - t0
-    os.close(tr.listener)
+    if restore is not None:
+        restore()
+    for fd in (wake_r, wake_w, tr.listener):
+        os.close(fd)
     tr.close()
     return 1e6 * elapsed / max(count, 1)
 
@@ -116,7 +126,8 @@ def native_floor(exe: Path, n: int) -> float:
     tr = launch(LaunchSpec(argv=[str(exe), str(n)], engine="notify"))
     assert tr.listener is not None, "notify engine unavailable"
     eng = ne.NotifyEngine(tr.pid, tr.listener, ne.set_sync_wakeup(tr.listener))
-    wake_r, wake_w = os.pipe()
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    restore = eng._watch_sigchld(wake_w)  # a ptrace stop wakes the loop, as in the engine
     core = native.new_core(module, tr.listener, wake_r)
     slot = core.new_slot(2**21 + 1)  # the next power of two is 2**22 calls away
     target = os.path.realpath(exe).encode()
@@ -125,6 +136,9 @@ def native_floor(exe: Path, n: int) -> float:
     while _reap_events(tr.pid):
         got = core.run(5)
         if not isinstance(got, tuple):
+            if got == native.WAKE:
+                with contextlib.suppress(OSError):
+                    os.read(wake_r, 512)
             continue
         count += 1
         nid, tid, _, nr, _, ip = got[:6]
@@ -134,6 +148,8 @@ def native_floor(exe: Path, n: int) -> float:
         eng._continue(nid)
     elapsed = time.perf_counter() - t0
     count += core.stats()["handled"]
+    if restore is not None:
+        restore()
     for fd in (wake_r, wake_w, tr.listener):
         os.close(fd)
     tr.close()
