@@ -13,7 +13,7 @@ No ptrace and no stop: the process is read, never touched. Three sources:
 
 `take_snapshot(pid) -> Snapshot`; `Snapshot.to_dict()` is the `--json` form and
 `render_text` the terminal form. Findings come from the findings engine
-(`probes.records.AnalysisBuilder`) fed with what is mapped and open as if a trace had seen
+(`probes.analysis.AnalysisBuilder`) fed with what is mapped and open as if a trace had seen
 it; the `Analysis` and each finding are marked `source: "snapshot"`.
 """
 
@@ -25,6 +25,8 @@ from typing import Any
 
 from tracer.process import procfs
 from tracer.recording.classify import Classifier, is_shared_object
+from tracer.recording.header import RunFacts, static_facts
+from tracer.recording.pipeline import Recording
 from tracer.trace.model import AccessKind
 
 
@@ -104,19 +106,18 @@ def _binary_dict(st: Any) -> dict[str, Any] | None:
 def take_snapshot(pid: int) -> Snapshot:
     """Read `pid` from /proc (ProcessGoneError / PermissionDeniedError when it cannot be)."""
     facts = procfs.process_facts(pid)
-    snap = Snapshot(process=facts, static=_static(facts))
+    run_facts = _static(facts)
+    snap = Snapshot(process=facts, static=run_facts.facts)
     snap.libraries = mapped_libraries(facts, snap.static)
     snap.files = open_files(facts, snap.problems)
-    snap.analysis = snapshot_analysis(snap)
+    snap.analysis = snapshot_analysis(snap, run_facts)
     snap.findings = list(snap.analysis.findings)
     return snap
 
 
-def _static(facts: procfs.ProcessFacts) -> Any:
-    from tracer.commands.run import _inspect
-
+def _static(facts: procfs.ProcessFacts) -> RunFacts:
     root = f"/proc/{facts.pid}/root" if facts.in_container or facts.root != "/" else None
-    return _inspect(facts.exe_host_path, root, facts.exe if root else None)
+    return static_facts(facts.exe_host_path, root, facts.exe if root else None, cached=False)
 
 
 def _inode(path: str | None) -> tuple[int, int] | None:
@@ -211,32 +212,28 @@ def _socket(c: Any, classifier: Classifier) -> OpenFile:
 
 
 # -- findings --------------------------------------------------------------------------------
-def snapshot_analysis(snap: Snapshot, rules: Any = None) -> Any:
-    """The findings engine (probes.analysis) over what is mapped and open, as if a trace had
-    seen it: an `Analysis` with source "snapshot", each finding marked so too."""
+def snapshot_analysis(snap: Snapshot, facts: RunFacts, rules: Any = None) -> Any:
+    """The recording pipeline over what is mapped and open, as if a trace had seen it: an
+    `Analysis` with source "snapshot", each finding marked so too."""
     import dataclasses
 
-    from probes.analysis import AnalysisBuilder
-
-    builder = AnalysisBuilder(snapshot_header(snap), rules)
+    rec = Recording(snapshot_header(snap, facts), facts=facts, rules=rules)
     for a in snapshot_accesses(snap):
-        builder.add(a)
-    analysis = builder.finish(None, source="snapshot")
+        rec.on_access(a)
+    analysis = rec.finish(None, source="snapshot")
     findings = tuple(dataclasses.replace(f, source="snapshot") for f in analysis.findings)
     return dataclasses.replace(analysis, findings=findings)
 
 
-def snapshot_header(snap: Snapshot) -> dict[str, Any]:
+def snapshot_header(snap: Snapshot, facts: RunFacts) -> dict[str, Any]:
     """What a trace header would say about this process (static facts, argv, cwd)."""
-    from tracer.commands.run import _static_summary
-
     p = snap.process
     try:
         cwd: str | None = os.readlink(f"/proc/{p.pid}/cwd")
     except OSError:
         cwd = None
     return {"type": "header", "argv": list(p.cmdline), "binary": p.exe,
-            "static": _static_summary(snap.static), "cwd": cwd, "sandbox": None,
+            "static": facts.summary, "cwd": cwd, "sandbox": None,
             "mode": "snapshot"}
 
 
