@@ -110,7 +110,7 @@ class ProgramFiles:
 
 @dataclass(frozen=True)
 class Analysis:
-    """Everything a reporter, the gate, diff and matrix read (docs/architecture.md §2)."""
+    """Everything a reporter, the gate, diff and matrix read (docs/architecture.md, "Seams" 4)."""
 
     findings: tuple[Finding, ...]
     dependencies: tuple[Dependency, ...]

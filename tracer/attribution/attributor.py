@@ -2,7 +2,7 @@
 
 `Attributor` is the hook the collector (tracer/recording/collector.py) calls at the entry of
 every kept access with the engine's `ThreadView` of the thread (docs/architecture.md,
-"Attributor hook"): registers and memory come only from that view. Per call: walk the stack
+"Seams" 2): registers and memory come only from that view. Per call: walk the stack
 (`tracer.unwind.stack`), name the frames, then pick:
 
 * `via`: exec for execve; go when the syscall PC is in Go code; cgo when it is in C code
@@ -78,7 +78,7 @@ PARK_TIMEOUT: Final = 0.1
 _G_COPYSTACK: Final = 8  # the stack is being moved: transient, like running
 MAX_PARENT_DEPTH: Final = 4
 MAX_ALLGS: Final = 100_000
-# Keep-policy (docs/architecture.md): the first FULL_PER_PATH accesses of each
+# Keep-policy (docs/attribution.md): the first FULL_PER_PATH accesses of each
 # (pid, syscall, path) are walked in full; after that an access is walked only when its fast
 # key (syscall PC + the first FAST_FRAMES frame PCs) is new for that path, or when the key's
 # count reaches a power of two (re-sampling); otherwise the earlier Attribution is reused.

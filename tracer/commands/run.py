@@ -50,7 +50,7 @@ class RunOptions:
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
     rules: Any = None  # probes.ruleset rules (None: the packaged ones)
     verbose: bool = False  # say on stderr which engine runs and why, before it starts
-    # notify | ptrace | auto (docs/architecture.md, engines); $CGOTRACE_ENGINE sets the default
+    # notify | ptrace | auto (docs/engines.md); $CGOTRACE_ENGINE sets the default
     engine: str = field(default_factory=lambda: os.environ.get("CGOTRACE_ENGINE", "auto"))
     # False: no findings at all (`run -q` with no report and no gate reads none; the
     # rules engine is then never imported)

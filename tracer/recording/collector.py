@@ -1,6 +1,6 @@
 """The engine-agnostic collector: engine events in, `Access` and `ProcessEvent` records out.
 
-Written once for every engine (docs/architecture.md, "Shared seams §1"). It never issues a
+Written once for every engine (docs/architecture.md, "Seams" 1). It never issues a
 ptrace request: registers and memory come from the `ThreadView` the engine hands in.
 
 What it does per event:

@@ -127,8 +127,10 @@ class _HostPaths:
         self._cache: dict[str, str | None] = {}
 
     def add(self, a: Access) -> Access:
-        if not a.path.startswith("/") or a.host_path is not None:
-            return a  # a connect to address:port, or already mapped
+        if not a.path.startswith("/"):
+            return a  # a connect to address:port
+        # a host_path the collector set (the interpreter as mapped) is a path inside the
+        # program's root too: map the path the program named, as for every other access
         if a.path not in self._cache:
             self._cache[a.path] = self._of(a.path)
         hp = self._cache[a.path]

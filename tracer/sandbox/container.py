@@ -1,6 +1,6 @@
 """Run a program "as in a container": namespaces, a rootfs, a loopback-only network.
 
-Two halves (docs/architecture.md, "tracer.session: sandbox and rootfs"):
+Two halves (docs/sandbox.md):
 
 - `prepare(spec, program)` runs in the tracer: validates everything it can (a missing
   rootfs is a one-line `NotFoundError`), writes the resolv.conf override, and returns a

@@ -258,7 +258,7 @@ class ExitStatus:
 # -- findings: what probes.analysis derives from accesses + static facts --------------------
 # The contract between the findings engine (probes/), the reporters (tracer/reporters/),
 # the gate (--fail-on/--allow), `diff`, `matrix` and `snapshot`. docs/architecture.md
-# "Shared seams" describes who produces and who reads each field.
+# "Seams" describes who produces and who reads each field.
 
 
 class Severity(StrEnum):
