@@ -63,7 +63,7 @@ def test_corrupt_entry_is_ignored(cache_home: Path) -> None:
     cache_home.mkdir(parents=True)
     (cache_home / f"{key}.json").write_text("{not json")
     facts = static_facts(TRUE, None, None)
-    static, closure = facts.summary, facts.closure
+    closure = facts.closure
     assert closure is not None
     assert factcache.load(key) is not None  # rewritten by the miss
 
