@@ -31,7 +31,7 @@ from tracer.errors import (
 )
 from tracer.process import procfs
 from tracer.recording.classify import Classifier
-from tracer.recording.collector import Attributor
+from tracer.recording.collector import AttributionHook
 from tracer.recording.entry import EntryDecoder
 from tracer.recording.summary import SummaryBuilder
 from tracer.trace.model import Access, ExitStatus, ProcessEvent
@@ -47,7 +47,7 @@ class AttachOptions:
     pid: int
     duration: float | None = None  # None: until SIGINT/SIGTERM or the process exits
     output: str | None = None
-    attributor: Attributor | None = None
+    attributor: AttributionHook | None = None
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
     on_attached: Callable[[Any], None] | None = None  # called with the engine once seized
     handle_signals: bool = True  # SIGINT/SIGTERM/SIGHUP end the attach

@@ -24,7 +24,7 @@ from tracer.errors import (
     output_error,
 )
 from tracer.recording.classify import Classifier, Closure
-from tracer.recording.collector import Attributor, EventCollector
+from tracer.recording.collector import AttributionHook, EventCollector
 from tracer.recording.entry import EntryDecoder
 from tracer.recording.summary import SummaryBuilder
 from tracer.sandbox.launch import (
@@ -51,7 +51,7 @@ class RunOptions:
     network: str | None = None  # None: host network without a sandbox, unless rootfs
     env: dict[str, str] | None = None
     child_setup: Callable[[], None] | None = None  # tests: e.g. unshare(CLONE_NEWNET)
-    attributor: Attributor | None = None
+    attributor: AttributionHook | None = None
     forward_signals: bool = True
     debug: bool = False
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)

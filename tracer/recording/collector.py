@@ -43,7 +43,7 @@ from tracer.trace.model import Access, AccessKind, Attribution, ExitStatus, Proc
 if TYPE_CHECKING:
     pass
 
-__all__ = ["AccessDraft", "Attributor", "CollectorStats", "EventCollector", "exit_status"]
+__all__ = ["AccessDraft", "AttributionHook", "CollectorStats", "EventCollector", "exit_status"]
 
 MAX_SHARED_ATTRIBUTIONS = 65_536  # bound on the same_as table (cleared when full)
 _LAUNCH_EXEC = Attribution(via=Via.EXEC)  # the launched program's exec: no stack of ours
@@ -51,8 +51,10 @@ MAX_KEYS = 262_144  # bound on the per-key result table (cleared when full)
 _O_WRITE = 0o1 | 0o2 | 0o100  # O_WRONLY | O_RDWR | O_CREAT
 
 
-class Attributor(Protocol):
-    """Names the Go code behind an access; registers and memory come from `view`."""
+class AttributionHook(Protocol):
+    """What the collector asks about an access: which Go code caused it. Registers and
+    memory come from `view`. tracer/attribution/ implements it (`Attributor`, and
+    `LazyAttributor` that builds one on first use)."""
 
     def __call__(self, view: ThreadView, draft: AccessDraft) -> Attribution | None: ...
 
@@ -111,7 +113,7 @@ class EventCollector:
                  on_event: Callable[[ProcessEvent], None] | None = None,
                  classifier: Classifier | None = None,
                  decoder: EntryDecoder | None = None,
-                 attributor: Attributor | None = None,
+                 attributor: AttributionHook | None = None,
                  interpreter_of: Callable[[str], str | None] | None = None,
                  debug: bool = False) -> None:
         self.main_pid = 0
