@@ -1,5 +1,5 @@
 """What is application code, and which frames become user_frame / go_api / origin / c_function
-(tracer.attribution.appcode, tracer.attribution.attributor._c_function): rules on
+(tracer.attribution.appcode, tracer.attribution.frames.c_function): rules on
 hand-made stacks, innermost first."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from tracer.attribution.appcode import (
     package_of,
     root_from_main_file,
 )
-from tracer.attribution.attributor import _c_function, _Named
+from tracer.attribution.frames import c_function
+from tracer.attribution.symbolize import NamedFrame
 from tracer.trace.model import Frame
 
 ORIGINS = origin_functions()
@@ -136,8 +137,8 @@ def test_heuristic_without_build_info_uses_source_files() -> None:
     assert root_from_main_file("/tmp/main.go") == "/tmp"
 
 
-def _n(fn: str | None, kind: str, line: int | None = None) -> _Named:
-    return _Named(Frame(fn, "main.go" if fn and fn.startswith("main.") else None, line), kind)
+def _n(fn: str | None, kind: str, line: int | None = None) -> NamedFrame:
+    return NamedFrame(Frame(fn, "main.go" if fn and fn.startswith("main.") else None, line), kind)
 
 
 def test_c_function_is_the_c_api_on_the_stack() -> None:
@@ -147,23 +148,23 @@ def test_c_function_is_the_c_api_on_the_stack() -> None:
              _n("runtime.cgocall", "go"), _n("os/user._Cfunc_mygetpwuid_r", "go"),
              _n("os/user.lookupUnixUid", "go"), _n("os/user.LookupId", "go"),
              _n("main.main", "go", 17), _n("runtime.main", "go"), _n("runtime.goexit", "go")]
-    assert _c_function(stack) == "getpwuid_r"
+    assert c_function(stack) == "getpwuid_r"
     # the Go code called the wrapper's function, even through a C helper of its own
     helper = [_n("__open64", "c"), _n("getaddrinfo", "c"), _n("myresolve", "c"),
               _n("_cgo_0123456789ab_Cfunc_myresolve", "c"), _n("runtime.asmcgocall", "go"),
               _n("main._Cfunc_myresolve", "go"), _n("main.main", "go")]
-    assert _c_function(helper) == "myresolve"
+    assert c_function(helper) == "myresolve"
     # no wrapper at all (C code reached otherwise): the outermost non-plumbing C frame
     bare = [_n("__open64", "c"), _n("fopen", "c"), _n("lookup_conf", "c"),
             _n("crosscall2", "c"), _n("runtime.cgocallback", "go")]
-    assert _c_function(bare) == "lookup_conf"
+    assert c_function(bare) == "lookup_conf"
     own = [_n("dlopen", "c"), _n("cgotrace_open", "c"), _n("runtime.asmcgocall", "go"),
            _n("main._Cfunc_cgotrace_open", "go"), _n("main.main", "go")]
-    assert _c_function(own) == "cgotrace_open"
+    assert c_function(own) == "cgotrace_open"
     # musl static: C frames skipped by the scan, named from the wrapper
     musl = [_n(None, "c"), _n("runtime.asmcgocall", "go"), _n("runtime.cgocall", "go"),
             _n("net._C2func_getaddrinfo", "go"), _n("net.cgoLookupPort", "go")]
-    assert _c_function(musl) == "getaddrinfo"
+    assert c_function(musl) == "getaddrinfo"
 
 
 def test_attribution_fields_round_trip() -> None:

@@ -1,7 +1,7 @@
 """What is the application's own code, and which frames of a stack name the cause of an access.
 
-Pure analysis of symbolized frames (no process access): `tracer.attribution.attributor`
-walks the stack and hands the named frames here. docs/trace-format.md ("Attribution
+Pure analysis of symbolized frames (no process access): `tracer.attribution.frames` hands
+the named frames of a walked stack here. docs/trace-format.md ("Attribution
 fields") says what each chosen field means for a reader.
 
 Application code (`AppCode`) is the program's main module:
@@ -31,7 +31,7 @@ Application code (`AppCode`) is the program's main module:
   `time.LoadLocation`, `os/user.lookupUserId`, `crypto/x509.loadSystemRoots`, ...);
 * `no_user_frame`: when no application frame is on the stack, why (`init of PKG` for a
   package initializer run by `runtime.doInit`); the goroutine creator chain is followed
-  by the caller (`tracer.attribution.attributor`) before this is reported.
+  (`tracer.attribution.creator`) before this is reported.
 """
 
 from __future__ import annotations

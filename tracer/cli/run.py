@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
@@ -60,6 +59,7 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     SIGQUIT sent to cgotrace are forwarded to the program. The findings report goes to
     stderr; with --fail-on, a failed gate exits 121 (docs/exit-codes.md).
     """
+    from tracer.attribution.policy import LazyAttributor
     from tracer.cli._reporting import emit_reports, parse_report_specs
     from tracer.commands.run import RunOptions, trace_program
     from tracer.errors import CgotraceError
@@ -101,55 +101,6 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     if code == 0 and gated is not None and gated.failed:
         code = int(ExitCode.RUN_POLICY)
     ctx.exit(code)
-
-
-class LazyAttributor:
-    """The attributor, imported and built at the first access that needs a stack.
-
-    Loader-phase accesses (ld.so before the program's entry point: nothing of the program
-    is on the stack) are answered `via=loader` without it, as the attributor itself does,
-    so a program that ends before it runs any of its own code (`run -- /bin/true`) never
-    pays for importing the unwinder (~0.1-0.2 s on a loaded 2-CPU machine).
-    """
-
-    def __init__(self) -> None:
-        self._real: Any = None
-        self._loader: Any = None
-
-    def _get(self) -> Any:
-        if self._real is None:
-            from tracer.attribution.attributor import Attributor
-
-            self._real = Attributor()
-        return self._real
-
-    def _loader_answer(self, draft: Any) -> Any:
-        if self._real is not None or not draft.loader_phase or draft.cls == "exec":
-            return None
-        if self._loader is None:
-            from tracer.trace.model import Attribution, Via
-
-            self._loader = Attribution(via=Via.LOADER)
-        return self._loader
-
-    def __call__(self, view: Any, draft: Any) -> Any:
-        return self._loader_answer(draft) or self._get()(view, draft)
-
-    def wants_walk(self, pid: int, draft: Any) -> bool:
-        if self._loader_answer(draft) is not None:
-            return False
-        return bool(self._get().wants_walk(pid, draft))
-
-    def reuse(self, pid: int, draft: Any) -> Any:
-        return self._loader_answer(draft) or self._get().reuse(pid, draft)
-
-    def on_exec(self, pid: int, tid: int, exe: str) -> None:
-        if self._real is not None:
-            self._real.on_exec(pid, tid, exe)
-
-    def on_exit(self, pid: int) -> None:
-        if self._real is not None:
-            self._real.on_exit(pid)
 
 
 def _network(value: str | None) -> str | None:
