@@ -143,9 +143,9 @@ def _interp_fix(libc: str | None) -> str:
     # what else fits depends on the binary's cgo packages and NEEDED libraries: the
     # missing-interpreter finding (probes/checks.start_fix_values) derives that, and run
     # and matrix print its fix in place of this one
-    return ("use a glibc base image with the program's NEEDED libraries, or rebuild without "
-            "the cgo that needs glibc (the missing-interpreter finding says how for this "
-            "binary)")
+    return ("use a glibc base image with the program's NEEDED libraries, or, when its only "
+            "cgo is net and os/user, build with CGO_ENABLED=0 (the missing-interpreter "
+            "finding says what fits this binary)")
 
 
 def _script_interpreter(head: bytes) -> str:
