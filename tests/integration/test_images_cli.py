@@ -221,6 +221,112 @@ def test_matrix_of_cgo_userlookup_over_the_presets(sample: Sample) -> None:
     assert "/etc/nsswitch.conf" in glibc["hidden_paths"] and glibc["findings"]
 
 
+def test_matrix_text_says_what_a_failing_program_said(sample: Sample) -> None:
+    """A program that starts and fails on its own: the text matrix shows its last words
+    (a Go panic's message line, not the dump's last frame), not only "fails"."""
+    r = cgotrace("matrix", "--rootfs", "glibc", "--", str(sample("crash", "cgo")), "panic")
+    assert r.returncode == 0, r.stderr
+    assert "glibc: exit 2: panic: cgotrace deliberate panic" in r.stdout.splitlines()
+    r = cgotrace("matrix", "--json", "--rootfs", "glibc", "--", str(sample("crash", "cgo")),
+                 "panic")
+    assert json.loads(r.stdout)["roots"][0]["stderr_line"] == "panic: cgotrace deliberate panic"
+    # nothing on stderr: its last stdout line says why
+    r = cgotrace("matrix", "--rootfs", "glibc", "--", str(sample("tzload", "pure")),
+                 "Nowhere/Zone")
+    assert r.returncode == 0, r.stderr
+    assert ("glibc: exit 1: nothing on stderr; last on stdout: LoadLocation: unknown time "
+            "zone Nowhere/Zone") in r.stdout.splitlines()
+
+
+def _fix_line(stdout: str, root: str) -> str:
+    (line,) = [x for x in stdout.splitlines() if x.startswith(f"{root}: interpreter ")]
+    return line.split(". Fix: ", 1)[1]
+
+
+def test_matrix_fix_fits_the_binarys_cgo(sample: Sample) -> None:
+    """The one-line fix under a root the program cannot start in comes from that binary's
+    facts: a third-party cgo program (sqlite: its own C code and libsqlite3) gets the
+    library its base image must add and no build tag; a program whose only cgo is os/user
+    gets -tags osusergo, not netgo, and never "link statically" (static-glibc-nss)."""
+    r = cgotrace("matrix", "--rootfs", "scratch", "--", str(sample("sqlite", "cgo")))
+    fix = _fix_line(r.stdout, "scratch")
+    assert "Use a base image with glibc" in fix and "add libsqlite3.so.0 to it" in fix
+    assert "Building without cgo is not enough here: the main package has C code" in fix
+    assert "netgo,osusergo" not in fix and "-tags osusergo" not in fix
+    r = cgotrace("matrix", "--rootfs", "scratch", "--", str(sample("userlookup", "cgo")))
+    fix = _fix_line(r.stdout, "scratch")
+    assert "-tags osusergo gives os/user, the only cgo package here" in fix
+    assert "netgo" not in fix and "statically" not in fix and "add " not in fix
+    # `run` prints the same line
+    r = cgotrace("run", "-q", "--rootfs", "scratch", "--", str(sample("userlookup", "cgo")))
+    assert r.returncode == 127 and one_line_error(r).endswith(fix)
+
+
+def _glibc_root_without_passwd(tmp_path: Path, passwd_sources: str) -> Path:
+    """The glibc preset, copied, without /etc/passwd, nsswitch.conf naming `passwd_sources`."""
+    from tracer.sandbox.roots import build_preset
+
+    root = tmp_path / "root"
+    shutil.copytree(build_preset("glibc"), root, symlinks=True)
+    (root / "etc" / "passwd").unlink()
+    (root / "etc" / "nsswitch.conf").write_text(
+        f"passwd: {passwd_sources}\ngroup: files systemd\nhosts: files dns\n")
+    return root
+
+
+def test_absent_passwd_with_an_nss_source_that_answers_works(sample: Sample,
+                                                             tmp_path: Path) -> None:
+    """passwd: files systemd, no /etc/passwd: glibc goes on to libnss_systemd, which knows
+    root; the program works (as under chroot or podman), so nothing is missing."""
+    root = _glibc_root_without_passwd(tmp_path, "files systemd")
+    assert list((root / "lib" / "x86_64-linux-gnu").glob("libnss_systemd.so.2")), \
+        "the glibc preset carries libnss_systemd (the host's nsswitch.conf names systemd)"
+    binary = str(sample("userlookup", "cgo"))
+    report = tmp_path / "report.json"
+    r = cgotrace("run", "--json", str(report), "--rootfs", str(root), "--", binary)
+    assert r.returncode == 0, r.stderr
+    assert "LookupId(0): root <nil>" in r.stdout and "Current: root <nil>" in r.stdout
+    assert "verdict: works" in r.stderr
+    doc = json.loads(report.read_text())
+    users = [f for f in doc["findings"] if f["id"] == "user-lookup-cgo"]
+    assert users and all(f["missing"] == [] for f in users)
+    first = users[0]
+    assert "/etc/passwd (ENOENT)" in first["explanation"]
+    assert "'systemd' (libnss_systemd.so.2, loaded), which answered in its place" in \
+        first["explanation"]
+    # the osusergo advice says what it would change here: the lookups would then fail
+    assert "with osusergo Go asks no such source, so these lookups fail" in first["fix"]
+    r = cgotrace("matrix", "--json", "--rootfs", str(root), "--", binary)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["roots"]
+    assert row["exit_code"] == 0 and row["missing"] == [] and row["verdict"] == "works"
+    assert "nss-module" in row["findings"]  # still a hidden dependency, and named
+
+
+def test_absent_passwd_with_no_other_source_is_missing_and_the_fix_ships_it(
+        sample: Sample, tmp_path: Path) -> None:
+    """passwd: files, no /etc/passwd: no source answers, so /etc/passwd is missing, and the
+    fix ships it (osusergo would read the same absent file)."""
+    root = _glibc_root_without_passwd(tmp_path, "files")
+    binary = str(sample("userlookup", "cgo"))
+    r = cgotrace("matrix", "--json", "--rootfs", str(root), "--", binary)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["roots"]
+    assert row["verdict"] == "degraded" and row["missing"] == ["/etc/passwd"]
+    report = tmp_path / "report.json"
+    r = cgotrace("run", "-q", "--json", str(report), "--rootfs", str(root), "--", binary)
+    assert r.returncode == 0, r.stderr
+    assert "LookupId(0): <nil> user: unknown userid 0" in r.stdout  # no source knew root
+    missing = [f for f in json.loads(report.read_text())["findings"]
+               if f["id"] == "user-lookup-cgo" and f["missing"]]
+    assert missing and missing[0]["missing"] == ["/etc/passwd"]
+    fix = missing[0]["fix"]
+    assert fix.startswith("Ship /etc/passwd with the users") and "adduser" in fix
+    assert "USER app" in fix
+    assert "-tags osusergo (or CGO_ENABLED=0) does not help here" in fix
+    assert not fix.startswith("Build with -tags osusergo")
+
+
 # --- --image --------------------------------------------------------------------------------
 
 

@@ -103,13 +103,45 @@ def test_cgo_user_lookup_findings_name_site_sources_and_fix() -> None:
 
 
 def test_missing_passwd_is_missing_and_degrades() -> None:
-    trace = [acc("/etc/passwd", AccessKind.CONFIG, result="ENOENT", hidden=True, via=Via.CGO,
-                 api="os/user.LookupId", cfn="getpwuid_r", line=7)]
+    """No /etc/passwd and no other source loaded (nsswitch.conf names systemd, but its
+    module is not there): the lookup failed for want of a source. The fix ships one;
+    osusergo would open the same absent file."""
+    lookup = {"hidden": True, "via": Via.CGO, "api": "os/user.LookupId", "cfn": "getpwuid_r",
+              "line": 7}
+    trace = [acc("/etc/passwd", AccessKind.CONFIG, result="ENOENT", **lookup),
+             acc("/lib/x86_64-linux-gnu/libnss_systemd.so.2", AccessKind.DLOPEN_LIBRARY,
+                 result="ENOENT", **lookup)]
     a = analyze(header(), trace, exit={"exit_code": 0, "code": 0})
     (f,) = [f for f in a.findings if f.id == "user-lookup-cgo"]
     assert f.missing == ("/etc/passwd",)
     v = verdict(a)
     assert v.status == "degraded" and "user-lookup-cgo" in v.reasons[0]
+    assert f.fix.startswith("Ship /etc/passwd with the users and groups the program looks up")
+    assert "RUN adduser" in f.fix and "(USER app)" in f.fix
+    assert "-tags osusergo (or CGO_ENABLED=0) does not help here" in f.fix
+
+
+def test_absent_passwd_answered_by_a_loaded_nss_module_is_not_missing() -> None:
+    """passwd: files systemd, /etc/passwd absent, libnss_systemd loaded: glibc asked it and
+    it answered, so nothing is missing (the program works, as under chroot); the finding
+    says who answered, and that osusergo would make these lookups fail."""
+    lookup = {"hidden": True, "via": Via.CGO, "api": "os/user.LookupId", "cfn": "getpwuid_r"}
+    trace = [acc("/etc/passwd", AccessKind.CONFIG, result="ENOENT", line=19, **lookup),
+             acc("/lib/x86_64-linux-gnu/libnss_systemd.so.2", AccessKind.DLOPEN_LIBRARY,
+                 line=19, **lookup),
+             acc("/etc/passwd", AccessKind.CONFIG, result="ENOENT", line=22, **lookup)]
+    a = analyze(header(), trace, exit={"exit_code": 0, "code": 0})
+    users = [f for f in a.findings if f.id == "user-lookup-cgo"]
+    assert len(users) == 2 and all(f.missing == () for f in users)  # 22: loaded before
+    assert verdict(a).status == "works"
+    assert ("'systemd' (libnss_systemd.so.2, loaded), which answered in its place"
+            in users[0].explanation)
+    assert users[0].fix.startswith("Build with -tags osusergo")
+    assert "with osusergo Go asks no such source, so these lookups fail" in users[0].fix
+    # a source not on the passwd line does not stand in for /etc/passwd
+    only_files = {**GLIBC, "nsswitch": {"passwd": ["files"], "group": ["files", "systemd"]}}
+    a = analyze(header(static=only_files), trace, exit={"exit_code": 0, "code": 0})
+    assert verdict(a).status == "degraded"
 
 
 def test_program_files_cwd_argv_writes_tmp_and_pure_go_runtime_files() -> None:
@@ -201,6 +233,39 @@ def test_missing_interpreter_and_library_from_static_facts() -> None:
     assert verdict(a).status == "fails"
 
 
+def _interpreter_fix(**static: Any) -> str:
+    facts = {**GLIBC, "loader": {"interpreter_path": None, "missing": []}, **static}
+    trace = [acc("/app", AccessKind.EXECUTABLE, result="ENOENT", syscall="execve",
+                 via=Via.EXEC)]
+    a = analyze(header(static=facts), trace, exit={"exit_code": 127, "code": 127})
+    (f,) = [f for f in a.findings if f.id == "missing-interpreter"]
+    return f.fix
+
+
+def test_missing_interpreter_fix_is_derived_from_the_binarys_cgo() -> None:
+    """Tags only for the cgo packages present; a third-party package's C code rules out
+    "build without cgo" and names the libraries the image must add; static glibc only
+    together with the tags that keep NSS out."""
+    third = _interpreter_fix(needed=["libcrypto.so.3", "libc.so.6"],
+                             cgo_packages=["os/user", "net"],
+                             third_party_cgo=["github.com/rfjakob/gocryptfs/internal/stupidgcm"])
+    assert "add libcrypto.so.3 to it" in third and "libc.so.6" not in third
+    assert "Building without cgo is not enough here" in third
+    assert "add -tags netgo,osusergo too: a static glibc must not load NSS" in third
+    user = _interpreter_fix(cgo_packages=["os/user"])
+    assert "-tags osusergo gives os/user" in user
+    assert "netgo" not in user and "statically" not in user and "add " not in user
+    runtime_only = _interpreter_fix(cgo_packages=[])
+    assert "CGO_ENABLED=0" in runtime_only and "change nothing" in runtime_only
+    sqlite = _interpreter_fix(needed=["libsqlite3.so.0", "libc.so.6"], third_party_cgo=["main"])
+    assert "the main package has C code of its own" in sqlite
+    assert "Or link statically (-ldflags '-linkmode external -extldflags -static', with " \
+        "static archives of libsqlite3.so.0)" in sqlite
+    musl = _interpreter_fix(libc="musl", interpreter="/lib/ld-musl-x86_64.so.1",
+                            cgo_packages=["net"])
+    assert "base image with musl" in musl and "-tags netgo gives net" in musl
+
+
 # --- rule files ------------------------------------------------------------------------------
 
 RULE = """
@@ -238,6 +303,15 @@ def test_bad_rule_files_give_one_line_naming_file_rule_and_key(tmp_path: Path,
     msg = e.value.message
     assert "\n" not in msg and str(p) in msg and key in msg
     assert e.value.exit_code == 3
+
+
+def test_fix_missing_param_is_checked_like_fix(tmp_path: Path) -> None:
+    p = tmp_path / "mine.toml"
+    p.write_text('[[finding]]\nid = "r"\nseverity = "info"\ntitle = "t"\n'
+                 'explanation = "x"\nfix = "y"\ncheck = "cgo_feature"\n'
+                 '[finding.params]\nfix_missing = "ship {nope}"\n')
+    with pytest.raises(RuleError, match="'params.fix_missing': unknown placeholder"):
+        load_file(p)
 
 
 def test_user_rule_from_probes_dir_matches(tmp_path: Path) -> None:

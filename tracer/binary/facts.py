@@ -571,7 +571,15 @@ def _feature_facts(names: list[str], cgo: CgoFacts, nsswitch: dict[str, tuple[st
                 Prediction("/usr/share/zoneinfo/<name>", f.id, reason + "; embedded tzdata is "
                            "the fallback when the file is missing", "data")]
         if preds:
-            yield FeatureFacts(f.id, f.title, form, tuple(evidence[:5]), tuple(preds), f.fix)
+            yield FeatureFacts(f.id, f.title, form, tuple(evidence[:5]), tuple(preds),
+                               _fix_for_form(f, form))
+
+
+def _fix_for_form(f: knowledge.Feature, form: str) -> str:
+    """The feature's fix for the form this binary has: a build tag that selects the form
+    it already has changes nothing, so the go and embedded forms have fixes of their own
+    (features.toml `fix_go`, `fix_embedded`)."""
+    return str(f.extra.get(f"fix_{form}") or f.fix)
 
 
 def _tags(settings: dict[str, str]) -> set[str]:

@@ -149,7 +149,8 @@ def _trace(opts: RunOptions, lspec: LaunchSpec, rec: Recording, program: str,
     diagnoses = [diagnosis.to_dict()] if diagnosis is not None else []
     analysis = rec.finish(status, stats=stats, diagnoses=diagnoses)
     if err is not None and diagnosis is not None:
-        exc = TracerError(diagnosis.line, exit_code=diagnosis.exit_code)
+        exc = TracerError(_line_with_finding_fix(diagnosis, analysis, rec.header),
+                          exit_code=diagnosis.exit_code)
         # the findings (missing interpreter...) travel with the error for the reports
         exc.analysis = analysis  # type: ignore[attr-defined]
         raise exc
@@ -157,6 +158,22 @@ def _trace(opts: RunOptions, lspec: LaunchSpec, rec: Recording, program: str,
                      crash=_crash_line(status, rec.events), diagnosis=diagnosis, stats=stats,
                      events=rec.events, header=rec.header, analysis=analysis,
                      engine=engine.name, engine_reason=tracee.engine_reason)
+
+
+def _line_with_finding_fix(diagnosis: Diagnosis, analysis: Any,
+                           header: dict[str, Any]) -> str:
+    """The one line a failed start prints, with the fix its finding derived from this
+    binary's facts (the matrix shows the same). Without reports (-q) there are no
+    findings yet: the static facts alone make that one."""
+    from tracer.commands.matrix import with_finding_fix
+
+    if analysis is None:
+        from probes.analysis import analyze
+
+        analysis = analyze(header, ())
+
+    fix = with_finding_fix(diagnosis.to_dict(), analysis).get("fix") or ""
+    return f"{diagnosis.message}. Fix: {fix}" if fix else diagnosis.message
 
 
 def _stats(engine: Any, collector: EventCollector) -> dict[str, int]:

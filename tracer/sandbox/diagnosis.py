@@ -140,8 +140,12 @@ def _interp_fix(libc: str | None) -> str:
         return ("use a musl (Alpine) base image, or build statically "
                 "(CC=musl-gcc -ldflags '-linkmode external -extldflags -static') "
                 "or with CGO_ENABLED=0")
-    return ("build with CGO_ENABLED=0 or -tags netgo,osusergo (or link statically), "
-            "or use a glibc base image")
+    # what else fits depends on the binary's cgo packages and NEEDED libraries: the
+    # missing-interpreter finding (probes/checks.start_fix_values) derives that, and run
+    # and matrix print its fix in place of this one
+    return ("use a glibc base image with the program's NEEDED libraries, or, when its only "
+            "cgo is net and os/user, build with CGO_ENABLED=0 (the missing-interpreter "
+            "finding says what fits this binary)")
 
 
 def _script_interpreter(head: bytes) -> str:
