@@ -29,7 +29,7 @@ PLACEHOLDERS = frozenset({
     "go_api", "user_frame", "c_function", "paths", "found", "missing", "tried", "count",
     "sources", "modules", "reason", "interpreter", "libraries", "packages", "children",
     "feature", "env", "tags", "signal", "dockerfile", "first", "pids", "not_found",
-    "not_found_note",
+    "not_found_note", "elsewhere", "elsewhere_fix",
 })
 MATCH_KEYS = {"path": list, "kind": list, "via": list, "class": list, "result": str,
               "go_api": list, "c_function": list}
