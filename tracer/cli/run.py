@@ -31,8 +31,9 @@ from tracer.errors import ExitCode
 @click.option("--color/--no-color", default=None,
               help="Colour the report on stderr (default: on a terminal unless NO_COLOR).")
 @click.option("--rootfs", metavar="ROOT",
-              help="Run inside this root: a directory, an OCI layout or `docker save` "
-              "tarball, or a preset built from this host (scratch, static, musl, glibc).")
+              help="Run inside this root: a directory, an OCI layout, a `docker save` or root "
+              "filesystem (`podman export`) tarball, or a preset built from this host "
+              "(scratch, static, musl, glibc).")
 @click.option("--image", metavar="NAME",
               help="Run inside this image from the local podman (or docker): exported once, "
               "cached by image ID. Nothing is pulled.")

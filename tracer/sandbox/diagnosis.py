@@ -8,7 +8,10 @@ different causes:
   foreign architecture, a #! script whose interpreter is missing.
 - the loader fails (`diagnose_loader`): the kernel started ld.so, which could not find a
   NEEDED library, printed "error while loading shared libraries" and exited 127. The trace
-  itself holds where it looked: the failed opens of that name before the exit.
+  itself holds where it looked: the failed opens of that name before the exit. A library
+  that is in the root, only outside the loader's search path (e.g. /usr/lib64 of a Debian
+  root), is said to be there, with the loader's own wording
+  (tracer.binary.loader.outside_search_path), not "not in rootfs".
 
 Each returns a `Diagnosis`; `run` prints its one line, and the trace stores it as a
 `diagnosis` line (docs/trace-format.md) so `report` and `matrix` show it too.
