@@ -524,7 +524,13 @@ def check_missing_library(rule: Rule, ctx: Context) -> list[Finding]:
     names = list(loader.get("missing") or ())
     if not names:
         return []
-    return [make_finding(rule, [], {"libraries": _join(names),
+    # present in the root but outside the loader's search path: the header carries the
+    # loader's own words for it (tracer.binary.loader.outside_search_path)
+    outside = [o for o in loader.get("outside_search_path") or () if isinstance(o, dict)]
+    elsewhere = "".join(f"; {o.get('name')} is {o.get('what')}" for o in outside)
+    elsewhere_fix = "".join(f"{o.get('name')}: {o.get('fix')}.\n" for o in outside)
+    return [make_finding(rule, [], {"libraries": _join(names), "elsewhere": elsewhere,
+                                    "elsewhere_fix": elsewhere_fix,
                                     **start_fix_values(ctx.static)},
                          missing=names, dockerfile=False)]
 

@@ -30,6 +30,7 @@ PLACEHOLDERS = frozenset({
     "sources", "modules", "reason", "interpreter", "libraries", "packages", "children",
     "feature", "env", "tags", "signal", "dockerfile", "first", "pids", "not_found",
     "not_found_note", "answered", "osusergo_effect", "base_image", "image_libraries", "rebuild",
+    "elsewhere", "elsewhere_fix",
 })
 # params that are rule text too (validated like `fix`): the fix when no source answered
 TEXT_PARAMS = ("fix_missing",)

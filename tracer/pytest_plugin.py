@@ -239,10 +239,16 @@ class CgotraceRunner:
         trace = self._tmp / f"cgotrace-{self._runs}.jsonl"
         argv = [os.fspath(program), *args]
         cmd = _command(argv, trace, rootfs, network)
+        if env is not None:
+            # the program's environment goes in a file; cgotrace itself runs with this
+            # session's (its cache and settings must not move with the program's HOME)
+            env_file = self._tmp / f"cgotrace-{self._runs}.env"
+            env_file.write_bytes(b"".join(os.fsencode(f"{k}={v}") + b"\0"
+                                          for k, v in env.items()))
+            cmd[cmd.index("--"):cmd.index("--")] = ["--env-file", os.fspath(env_file)]
         try:
             proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True,
-                                  errors="replace", env=None if env is None else dict(env),
-                                  cwd=cwd, timeout=timeout, check=False)
+                                  errors="replace", cwd=cwd, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             pytest.fail(f"cgotrace: {argv[0]} still running after {timeout:g} s "
                         "(killed; raise timeout= if it needs longer)", pytrace=False)

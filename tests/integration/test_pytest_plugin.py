@@ -101,6 +101,23 @@ def test_readme_example(pytester: pytest.Pytester, sample: Callable[..., Path]) 
     result.stdout.fnmatch_lines(["FAILED test_readme_cgo.py::*"])
 
 
+def test_env_is_the_programs_not_cgotraces(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """`env=` is what the traced program gets; cgotrace itself keeps the session's, so its
+    caches and presets do not move to where the program's HOME or CGOTRACE_CACHE points."""
+    home = tmp_path / "program-home"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_CACHE_HOME": str(home / "xdg"),
+           "CGOTRACE_CACHE": str(home / "cache")}
+    pytester.makepyfile(test_env=f"""
+def test_env(cgotrace):
+    r = cgotrace("/usr/bin/env", rootfs="glibc", env={env!r})
+    assert r.exit_code == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == {sorted(f"{k}={v}" for k, v in env.items())!r}
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert not home.exists()
+
+
 def test_without_the_plugin_there_is_no_fixture(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x="def test_x(cgotrace):\n    pass\n")
     result = pytester.runpytest("-p", "no:cgotrace")

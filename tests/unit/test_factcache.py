@@ -98,3 +98,11 @@ def test_key_follows_the_roots_lookup_configuration(tmp_path: Path) -> None:
     assert before is not None and after is not None and before != after
     (root / "etc" / "ld.so.cache").write_bytes(b"x")
     assert factcache.cache_key(TRUE, str(root), "/bin/true") != after
+
+
+def test_key_follows_the_code_that_computes_the_facts() -> None:
+    """Every file of the code stamp exists (a moved module must not silently drop out of
+    it: an edited cgotrace would then read entries an older one wrote)."""
+    code = Path(factcache.__file__).resolve().parents[1]
+    assert [f for f in factcache.CODE_FILES if not (code / f).is_file()] == []
+    assert "-" not in factcache._code_stamp().split(",")

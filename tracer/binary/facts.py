@@ -21,7 +21,14 @@ from typing import Any
 
 from probes import knowledge
 from tracer.binary.elf import ElfImage
-from tracer.binary.loader import LoaderClosure, RootFS, loader_flavor, resolve_closure
+from tracer.binary.loader import (
+    LoaderClosure,
+    loader_flavor,
+    outside_search_path,
+    resolve_closure,
+)
+from tracer.binary.nsswitch import NSS_BUILTIN, nss_modules, read_nsswitch
+from tracer.binary.rootpath import RootFS
 from tracer.errors import BadBinaryError, CgotraceError, NotFoundError, NotGoBinaryError
 
 # pclntab names that exist only when runtime/cgo is linked (docs/go-runtime.md). Not
@@ -32,8 +39,6 @@ _CGO_FUNC = re.compile(r"^(?P<pkg>.+?)\.(?:\(\*?[^)]*\)\.)?_(?:Cfunc|C2func|cgo|
 # Standard packages whose cgo parts are the toolchain's business, not a dependency signal.
 _STD_CGO_PLUMBING = ("runtime/cgo", "runtime", "runtime/race", "runtime/msan", "runtime/asan",
                      "syscall", "crypto/internal/boring")
-# glibc >= 2.34 has these NSS sources inside libc.so.6: no libnss_*.so is dlopen'd for them.
-NSS_BUILTIN = ("files", "dns")
 _LIBC_SONAMES = ("libc.so.6",)
 
 
@@ -205,8 +210,15 @@ class StaticFacts:
             out.append(f"interpreter {c.interpreter} is not in this root: exec will fail with "
                        "'no such file or directory'")
         for lib in c.missing:
-            where = f" (searched {', '.join(lib.searched[:6])})" if lib.searched else ""
             extra = f"; {lib.problem}" if lib.problem else ""
+            outside = outside_search_path(lib, c.flavor, c.search_path)
+            if outside is not None:
+                what, fix = outside
+                out.append(f"{lib.name} (needed by {lib.needed_by}) is {what}: the loader "
+                           f"will stop with 'cannot open shared object file'{extra}. Fix: "
+                           f"{fix}")
+                continue
+            where = f" (searched {', '.join(lib.searched[:6])})" if lib.searched else ""
             out.append(f"{lib.name} (needed by {lib.needed_by}) is not in this root: the "
                        f"loader will stop with 'cannot open shared object file'{where}{extra}")
         out.extend(c.problems)
@@ -320,7 +332,7 @@ def inspect_binary(path: str | os.PathLike[str], rootfs: str | None = None,
     cgo = _cgo_facts(img, names, settings, go.main if go else None)
     closure = resolve_closure(img, rootfs or "/", binary_path_in_root)
     fs = RootFS(rootfs or "/")
-    nsswitch, nss_note = _read_nsswitch(fs)
+    nsswitch, nss_note = read_nsswitch(fs)
     flavor = elf.libc
     builtin = _nss_builtin(closure)
     features = tuple(_feature_facts(names, cgo, nsswitch, flavor, builtin)) if is_go else ()
@@ -471,33 +483,7 @@ def _cgo_facts(img: ElfImage, names: list[str], settings: dict[str, str],
                     cgo_enabled=settings.get("CGO_ENABLED"))
 
 
-# === nsswitch.conf and NSS modules =========================================================
-
-def parse_nsswitch(text: str) -> dict[str, tuple[str, ...]]:
-    """database -> sources, without the [STATUS=action] criteria."""
-    out: dict[str, tuple[str, ...]] = {}
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if ":" not in line:
-            continue
-        db, _, rest = line.partition(":")
-        rest = re.sub(r"\[[^\]]*\]", " ", rest)
-        out[db.strip()] = tuple(s for s in rest.split() if s)
-    return out
-
-
-def _read_nsswitch(fs: RootFS) -> tuple[dict[str, tuple[str, ...]], str | None]:
-    real = fs.resolve("/etc/nsswitch.conf")
-    where = "this root" if fs.root != "/" else "this host"
-    if real is None or not os.path.isfile(fs.host(real)):
-        return {}, (f"/etc/nsswitch.conf is missing in {where}: glibc then uses its built-in "
-                    "defaults (files; hosts: dns files) and Go's resolver uses files,dns")
-    try:
-        with open(fs.host(real), encoding="utf-8", errors="replace") as f:
-            return parse_nsswitch(f.read()), None
-    except OSError as e:
-        return {}, f"/etc/nsswitch.conf unreadable in {where}: {e.strerror}"
-
+# === NSS modules built into libc ===========================================================
 
 def _nss_builtin(closure: LoaderClosure) -> tuple[str, ...]:
     """NSS sources built into the root's libc (glibc >= 2.34 has files and dns)."""
@@ -510,20 +496,6 @@ def _nss_builtin(closure: LoaderClosure) -> tuple[str, ...]:
             return tuple(s for s in NSS_BUILTIN if f"_nss_{s}_gethostbyname4_r" in exports
                          or f"_nss_{s}_getpwuid_r" in exports) or ()
     return NSS_BUILTIN
-
-
-def nss_modules(nsswitch: dict[str, tuple[str, ...]], databases: Iterable[str],
-                builtin: tuple[str, ...] = NSS_BUILTIN) -> list[tuple[str, str]]:
-    """(libnss_<source>.so.2, database) glibc will dlopen for these databases."""
-    out: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for db in databases:
-        for src in nsswitch.get(db, ()):
-            if src in builtin or src in seen:
-                continue
-            seen.add(src)
-            out.append((f"libnss_{src}.so.2", db))
-    return out
 
 
 # === features, selections, hazards =========================================================
@@ -682,7 +654,20 @@ def static_header(facts: StaticFacts) -> dict[str, Any]:
                                   "needed_by": os.path.basename(lib.needed_by)}
                                  for lib in c.libraries],
                    "missing": [lib.name for lib in c.missing],
-                   "config_files": list(c.config_files)},
+                   "config_files": list(c.config_files),
+                   **_outside_search_path(c)},
         "problems": list(facts.problems), "hazards": list(facts.hazards),
         "notes": list(facts.notes),
     }
+
+
+def _outside_search_path(c: LoaderClosure) -> dict[str, Any]:
+    """`outside_search_path` for the header, only when some missing library is present
+    elsewhere in the root: the findings say where, in the loader's own words."""
+    out = []
+    for lib in c.missing:
+        outside = outside_search_path(lib, c.flavor, c.search_path)
+        if outside is not None:
+            out.append({"name": lib.name, "path": lib.elsewhere[0], "what": outside[0],
+                        "fix": outside[1]})
+    return {"outside_search_path": out} if out else {}

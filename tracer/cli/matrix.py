@@ -14,8 +14,8 @@ import click
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--rootfs", "rootfs", multiple=True, metavar="ROOT[,ROOT...]",
               help="Roots to compare: presets (scratch, static, musl, glibc), directories, "
-              "OCI layouts or `docker save` tarballs; comma-separated or repeated. Default: "
-              "the four presets (when no --image is given either).")
+              "OCI layouts, `docker save` or `podman export` tarballs; comma-separated or "
+              "repeated. Default: the four presets (when no --image is given either).")
 @click.option("--image", "images", multiple=True, metavar="NAME",
               help="An image from the local podman (or docker) as one more root; repeatable.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=2, show_default=True,

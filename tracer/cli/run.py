@@ -30,8 +30,9 @@ from tracer.errors import ExitCode
 @click.option("--color/--no-color", default=None,
               help="Colour the report on stderr (default: on a terminal unless NO_COLOR).")
 @click.option("--rootfs", metavar="ROOT",
-              help="Run inside this root: a directory, an OCI layout or `docker save` "
-              "tarball, or a preset built from this host (scratch, static, musl, glibc).")
+              help="Run inside this root: a directory, an OCI layout, a `docker save` or root "
+              "filesystem (`podman export`) tarball, or a preset built from this host "
+              "(scratch, static, musl, glibc).")
 @click.option("--image", metavar="NAME",
               help="Run inside this image from the local podman (or docker): exported once, "
               "cached by image ID. Nothing is pulled.")
@@ -43,6 +44,12 @@ from tracer.errors import ExitCode
               show_default=True, envvar="CGOTRACE_ENGINE",
               help="notify: seccomp user notification, repeats run without a stop; ptrace: "
               "two stops per watched call; auto: notify when the kernel allows it.")
+@click.option("--env", "env_vars", multiple=True, metavar="NAME=VALUE",
+              help="Set a variable for the program only (repeatable). cgotrace keeps its "
+              "own environment: its cache and settings do not move with the program's HOME.")
+@click.option("--env-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The program's whole environment instead of cgotrace's: NUL-separated "
+              "NAME=VALUE entries (what `env -0` prints); --env applies on top.")
 @click.option("-v", "--verbose", is_flag=True, help="Say which engine runs and why.")
 @click.option("--no-stacks", is_flag=True,
               help="Do not unwind stacks: no via/go_api/user_frame/stack in the trace.")
@@ -51,17 +58,18 @@ from tracer.errors import ExitCode
 def run(ctx: click.Context, output: str | None, json_file: str | None,
         reports: tuple[str, ...], quiet: bool, fail_on: str | None, allow: str | None,
         probes: tuple[str, ...], color: bool | None, rootfs: str | None, image: str | None,
-        network: str | None, engine: str, verbose: bool, no_stacks: bool,
-        program: tuple[str, ...]) -> None:
+        network: str | None, engine: str, env_vars: tuple[str, ...], env_file: str | None,
+        verbose: bool, no_stacks: bool, program: tuple[str, ...]) -> None:
     """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
 
-    stdin, stdout, stderr and the environment pass through; SIGINT, SIGTERM, SIGHUP and
+    stdin, stdout, stderr and the environment pass through (--env and --env-file change
+    the program's, never cgotrace's own); SIGINT, SIGTERM, SIGHUP and
     SIGQUIT sent to cgotrace are forwarded to the program. The findings report goes to
     stderr; with --fail-on, a failed gate exits 121 (docs/exit-codes.md).
     """
     from tracer.attribution.policy import LazyAttributor
     from tracer.cli._reporting import emit_reports, parse_report_specs
-    from tracer.commands.run import RunOptions, trace_program
+    from tracer.commands.run import RunOptions, program_environment, trace_program
     from tracer.errors import CgotraceError
     from tracer.gate import gate, rules_for
 
@@ -74,13 +82,15 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
             parse_fail_on(fail_on)
         if allow is not None:
             load_allow(allow)
+    env = program_environment(env_file, env_vars)  # checked before the program starts
     debug = bool((ctx.obj or {}).get("debug"))
     attributor = None if no_stacks else LazyAttributor()
     # the findings are read by a report, the gate, or the text report on stderr
     analyze = bool(specs) or not quiet or fail_on is not None or allow is not None
     try:
         result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
-                                          image=image, network=network, debug=debug,
+                                          image=image, network=network, env=env,
+                                          debug=debug,
                                           attributor=attributor, rules=rules,
                                           engine=engine, verbose=verbose,
                                           analyze=analyze))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracer.errors import CgotraceError, ExitCode
-from tracer.sandbox.roots import PRESETS
+from tracer.sandbox.presets import PRESETS
 
 if TYPE_CHECKING:
     from probes.records import Analysis
@@ -191,13 +191,21 @@ def _run_root(opts: MatrixOptions, label: str, root: Path, out_dir: Path,
               tmp: Path) -> RootResult:
     trace = out_dir / f"{_file_name(label)}.jsonl"
     cmd = [sys.executable, "-m", "tracer", "run", "-q", "--output", str(trace),
-           "--rootfs", str(root), "--", os.path.abspath(opts.binary), *opts.args]
+           "--rootfs", str(root)]
+    if opts.env is not None:
+        # the program's environment goes in a file (`run --env-file`); each `run` keeps
+        # this process's own, so its cache does not move with the program's HOME
+        env_file = tmp / f"{_file_name(label)}.env"
+        env_file.write_bytes(b"".join(os.fsencode(f"{k}={v}") + b"\0"
+                                      for k, v in opts.env.items()))
+        cmd += ["--env-file", str(env_file)]
+    cmd += ["--", os.path.abspath(opts.binary), *opts.args]
     stdout = tmp / f"{_file_name(label)}.stdout"
     stderr = tmp / f"{_file_name(label)}.stderr"
     started = time.monotonic()
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                              env=opts.env, check=False)
+                              check=False)
     row = RootResult(root=label, path=str(root), trace=str(trace),
                      seconds=time.monotonic() - started)
     row.stdout_tail = _tail(stdout)

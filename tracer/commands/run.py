@@ -7,17 +7,24 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tracer.engine.base import FAULT_SIGNALS
 from tracer.engine.notify_engine import NotifyEngine, set_sync_wakeup
 from tracer.engine.ptrace_engine import PtraceEngine
-from tracer.errors import ExitCode, TracerError
+from tracer.errors import (
+    CgotraceError,
+    ExitCode,
+    NotFoundError,
+    PermissionDeniedError,
+    TracerError,
+)
 from tracer.recording.collector import AttributionHook, EventCollector
 from tracer.recording.header import inspect_or_none, recorded_env, static_facts
 from tracer.recording.pipeline import Recording
@@ -69,6 +76,46 @@ class RunResult:
     engine_reason: str = ""  # why (auto)
     header: dict[str, Any] = field(default_factory=dict)
     analysis: Any = None  # probes.records.Analysis (None when RunOptions.analyze is off)
+
+
+def program_environment(env_file: str | None, assignments: Sequence[str] = ()
+                        ) -> dict[str, str] | None:
+    """The traced program's environment from `run --env-file FILE` (NUL-separated
+    NAME=VALUE entries, as `env -0` prints) and `--env NAME=VALUE`s on top; None when
+    neither is given (the program inherits cgotrace's own). cgotrace's environment is
+    never changed: its cache and settings follow the tracer, not the program."""
+    if env_file is None and not assignments:
+        return None
+    env = dict(os.environ) if env_file is None else _read_env_file(env_file)
+    for item in assignments:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise CgotraceError(f"--env {item!r}: expected NAME=VALUE",
+                                exit_code=ExitCode.USAGE)
+        env[name] = value
+    return env
+
+
+def _read_env_file(path: str) -> dict[str, str]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise NotFoundError(f"--env-file {path}: {reason}") from None
+        raise PermissionDeniedError(f"--env-file {path}: {reason}") from None
+    env: dict[str, str] = {}
+    for entry in data.split(b"\0"):
+        if not entry:
+            continue
+        name, eq, value = entry.decode("utf-8", "surrogateescape").partition("=")
+        if not eq or not name:
+            raise CgotraceError(f"--env-file {path}: {name[:40]!r} is not a NAME=VALUE entry "
+                                "(entries are NUL-separated, as `env -0` prints)",
+                                exit_code=ExitCode.BAD_INPUT)
+        env[name] = value
+    return env
 
 
 def trace_program(opts: RunOptions) -> RunResult:
