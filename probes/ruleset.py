@@ -34,7 +34,11 @@ PLACEHOLDERS = frozenset({
 MATCH_KEYS = {"path": list, "kind": list, "via": list, "class": list, "result": str,
               "go_api": list, "c_function": list}
 RULE_KEYS = {"id", "severity", "title", "explanation", "fix", "check", "match", "params",
-             "per"}
+             "per", "summary"}
+# What a placeholder stands for in a rule's generic summary (one derived from its title)
+_GENERIC = {"go_api": "Go code", "c_function": "a C function", "interpreter": "the ELF "
+            "interpreter", "libraries": "libraries", "modules": "NSS modules",
+            "packages": "packages", "children": "other programs"}
 _CLASSES = ("declared", "hidden", "runtime-file", "program-file")
 _RESULTS = ("ok", "error", "absent", "any")
 
@@ -55,6 +59,18 @@ class Rule:
     params: dict[str, Any] = field(default_factory=dict)  # for the check
     per: str = "site"  # "site": one finding per (Go API, user frame); "rule": one in all
     file: str = ""
+    summary_text: str = ""  # `summary`: the rule in general, no placeholders
+
+    @property
+    def summary(self) -> str:
+        """What the rule is about, without any one finding's site (SARIF's rule
+        shortDescription): `summary`, else the title with its placeholders in words."""
+        if self.summary_text:
+            return self.summary_text
+        text = self.title.replace(" at {user_frame}", "")
+        for name in {n for _, n, _, _ in string.Formatter().parse(text) if n}:
+            text = text.replace("{" + name + "}", _GENERIC.get(name, "..."))
+        return " ".join(text.split())
 
     @property
     def help_uri(self) -> str:
@@ -128,9 +144,13 @@ def parse_rule(raw: Any, file: str, index: int) -> Rule:
     per = raw.get("per", "site")
     if per not in ("site", "rule"):
         raise _fail(file, rid, "per", "must be 'site' or 'rule'")
+    summary = raw.get("summary", "")
+    if not isinstance(summary, str) or "{" in summary:
+        raise _fail(file, rid, "summary", "must be a string without placeholders")
     return Rule(id=rid, severity=severity, check=check,
                 match=_check_match(file, rid, match) if match is not None else {},
-                params=dict(params), per=per, file=file, **texts)
+                params=dict(params), per=per, file=file, summary_text=summary.strip(),
+                **texts)
 
 
 def load_file(path: str | os.PathLike[str]) -> tuple[Rule, ...]:
