@@ -30,6 +30,9 @@ from tracer.errors import ExitCode
               help="Extra finding rules: every *.toml with [[finding]] tables in DIR.")
 @click.option("--color/--no-color", default=None,
               help="Colour the report on stderr (default: on a terminal unless NO_COLOR).")
+@click.option("--source-root", type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="Name source files relative to DIR in --report files that locate them "
+              "(SARIF); default: the Go module root (the go.mod of the main module).")
 @click.option("--rootfs", metavar="ROOT",
               help="Run inside this root: a directory, an OCI layout or `docker save` "
               "tarball, or a preset built from this host (scratch, static, musl, glibc).")
@@ -51,7 +54,8 @@ from tracer.errors import ExitCode
 @click.pass_context
 def run(ctx: click.Context, output: str | None, json_file: str | None,
         reports: tuple[str, ...], quiet: bool, fail_on: str | None, allow: str | None,
-        probes: tuple[str, ...], color: bool | None, rootfs: str | None, image: str | None,
+        probes: tuple[str, ...], color: bool | None, source_root: str | None,
+        rootfs: str | None, image: str | None,
         network: str | None, engine: str, verbose: bool, no_stacks: bool,
         program: tuple[str, ...]) -> None:
     """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
@@ -60,7 +64,7 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     SIGQUIT sent to cgotrace are forwarded to the program. The findings report goes to
     stderr; with --fail-on, a failed gate exits 121 (docs/exit-codes.md).
     """
-    from tracer.cli._reporting import emit_reports, parse_report_specs
+    from tracer.cli._reporting import check_report_paths, emit_reports, parse_report_specs
     from tracer.commands.run import RunOptions, trace_program
     from tracer.errors import CgotraceError
     from tracer.gate import gate, rules_for
@@ -68,12 +72,10 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     specs = parse_report_specs(reports) + ([("json", json_file)] if json_file else [])
     rules = rules_for(probes)
     if fail_on is not None or allow is not None:  # bad gate options fail before the run
-        from tracer.gate import load_allow, parse_fail_on
+        from tracer.gate import check_options
 
-        if fail_on is not None:
-            parse_fail_on(fail_on)
-        if allow is not None:
-            load_allow(allow)
+        check_options(fail_on, allow, rules)
+    check_report_paths(specs)  # as --output: an unwritable report fails before the run
     debug = bool((ctx.obj or {}).get("debug"))
     attributor = None if no_stacks else LazyAttributor()
     # the findings are read by a report, the gate, or the text report on stderr
@@ -88,10 +90,10 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
         analysis = getattr(e, "analysis", None)
         if analysis is not None:  # on stderr only when it explains the failure
             emit_reports(analysis, specs, quiet or not analysis.findings, color,
-                         gate(analysis, fail_on, allow))
+                         gate(analysis, fail_on, allow), source_root)
         raise
     gated = gate(result.analysis, fail_on, allow)  # None without a gate (or findings)
-    emit_reports(result.analysis, specs, quiet, color, gated)
+    emit_reports(result.analysis, specs, quiet, color, gated, source_root)
     if not quiet and result.crash:
         print(result.crash, file=sys.stderr)
     if result.diagnosis is not None:  # the program never ran: say why even with -q
