@@ -195,3 +195,49 @@ def test_exec_failure_in_scratch_still_reports_the_missing_interpreter(
     (f,) = [f for f in doc["findings"] if f["id"] == "missing-interpreter"]
     assert f["missing"] == ["/lib64/ld-linux-x86-64.so.2"] and "CGO_ENABLED=0" in f["fix"]
     assert doc["verdict"]["verdict"] == "fails"
+
+
+def _closed_pipe() -> int:
+    """The write end of a pipe whose reader has already gone: every write is EPIPE."""
+    r, w = os.pipe()
+    os.close(r)
+    return w
+
+
+def test_a_closed_stderr_or_stdout_keeps_the_exit_status(sample: Callable[..., Path],
+                                                         tmp_path: Path) -> None:
+    """The report on stderr hit a closed pipe and click turned the BrokenPipeError into
+    exit 1, in place of the program's status (or the gate's)."""
+    cgo = str(sample("userlookup", "cgo"))
+    trace = tmp_path / "t.jsonl"
+    out = tmp_path / "program.out"
+    for args, code in [
+        (["run", "-o", str(trace), "--", cgo], 0),
+        (["run", "--rootfs", "glibc", "--fail-on", "hidden", "--", cgo], 121),
+        (["run", "--", str(tmp_path / "no-such-program")], 127),
+        (["run", "--rootfs", "scratch", "--", cgo], 127),  # findings, then the exec line
+    ]:
+        w = _closed_pipe()
+        with open(out, "w") as stdout:
+            proc = subprocess.run([sys.executable, "-m", "tracer", *args], stdout=stdout,
+                                  stderr=w, env=ENV, timeout=300)
+        os.close(w)
+        assert proc.returncode == code, args
+    # report writes to stdout: a closed stdout keeps the gate's 1 (and 0 without a gate)
+    for args, code in [(["report", "--fail-on", "hidden", str(trace)], 1),
+                       (["report", "--format", "json", str(trace)], 0)]:
+        w = _closed_pipe()
+        proc = subprocess.run([sys.executable, "-m", "tracer", *args], stdout=w,
+                              stderr=subprocess.DEVNULL, env=ENV, timeout=300)
+        os.close(w)
+        assert proc.returncode == code, args
+
+
+def test_a_real_pipe_that_closes_early_keeps_the_status() -> None:
+    """`cgotrace run ... 2>&1 | head -1`, as a shell runs it, many times: head takes the
+    program's line and exits while the tracer is still writing its report."""
+    shell = (f"{sys.executable} -m tracer run -- /bin/echo hello 2>&1 | head -1 >/dev/null;"
+             " echo ${PIPESTATUS[0]}")
+    codes = [subprocess.run(["bash", "-c", shell], capture_output=True, text=True,
+                            env=ENV, timeout=120).stdout.strip() for _ in range(8)]
+    assert codes == ["0"] * 8
