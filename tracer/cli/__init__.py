@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> Any:
     """The console entry point: one line and a documented exit code for every failure
     (docs/exit-codes.md); a closed stdout or stderr never changes the exit status."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = ClosedPipeGuard(out), ClosedPipeGuard(err)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = ClosedPipeGuard(out), ClosedPipeGuard(err)
     try:
         _main(argv)
     finally:
