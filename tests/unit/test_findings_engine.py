@@ -504,3 +504,25 @@ def test_a_child_that_is_not_installed_is_not_a_missing_interpreter() -> None:
     assert "tried /usr/bin/rpm, which is not there" in child.explanation
     assert "rpm" not in child.fix and child.missing == ()
     assert verdict(a).status == "works"  # it got ENOENT and carried on
+
+
+def test_a_site_without_an_application_frame_says_so_in_words() -> None:
+    """A lookup made by a library's goroutine has no user frame: the title ended in a bare
+    "at" ("net.cgoLookupIP.func1 resolved names with glibc (cgo getaddrinfo) at")."""
+    trace = [acc("/etc/nsswitch.conf", AccessKind.CONFIG, hidden=True, via=Via.CGO,
+                 api="net.(*Dialer).DialContext", cfn="getaddrinfo"),
+             acc("/lib/x86_64-linux-gnu/libnss_db.so.2", AccessKind.DLOPEN_LIBRARY,
+                 result="ENOENT", hidden=True, via=Via.CGO, api="net.(*Dialer).DialContext",
+                 cfn="getaddrinfo")]
+    static = GLIBC | {"nsswitch": {"hosts": ["files", "db"]}}
+    found = {f.id: f for f in analyze(header(static=static), trace).findings}
+    assert found["resolver-cgo"].title == (
+        "net.(*Dialer).DialContext resolved names with glibc (cgo getaddrinfo) "
+        "(no application frame on the stack)")
+    assert found["nss-module"].title.startswith(
+        "glibc looked for NSS modules at run time for net.(*Dialer).DialContext "
+        "(no application frame on the stack): libnss_db.so.2")
+    for f in found.values():
+        assert not f.title.endswith(" at") and " at :" not in f.title and " at (" not in f.title
+    text = render(analyze(header(static=static), trace), "text")
+    assert " at\n" not in text
