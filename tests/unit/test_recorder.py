@@ -164,3 +164,28 @@ def test_a_report_given_for_a_trace_says_what_it_is(tmp_path: Path) -> None:
         read_trace(sys.executable)
     diff = cli("diff", str(outputs["json"]), str(trace))  # and diff does read it
     assert diff.returncode == 0, diff.stderr
+
+
+def test_an_unreadable_trace_is_exit_5_not_an_internal_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """As a user who cannot read the file, `report` ended in "internal error" (70)."""
+    import builtins
+
+    from tracer.cli import main
+
+    p = tmp_path / "t.jsonl"
+    _write(p)
+    real_open = builtins.open
+
+    def deny(file: object, *a: object, **k: object) -> object:
+        if str(file) == str(p):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(file, *a, **k)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(builtins, "open", deny)
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(p)])
+    assert e.value.code == 5
+    err = capsys.readouterr().err
+    assert err == f"cgotrace: {p}: permission denied (run as a user who can read it)\n"

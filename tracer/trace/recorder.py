@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from tracer import __version__
-from tracer.errors import NotFoundError, TraceFormatError
+from tracer.errors import NotFoundError, PermissionDeniedError, TraceFormatError
 from tracer.trace.model import Access, Attribution, ExitStatus, ProcessEvent
 
 FORMAT = "cgotrace-trace"
@@ -105,6 +105,11 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
         raise NotFoundError(f"{name}: no such trace file") from None
     except IsADirectoryError:
         raise TraceFormatError(f"{name}: is a directory, not a trace file") from None
+    except PermissionError:
+        raise PermissionDeniedError(f"{name}: permission denied",
+                                    help="run as a user who can read it") from None
+    except OSError as e:
+        raise TraceFormatError(f"{name}: cannot read the trace ({e.strerror})") from None
     lines = text.split("\n")
     complete = text.endswith("\n")
     if complete:
