@@ -241,3 +241,8 @@ def test_a_real_pipe_that_closes_early_keeps_the_status() -> None:
     codes = [subprocess.run(["bash", "-c", shell], capture_output=True, text=True,
                             env=ENV, timeout=120).stdout.strip() for _ in range(8)]
     assert codes == ["0"] * 8
+    # started with stdout and stderr closed (`>&- 2>&-`): an internal error (70) before
+    shell = f"{sys.executable} -m tracer run -- /bin/sh -c 'exit 3' >&- 2>&-; echo $?"
+    r = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=ENV,
+                       timeout=120)
+    assert r.stdout.strip() == "3", r.stderr

@@ -4,6 +4,7 @@ so `cgotrace --help` stays instant (pyelftools alone costs ~50 ms to import)."""
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import sys
 from typing import Any
@@ -101,6 +102,15 @@ def nearest_options(ctx: click.Context | None, name: str) -> list[str]:
     return difflib.get_close_matches(name, names, n=1, cutoff=0.0)
 
 
+class Discard(io.TextIOBase):
+    """A text stream that keeps nothing (in place of a stdout/stderr that was closed)."""
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        return len(text)
+
+
 class ClosedPipeGuard:
     """A text stream that drops what it is given once its reader has gone (EPIPE).
 
@@ -154,7 +164,10 @@ def main(argv: list[str] | None = None) -> Any:
     """The console entry point: one line and a documented exit code for every failure
     (docs/exit-codes.md); a closed stdout or stderr never changes the exit status."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = ClosedPipeGuard(out), ClosedPipeGuard(err)
+    # None: cgotrace was started with that descriptor closed; its output goes nowhere (no
+    # descriptor is opened in its place: the traced program inherits the closed one)
+    sys.stdout = ClosedPipeGuard(out if out is not None else Discard())
+    sys.stderr = ClosedPipeGuard(err if err is not None else Discard())
     try:
         _main(argv)
     finally:
