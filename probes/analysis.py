@@ -16,6 +16,10 @@ Every access lands in one of four classes (`DependencyClass`, docs/findings.md):
 - runtime-file: a system file pure Go code read on its own (e.g. /etc/passwd under
   osusergo): listed and explained, not hidden.
 
+The class follows the caller of each access, never the path alone: /etc/nsswitch.conf read
+by Go's resolver and by a cgo user lookup is two dependencies, a runtime file (the Go
+caller) and a hidden one (the cgo caller), so each finding sees the accesses of its own.
+
 /proc, /sys and /dev (the kernel's) and stat/access/readlink probes are counted, not listed.
 """
 
@@ -60,6 +64,8 @@ class _CallerAgg:
     first_seq: int
     pid: int
     stack: tuple[Frame, ...] = ()
+    seqs: list[int] = field(default_factory=list)  # its first EVIDENCE_PER_DEPENDENCY
+    pids: dict[int, None] = field(default_factory=dict)
 
 
 @dataclass
@@ -152,10 +158,12 @@ class AnalysisBuilder:
             ckey = ("loader", None, None, None, None)
         c = agg.callers.get(ckey)
         if c is None:
-            agg.callers[ckey] = _CallerAgg(via, go_api, frame, cfn, origin, 1, a.seq, a.pid,
-                                           at.stack if at is not None else ())
-        else:
-            c.count += 1
+            c = agg.callers[ckey] = _CallerAgg(via, go_api, frame, cfn, origin, 0, a.seq,
+                                               a.pid, at.stack if at is not None else ())
+        c.count += 1
+        if len(c.seqs) < EVIDENCE_PER_DEPENDENCY:
+            c.seqs.append(a.seq)
+        c.pids.setdefault(a.pid)
 
     def event(self, e: ProcessEvent) -> None:
         if e.event != "fork":
@@ -212,9 +220,9 @@ class AnalysisBuilder:
             self._argv_cache = cache
         return cache
 
-    def _class_of(self, agg: _Agg) -> DependencyClass | None:
+    def _class_of(self, agg: _Agg, vias: set[str]) -> DependencyClass | None:
+        """The class of `agg`'s accesses made by callers with these vias (one caller's)."""
         kind = agg.kind
-        vias = {c.via for c in agg.callers.values()}
         if kind in ("interpreter", "startup-library") and not agg.hidden:
             return DependencyClass.DECLARED
         if agg.path in _LOADER_CONFIG and not agg.hidden:
@@ -243,20 +251,34 @@ class AnalysisBuilder:
                     prog_paths.setdefault(agg.path, reason)
                 prog_accesses += agg.count
                 continue
-            cls = self._class_of(agg)
-            if cls is None:
-                continue
             rule = knowledge.classify_path(agg.path)
-            callers = tuple(sorted(
-                (Caller(c.via, c.go_api, c.frame, c.c_function, c.origin, c.count,
-                        c.first_seq, c.pid, c.stack) for c in agg.callers.values()),
-                key=lambda c: c.first_seq))
-            deps.append(Dependency(
-                path=agg.path, result=agg.result, cls=cls, kind=agg.kind, count=agg.count,
-                callers=callers, feature=rule.feature if rule else None,
-                host_path=agg.host_path, absent=agg.result in _ABSENT,
-                seqs=tuple(agg.seqs), pids=tuple(agg.pids), syscalls=tuple(agg.syscalls)))
+            groups = self._by_class(agg)
+            for cls, group in groups.items():
+                callers = tuple(sorted(
+                    (Caller(c.via, c.go_api, c.frame, c.c_function, c.origin, c.count,
+                            c.first_seq, c.pid, c.stack) for c in group),
+                    key=lambda c: c.first_seq))
+                whole = len(groups) == 1  # the usual case: every access of the path
+                seqs = agg.seqs if whole else sorted(s for c in group for s in c.seqs)[
+                    :EVIDENCE_PER_DEPENDENCY]
+                pids = agg.pids if whole else {p: None for c in group for p in c.pids}
+                deps.append(Dependency(
+                    path=agg.path, result=agg.result, cls=cls, kind=agg.kind,
+                    count=sum(c.count for c in group), callers=callers,
+                    feature=rule.feature if rule else None, host_path=agg.host_path,
+                    absent=agg.result in _ABSENT, seqs=tuple(seqs), pids=tuple(pids),
+                    syscalls=tuple(agg.syscalls)))
         return fold_search_paths(deps), self._program_files(prog_paths, prog_accesses)
+
+    def _by_class(self, agg: _Agg) -> dict[DependencyClass, list[_CallerAgg]]:
+        """`agg`'s callers grouped by the class each one's accesses get (module docstring:
+        the class follows the caller); callers whose accesses are not listed are left out."""
+        groups: dict[DependencyClass, list[_CallerAgg]] = {}
+        for c in agg.callers.values():
+            cls = self._class_of(agg, {c.via})
+            if cls is not None:
+                groups.setdefault(cls, []).append(c)
+        return groups
 
     def _program_files(self, paths: dict[str, str], accesses: int) -> ProgramFiles:
         by_dir: Counter[str] = Counter()

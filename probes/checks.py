@@ -51,7 +51,15 @@ class _Vars(dict[str, str]):
         return ""
 
 
+# `{user_frame}` of a finding whose call site has no frame of the application's code (a
+# library's goroutine, a package initializer): said in words, never a bare "at".
+NO_USER_FRAME = "(no application frame on the stack)"
+
+
 def _fmt(text: str, values: dict[str, str]) -> str:
+    if not values.get("user_frame") and "{user_frame}" in text:
+        text = text.replace(" at {user_frame}", " {user_frame}")
+        values = {**values, "user_frame": NO_USER_FRAME}
     return string.Formatter().vformat(text, (), _Vars(values)).strip()
 
 

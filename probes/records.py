@@ -6,11 +6,17 @@ the gate, diff and matrix consume. A leaf: it imports only the trace model.
 from __future__ import annotations
 
 import os
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.errors import BadBinaryError
 from tracer.trace.model import DependencyClass, Finding, Frame, Severity
+
+# What a placeholder stands for in a rule's generic summary (one derived from its title)
+_GENERIC = {"go_api": "Go code", "c_function": "a C function", "interpreter": "the ELF "
+            "interpreter", "libraries": "libraries", "modules": "NSS modules",
+            "packages": "packages", "children": "other programs"}
 
 
 class RuleError(BadBinaryError):
@@ -29,6 +35,18 @@ class Rule:
     params: dict[str, Any] = field(default_factory=dict)  # for the check
     per: str = "site"  # "site": one finding per (Go API, user frame); "rule": one in all
     file: str = ""
+    summary_text: str = ""  # `summary`: the rule in general, no placeholders
+
+    @property
+    def summary(self) -> str:
+        """What the rule is about, without any one finding's site (SARIF's rule
+        shortDescription): `summary`, else the title with its placeholders in words."""
+        if self.summary_text:
+            return self.summary_text
+        text = self.title.replace(" at {user_frame}", "")
+        for name in {n for _, n, _, _ in string.Formatter().parse(text) if n}:
+            text = text.replace("{" + name + "}", _GENERIC.get(name, "..."))
+        return " ".join(text.split())
 
     @property
     def help_uri(self) -> str:

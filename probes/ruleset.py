@@ -37,7 +37,7 @@ TEXT_PARAMS = ("fix_missing",)
 MATCH_KEYS = {"path": list, "kind": list, "via": list, "class": list, "result": str,
               "go_api": list, "c_function": list}
 RULE_KEYS = {"id", "severity", "title", "explanation", "fix", "check", "match", "params",
-             "per"}
+             "per", "summary"}
 _CLASSES = ("declared", "hidden", "runtime-file", "program-file")
 _RESULTS = ("ok", "error", "absent", "any")
 
@@ -111,9 +111,13 @@ def parse_rule(raw: Any, file: str, index: int) -> Rule:
     per = raw.get("per", "site")
     if per not in ("site", "rule"):
         raise _fail(file, rid, "per", "must be 'site' or 'rule'")
+    summary = raw.get("summary", "")
+    if not isinstance(summary, str) or "{" in summary:
+        raise _fail(file, rid, "summary", "must be a string without placeholders")
     return Rule(id=rid, severity=severity, check=check,
                 match=_check_match(file, rid, match) if match is not None else {},
-                params=dict(params), per=per, file=file, **texts)
+                params=dict(params), per=per, file=file, summary_text=summary.strip(),
+                **texts)
 
 
 def load_file(path: str | os.PathLike[str]) -> tuple[Rule, ...]:

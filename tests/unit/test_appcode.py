@@ -9,6 +9,7 @@ from tracer.attribution.appcode import (
     AppCode,
     choose,
     goroutine_note,
+    is_exported,
     module_from_main_path,
     package_of,
     root_from_main_file,
@@ -106,6 +107,43 @@ def test_init_of_a_library_says_so() -> None:
     assert got[:2] == ("github.com/gohugoio/hugo/tpl.init.0.func1", "os.Stat")
     assert goroutine_note(_f("net/http.(*Server).Serve")) == \
         "goroutine started by net/http.(*Server).Serve"
+
+
+def test_exported_functions() -> None:
+    for fn in ("net.LookupHost", "net.(*Resolver).LookupIPAddr", "os/user.LookupId",
+               "net.(*conn).Read", "corp.test/a.Map[corp.test/b.T]", "pkg.Ünicode"):
+        assert is_exported(fn), fn
+    for fn in ("net.cgoLookupIP", "net.cgoLookupIP.func1", "net.(*Resolver).lookupIPAddr",
+               "net.doBlockingWithCtx[go.shape.int].func1", "net._C2func_getaddrinfo",
+               "os/user._Cfunc_mygetpwuid_r", "pkg.init.0", "pkg.init", "pkg.F.gowrap1",
+               "pkg.(*T).M-fm", "pkg.F.func2.1", "main.main"):
+        assert not is_exported(fn), fn
+
+
+def test_without_a_user_frame_the_api_is_the_exported_entry_point() -> None:
+    """A library goroutine (net/http dialing) resolved a name with no application frame on
+    any stack: the API was its internal closure or unexported method ("net.cgoLookupIP.func1
+    resolved names with glibc ... at"); it is the exported function that code was entered
+    through, walking inward past unexported functions and closures."""
+    got = _pick(MOD, ("getaddrinfo", "c"), ("runtime.cgocall", "go"),
+                ("net._C2func_getaddrinfo", "go"), ("net.cgoLookupHostIP", "go"),
+                ("net.cgoLookupIP.func1", "go"), ("net.(*Resolver).lookupIPAddr", "go"),
+                ("net.(*Resolver).internetAddrList", "go"),
+                ("net.(*Resolver).resolveAddrList", "go"), ("net.(*Dialer).DialContext", "go"),
+                ("net/http.(*Transport).dial", "go"), ("net/http.(*Transport).dialConn", "go"),
+                ("net/http.(*Transport).dialConnFor", "go"), ("runtime.goexit", "go"))
+    assert got == (None, "net.(*Dialer).DialContext", "net.(*Resolver).lookupIPAddr", None)
+    # a library's worker goroutine that runs a closure: the exported call inside it
+    got = _pick(MOD, ("os.Open", "go"), ("vendor.test/workpool.LookupUser.func1", "go"),
+                ("vendor.test/workpool.(*Group).Go.func1", "go"), ("runtime.goexit", "go"))
+    assert got[:2] == (None, "os.Open")
+    # a helper goroutine whose frames are all internal keeps its outermost function (the
+    # attributor then follows the creator chain to the call that started it)
+    got = _pick(MOD, ("getaddrinfo", "c"), ("runtime.cgocall", "go"),
+                ("net._C2func_getaddrinfo", "go"), ("net.cgoLookupServicePort", "go"),
+                ("net.cgoLookupPort.func1", "go"),
+                ("net.doBlockingWithCtx[go.shape.int].func1", "go"), ("runtime.goexit", "go"))
+    assert got[:2] == (None, "net.doBlockingWithCtx[go.shape.int].func1")
 
 
 def test_heuristic_without_build_info_uses_source_files() -> None:

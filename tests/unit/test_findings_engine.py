@@ -13,9 +13,26 @@ import pytest
 from probes.analysis import analyze
 from probes.records import RuleError, verdict
 from probes.ruleset import load_file, load_rules
-from tracer.gate import AllowListError, GateSpecError, apply_gate, load_allow, parse_fail_on
+from tracer.gate import (
+    AllowEntry,
+    AllowList,
+    AllowListError,
+    FailOn,
+    GateSpecError,
+    apply_gate,
+    load_allow,
+    parse_fail_on,
+)
 from tracer.reporters import available, render, want_color
-from tracer.trace.model import Access, AccessKind, Attribution, Frame, ProcessEvent, Via
+from tracer.trace.model import (
+    Access,
+    AccessKind,
+    Attribution,
+    ExitStatus,
+    Frame,
+    ProcessEvent,
+    Via,
+)
 
 GLIBC = {"interpreter": "/lib64/ld-linux-x86-64.so.2", "needed": ["libc.so.6"],
          "static": False, "libc": "glibc", "cgo": True, "is_go": True,
@@ -335,6 +352,47 @@ def test_parse_fail_on() -> None:
             parse_fail_on(bad)
 
 
+@pytest.mark.parametrize(("spec", "nearest"), [
+    ("hiden", "'hidden'"), ("warnings", "'warning'"), ("user-lookup-cg", "'user-lookup-cgo'"),
+    ("resolver-cg", "'resolver-cgo'"), ("misssing", "'missing'"),
+])
+def test_a_typo_in_fail_on_is_a_usage_error_naming_the_nearest_word(spec: str,
+                                                                     nearest: str) -> None:
+    """Taken as a finding id, a typo matched nothing and the gate passed (exit 0)."""
+    with pytest.raises(GateSpecError) as e:
+        parse_fail_on(f"error,{spec}")
+    assert e.value.exit_code == 2
+    assert f"did you mean {nearest}?" in e.value.message and spec in e.value.message
+
+
+def test_fail_on_globs_and_ids_are_checked_against_the_loaded_rules(tmp_path: Path) -> None:
+    with pytest.raises(GateSpecError, match="'resolvr-\\*' matches no finding id"):
+        parse_fail_on("resolvr-*")
+    assert parse_fail_on("resolver-*").ids == ("resolver-*",)
+    write_rule(tmp_path, match='path = ["/etc/pass*"]')
+    ids = {r.id for r in load_rules((str(tmp_path),))}
+    assert parse_fail_on("my-rule", ids).ids == ("my-rule",)  # --probes extras are known
+    with pytest.raises(GateSpecError, match="did you mean 'my-rule'"):
+        parse_fail_on("my-rul", ids)
+
+
+def test_an_incomplete_trace_fails_every_gate() -> None:
+    """A trace without its exit (the tracer was killed) passed `--fail-on hidden` of a
+    program that used nothing hidden yet; now it fails, whatever is allowed."""
+    pure = [acc("/etc/passwd", AccessKind.CONFIG, via=Via.GO, api="os/user.LookupId", line=3)]
+    complete = analyze(header(), pure, exit={"exit_code": 0, "code": 0})
+    assert not apply_gate(complete, parse_fail_on("hidden")).failed
+    cut = analyze(header(), pure, truncated=True)
+    for spec in ("hidden", "error", "nss-module"):
+        r = apply_gate(cut, parse_fail_on(spec))
+        assert r.failed and [f.rule for f in r.failing] == ["incomplete"]
+        assert "gate failed: incomplete: the trace ends before" in r.summary_line()
+    allow = AllowList((AllowEntry("*", "all"), AllowEntry("hidden", "all")))
+    assert apply_gate(cut, parse_fail_on("hidden"), allow).failed
+    # --allow alone is no gate: it marks findings and fails on nothing
+    assert not apply_gate(cut, FailOn(spec=""), allow).failed
+
+
 def test_gate_severity_threshold_ids_and_allow(tmp_path: Path) -> None:
     a = analyze(header(), cgo_user_trace())
     assert not apply_gate(a, parse_fail_on("error")).failed
@@ -356,6 +414,10 @@ def test_gate_severity_threshold_ids_and_allow(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "words"), [
+    ('[[allow]]\nid = "nss-modul"\nreason = "r"\n',
+     "key 'id': 'nss-modul' is not a known finding id (did you mean 'nss-module'?)"),
+    ('[[allow]]\nid = "hiden"\nreason = "r"\n', "(did you mean 'hidden'?)"),
+    ('[[allow]]\nid = "resolvr-*"\nreason = "r"\n', "'resolvr-*' matches no finding id"),
     ('[[allow]]\nid = "x"\n', "key 'reason' is required"),
     ('[[allow]]\nid = "x"\nreason = "r"\ncolour = 1\n', "unknown key 'colour'"),
     ("allow = 3\n", "array of tables"),
@@ -430,6 +492,7 @@ def test_report_cli_with_user_rules_and_a_bad_rule_file(tmp_path: Path) -> None:
         w.header(argv=["./app"], binary="/home/u/site/app", static=GLIBC, cwd="/home/u/site")
         for a in cgo_user_trace():
             w.access(a)
+        w.exit(ExitStatus(code=0))
     rules = tmp_path / "rules"
     rules.mkdir()
     write_rule(rules, match='path = ["/etc/passwd"]')
@@ -443,6 +506,9 @@ def test_report_cli_with_user_rules_and_a_bad_rule_file(tmp_path: Path) -> None:
     assert "my-rule" in {f["id"] for f in json.loads(r.stdout)["findings"]}
     r = cli("--probes", str(rules), "--fail-on", "my-rule", str(trace))
     assert r.returncode == 1 and "gate failed: my-rule" in r.stderr
+    # a --probes rule's id is known only with --probes: without it, a usage error
+    r = cli("--fail-on", "my-rule", str(trace))
+    assert r.returncode == 2 and r.stdout == "" and "'my-rule' is not a known" in r.stderr
     write_rule(rules, sev="fatal")
     r = cli("--probes", str(rules), str(trace))
     assert r.returncode == 3 and r.stdout == ""
@@ -513,3 +579,25 @@ def test_a_child_that_is_not_installed_is_not_a_missing_interpreter() -> None:
     assert "tried /usr/bin/rpm, which is not there" in child.explanation
     assert "rpm" not in child.fix and child.missing == ()
     assert verdict(a).status == "works"  # it got ENOENT and carried on
+
+
+def test_a_site_without_an_application_frame_says_so_in_words() -> None:
+    """A lookup made by a library's goroutine has no user frame: the title ended in a bare
+    "at" ("net.cgoLookupIP.func1 resolved names with glibc (cgo getaddrinfo) at")."""
+    trace = [acc("/etc/nsswitch.conf", AccessKind.CONFIG, hidden=True, via=Via.CGO,
+                 api="net.(*Dialer).DialContext", cfn="getaddrinfo"),
+             acc("/lib/x86_64-linux-gnu/libnss_db.so.2", AccessKind.DLOPEN_LIBRARY,
+                 result="ENOENT", hidden=True, via=Via.CGO, api="net.(*Dialer).DialContext",
+                 cfn="getaddrinfo")]
+    static = GLIBC | {"nsswitch": {"hosts": ["files", "db"]}}
+    found = {f.id: f for f in analyze(header(static=static), trace).findings}
+    assert found["resolver-cgo"].title == (
+        "net.(*Dialer).DialContext resolved names with glibc (cgo getaddrinfo) "
+        "(no application frame on the stack)")
+    assert found["nss-module"].title.startswith(
+        "glibc looked for NSS modules at run time for net.(*Dialer).DialContext "
+        "(no application frame on the stack): libnss_db.so.2")
+    for f in found.values():
+        assert not f.title.endswith(" at") and " at :" not in f.title and " at (" not in f.title
+    text = render(analyze(header(static=static), trace), "text")
+    assert " at\n" not in text

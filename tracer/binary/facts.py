@@ -639,6 +639,9 @@ def static_header(facts: StaticFacts) -> dict[str, Any]:
         "static": facts.static, "pie": facts.pie, "stripped": facts.stripped,
         "go_version": facts.go.version if facts.go else None, "libc": facts.elf.libc,
         "cgo": facts.cgo.linked,
+        # the build info's main module path: reports map source files to the repository
+        # with it (a -trimpath name is "<module>/<path in module>")
+        "main_module": facts.go.main if facts.go else None,
         "is_go": facts.is_go, "upx": facts.elf.upx,
         "cgo_packages": list(facts.cgo.std_packages),
         "third_party_cgo": list(facts.cgo.third_party),

@@ -29,6 +29,9 @@ from tracer.errors import ExitCode
               help="Extra finding rules: every *.toml with [[finding]] tables in DIR.")
 @click.option("--color/--no-color", default=None,
               help="Colour the report on stderr (default: on a terminal unless NO_COLOR).")
+@click.option("--source-root", type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="Name source files relative to DIR in --report files that locate them "
+              "(SARIF); default: the Go module root (the go.mod of the main module).")
 @click.option("--rootfs", metavar="ROOT",
               help="Run inside this root: a directory, an OCI layout, a `docker save` or root "
               "filesystem (`podman export`) tarball, or a preset built from this host "
@@ -57,9 +60,10 @@ from tracer.errors import ExitCode
 @click.pass_context
 def run(ctx: click.Context, output: str | None, json_file: str | None,
         reports: tuple[str, ...], quiet: bool, fail_on: str | None, allow: str | None,
-        probes: tuple[str, ...], color: bool | None, rootfs: str | None, image: str | None,
-        network: str | None, engine: str, env_vars: tuple[str, ...], env_file: str | None,
-        verbose: bool, no_stacks: bool, program: tuple[str, ...]) -> None:
+        probes: tuple[str, ...], color: bool | None, source_root: str | None,
+        rootfs: str | None, image: str | None, network: str | None, engine: str,
+        env_vars: tuple[str, ...], env_file: str | None, verbose: bool, no_stacks: bool,
+        program: tuple[str, ...]) -> None:
     """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
 
     stdin, stdout, stderr and the environment pass through (--env and --env-file change
@@ -68,7 +72,7 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     stderr; with --fail-on, a failed gate exits 121 (docs/exit-codes.md).
     """
     from tracer.attribution.policy import LazyAttributor
-    from tracer.cli._reporting import emit_reports, parse_report_specs
+    from tracer.cli._reporting import check_report_paths, emit_reports, parse_report_specs
     from tracer.commands.run import RunOptions, program_environment, trace_program
     from tracer.errors import CgotraceError
     from tracer.gate import gate, rules_for
@@ -76,12 +80,10 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     specs = parse_report_specs(reports) + ([("json", json_file)] if json_file else [])
     rules = rules_for(probes)
     if fail_on is not None or allow is not None:  # bad gate options fail before the run
-        from tracer.gate import load_allow, parse_fail_on
+        from tracer.gate import check_options
 
-        if fail_on is not None:
-            parse_fail_on(fail_on)
-        if allow is not None:
-            load_allow(allow)
+        check_options(fail_on, allow, rules)
+    check_report_paths(specs)  # as --output: an unwritable report fails before the run
     env = program_environment(env_file, env_vars)  # checked before the program starts
     debug = bool((ctx.obj or {}).get("debug"))
     attributor = None if no_stacks else LazyAttributor()
@@ -98,10 +100,10 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
         analysis = getattr(e, "analysis", None)
         if analysis is not None:  # on stderr only when it explains the failure
             emit_reports(analysis, specs, quiet or not analysis.findings, color,
-                         gate(analysis, fail_on, allow))
+                         gate(analysis, fail_on, allow), source_root)
         raise
     gated = gate(result.analysis, fail_on, allow)  # None without a gate (or findings)
-    emit_reports(result.analysis, specs, quiet, color, gated)
+    emit_reports(result.analysis, specs, quiet, color, gated, source_root)
     if not quiet and result.crash:
         print(result.crash, file=sys.stderr)
     if result.diagnosis is not None:  # the program never ran: say why even with -q

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from typing import TYPE_CHECKING, Protocol
@@ -57,9 +58,15 @@ def reporter(fmt: str) -> Reporter:
     return fn
 
 
-def render(analysis: Analysis, fmt: str, *, color: bool = False) -> str:
-    """The report of `analysis` in format `fmt` (text, json, and what `available()` adds)."""
-    return reporter(fmt)(analysis, color=color)
+def render(analysis: Analysis, fmt: str, *, color: bool = False,
+           source_root: str | None = None) -> str:
+    """The report of `analysis` in format `fmt` (text, json, and what `available()` adds).
+    `source_root` (`--source-root DIR`) goes to the formats that name source files by
+    location (their `render` takes it: SARIF); the others do not need it."""
+    fn = reporter(fmt)
+    if source_root is not None and "source_root" in inspect.signature(fn).parameters:
+        return fn(analysis, color=color, source_root=source_root)  # type: ignore[call-arg]
+    return fn(analysis, color=color)
 
 
 def want_color(stream: object = None) -> bool:

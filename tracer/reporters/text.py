@@ -183,7 +183,11 @@ def _details(a: Analysis, p: _Paint) -> list[str]:
     by_id: dict[str, list[Finding]] = {}
     for f in a.findings:
         by_id.setdefault(f.id, []).append(f)
-    deps = {(d.path, d.result): d for d in a.dependencies}
+    # a path may be two dependencies (its Go callers' and its cgo callers', each in its
+    # class): an evidence seq names the caller, and so the dependency
+    deps: dict[tuple[str, str], list[Dependency]] = {}
+    for d in a.dependencies:
+        deps.setdefault((d.path, d.result), []).append(d)
     for fid, group in by_id.items():
         f0 = group[0]
         out += ["", p.sev(f0, f"[{f0.severity.value}] {fid}") + f": {len(group)} site"
@@ -196,7 +200,7 @@ def _details(a: Analysis, p: _Paint) -> list[str]:
     return out
 
 
-def _finding_detail(f: Finding, deps: dict[tuple[str, str], Dependency],
+def _finding_detail(f: Finding, deps: dict[tuple[str, str], list[Dependency]],
                     p: _Paint) -> list[str]:
     site = _frame(f)
     head = f"  {f.go_api or ('(from static facts)' if not f.evidence else '(no Go call)')}" \
@@ -206,10 +210,11 @@ def _finding_detail(f: Finding, deps: dict[tuple[str, str], Dependency],
     # evidence -> (Go API, user frame) -> C function -> dependency, counts per site
     tree: dict[tuple[str | None, str], dict[str, list[tuple[Dependency, Caller]]]] = {}
     for e in f.evidence:
-        d = deps.get((e.path, e.result))
-        c = next((c for c in d.callers if c.first_seq == e.seq), None) if d else None
-        if d is None or c is None:
+        found = next(((d, c) for d in deps.get((e.path, e.result), ()) for c in d.callers
+                      if c.first_seq == e.seq), None)
+        if found is None:
             continue
+        d, c = found
         tree.setdefault((c.go_api, c.site), {}).setdefault(
             c.c_function or c.via, []).append((d, c))
     for (api, csite), by_cfn in tree.items():
@@ -250,8 +255,9 @@ def _status(d: Dependency, count: int) -> str:
 
 def _other_dependencies(a: Analysis, p: _Paint) -> list[str]:
     """Hidden dependencies and run-time files no finding covers, by Go API and site."""
-    covered = {(e.path, e.result) for f in a.findings for e in f.evidence}
-    rest = [d for d in a.dependencies if (d.path, d.result) not in covered
+    covered = {(e.path, e.result, e.seq) for f in a.findings for e in f.evidence}
+    rest = [d for d in a.dependencies
+            if not any((d.path, d.result, c.first_seq) in covered for c in d.callers)
             and d.cls in (DependencyClass.HIDDEN, DependencyClass.RUNTIME_FILE)]
     if not rest:
         return []
