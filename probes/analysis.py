@@ -118,7 +118,8 @@ class AnalysisBuilder:
         self.connections: dict[str, Counter[str]] = {}
         self.connections_more = 0
         attach = header.get("attach") if header.get("mode") == "attach" else None
-        self.attach = dict(attach) if isinstance(attach, dict) else None
+        # kept by reference: attach fills in start_time once every thread is seized
+        self.attach: dict[str, Any] | None = attach if isinstance(attach, dict) else None
         self.last_time = 0.0  # of the last access or event (seconds since the start)
 
     def add(self, a: Access) -> None:

@@ -133,6 +133,8 @@ def test_a_proxy_upstream_is_traffic_not_a_name_server(netdns: str,
     assert {a.kind for a in dials} == {AccessKind.NETWORK} and not any(a.hidden for a in dials)
     assert {a.result for a in dials} == {"EINPROGRESS"}  # Go's non-blocking connect
     an = result.analysis
+    assert an.attach["start_time"] == result.start_time  # the window, as the CLI reports it
+    assert an.attach["end_time"] == result.end_time and an.attach["detached"] is True
     assert not [d.path for d in an.dependencies if d.path == upstream]
     assert not [f.id for f in an.findings if upstream in f.paths]
     (conn,) = [c for c in an.connections if c.address == upstream]
