@@ -140,7 +140,7 @@ def test_a_proxy_upstream_is_traffic_not_a_name_server(netdns: str,
     (conn,) = [c for c in an.connections if c.address == upstream]
     assert conn.count == len(dials) and conn.results == (("ok", len(dials)),)
     text = render(an, "text")
-    assert f"program traffic: " in text and f"{upstream} x{len(dials)}" in text
+    assert "program traffic: " in text and f"{upstream} x{len(dials)}" in text
     assert "EINPROGRESS" not in text
     ids = [f.id for f in an.findings]
     names = {d.path: d for d in an.dependencies if d.path == "127.0.0.1:53"}

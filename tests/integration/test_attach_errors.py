@@ -2,8 +2,9 @@
 
 Each case makes the real condition (a reaped PID, a process under strace, a process of
 another user, cgotrace without CAP_SYS_PTRACE, a process that exits while attached, an
-ambiguous --name, an --output that cannot be written, a snapshot by an unprivileged user). Yama's ptrace_scope cannot be set on a kernel without Yama; its
-diagnosis is checked in tests/unit/test_attach_diagnosis.py.
+ambiguous --name, an --output that cannot be written, a snapshot by an unprivileged user).
+Yama's ptrace_scope cannot be set on a kernel without Yama; its diagnosis is checked in
+tests/unit/test_attach_diagnosis.py.
 """
 
 from __future__ import annotations

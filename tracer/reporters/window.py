@@ -61,14 +61,14 @@ def traffic_line(analysis: Analysis) -> str | None:
     if not conns:
         return None
     total = sum(c.count for c in conns) + analysis.connections_more
-    addrs = len(conns) + (1 if analysis.connections_more else 0)
+    addrs = len(conns)
     parts = []
     for c in conns[:TRAFFIC_ADDRESSES]:
         errs = ", ".join(f"{r} x{n}" for r, n in c.failures)
         parts.append(f"{c.address} x{c.count}" + (f" ({errs})" if errs else ""))
     more = len(conns) - TRAFFIC_ADDRESSES
     tail = (f" and {more} more" if more > 0 else "") + (
-        f" and {analysis.connections_more} connects to further addresses"
+        f"; {analysis.connections_more} more to addresses not kept"
         if analysis.connections_more else "")
     return (f"program traffic: {total} connect{'s' if total != 1 else ''} to "
             f"{'more than ' if analysis.connections_more else ''}{addrs} "
