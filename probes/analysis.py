@@ -21,6 +21,10 @@ by Go's resolver and by a cgo user lookup is two dependencies, a runtime file (t
 caller) and a hidden one (the cgo caller), so each finding sees the accesses of its own.
 
 /proc, /sys and /dev (the kernel's) and stat/access/readlink probes are counted, not listed.
+A connect that is not to a name server or an NSS daemon (kind `network`: an upstream, a
+database, a peer) is the program's own traffic: counted per address (`Analysis.connections`),
+never a dependency. A connect's kind is decided again here from the header's recorded name
+servers (`probes.knowledge.connect_kind`), so a trace recorded before that rule reads the same.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probes import checks, knowledge, ruleset
-from probes.records import Analysis, Caller, Dependency, ProgramFiles
+from probes.records import Analysis, Caller, Connection, Dependency, ProgramFiles
 from tracer.trace.model import (
     Access,
     AccessKind,
@@ -47,6 +51,8 @@ FOLD_MIN_DIRS = 3  # failed lookups of one name across this many directories fol
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
 _ABSENT = ("ENOENT", "ENOTDIR", "ELOOP")
 _LOADER_CONFIG = ("/etc/ld.so.cache", "/etc/ld.so.preload")
+MAX_CONNECTIONS = 256  # distinct addresses of the program's own traffic kept by address
+TRACER_DIED = "cgotrace died while attached (killed, or it crashed); the kernel detached it"
 
 
 
@@ -114,28 +120,43 @@ class AnalysisBuilder:
         self.first_pid: int | None = None
         self.unsymbolized: dict[str, None] = {}
         self.written: set[str] = set()
+        self.nameservers = knowledge.nameservers_of(header)
+        self.connections: dict[str, Counter[str]] = {}
+        self.connections_more = 0
+        attach = header.get("attach") if header.get("mode") == "attach" else None
+        # kept by reference: attach fills in start_time once every thread is seized
+        self.attach: dict[str, Any] | None = attach if isinstance(attach, dict) else None
+        self.last_time = 0.0  # of the last access or event (seconds since the start)
 
     def add(self, a: Access) -> None:
         first = not self.counts
-        self.counts[a.kind.value] += 1
+        kind = a.kind
+        if a.syscall == "connect" and kind is not AccessKind.RUNTIME:
+            kind = knowledge.connect_kind(a.path, self.nameservers)
+        self.counts[kind.value] += 1
+        self.last_time = max(self.last_time, a.time)
         if self.first_pid is None:
             self.first_pid = a.pid
-        if first and a.kind == AccessKind.EXECUTABLE:  # the traced program's own exec
+        if first and kind == AccessKind.EXECUTABLE:  # the traced program's own exec
             self.exes[a.path] = None
             if a.host_path:
                 self.exes[a.host_path] = None
-        if a.kind in (AccessKind.RUNTIME, AccessKind.PROBE):
+        if kind in (AccessKind.RUNTIME, AccessKind.PROBE):
             return
-        key = (a.path, a.result)
+        result = knowledge.access_result(a.syscall, a.result)
+        if kind is AccessKind.NETWORK:
+            self._connection(a.path, result)
+            return
+        key = (a.path, result)
         agg = self.aggs.get(key)
         if agg is None:
-            agg = self.aggs[key] = _Agg(a.path, a.result, a.kind.value)
+            agg = self.aggs[key] = _Agg(a.path, result, kind.value)
         agg.count += 1
         agg.hidden = agg.hidden or a.hidden
         agg.host_path = agg.host_path or a.host_path
         if _is_write(a):
             agg.written = True
-            if a.result == "ok":
+            if result == "ok":
                 self.written.add(a.path)
         if len(agg.seqs) < EVIDENCE_PER_DEPENDENCY:
             agg.seqs.append(a.seq)
@@ -152,8 +173,8 @@ class AnalysisBuilder:
         else:
             ckey = ("unknown", None, None, None, None)
             via, go_api, frame, cfn, origin = "unknown", None, None, None, None
-        if a.kind == AccessKind.INTERPRETER or (a.kind == AccessKind.STARTUP_LIBRARY
-                                                and at is None):
+        if kind == AccessKind.INTERPRETER or (kind == AccessKind.STARTUP_LIBRARY
+                                              and at is None):
             via = "loader"
             ckey = ("loader", None, None, None, None)
         c = agg.callers.get(ckey)
@@ -165,7 +186,17 @@ class AnalysisBuilder:
             c.seqs.append(a.seq)
         c.pids.setdefault(a.pid)
 
+    def _connection(self, address: str, result: str) -> None:
+        results = self.connections.get(address)
+        if results is None:
+            if len(self.connections) >= MAX_CONNECTIONS:
+                self.connections_more += 1
+                return
+            results = self.connections[address] = Counter()
+        results[result] += 1
+
     def event(self, e: ProcessEvent) -> None:
+        self.last_time = max(self.last_time, e.time)
         if e.event != "fork":
             self.events.append(e)
 
@@ -174,17 +205,43 @@ class AnalysisBuilder:
                source: str = "trace") -> Analysis:
         deps, program = self._classify()
         ex = exit.to_dict() if isinstance(exit, ExitStatus) else exit
+        attach = self._attach_window(ex)
         base = Analysis(findings=(), dependencies=tuple(deps), program_files=program,
                         static=self.static, exit=ex, diagnoses=tuple(diagnoses),
                         source=source, counts=dict(sorted(self.counts.items())),
                         argv=self.argv, binary=self.binary, cwd=self.cwd, env=self.env,
                         truncated=truncated, unsymbolized=tuple(self.unsymbolized),
                         sandbox=str(self.sandbox) if self.sandbox else None,
-                        executables=tuple(self.exes))
+                        executables=tuple(self.exes), connections=self._connections(),
+                        connections_more=self.connections_more, attach=attach)
         rules = self.rules if self.rules is not None else ruleset.default_rules()
         findings = checks.run_rules(rules, base, tuple(self.events))
         return Analysis(**{**base.__dict__, "findings": tuple(findings),
                            "rules": tuple(rules)})
+
+    def _connections(self) -> tuple[Connection, ...]:
+        out = [Connection(addr, sum(r.values()), tuple(r.most_common()))
+               for addr, r in self.connections.items()]
+        return tuple(sorted(out, key=lambda c: (-c.count, c.address)))
+
+    def _attach_window(self, ex: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The attach window of an attach's trace: the header's (pid, start_time, ...) and
+        the exit line's (end_time, ended, detached). No exit line: cgotrace died while
+        attached (`tracer_died`), and the window ends at the last record seen."""
+        if self.attach is None:
+            return None
+        window = {k: v for k, v in self.attach.items() if k != "nspid"}
+        end = (ex or {}).get("attach")
+        if isinstance(end, dict):
+            window.update({k: v for k, v in end.items() if k != "nspid"})
+            window.setdefault("tracer_died", False)
+        elif ex is None:
+            start = window.get("start_time")
+            window.update({"ended": TRACER_DIED, "detached": True, "tracer_died": True,
+                           "end_time": None,
+                           "last_seen": start + self.last_time
+                           if isinstance(start, (int, float)) else None})
+        return window
 
     # --- classification ------------------------------------------------------------------
     def _program_reason(self, agg: _Agg) -> str | None:
@@ -251,7 +308,11 @@ class AnalysisBuilder:
                     prog_paths.setdefault(agg.path, reason)
                 prog_accesses += agg.count
                 continue
-            rule = knowledge.classify_path(agg.path)
+            feature = knowledge.connect_feature(agg.path, agg.kind) \
+                if "connect" in agg.syscalls else None
+            if feature is None:
+                rule = knowledge.classify_path(agg.path)
+                feature = rule.feature if rule else None
             groups = self._by_class(agg)
             for cls, group in groups.items():
                 callers = tuple(sorted(
@@ -264,10 +325,9 @@ class AnalysisBuilder:
                 pids = agg.pids if whole else {p: None for c in group for p in c.pids}
                 deps.append(Dependency(
                     path=agg.path, result=agg.result, cls=cls, kind=agg.kind,
-                    count=sum(c.count for c in group), callers=callers,
-                    feature=rule.feature if rule else None, host_path=agg.host_path,
-                    absent=agg.result in _ABSENT, seqs=tuple(seqs), pids=tuple(pids),
-                    syscalls=tuple(agg.syscalls)))
+                    count=sum(c.count for c in group), callers=callers, feature=feature,
+                    host_path=agg.host_path, absent=agg.result in _ABSENT,
+                    seqs=tuple(seqs), pids=tuple(pids), syscalls=tuple(agg.syscalls)))
         return fold_search_paths(deps), self._program_files(prog_paths, prog_accesses)
 
     def _by_class(self, agg: _Agg) -> dict[DependencyClass, list[_CallerAgg]]:

@@ -69,16 +69,25 @@ def _join(items: Iterable[str], limit: int = 12) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def _dockerfile(deps: Iterable[Dependency]) -> tuple[str, ...]:
-    """COPY lines for exactly the files seen (never sockets, never the absent), from a build
-    stage that has them at the same paths; a directory is left out when a file under it
-    is copied."""
-    paths = list(dict.fromkeys(d.path for d in deps if d.result == "ok" and not d.absent
+# Files every container runtime (docker, podman, Kubernetes) bind-mounts over the image's own
+# at start: a COPY of them is never seen, so a fix names them instead of copying them.
+RUNTIME_MOUNTED = ("/etc/resolv.conf", "/etc/hosts", "/etc/hostname")
+MOUNTED_NOTE = ("Not copied: {paths}: container runtimes (docker, podman, Kubernetes) mount "
+                "their own over the image's in every container; check the runtime's DNS and "
+                "host settings instead.")
+
+
+def _dockerfile(deps: Iterable[Dependency]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(COPY lines for exactly the files seen, from a build stage that has them at the same
+    paths; the files seen that the container runtime mounts, RUNTIME_MOUNTED). Never
+    sockets, never the absent; a directory is left out when a file under it is copied."""
+    paths = list(dict.fromkeys(posixpath.normpath(d.path) for d in deps
+                               if d.result == "ok" and not d.absent
                                and d.kind in _FILE_KINDS and d.path.startswith("/")))
-    keep = [p for p in paths if not any(q != p and q.startswith(p.rstrip("/") + "/")
-                                        for q in paths)]
-    return tuple(f"COPY --from=build {p} {p}" for p in
-                 dict.fromkeys(posixpath.normpath(p) for p in keep))
+    mounted = tuple(p for p in paths if p in RUNTIME_MOUNTED)
+    keep = [p for p in paths if p not in RUNTIME_MOUNTED
+            and not any(q != p and q.startswith(p.rstrip("/") + "/") for q in paths)]
+    return tuple(f"COPY --from=build {p} {p}" for p in keep), mounted
 
 
 def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = None,
@@ -99,7 +108,7 @@ def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = 
          "tried": _join(tried), "missing": _join(missing), "count": str(len(deps)),
          "first": found[0] if found else "", "pids": _join(str(p) for d in deps for p in d.pids)}
     v.update(values or {})
-    docker = _dockerfile(deps) if dockerfile else ()
+    docker, mounted = _dockerfile(deps) if dockerfile else ((), ())
     v["dockerfile"] = "\n".join(docker)
     evidence = tuple(sorted(
         {Evidence(seq=c.first_seq, path=d.path, result=d.result, via=c.via,
@@ -108,6 +117,8 @@ def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = 
     fix = _fmt(rule.fix, v)
     while not docker and fix.endswith(":"):  # "Or ship these:" with nothing to ship
         fix = fix.rsplit("\n", 1)[0] if "\n" in fix else fix.rstrip(":")
+    if mounted and "{dockerfile}" in rule.fix:
+        fix += "\n" + MOUNTED_NOTE.format(paths=" and ".join(mounted))
     return Finding(id=rule.id, severity=rule.severity, title=_fmt(rule.title, v),
                    explanation=_fmt(rule.explanation, v), fix=fix,
                    go_api=first.go_api if first else None,
@@ -232,18 +243,24 @@ def _resolver_reason(ctx: Context, go_api: str | None, static_reason: str) -> st
 
 def check_go_feature(rule: Rule, ctx: Context) -> list[Finding]:
     """Run-time files pure Go code read for a feature (params.go_api globs or
-    params.features). params.needs (globs) names the files the feature cannot do without;
-    params.when = "found" keeps the sites that read a file, "missing" the sites where a
-    needed file was absent (it is then `missing`: the verdict is degraded)."""
+    params.features; a name server's connect has feature `resolver`). params.needs (globs)
+    names the files the feature cannot do without; params.when = "found" keeps the sites
+    that read a file, "missing" the sites where a needed file was absent (it is then
+    `missing`: the verdict is degraded). params.decides (globs) names the files Go reads
+    only to choose between itself and the C library: a site that read nothing else, where
+    params.cgo_feature's C functions then ran, handed the work to cgo (no finding here)."""
     apis = rule.params.get("go_api", [])
     feats = rule.params.get("features", [])
     items = [(d, c) for d in ctx.deps(RUNTIME) for c in d.callers
-             if c.via == "go" and (_glob(_api_of(c), apis) and (not feats or d.feature in feats
-                                                                or d.kind == "socket"))]
+             if c.via == "go" and _glob(_api_of(c), apis) and (not feats or d.feature in feats)]
     sel = ctx.static.get(str(rule.params.get("selection", "")), {}) or {}
     when = rule.params.get("when")
+    decides = rule.params.get("decides", [])
     out = []
     for group in by_site(rule, items):
+        if decides and all(_glob(d.path, decides) for d, _ in group) and _cgo_ran_at(
+                ctx, group[0][1], str(rule.params.get("cgo_feature", ""))):
+            continue
         missing = [d.path for d, _ in group if d.absent
                    and _glob(d.path, rule.params.get("needs", []))]
         if when == "missing" and not missing:
@@ -254,6 +271,14 @@ def check_go_feature(rule: Rule, ctx: Context) -> list[Finding]:
                                               "env": _env(ctx, rule)},
                                 missing=missing if when == "missing" else ()))
     return out
+
+
+def _cgo_ran_at(ctx: Context, site: Caller, feature: str) -> bool:
+    """Whether the C functions of `feature` ran through cgo at the (Go API, user frame) of
+    `site`."""
+    cfns = _feature_c_functions(feature)
+    return any(c.via == "cgo" and c.c_function in cfns and (c.go_api, c.site)
+               == (site.go_api, site.site) for d in ctx.deps(HIDDEN) for c in d.callers)
 
 
 def _env(ctx: Context, rule: Rule) -> str:

@@ -601,3 +601,141 @@ def test_a_site_without_an_application_frame_says_so_in_words() -> None:
         assert not f.title.endswith(" at") and " at :" not in f.title and " at (" not in f.title
     text = render(analyze(header(static=static), trace), "text")
     assert " at\n" not in text
+
+
+# --- connects: name servers vs the program's own traffic ----------------------------------
+
+def _dial(result: str = "EINPROGRESS", kind: AccessKind = AccessKind.SOCKET,
+          path: str = "127.0.0.1:8080") -> Access:
+    """A reverse proxy's connect to its upstream as cgotrace before the name-server rule
+    recorded it: kind socket, hidden."""
+    return acc(path, kind, result=result, hidden=kind is AccessKind.SOCKET,
+               syscall="connect", via=Via.GO, api="net.(*Dialer).DialContext", line=88)
+
+
+def test_a_connect_to_an_upstream_is_traffic_not_a_name_server() -> None:
+    static = GLIBC | {"resolver": {"implementation": "go+cgo", "reason": "default"}}
+    trace = [_dial() for _ in range(2219)] + [_dial("ECONNREFUSED", path="127.0.0.1:8081")]
+    a = analyze(header(static=static), trace)
+    assert not [d for d in a.dependencies if d.path.startswith("127.0.0.1:")]
+    assert not [f for f in a.findings if any("127.0.0.1" in p for p in f.paths)]
+    assert a.counts == {"network": 2220}
+    assert [(c.address, c.count, c.results) for c in a.connections] == [
+        ("127.0.0.1:8080", 2219, (("ok", 2219),)),  # EINPROGRESS: normal, not an error
+        ("127.0.0.1:8081", 1, (("ECONNREFUSED", 1),))]
+    text = render(a, "text")
+    assert "run-time files" not in text and "EINPROGRESS" not in text
+    assert ("program traffic: 2220 connects to 2 addresses: 127.0.0.1:8080 x2219, "
+            "127.0.0.1:8081 x1 (ECONNREFUSED x1)") in text
+    doc = json.loads(render(a, "json"))
+    assert doc["connections"][0] == {"address": "127.0.0.1:8080", "count": 2219,
+                                     "results": {"ok": 2219}}
+
+
+def test_cgo_lookup_then_dial_at_one_site_is_resolver_cgo_only() -> None:
+    """GODEBUG=netdns=cgo: getaddrinfo resolves the upstream's name, then Go dials it. Go's
+    resolver never ran, so no resolver-go at that site."""
+    site = {"via": Via.CGO, "api": "net.(*Dialer).DialContext", "cfn": "getaddrinfo",
+            "line": 88}
+    trace = [acc("/etc/nsswitch.conf", AccessKind.CONFIG, hidden=True, **site),
+             acc("/etc/hosts", AccessKind.CONFIG, hidden=True, **site),
+             _dial(), _dial()]
+    h = header() | {"env": {"GODEBUG": "netdns=cgo"}}
+    ids = [f.id for f in analyze(h, trace).findings]
+    assert "resolver-cgo" in ids and "resolver-go" not in ids
+    # Go read only what decides the resolver (resolv.conf, nsswitch.conf), then cgo ran
+    decide = [acc(p, AccessKind.CONFIG, hidden=True, via=Via.GO,
+                  api="net.(*Dialer).DialContext", line=88)
+              for p in ("/etc/resolv.conf", "/etc/nsswitch.conf")]
+    ids = [f.id for f in analyze(header(), decide + trace).findings]
+    assert "resolver-cgo" in ids and "resolver-go" not in ids
+    # where Go's resolver did the lookup (a query to the name server), it is resolver-go
+    go = decide + [acc("127.0.0.1:53", AccessKind.SOCKET, hidden=True, syscall="connect",
+                       via=Via.GO, api="net.(*Dialer).DialContext", line=88), _dial()]
+    (f,) = [f for f in analyze(header(), go).findings if f.id == "resolver-go"]
+    assert f.paths == ("/etc/resolv.conf", "/etc/nsswitch.conf", "127.0.0.1:53")
+
+
+def test_name_servers_are_those_of_the_resolv_conf_in_force() -> None:
+    h = header() | {"resolv_conf": {"path": "/etc/resolv.conf", "found": True,
+                                    "nameservers": ["10.0.0.2"]}}
+    q = {"syscall": "connect", "via": Via.GO, "api": "net.(*Resolver).LookupHost", "line": 4}
+    trace = [acc("10.0.0.2:53", AccessKind.SOCKET, result="EINPROGRESS", hidden=True, **q),
+             acc("8.8.8.8:53", AccessKind.SOCKET, hidden=True, **q)]  # its own DNS client
+    a = analyze(h, trace)
+    (dep,) = a.dependencies
+    assert (dep.path, dep.result, dep.feature) == ("10.0.0.2:53", "ok", "resolver")
+    assert [c.address for c in a.connections] == ["8.8.8.8:53"]
+
+
+# --- attach: the window, and a verdict about the program -----------------------------------
+
+def _attach_header(start: float = 1_700_000_000.0) -> dict[str, Any]:
+    return header() | {"mode": "attach", "attach": {"pid": 4242, "nspid": [4242],
+                                                    "name": "caddy", "start_time": start}}
+
+
+def test_attach_whose_tracer_died_is_not_a_failing_program() -> None:
+    trace = [acc("/etc/passwd", AccessKind.CONFIG, hidden=True, via=Via.GO,
+                 api="os/user.LookupId", line=9)]
+    trace[0] = Access(**{**trace[0].__dict__, "time": 12.5})
+    a = analyze(_attach_header(), trace, exit=None, truncated=True)  # no exit line
+    v = verdict(a)
+    assert v.status == "works" and "cgotrace died while attached" in v.notes[0]
+    assert a.attach is not None and a.attach["tracer_died"] is True
+    assert a.attach["last_seen"] == 1_700_000_012.5
+    text = render(a, "text")
+    assert "verdict: works" in text and "fails" not in text
+    assert "attached to pid 4242 (caddy) from 2023-11-14T22:13:20Z to an unknown end " \
+           "(last record 2023-11-14T22:13:32Z)" in text
+    assert "cgotrace died while attached" in text.splitlines()[0]
+    html = render(a, "html")
+    assert "attached to pid 4242 (caddy)" in html and "cgotrace died while attached" in html
+    doc = json.loads(render(a, "json"))
+    assert doc["attach"]["tracer_died"] is True and doc["verdict"]["verdict"] == "works"
+
+
+def test_attach_that_detached_says_still_running_and_no_exit_code() -> None:
+    from tracer.trace.model import ExitStatus
+
+    ended = {"end_time": 1_700_000_003.0, "ended": "duration of 3 s over, detached",
+             "detached": True}
+    a = analyze(_attach_header(), [], exit={**ExitStatus(code=None).to_dict(),
+                                            "attach": ended})
+    assert a.exit is not None and a.exit["exit_code"] is None  # not 0: it never exited
+    text = render(a, "text")
+    assert "still running at detach (duration of 3 s over, detached)" in text.splitlines()[0]
+    assert "from 2023-11-14T22:13:20Z to 2023-11-14T22:13:23Z (3.0 s)" in text
+    assert verdict(a).status == "works" and "still running at detach" in verdict(a).notes[0]
+    assert "still running at detach" in render(a, "html")
+    doc = json.loads(render(a, "json"))
+    assert doc["exit"]["exit_code"] is None and doc["attach"]["detached"] is True
+    # a process that exited during the attach is judged by its status, as a run is
+    exited = analyze(_attach_header(), [], exit={"exit_code": 3, "code": 3, "attach": {
+        "end_time": 1_700_000_002.0, "ended": "process exited with code 3",
+        "detached": False}})
+    assert verdict(exited).reasons == ("exit status 3",)
+    assert "process exited with code 3" in render(exited, "text").splitlines()[0]
+
+
+def test_the_report_json_validates_for_attach_and_traffic() -> None:
+    import jsonschema
+
+    from tracer.reporters.jsonreport import schema
+
+    a = analyze(_attach_header(), [_dial()], exit=None, truncated=True)
+    jsonschema.validate(json.loads(render(a, "json")), schema())
+
+
+def test_fixes_never_copy_what_the_container_runtime_mounts() -> None:
+    site = {"via": Via.CGO, "api": "net.LookupHost", "cfn": "getaddrinfo", "line": 12}
+    trace = [acc(p, AccessKind.CONFIG, hidden=True, **site)
+             for p in ("/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf")]
+    (f,) = [f for f in analyze(header(), trace).findings if f.id == "resolver-cgo"]
+    assert f.dockerfile == ("COPY --from=build /etc/nsswitch.conf /etc/nsswitch.conf",)
+    assert "COPY --from=build /etc/hosts" not in f.fix
+    assert "Not copied: /etc/hosts and /etc/resolv.conf: container runtimes" in f.fix
+    only = [t for t in trace if t.path != "/etc/nsswitch.conf"]
+    (f,) = [f for f in analyze(header(), only).findings if f.id == "resolver-cgo"]
+    assert f.dockerfile == () and "COPY" not in f.fix and "Or ship" not in f.fix
+    assert "Not copied: /etc/hosts and /etc/resolv.conf" in f.fix

@@ -50,8 +50,9 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
 
     Exit codes: 0 detached; 1 the --fail-on gate failed; 6 the process ended during the
     attach (the trace is kept; wins over 1); 2 usage or an ambiguous --name; 4 no such
-    process; 5 ptrace refused (the message names Yama, ownership, CAP_SYS_PTRACE or the
-    tracer already attached) (docs/exit-codes.md).
+    process, or no directory for --output (checked before the process is seized); 5
+    ptrace refused (the message names Yama, ownership, CAP_SYS_PTRACE or the tracer
+    already attached) (docs/exit-codes.md).
     """
     from tracer.cli._reporting import check_report_paths, emit_reports, parse_report_specs
     from tracer.commands.attach import STEPPING_NOTE, AttachOptions, attach_process, find_by_name

@@ -30,7 +30,7 @@ from tracer.errors import (
 )
 from tracer.process import procfs
 from tracer.recording.collector import AttributionHook, EventCollector
-from tracer.recording.header import RunFacts, recorded_env, static_facts
+from tracer.recording.header import RunFacts, recorded_env, resolv_conf, static_facts
 from tracer.recording.pipeline import Recording
 from tracer.trace.model import Access, ExitStatus, ProcessEvent
 
@@ -198,12 +198,7 @@ def _header(facts: procfs.ProcessFacts, static: dict[str, Any]) -> dict[str, Any
     cwd = None
     with contextlib.suppress(OSError):
         cwd = os.readlink(f"/proc/{facts.pid}/cwd")
-    env: dict[str, str] = {}
-    with contextlib.suppress(OSError), open(f"/proc/{facts.pid}/environ", "rb") as f:
-        for item in f.read().split(b"\0"):
-            key, sep, value = item.decode(errors="surrogateescape").partition("=")
-            if sep:
-                env[key] = value
+    env = procfs.environ(facts.pid)
     binary = facts.exe or facts.exe_host_path
     real = binary
     if facts.exe is not None and not facts.in_container:
@@ -211,6 +206,7 @@ def _header(facts: procfs.ProcessFacts, static: dict[str, Any]) -> dict[str, Any
             real = os.path.realpath(binary)
     return {"argv": list(facts.cmdline), "binary": binary, "binary_realpath": real,
             "static": static, "cwd": cwd, "env": recorded_env(env), "sandbox": None,
+            "resolv_conf": resolv_conf(f"/proc/{facts.pid}/root/etc/resolv.conf"),
             "mode": "attach",
             "attach": {"pid": facts.pid, "nspid": list(facts.nspid), "name": facts.name,
                        "exe": facts.exe, "root": facts.root,

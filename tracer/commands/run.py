@@ -26,7 +26,7 @@ from tracer.errors import (
     TracerError,
 )
 from tracer.recording.collector import AttributionHook, EventCollector
-from tracer.recording.header import inspect_or_none, recorded_env, static_facts
+from tracer.recording.header import inspect_or_none, recorded_env, resolv_conf, static_facts
 from tracer.recording.pipeline import Recording
 from tracer.sandbox.launch import (
     LaunchSpec,
@@ -160,7 +160,8 @@ def trace_program(opts: RunOptions) -> RunResult:
         "argv": opts.argv, "binary": os.path.abspath(program),
         "binary_realpath": os.path.realpath(program), "static": facts.summary,
         "cwd": _cwd(prepared), "env": recorded_env(env),
-        "sandbox": prepared.label if prepared is not None else None}
+        "sandbox": prepared.label if prepared is not None else None,
+        "resolv_conf": resolv_conf(_resolv_conf_file(prepared))}
     # the exe path the tracee reports: its real path, or its path inside the root
     exes = [os.path.realpath(program)] + ([in_root] if in_root is not None else [])
     rec = Recording(header, facts=facts, exe_paths=exes, output=opts.output,
@@ -266,6 +267,16 @@ def _cwd(prepared: Any) -> str:
     if prepared is not None and getattr(prepared, "root", None) is not None:
         return "/"
     return os.getcwd()
+
+
+def _resolv_conf_file(prepared: Any) -> str:
+    """Where the resolv.conf the program will read lies on the host: the file a sandbox
+    binds over /etc/resolv.conf, the root's own, or the host's."""
+    if prepared is None:
+        return "/etc/resolv.conf"
+    from tracer.sandbox.container import host_path
+
+    return host_path(prepared, "/etc/resolv.conf") or "/etc/resolv.conf"
 
 
 def _engine_for(tracee: Any) -> PtraceEngine:

@@ -34,6 +34,26 @@ def recorded_env(env: dict[str, str]) -> dict[str, str]:
     return {k: env[k] for k in RECORDED_ENV if k in env}
 
 
+def resolv_conf(host_file: str, seen_as: str = "/etc/resolv.conf") -> dict[str, Any] | None:
+    """The header's `resolv_conf`: the name servers of the resolv.conf the program will
+    read (`host_file` is where cgotrace can read it: the file bound over it in a sandbox,
+    /proc/PID/root/etc/resolv.conf for a running process). A missing file records the
+    resolvers' defaults (127.0.0.1 and ::1) with `found` false; an unreadable one records
+    nothing (any port 53 then counts as a name server). Read once, at the start: a file
+    changed while the program runs is not followed."""
+    from probes.knowledge import parse_nameservers
+
+    try:
+        with open(host_file, encoding="utf-8", errors="replace") as f:
+            text = f.read(65536)
+        found = True
+    except (FileNotFoundError, NotADirectoryError):
+        text, found = "", False
+    except OSError:
+        return None
+    return {"path": seen_as, "found": found, "nameservers": list(parse_nameservers(text))}
+
+
 def inspect_or_none(path: str, rootfs: str | None = None,
                     path_in_root: str | None = None) -> Any:
     """`inspect_binary`, resolved inside `rootfs` when given; None when the binary cannot be

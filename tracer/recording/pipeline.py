@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from probes.knowledge import nameservers_of
 from tracer.errors import output_error
 from tracer.recording.classify import Classifier
 from tracer.recording.collector import AttributionHook, EventCollector
@@ -41,7 +42,7 @@ class Recording:
                  host_path_of: Callable[[str], str | None] | None = None,
                  extra: Callable[[Access], None] | None = None) -> None:
         self.header = header
-        self.classifier = Classifier()
+        self.classifier = Classifier(nameservers=nameservers_of(header))
         if facts.closure is not None:
             for exe in exe_paths:  # each name the tracee may report for its executable
                 self.classifier.seed(exe, facts.closure)

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from tracer.reporters import window
 from tracer.trace.model import DependencyClass, Finding, Severity
 
 if TYPE_CHECKING:
@@ -58,9 +59,9 @@ def _headline(a: Analysis) -> str:
                         ("no cgo" if s.get("is_go") else None), s.get("libc"),
                         "static" if s.get("static") else "dynamic" if s else None) if b]
     ex = a.exit or {}
-    attach = ex.get("attach")
-    if isinstance(attach, dict) and attach.get("detached"):  # attach left it running
-        status = "attached, then detached (still running)"
+    attached = window.attach_status(a)
+    if attached is not None:  # an attach: how it ended, never an exit the program did not make
+        status = attached
     elif ex.get("signal_name"):
         status = f"killed by {ex['signal_name']}"
     elif ex:
@@ -94,8 +95,15 @@ def _verdict_line(a: Analysis, p: _Paint) -> str:
 
 
 def _summary(a: Analysis, p: _Paint) -> list[str]:
-    out = [p.bold(_headline(a)), _verdict_line(a, p)]
-    if a.truncated:
+    out = [p.bold(_headline(a))]
+    span = window.attach_window(a)
+    if span is not None:
+        out.append(span)
+    out.append(_verdict_line(a, p))
+    from probes.records import verdict
+
+    out += [f"  ({note})" for note in verdict(a).notes]
+    if a.truncated and a.attach is None:
         out.append("(the trace is incomplete: the tracer stopped before the program ended)")
     for d in a.diagnoses:
         out.append(f"diagnosis: {d.get('message') or d}")
@@ -108,6 +116,9 @@ def _summary(a: Analysis, p: _Paint) -> list[str]:
             out.append(f"  ... and {len(a.findings) - SUMMARY_FINDINGS} more (details below)")
     out += ["", p.bold("READELF/LDD vs RUN TIME"), *_side_by_side(a)]
     out.append(_program_files_line(a))
+    traffic = window.traffic_line(a)
+    if traffic is not None:
+        out.append(f"  {traffic}")
     fixes = _fixes(a.findings)
     if fixes:
         out += ["", p.bold("FIX")]
