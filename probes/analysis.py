@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probes import knowledge
+from tracer.trace.inventory import Inventory
 from tracer.trace.model import (
     Access,
     AccessKind,
@@ -142,6 +143,9 @@ class Analysis:
     executables: tuple[str, ...] = ()  # the program's own executable, as each view names it
     # the probes.ruleset.Rule objects that ran (SARIF's rule list); not in to_dict()
     rules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    # the used paths' OS packages, resolved in the run's root before an SBOM is rendered
+    # (tracer.commands.sbom.attach_inventory); None until then. Not in to_dict()
+    inventory: Inventory | None = field(default=None, repr=False, compare=False)
 
     @property
     def accesses(self) -> int:

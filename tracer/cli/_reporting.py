@@ -42,10 +42,22 @@ def check_format(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 
-def write_report(analysis: Analysis, fmt: str, path: str) -> None:
+def for_format(analysis: Analysis, fmt: str, rootfs: str | None = None) -> Analysis:
+    """`analysis` with what `fmt` needs beyond it: the OS packages of the run's root for an
+    SBOM (tracer/commands/sbom.py)."""
+    from tracer.reporters import NEEDS_INVENTORY
+
+    if fmt not in NEEDS_INVENTORY:
+        return analysis
+    from tracer.commands.sbom import attach_inventory
+
+    return attach_inventory(analysis, rootfs)
+
+
+def write_report(analysis: Analysis, fmt: str, path: str, rootfs: str | None = None) -> None:
     from tracer.reporters import render
 
-    text = render(analysis, fmt, color=False)
+    text = render(for_format(analysis, fmt, rootfs), fmt, color=False)
     try:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
@@ -56,12 +68,12 @@ def write_report(analysis: Analysis, fmt: str, path: str) -> None:
 
 
 def echo_report(analysis: Analysis, fmt: str, stream: IO[str] | None = None,
-                color: bool | None = None) -> None:
+                color: bool | None = None, rootfs: str | None = None) -> None:
     from tracer.reporters import render, want_color
 
     stream = stream or sys.stdout
     use = want_color(stream) if color is None and fmt == "text" else bool(color)
-    stream.write(render(analysis, fmt, color=use))
+    stream.write(render(for_format(analysis, fmt, rootfs), fmt, color=use))
     stream.flush()
 
 

@@ -94,6 +94,13 @@ def _static_summary(facts: Any) -> dict[str, Any]:
     return static_header(facts)
 
 
+def _binary_id(program: str) -> str | None:
+    """The binary's build id (GNU, else Go): `slim` tells traces of one binary by it."""
+    from tracer.binary.factcache import build_id
+
+    return build_id(program)
+
+
 def recorded_env(env: dict[str, str]) -> dict[str, str]:
     return {k: env[k] for k in RECORDED_ENV if k in env}
 
@@ -180,7 +187,8 @@ def trace_program(opts: RunOptions) -> RunResult:
     events: list[ProcessEvent] = []
     header: dict[str, Any] = {
         "argv": opts.argv, "binary": os.path.abspath(program),
-        "binary_realpath": os.path.realpath(program), "static": static,
+        "binary_realpath": os.path.realpath(program), "binary_id": _binary_id(program),
+        "static": static,
         "cwd": _cwd(prepared), "env": recorded_env(env),
         "sandbox": prepared.label if prepared is not None else None}
     analysis = None

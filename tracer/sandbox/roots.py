@@ -35,7 +35,7 @@ from tracer.errors import BadImageError, NotFoundError, PermissionDeniedError
 
 PRESETS = ("scratch", "static", "musl", "glibc")
 # Bump when a preset recipe changes: presets with another stamp are rebuilt.
-PRESET_VERSION = "2"
+PRESET_VERSION = "3"  # 3: glibc gets the host's dpkg records of its files
 _STAMP = ".cgotrace-rootfs"
 LABEL_FILE = ".cgotrace-label"
 # Mount points the sandbox needs; every generated tree has them (a read-only rootfs would
@@ -244,6 +244,9 @@ def _glibc(root: Path) -> None:
     _write(root, "/etc/host.conf", "multi on\n")
     _write(root, "/etc/os-release", 'ID=debian-slim-like\nNAME="cgotrace glibc preset"\n')
     _certs_and_zoneinfo(root)
+    from tracer.sandbox.pkgdb import record_host_packages
+
+    record_host_packages(root)  # the SBOM of a run here names real packages (docs/sbom.md)
 
 
 def nss_services(nsswitch_text: str) -> list[str]:
