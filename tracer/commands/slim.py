@@ -92,6 +92,7 @@ class Plan:
     ld_cache: bool = False  # the loader read /etc/ld.so.cache: regenerate it
     library_dirs: list[str] = field(default_factory=list)
     tmp: bool = False
+    not_in_source: set[str] = field(default_factory=set)  # to copy, but the source lacks it
 
 
 @dataclass(frozen=True)
@@ -389,7 +390,11 @@ def build_root(plan: Plan, source: Path, label: str, out: Path, binary: str,
     for path in sorted(plan.copy):
         if path == slimroot.LD_CACHE and plan.ld_cache:
             continue
-        slimroot.copy_path(source, out, path)
+        if not slimroot.copy_path(source, out, path):
+            plan.not_in_source.add(path)
+    if plan.not_in_source:
+        notes.append(f"not in {label}, though the runs used them: "
+                     f"{', '.join(sorted(plan.not_in_source))}")
     for d in sorted(plan.dirs):
         if d not in plan.left:
             slimroot.make_dir(source, out, d)
@@ -487,7 +492,8 @@ def compare(run: OriginalRun, t: Trace, after: Analysis, proof: CommandProof, pl
             continue
         after_result = sorted(results)[0]
         if "ok" in before.get(path, ()):
-            why = _why_lost(path, plan, source)
+            run_root = Path(str(run.analysis.static.get("rootfs") or "/"))
+            why = _why_lost(path, plan, source, run_root)
             proof.lost.append(Lost(path, "ok", after_result, why))
         elif path not in before:
             proof.first_used.append(f"{path} ({after_result})")
@@ -500,19 +506,33 @@ def compare(run: OriginalRun, t: Trace, after: Analysis, proof: CommandProof, pl
             proof.new_findings.append(f"{f.id}: {extra} missing now")
 
 
-def _why_lost(path: str, plan: Plan, source: Path) -> str:
+def _why_lost(path: str, plan: Plan, source: Path, run_root: Path) -> str:
+    """Why a path the original run opened fails in the slim root."""
     if path in plan.left:
         return f"left to the program: {plan.left[path]}; this run found it missing"
     if path not in plan.copy:
-        return "no traced run used it successfully: first used only in the proof run"
+        return "first used only in the proof run: no traced run opened it before"
+    if path in plan.not_in_source:
+        why = f"not in the source root {source}"
+        if run_root != source and run_root.is_dir():
+            why += f"; the runs' root had it{_ownership(run_root, path)}"
+        return why
+    return "copied, yet it fails here" + _ownership(source, path)
+
+
+def _ownership(root: Path, path: str) -> str:
+    """', owned by libc6' or ', no package owns it: ...' (nothing without a database)."""
     from tracer.sandbox import pkgdb
 
-    db = pkgdb.open_db(source)
-    owners = db.owners([path]).get(path, ()) if db is not None else ()
-    if db is not None and not owners:
-        return ("copied, yet it fails here; no package owns it in the source root: made by "
-                "a package script or by hand, check what it points at")
-    return "copied, yet it fails here: what it points at is outside the runs' paths"
+    db = pkgdb.open_db(root)
+    if db is None:
+        return ""
+    owners = db.owners([path]).get(path, ())
+    if owners:
+        names = sorted({db.packages[k].name for k in owners})
+        return f", owned by {', '.join(names)}"
+    return (", and no package owns it: a package's script made it (or someone by hand), so "
+            "a root rebuilt from packages lacks it")
 
 
 # === output =================================================================================
