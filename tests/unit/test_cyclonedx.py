@@ -47,8 +47,10 @@ def analysis() -> Analysis:
          "replace": {"path": "golang.org/x/text", "version": "v0.14.0", "sum": "h1:ghi="}}],
         "settings": {"GOOS": "linux", "CGO_ENABLED": "1"}},
         "cgo_links": {"vendor.test/kv": ["libsqlite3.so.0"]},
+        # the static facts resolved libsqlite3 under /usr/lib; the run opened it via /lib
         "loader": {"libraries": [{"name": "libc.so.6", "path": LIBC_SO},
-                                 {"name": "libsqlite3.so.0", "path": SQLITE_SO}]},
+                                 {"name": "libsqlite3.so.0",
+                                  "path": "/usr/lib/x86_64-linux-gnu/libsqlite3.so.0"}]},
         "cgo_packages": ["os/user"]}
     deps = a.dependencies + (
         dep(SQLITE_SO, "ok", DependencyClass.DECLARED, "startup-library",

@@ -420,13 +420,26 @@ def _cgo_link_edges(doc: _Doc, owned: dict[str, str]) -> None:
     for package, libs in (a.static.get("cgo_links") or {}).items():
         owner = _owner_ref(doc, package)
         for lib in libs:
-            path = lib_path.get(lib)
-            ref = owned.get(path or "") or (f"file:{path}" if path else None)
-            if ref is None or ref not in by_ref:
+            ref = _library_ref(doc, owned, by_ref, lib_path.get(lib), lib)
+            if ref is None:
                 continue
             by_ref[ref].properties.update(_props([("go-package", package)]))
             if owner is not None:
                 doc.edge(owner, ref)
+
+
+def _library_ref(doc: _Doc, owned: dict[str, str], by_ref: dict[str, Component],
+                 path: str | None, name: str) -> str | None:
+    """The component of a NEEDED library: by the path the static facts resolved, else by
+    the used file of that name (the run may have opened it by another directory's name)."""
+    paths = [path] if path else []
+    paths += [f.path for f in doc.inventory.files
+              if os.path.basename(f.path) == name and f.path != path]
+    for p in paths:
+        ref = owned.get(p) or f"file:{p}"
+        if ref in by_ref:
+            return ref
+    return None
 
 
 def _evidence(uses: list[PathUse]) -> ComponentEvidence | None:
