@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.errors import BadBinaryError
+from tracer.trace.inventory import Inventory
 from tracer.trace.model import DependencyClass, Finding, Frame, Severity
 
 # What a placeholder stands for in a rule's generic summary (one derived from its title)
@@ -173,6 +174,9 @@ class Analysis:
     attach: dict[str, Any] | None = None
     # the probes.ruleset.Rule objects that ran (SARIF's rule list); not in to_dict()
     rules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    # the used paths' OS packages, resolved in the run's root before an SBOM is rendered
+    # (tracer.commands.sbom.attach_inventory); None until then. Not in to_dict()
+    inventory: Inventory | None = field(default=None, repr=False, compare=False)
 
     @property
     def accesses(self) -> int:

@@ -31,8 +31,9 @@ try:  # the builtin module hashlib wraps: importing hashlib loads OpenSSL (~3 ms
 except ImportError:  # pragma: no cover - a Python built without it
     from hashlib import blake2b
 
-FORMAT = 3  # 2: `static` is the findings engine's header (tracer.binary.facts.static_header)
-# 3: the header's `static` has `main_module`
+# 2: `static` is the findings engine's header (tracer.binary.facts.static_header);
+# 3: + main_module; 4: + go_build and cgo_links (the SBOM's)
+FORMAT = 4
 MAX_BYTES = 8 * 1024 * 1024
 _PT_NOTE = 4
 _NT_GNU_BUILD_ID = 3

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probes import knowledge
+from tracer.binary.cgolinks import build_settings, cgo_links, module_records
 from tracer.binary.elf import ElfImage
 from tracer.binary.loader import (
     LoaderClosure,
@@ -81,6 +82,8 @@ class GoFacts:
     nfunc: int | None
     text_start: int | None
     function_source: str  # "pclntab", ".symtab", or "none"
+    # main module and deps with sums and replacements (tracer.binary.cgolinks.module_records)
+    modules: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "path": self.path, "main": self.main,
@@ -169,6 +172,8 @@ class StaticFacts:
     hazards: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     go_error: str | None = None  # corrupt pclntab/buildinfo (strict=False only)
+    # Go package -> NEEDED libraries its cgo calls bind to (tracer.binary.cgolinks)
+    cgo_links: dict[str, list[str]] = field(default_factory=dict)
 
     # --- what the engine reads ------------------------------------------------------------
     @property
@@ -341,10 +346,11 @@ def inspect_binary(path: str | os.PathLike[str], rootfs: str | None = None,
     hazards = _hazards(elf, cgo, features, nsswitch, builtin)
     if nss_note and any(f.form == "cgo" and f.id in ("nss-user", "resolver") for f in features):
         notes.append(nss_note)
+    links = cgo_links(names, elf.imports, closure.libraries) if cgo.linked else {}
     return StaticFacts(path=p, size=len(img.data), elf=elf, is_go=is_go, go=go, cgo=cgo,
                        resolver=resolver, user_lookup=user, features=features, closure=closure,
                        rootfs=rootfs, nsswitch=nsswitch, hazards=tuple(hazards),
-                       notes=tuple(notes), go_error=go_error)
+                       notes=tuple(notes), go_error=go_error, cgo_links=links)
 
 
 def _libc_flavor(img: ElfImage) -> str | None:
@@ -395,7 +401,7 @@ def _go_facts(bi: Any, nfunc: int | None, text_start: int | None, source: str) -
         deps=tuple((p, v or "") for p, v in deps if p),
         settings=dict(getattr(bi, "settings", None) or {}),
         lines=tuple(getattr(bi, "lines", None) or ()), nfunc=nfunc, text_start=text_start,
-        function_source=source)
+        function_source=source, modules=tuple(module_records(bi)))
 
 
 def _module(m: Any) -> tuple[str | None, str | None]:
@@ -661,6 +667,11 @@ def static_header(facts: StaticFacts) -> dict[str, Any]:
                    **_outside_search_path(c)},
         "problems": list(facts.problems), "hazards": list(facts.hazards),
         "notes": list(facts.notes),
+        # for the SBOM (tracer/reporters/cyclonedx.py)
+        "go_build": None if facts.go is None else {
+            "path": facts.go.path, "modules": list(facts.go.modules),
+            "settings": build_settings(facts.go.settings)},
+        "cgo_links": dict(facts.cgo_links),
     }
 
 

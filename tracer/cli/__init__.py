@@ -31,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                  "What a running process depends on right now, from /proc (no ptrace)."),
     "diff": ("tracer.cli.diff", "diff",
              "What changed between two traces or JSON reports (dependencies, findings)."),
+    "slim": ("tracer.cli.slim", "slim",
+             "The smallest root the program works in, built from its runs and proven."),
 }
 
 
@@ -67,9 +69,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """cgotrace: the run-time dependencies a Go binary hides from readelf, and the Go code
     that causes each one.
 
-    Exit codes: 0 ok; 1 `report --fail-on` gate failed; 2 usage; 3 bad binary, image,
-    trace, rule or allow-list file; 4 not found; 5 permission denied; 6 the attached
-    process ended during the attach; 70 internal error.
+    Exit codes: 0 ok; 1 `report --fail-on` gate failed, `slim` not proven; 2 usage;
+    3 bad binary, image, trace, rule or allow-list file; 4 not found; 5 permission denied;
+    6 the attached process ended during the attach; 70 internal error.
     `run` exits with the program's status (128+N for signal N), 121 when it exited 0 but
     the --fail-on gate failed, and 125/126/127 for its own failures (docs/exit-codes.md).
     """

@@ -62,11 +62,24 @@ def check_format(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 
-def write_report(analysis: Analysis, fmt: str, path: str,
-                 source_root: str | None = None) -> None:
+def for_format(analysis: Analysis, fmt: str, rootfs: str | None = None) -> Analysis:
+    """`analysis` with what `fmt` needs beyond it: the OS packages of the run's root for an
+    SBOM (tracer/commands/sbom.py)."""
+    from tracer.reporters import NEEDS_INVENTORY
+
+    if fmt not in NEEDS_INVENTORY:
+        return analysis
+    from tracer.commands.sbom import attach_inventory
+
+    return attach_inventory(analysis, rootfs)
+
+
+def write_report(analysis: Analysis, fmt: str, path: str, source_root: str | None = None,
+                 rootfs: str | None = None) -> None:
     from tracer.reporters import render
 
-    text = render(analysis, fmt, color=False, source_root=source_root)
+    text = render(for_format(analysis, fmt, rootfs), fmt, color=False,
+                  source_root=source_root)
     try:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
@@ -77,12 +90,14 @@ def write_report(analysis: Analysis, fmt: str, path: str,
 
 
 def echo_report(analysis: Analysis, fmt: str, stream: IO[str] | None = None,
-                color: bool | None = None, source_root: str | None = None) -> None:
+                color: bool | None = None, source_root: str | None = None,
+                rootfs: str | None = None) -> None:
     from tracer.reporters import render, want_color
 
     stream = stream or sys.stdout
     use = want_color(stream) if color is None and fmt == "text" else bool(color)
-    stream.write(render(analysis, fmt, color=use, source_root=source_root))
+    stream.write(render(for_format(analysis, fmt, rootfs), fmt, color=use,
+                        source_root=source_root))
     stream.flush()
 
 

@@ -28,12 +28,15 @@ import click
               help="Allow-list ([[allow]] id, path, reason), applied per root.")
 @click.option("--traces", metavar="DIR", type=click.Path(file_okay=False),
               help="Keep each root's trace here (<root>.jsonl), for `cgotrace report`.")
+@click.option("--sbom", "sbom_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Write each root's run-time SBOM here (<root>.cdx.json, CycloneDX 1.6: "
+              "the root's OS packages this run used; docs/sbom.md).")
 @click.argument("binary", type=click.Path(dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def matrix(ctx: click.Context, rootfs: tuple[str, ...], images: tuple[str, ...], jobs: int,
            as_json: bool, fail_on: str | None, allow: str | None, traces: str | None,
-           binary: str, args: tuple[str, ...]) -> None:
+           sbom_dir: str | None, binary: str, args: tuple[str, ...]) -> None:
     """Run BINARY (with ARGS) in each root and print one row per root: does it start (or
     why not), its exit status, the dependencies it missed, how many hidden dependencies it
     used, the findings' ids, and a verdict: works, degraded or fails.
@@ -55,7 +58,8 @@ def matrix(ctx: click.Context, rootfs: tuple[str, ...], images: tuple[str, ...],
     if argv[:1] == ["--"]:
         argv = argv[1:]
     opts = MatrixOptions(binary=binary, args=argv, roots=parse_roots(rootfs, images),
-                         jobs=jobs, fail_on=fail_on, allow=allow, traces_dir=traces)
+                         jobs=jobs, fail_on=fail_on, allow=allow, traces_dir=traces,
+                         sbom_dir=sbom_dir)
     tty = sys.stderr.isatty()
 
     def on_done(row: RootResult, done: int, total: int) -> None:

@@ -68,6 +68,7 @@ class RootResult:
     # the program's own last stderr line (a Go panic's or fatal error's message line)
     stderr_line: str | None = None
     trace: str | None = None
+    sbom: str | None = None  # the run-time SBOM written for this root (--sbom DIR)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,7 +79,7 @@ class RootResult:
                 "gate": {"failed": self.gate_failed, "failing": self.gate_failing},
                 "diagnoses": self.diagnoses, "stdout_tail": self.stdout_tail,
                 "stderr_tail": self.stderr_tail, "stderr_line": self.stderr_line,
-                "trace": self.trace}
+                "trace": self.trace, "sbom": self.sbom}
 
     @property
     def failed_on_its_own(self) -> bool:
@@ -97,6 +98,7 @@ class MatrixOptions:
     allow: str | None = None
     traces_dir: str | None = None  # keep each root's trace here (else a temporary dir)
     env: dict[str, str] | None = None
+    sbom_dir: str | None = None  # write each root's CycloneDX SBOM here (<root>.cdx.json)
 
 
 def parse_roots(rootfs: Sequence[str], images: Sequence[str]) -> list[RootSource]:
@@ -146,6 +148,8 @@ def run_matrix(opts: MatrixOptions,
     with tempfile.TemporaryDirectory(prefix="cgotrace-matrix-") as tmp:
         out_dir = Path(opts.traces_dir) if opts.traces_dir else Path(tmp)
         _ensure_out_dir(out_dir)
+        if opts.sbom_dir:
+            _ensure_out_dir(Path(opts.sbom_dir))
         results: dict[str, RootResult] = {}
         with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
             futures = {pool.submit(_run_root, opts, label, path, out_dir, Path(tmp)): label
@@ -274,6 +278,23 @@ def _fill_from_trace(row: RootResult, trace: Path, opts: MatrixOptions) -> None:
     row.findings = list(dict.fromkeys(f.id for f in ordered))
     v = verdict(analysis)
     row.verdict, row.reasons = v.status, list(v.reasons)
+    if opts.sbom_dir:
+        row.sbom = _write_sbom(analysis, Path(opts.sbom_dir) / f"{_file_name(row.root)}.cdx.json")
+
+
+def _write_sbom(analysis: Analysis, path: Path) -> str:
+    """This root's run-time SBOM: its OS packages, from its own package database."""
+    from tracer.commands.sbom import attach_inventory
+    from tracer.reporters import render
+
+    text = render(attach_inventory(analysis), "cyclonedx")
+    try:
+        path.write_text(text)
+    except OSError as e:
+        from tracer.errors import output_error
+
+        raise output_error(str(path), e) from None
+    return str(path)
 
 
 def with_finding_fix(diagnosis: dict[str, Any], analysis: Analysis) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tracer.binary.factcache import build_id
 from tracer.engine.base import FAULT_SIGNALS
 from tracer.engine.notify_engine import NotifyEngine, set_sync_wakeup
 from tracer.engine.ptrace_engine import PtraceEngine
@@ -158,7 +159,8 @@ def trace_program(opts: RunOptions) -> RunResult:
     facts = static_facts(program, root, in_root if root else None)
     header: dict[str, Any] = {
         "argv": opts.argv, "binary": os.path.abspath(program),
-        "binary_realpath": os.path.realpath(program), "static": facts.summary,
+        "binary_realpath": os.path.realpath(program), "binary_id": build_id(program),
+        "static": facts.summary,
         "cwd": _cwd(prepared), "env": recorded_env(env),
         "sandbox": prepared.label if prepared is not None else None,
         "resolv_conf": resolv_conf(_resolv_conf_file(prepared))}

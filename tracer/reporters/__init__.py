@@ -8,6 +8,9 @@ and is named in `FORMATS`; it is imported only when that format is asked for. Re
 read the Analysis only (never a process, never the trace file). `available()` lists the
 formats whose module is installed, so a format is offered only when it works.
 
+An SBOM format (cyclonedx) also reads `Analysis.inventory`, which the command resolves
+from the root's package database before rendering (`NEEDS_INVENTORY`).
+
 Also here: `inspect.py` (the text of `cgotrace inspect`) and `summary.py` (the short
 per-run summary of counts and hidden dependencies).
 """
@@ -33,7 +36,11 @@ FORMATS: dict[str, str] = {
     "sarif": "tracer.reporters.sarif",
     "dot": "tracer.reporters.dot",
     "html": "tracer.reporters.html",
+    "cyclonedx": "tracer.reporters.cyclonedx",
 }
+# Formats that read `Analysis.inventory` (the used paths' OS packages): the caller resolves
+# it in the run's root before rendering (tracer.commands.sbom.attach_inventory).
+NEEDS_INVENTORY = frozenset({"cyclonedx"})
 
 
 class Reporter(Protocol):

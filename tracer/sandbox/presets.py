@@ -29,7 +29,8 @@ from tracer.sandbox.trees import building_tree, cache_dir, read_stamp
 PRESETS = ("scratch", "static", "musl", "glibc")
 # Bump when a preset recipe changes: presets with another stamp are rebuilt.
 # 3: the glibc preset's ld.so.cache is generated for its own libraries (ldconfig -r).
-PRESET_VERSION = "3"
+# 4: the glibc preset gets the host's dpkg records of its files (docs/sbom.md).
+PRESET_VERSION = "4"
 # A subset of /usr/share/zoneinfo: enough for UTC, Local-style lookups and the usual
 # examples; a program asking for another zone fails exactly as on a slim image without it.
 ZONEINFO_SUBSET = ("UTC", "Etc/UTC", "Etc/GMT", "America/New_York", "Europe/London",
@@ -134,6 +135,9 @@ def _glibc(root: Path) -> None:
     _write(root, "/etc/host.conf", "multi on\n")
     _write(root, "/etc/os-release", 'ID=debian-slim-like\nNAME="cgotrace glibc preset"\n')
     _certs_and_zoneinfo(root)
+    from tracer.sandbox.pkgdb import record_host_packages
+
+    record_host_packages(root)  # the SBOM of a run here names real packages (docs/sbom.md)
 
 
 def write_ld_so_cache(root: Path) -> None:
