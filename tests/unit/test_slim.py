@@ -207,7 +207,7 @@ def test_not_a_trace_is_exit_3(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text("hello\n")
     r = cli("--trace", str(bad), "-o", str(tmp_path / "out"))
-    assert r.returncode == 3 and "not a JSON object line" in one_line(r)
+    assert r.returncode == 3 and "not a cgotrace trace" in one_line(r)
 
 
 @pytest.mark.parametrize("args", [
