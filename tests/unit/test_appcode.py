@@ -229,3 +229,26 @@ def test_summary_names_the_init_when_there_is_no_user_frame() -> None:
                      no_user_frame="init of vendor.test/workpool")
     assert describe_caller(caller_of(at)) == \
         "<- vendor.test/workpool.init.0 via go in init of vendor.test/workpool"
+
+
+def test_helper_goroutine_without_any_app_frame_takes_its_creators_api() -> None:
+    """A helper goroutine (net's doBlockingWithCtx worker) whose creator chain has no
+    application frame: its own go_api would be the internal closure; the creator's API is
+    what the application called, and the note names the creator."""
+    from types import SimpleNamespace
+
+    from tracer.attribution.creator import from_creator
+    from tracer.attribution.frames import StackAttribution
+    from tracer.trace.model import Frame, Via
+
+    st = SimpleNamespace(app_code=lambda: SimpleNamespace(is_app=lambda f: False))
+    creator = Frame(function="net.doBlockingWithCtx[...]", file=None, line=None)
+    parent = StackAttribution(via=Via.GO, go_api="net.(*Resolver).LookupIPAddr",
+                              user_frame=None, c_function=None, stack=(), unsymbolized=(),
+                              started_by_go=True)
+    frame, api, via_goroutine, note = from_creator(
+        st, creator, parent, "net.doBlockingWithCtx[...].func1", None)  # type: ignore[arg-type]
+    assert (frame, api, via_goroutine) == (None, "net.(*Resolver).LookupIPAddr", False)
+    assert note == "goroutine started by net.doBlockingWithCtx[...]"
+    # without a parent analysis the goroutine's own API stays (nothing better is known)
+    assert from_creator(st, creator, None, "net.x.func1", None)[1] == "net.x.func1"  # type: ignore[arg-type]

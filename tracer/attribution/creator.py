@@ -316,4 +316,7 @@ def from_creator(st: ProcessState, creator: Frame | None, parent: StackAttributi
         return creator, go_api, True, None
     if parent is not None and parent.user_frame is not None:
         return parent.user_frame, parent.go_api or go_api, True, None
-    return None, go_api, False, no_user or goroutine_note(creator)
+    # no application frame anywhere: the creator's API is what the application called (a
+    # helper goroutine's own go_api is an internal closure such as doBlockingWithCtx.func1)
+    api = parent.go_api if parent is not None and parent.go_api else go_api
+    return None, api, False, no_user or goroutine_note(creator)
