@@ -268,25 +268,8 @@ def test_third_party_cgo_library_is_tied_to_its_module(sample: Callable[..., Pat
     assert props(doc["metadata"]["component"], "third-party-cgo") == ["vendor.test/sqlkv"]
 
 
-APK_DB = """\
-P:musl
-V:1.2.4-r2
-A:x86_64
-L:MIT
-o:musl
-F:lib
-R:ld-musl-x86_64.so.1
-R:libc.musl-x86_64.so.1
-
-P:alpine-baselayout-data
-V:3.4.3-r2
-A:x86_64
-L:GPL-2.0-only
-o:alpine-baselayout
-F:etc
-R:passwd
-R:group
-"""
+# an Alpine package database for the musl preset's files (shared with tests/unit/test_pkgdb.py)
+APK_DB = (Path(__file__).resolve().parents[1] / "data" / "apk-installed").read_text()
 
 
 def test_musl_root_with_an_apk_database(sample: Callable[..., Path], work: Path) -> None:

@@ -118,26 +118,7 @@ def test_distroless_status_d(tmp_path: Path) -> None:
         "/usr/lib/x86_64-linux-gnu/libssl.so.3": ("dpkg:libssl3:amd64",)}
 
 
-APK = """\
-C:Q1abc=
-P:musl
-V:1.2.4-r2
-A:x86_64
-L:MIT
-o:musl
-F:lib
-R:ld-musl-x86_64.so.1
-R:libc.musl-x86_64.so.1
-
-P:alpine-baselayout-data
-V:3.4.3-r2
-A:x86_64
-L:GPL-2.0-only
-o:alpine-baselayout
-F:etc
-R:passwd
-R:group
-"""
+APK = (Path(__file__).resolve().parents[1] / "data" / "apk-installed").read_text()
 
 
 def test_apk_installed_database(tmp_path: Path) -> None:
