@@ -324,7 +324,8 @@ def part_stacks(runs: int, scale: float, build: Callable[[str], Path]) -> str:
     rows = [["measurement", "value", "goal", "result"],
             [f"cgotrace run benchuser {n}, stacks on / --no-stacks",
              f"{fmt_time(on)} / {fmt_time(off)} ({on / off:.2f}x)", "-", "-"]]
-    from tracer.attribution.attributor import Attributor, AttributorStats
+    from tracer.attribution.attributor import Attributor
+    from tracer.attribution.state import AttributorStats
     from tracer.commands.run import RunOptions, trace_program
 
     # the pure-Python per-call path, so that every access reaches the keep-policy (the

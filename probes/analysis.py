@@ -1,7 +1,7 @@
 """The findings engine: static facts (the trace header) + accesses + events -> `Analysis`.
 
 Pure functions: nothing here touches a process or the file system (the rule files aside).
-`analyze` and `analyze_trace` are the entry points (docs/architecture.md "Shared seams
+`analyze` and `analyze_trace` are the entry points (docs/architecture.md "Seams
 §2"); `AnalysisBuilder` does the same incrementally while a trace runs, so memory grows
 with distinct (path, result, call site), not with accesses.
 
@@ -16,7 +16,15 @@ Every access lands in one of four classes (`DependencyClass`, docs/findings.md):
 - runtime-file: a system file pure Go code read on its own (e.g. /etc/passwd under
   osusergo): listed and explained, not hidden.
 
+The class follows the caller of each access, never the path alone: /etc/nsswitch.conf read
+by Go's resolver and by a cgo user lookup is two dependencies, a runtime file (the Go
+caller) and a hidden one (the cgo caller), so each finding sees the accesses of its own.
+
 /proc, /sys and /dev (the kernel's) and stat/access/readlink probes are counted, not listed.
+A connect that is not to a name server or an NSS daemon (kind `network`: an upstream, a
+database, a peer) is the program's own traffic: counted per address (`Analysis.connections`),
+never a dependency. A connect's kind is decided again here from the header's recorded name
+servers (`probes.knowledge.connect_kind`), so a trace recorded before that rule reads the same.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probes import checks, knowledge, ruleset
-from probes.records import Analysis, Caller, Dependency, ProgramFiles
+from probes.records import Analysis, Caller, Connection, Dependency, ProgramFiles
 from tracer.trace.model import (
     Access,
     AccessKind,
@@ -44,6 +52,8 @@ FOLD_MIN_DIRS = 3  # failed lookups of one name across this many directories fol
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
 _ABSENT = ("ENOENT", "ENOTDIR", "ELOOP")
 _LOADER_CONFIG = ("/etc/ld.so.cache", "/etc/ld.so.preload")
+MAX_CONNECTIONS = 256  # distinct addresses of the program's own traffic kept by address
+TRACER_DIED = "cgotrace died while attached (killed, or it crashed); the kernel detached it"
 
 
 
@@ -61,6 +71,8 @@ class _CallerAgg:
     first_seq: int
     pid: int
     stack: tuple[Frame, ...] = ()
+    seqs: list[int] = field(default_factory=list)  # its first EVIDENCE_PER_DEPENDENCY
+    pids: dict[int, None] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,30 +121,43 @@ class AnalysisBuilder:
         self.first_pid: int | None = None
         self.unsymbolized: dict[str, None] = {}
         self.written: set[str] = set()
+        self.nameservers = knowledge.nameservers_of(header)
+        self.connections: dict[str, Counter[str]] = {}
+        self.connections_more = 0
+        attach = header.get("attach") if header.get("mode") == "attach" else None
+        # kept by reference: attach fills in start_time once every thread is seized
+        self.attach: dict[str, Any] | None = attach if isinstance(attach, dict) else None
+        self.last_time = 0.0  # of the last access or event (seconds since the start)
 
     def add(self, a: Access) -> None:
         """One access record; it counts as `a.calls` calls (itself and its repeats)."""
         n = a.calls
         first = not self.counts
-        self.counts[a.kind.value] += n
+        kind = self._kind(a)
+        self.counts[kind.value] += n
+        self.last_time = max(self.last_time, a.last_time or a.time)
         if self.first_pid is None:
             self.first_pid = a.pid
-        if first and a.kind == AccessKind.EXECUTABLE:  # the traced program's own exec
+        if first and kind == AccessKind.EXECUTABLE:  # the traced program's own exec
             self.exes[a.path] = None
             if a.host_path:
                 self.exes[a.host_path] = None
-        if a.kind in (AccessKind.RUNTIME, AccessKind.PROBE):
+        if kind in (AccessKind.RUNTIME, AccessKind.PROBE):
             return
-        key = (a.path, a.result)
+        result = knowledge.access_result(a.syscall, a.result)
+        if kind is AccessKind.NETWORK:
+            self._connection(a.path, result, n)
+            return
+        key = (a.path, result)
         agg = self.aggs.get(key)
         if agg is None:
-            agg = self.aggs[key] = _Agg(a.path, a.result, a.kind.value)
+            agg = self.aggs[key] = _Agg(a.path, result, kind.value)
         agg.count += n
         agg.hidden = agg.hidden or a.hidden
         agg.host_path = agg.host_path or a.host_path
         if _is_write(a):
             agg.written = True
-            if a.result == "ok":
+            if result == "ok":
                 self.written.add(a.path)
         if len(agg.seqs) < EVIDENCE_PER_DEPENDENCY:
             agg.seqs.append(a.seq)
@@ -142,32 +167,59 @@ class AnalysisBuilder:
         if at is not None and a.same_as is None:
             for note in at.unsymbolized:
                 self.unsymbolized.setdefault(note)
-        ckey, via = _caller_key(a)
+        ckey, via = _caller_key(a, kind)
         c = agg.callers.get(ckey)
         if c is None:
             if at is None:
-                agg.callers[ckey] = _CallerAgg(via, None, None, None, None, n, a.seq, a.pid)
+                c = agg.callers[ckey] = _CallerAgg(via, None, None, None, None, 0, a.seq,
+                                                   a.pid)
             else:
-                agg.callers[ckey] = _CallerAgg(via, at.go_api, at.user_frame, at.c_function,
-                                               getattr(at, "origin", None), n, a.seq, a.pid,
-                                               at.stack)
-        else:
-            c.count += n
+                c = agg.callers[ckey] = _CallerAgg(via, at.go_api, at.user_frame,
+                                                   at.c_function, getattr(at, "origin", None),
+                                                   0, a.seq, a.pid, at.stack)
+        c.count += n
+        if len(c.seqs) < EVIDENCE_PER_DEPENDENCY:
+            c.seqs.append(a.seq)
+        c.pids.setdefault(a.pid)
 
     def add_repeats(self, a: Access, added: Repeats) -> None:
         """`added.count` more calls folded into access `a`, which was added before (a
-        `repeats` report while the trace runs)."""
+        `repeats` report while the trace runs): counted where `a` was."""
         n = added.count
-        self.counts[a.kind.value] += n
-        agg = self.aggs.get((a.path, a.result))
-        if agg is None or a.kind in (AccessKind.RUNTIME, AccessKind.PROBE):
+        kind = self._kind(a)
+        self.counts[kind.value] += n
+        self.last_time = max(self.last_time, added.last_time)
+        if kind in (AccessKind.RUNTIME, AccessKind.PROBE):
+            return
+        result = knowledge.access_result(a.syscall, a.result)
+        if kind is AccessKind.NETWORK:
+            self._connection(a.path, result, n)
+            return
+        agg = self.aggs.get((a.path, result))
+        if agg is None:
             return
         agg.count += n
-        c = agg.callers.get(_caller_key(a)[0])
+        c = agg.callers.get(_caller_key(a, kind)[0])
         if c is not None:
             c.count += n
 
+    def _kind(self, a: Access) -> AccessKind:
+        """The access's kind, a connect's from the name servers in force."""
+        if a.syscall == "connect" and a.kind is not AccessKind.RUNTIME:
+            return knowledge.connect_kind(a.path, self.nameservers)
+        return a.kind
+
+    def _connection(self, address: str, result: str, n: int = 1) -> None:
+        results = self.connections.get(address)
+        if results is None:
+            if len(self.connections) >= MAX_CONNECTIONS:
+                self.connections_more += 1
+                return
+            results = self.connections[address] = Counter()
+        results[result] += n
+
     def event(self, e: ProcessEvent) -> None:
+        self.last_time = max(self.last_time, e.time)
         if e.event != "fork":
             self.events.append(e)
 
@@ -176,17 +228,43 @@ class AnalysisBuilder:
                source: str = "trace") -> Analysis:
         deps, program = self._classify()
         ex = exit.to_dict() if isinstance(exit, ExitStatus) else exit
+        attach = self._attach_window(ex)
         base = Analysis(findings=(), dependencies=tuple(deps), program_files=program,
                         static=self.static, exit=ex, diagnoses=tuple(diagnoses),
                         source=source, counts=dict(sorted(self.counts.items())),
                         argv=self.argv, binary=self.binary, cwd=self.cwd, env=self.env,
                         truncated=truncated, unsymbolized=tuple(self.unsymbolized),
                         sandbox=str(self.sandbox) if self.sandbox else None,
-                        executables=tuple(self.exes))
+                        executables=tuple(self.exes), connections=self._connections(),
+                        connections_more=self.connections_more, attach=attach)
         rules = self.rules if self.rules is not None else ruleset.default_rules()
         findings = checks.run_rules(rules, base, tuple(self.events))
         return Analysis(**{**base.__dict__, "findings": tuple(findings),
                            "rules": tuple(rules)})
+
+    def _connections(self) -> tuple[Connection, ...]:
+        out = [Connection(addr, sum(r.values()), tuple(r.most_common()))
+               for addr, r in self.connections.items()]
+        return tuple(sorted(out, key=lambda c: (-c.count, c.address)))
+
+    def _attach_window(self, ex: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The attach window of an attach's trace: the header's (pid, start_time, ...) and
+        the exit line's (end_time, ended, detached). No exit line: cgotrace died while
+        attached (`tracer_died`), and the window ends at the last record seen."""
+        if self.attach is None:
+            return None
+        window = {k: v for k, v in self.attach.items() if k != "nspid"}
+        end = (ex or {}).get("attach")
+        if isinstance(end, dict):
+            window.update({k: v for k, v in end.items() if k != "nspid"})
+            window.setdefault("tracer_died", False)
+        elif ex is None:
+            start = window.get("start_time")
+            window.update({"ended": TRACER_DIED, "detached": True, "tracer_died": True,
+                           "end_time": None,
+                           "last_seen": start + self.last_time
+                           if isinstance(start, (int, float)) else None})
+        return window
 
     # --- classification ------------------------------------------------------------------
     def _program_reason(self, agg: _Agg) -> str | None:
@@ -222,9 +300,9 @@ class AnalysisBuilder:
             self._argv_cache = cache
         return cache
 
-    def _class_of(self, agg: _Agg) -> DependencyClass | None:
+    def _class_of(self, agg: _Agg, vias: set[str]) -> DependencyClass | None:
+        """The class of `agg`'s accesses made by callers with these vias (one caller's)."""
         kind = agg.kind
-        vias = {c.via for c in agg.callers.values()}
         if kind in ("interpreter", "startup-library") and not agg.hidden:
             return DependencyClass.DECLARED
         if agg.path in _LOADER_CONFIG and not agg.hidden:
@@ -253,20 +331,37 @@ class AnalysisBuilder:
                     prog_paths.setdefault(agg.path, reason)
                 prog_accesses += agg.count
                 continue
-            cls = self._class_of(agg)
-            if cls is None:
-                continue
-            rule = knowledge.classify_path(agg.path)
-            callers = tuple(sorted(
-                (Caller(c.via, c.go_api, c.frame, c.c_function, c.origin, c.count,
-                        c.first_seq, c.pid, c.stack) for c in agg.callers.values()),
-                key=lambda c: c.first_seq))
-            deps.append(Dependency(
-                path=agg.path, result=agg.result, cls=cls, kind=agg.kind, count=agg.count,
-                callers=callers, feature=rule.feature if rule else None,
-                host_path=agg.host_path, absent=agg.result in _ABSENT,
-                seqs=tuple(agg.seqs), pids=tuple(agg.pids), syscalls=tuple(agg.syscalls)))
+            feature = knowledge.connect_feature(agg.path, agg.kind) \
+                if "connect" in agg.syscalls else None
+            if feature is None:
+                rule = knowledge.classify_path(agg.path)
+                feature = rule.feature if rule else None
+            groups = self._by_class(agg)
+            for cls, group in groups.items():
+                callers = tuple(sorted(
+                    (Caller(c.via, c.go_api, c.frame, c.c_function, c.origin, c.count,
+                            c.first_seq, c.pid, c.stack) for c in group),
+                    key=lambda c: c.first_seq))
+                whole = len(groups) == 1  # the usual case: every access of the path
+                seqs = agg.seqs if whole else sorted(s for c in group for s in c.seqs)[
+                    :EVIDENCE_PER_DEPENDENCY]
+                pids = agg.pids if whole else {p: None for c in group for p in c.pids}
+                deps.append(Dependency(
+                    path=agg.path, result=agg.result, cls=cls, kind=agg.kind,
+                    count=sum(c.count for c in group), callers=callers, feature=feature,
+                    host_path=agg.host_path, absent=agg.result in _ABSENT,
+                    seqs=tuple(seqs), pids=tuple(pids), syscalls=tuple(agg.syscalls)))
         return fold_search_paths(deps), self._program_files(prog_paths, prog_accesses)
+
+    def _by_class(self, agg: _Agg) -> dict[DependencyClass, list[_CallerAgg]]:
+        """`agg`'s callers grouped by the class each one's accesses get (module docstring:
+        the class follows the caller); callers whose accesses are not listed are left out."""
+        groups: dict[DependencyClass, list[_CallerAgg]] = {}
+        for c in agg.callers.values():
+            cls = self._class_of(agg, {c.via})
+            if cls is not None:
+                groups.setdefault(cls, []).append(c)
+        return groups
 
     def _program_files(self, paths: dict[str, str], accesses: int) -> ProgramFiles:
         by_dir: Counter[str] = Counter()
@@ -280,11 +375,10 @@ class AnalysisBuilder:
                             by_reason=tuple(sorted(reasons.items())))
 
 
-def _caller_key(a: Access) -> tuple[tuple[Any, ...], str]:
+def _caller_key(a: Access, kind: AccessKind) -> tuple[tuple[Any, ...], str]:
     """(the key of the caller an access counts for, its `via`)."""
     at = a.attribution
-    if a.kind == AccessKind.INTERPRETER or (a.kind == AccessKind.STARTUP_LIBRARY
-                                            and at is None):
+    if kind == AccessKind.INTERPRETER or (kind == AccessKind.STARTUP_LIBRARY and at is None):
         return ("loader", None, None, None, None), "loader"
     if at is None:
         return ("unknown", None, None, None, None), "unknown"

@@ -14,7 +14,7 @@ import posixpath
 import string
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from probes import knowledge
@@ -51,7 +51,15 @@ class _Vars(dict[str, str]):
         return ""
 
 
+# `{user_frame}` of a finding whose call site has no frame of the application's code (a
+# library's goroutine, a package initializer): said in words, never a bare "at".
+NO_USER_FRAME = "(no application frame on the stack)"
+
+
 def _fmt(text: str, values: dict[str, str]) -> str:
+    if not values.get("user_frame") and "{user_frame}" in text:
+        text = text.replace(" at {user_frame}", " {user_frame}")
+        values = {**values, "user_frame": NO_USER_FRAME}
     return string.Formatter().vformat(text, (), _Vars(values)).strip()
 
 
@@ -61,16 +69,25 @@ def _join(items: Iterable[str], limit: int = 12) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def _dockerfile(deps: Iterable[Dependency]) -> tuple[str, ...]:
-    """COPY lines for exactly the files seen (never sockets, never the absent), from a build
-    stage that has them at the same paths; a directory is left out when a file under it
-    is copied."""
-    paths = list(dict.fromkeys(d.path for d in deps if d.result == "ok" and not d.absent
+# Files every container runtime (docker, podman, Kubernetes) bind-mounts over the image's own
+# at start: a COPY of them is never seen, so a fix names them instead of copying them.
+RUNTIME_MOUNTED = ("/etc/resolv.conf", "/etc/hosts", "/etc/hostname")
+MOUNTED_NOTE = ("Not copied: {paths}: container runtimes (docker, podman, Kubernetes) mount "
+                "their own over the image's in every container; check the runtime's DNS and "
+                "host settings instead.")
+
+
+def _dockerfile(deps: Iterable[Dependency]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(COPY lines for exactly the files seen, from a build stage that has them at the same
+    paths; the files seen that the container runtime mounts, RUNTIME_MOUNTED). Never
+    sockets, never the absent; a directory is left out when a file under it is copied."""
+    paths = list(dict.fromkeys(posixpath.normpath(d.path) for d in deps
+                               if d.result == "ok" and not d.absent
                                and d.kind in _FILE_KINDS and d.path.startswith("/")))
-    keep = [p for p in paths if not any(q != p and q.startswith(p.rstrip("/") + "/")
-                                        for q in paths)]
-    return tuple(f"COPY --from=build {p} {p}" for p in
-                 dict.fromkeys(posixpath.normpath(p) for p in keep))
+    mounted = tuple(p for p in paths if p in RUNTIME_MOUNTED)
+    keep = [p for p in paths if p not in RUNTIME_MOUNTED
+            and not any(q != p and q.startswith(p.rstrip("/") + "/") for q in paths)]
+    return tuple(f"COPY --from=build {p} {p}" for p in keep), mounted
 
 
 def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = None,
@@ -91,7 +108,7 @@ def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = 
          "tried": _join(tried), "missing": _join(missing), "count": str(len(deps)),
          "first": found[0] if found else "", "pids": _join(str(p) for d in deps for p in d.pids)}
     v.update(values or {})
-    docker = _dockerfile(deps) if dockerfile else ()
+    docker, mounted = _dockerfile(deps) if dockerfile else ((), ())
     v["dockerfile"] = "\n".join(docker)
     evidence = tuple(sorted(
         {Evidence(seq=c.first_seq, path=d.path, result=d.result, via=c.via,
@@ -100,6 +117,8 @@ def make_finding(rule: Rule, items: list[Item], values: dict[str, str] | None = 
     fix = _fmt(rule.fix, v)
     while not docker and fix.endswith(":"):  # "Or ship these:" with nothing to ship
         fix = fix.rsplit("\n", 1)[0] if "\n" in fix else fix.rstrip(":")
+    if mounted and "{dockerfile}" in rule.fix:
+        fix += "\n" + MOUNTED_NOTE.format(paths=" and ".join(mounted))
     return Finding(id=rule.id, severity=rule.severity, title=_fmt(rule.title, v),
                    explanation=_fmt(rule.explanation, v), fix=fix,
                    go_api=first.go_api if first else None,
@@ -152,14 +171,53 @@ def check_cgo_feature(rule: Rule, ctx: Context) -> list[Finding]:
     sel = ctx.static.get(str(rule.params.get("selection", "")), {}) or {}
     out = []
     for group in by_site(rule, items):
-        needed = [d.path for d, _ in group if d.absent
+        absent = [d.path for d, _ in group if d.absent
                   and _glob(d.path, rule.params.get("needs", []))]
+        answered = {p: _sources_that_answered(ctx, rule, p) for p in absent}
+        needed = [p for p in absent if not answered[p]]
         reason = str(sel.get("reason", ""))
         if rule.params.get("selection") == "resolver":
             reason = _resolver_reason(ctx, group[0][1].go_api, reason)
-        out.append(make_finding(rule, group, {"reason": reason, "env": _env(ctx, rule)},
-                                missing=needed))
+        values = {"reason": reason, "env": _env(ctx, rule),
+                  **_answered_values({p: s for p, s in answered.items() if s})}
+        # a lookup that failed for want of a source gets the fix that ships the source
+        used = replace(rule, fix=str(rule.params["fix_missing"])) \
+            if needed and rule.params.get("fix_missing") else rule
+        out.append(make_finding(used, group, values, missing=needed))
     return out
+
+
+# NSS sources that read the very file that is absent: they cannot stand in for it
+_FILE_SOURCES = ("files", "compat")
+
+
+def _sources_that_answered(ctx: Context, rule: Rule, path: str) -> list[str]:
+    """The nsswitch.conf sources of the database `path` backs (params.databases) that glibc
+    asked in this run besides the files: each module named there that loaded. A lookup
+    whose file is absent fails for want of a source only when this is empty: with a loaded
+    module glibc went on to it, and it answered (the user, or not found)."""
+    db = (rule.params.get("databases") or {}).get(path)
+    listed = (ctx.static.get("nsswitch") or {}).get(db, ()) if db else ()
+    loaded = {_nss_source(d.path) for d in ctx.deps(HIDDEN)
+              if d.kind == "dlopen-library" and d.result == "ok"}
+    return [s for s in listed if s not in _FILE_SOURCES and s in loaded]
+
+
+def _answered_values(answered: dict[str, list[str]]) -> dict[str, str]:
+    """{answered} (explanation) and {osusergo_effect} (fix) for files that were absent
+    while another NSS source answered; both empty when there is none."""
+    if not answered:
+        return {"answered": "", "osusergo_effect": ""}
+    files = _join(answered)
+    mods = _join(f"'{s}' (libnss_{s}.so.2, loaded)" for srcs in answered.values()
+                 for s in srcs)
+    return {"answered": f" {files} is absent here, and nsswitch.conf sends the lookup on "
+                        f"to {mods}, which answered in its place: nothing the lookup "
+                        "needed was missing.",
+            "osusergo_effect": f" Here {files} is absent and {mods} answered: with "
+                               f"osusergo Go asks no such source, so these lookups fail "
+                               f"('open {files}: no such file or directory') unless the "
+                               f"image also ships {files} with the users."}
 
 
 def _resolver_reason(ctx: Context, go_api: str | None, static_reason: str) -> str:
@@ -185,18 +243,24 @@ def _resolver_reason(ctx: Context, go_api: str | None, static_reason: str) -> st
 
 def check_go_feature(rule: Rule, ctx: Context) -> list[Finding]:
     """Run-time files pure Go code read for a feature (params.go_api globs or
-    params.features). params.needs (globs) names the files the feature cannot do without;
-    params.when = "found" keeps the sites that read a file, "missing" the sites where a
-    needed file was absent (it is then `missing`: the verdict is degraded)."""
+    params.features; a name server's connect has feature `resolver`). params.needs (globs)
+    names the files the feature cannot do without; params.when = "found" keeps the sites
+    that read a file, "missing" the sites where a needed file was absent (it is then
+    `missing`: the verdict is degraded). params.decides (globs) names the files Go reads
+    only to choose between itself and the C library: a site that read nothing else, where
+    params.cgo_feature's C functions then ran, handed the work to cgo (no finding here)."""
     apis = rule.params.get("go_api", [])
     feats = rule.params.get("features", [])
     items = [(d, c) for d in ctx.deps(RUNTIME) for c in d.callers
-             if c.via == "go" and (_glob(_api_of(c), apis) and (not feats or d.feature in feats
-                                                                or d.kind == "socket"))]
+             if c.via == "go" and _glob(_api_of(c), apis) and (not feats or d.feature in feats)]
     sel = ctx.static.get(str(rule.params.get("selection", "")), {}) or {}
     when = rule.params.get("when")
+    decides = rule.params.get("decides", [])
     out = []
     for group in by_site(rule, items):
+        if decides and all(_glob(d.path, decides) for d, _ in group) and _cgo_ran_at(
+                ctx, group[0][1], str(rule.params.get("cgo_feature", ""))):
+            continue
         missing = [d.path for d, _ in group if d.absent
                    and _glob(d.path, rule.params.get("needs", []))]
         if when == "missing" and not missing:
@@ -207,6 +271,14 @@ def check_go_feature(rule: Rule, ctx: Context) -> list[Finding]:
                                               "env": _env(ctx, rule)},
                                 missing=missing if when == "missing" else ()))
     return out
+
+
+def _cgo_ran_at(ctx: Context, site: Caller, feature: str) -> bool:
+    """Whether the C functions of `feature` ran through cgo at the (Go API, user frame) of
+    `site`."""
+    cfns = _feature_c_functions(feature)
+    return any(c.via == "cgo" and c.c_function in cfns and (c.go_api, c.site)
+               == (site.go_api, site.site) for d in ctx.deps(HIDDEN) for c in d.callers)
 
 
 def _env(ctx: Context, rule: Rule) -> str:
@@ -391,6 +463,76 @@ def check_exec_child(rule: Rule, ctx: Context) -> list[Finding]:
     return out
 
 
+# Libraries a base image of that C library has: the rest of DT_NEEDED is the image's to add.
+LIBC_LIBRARIES = {
+    "glibc": frozenset({"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1",
+                        "libresolv.so.2", "libutil.so.1", "libanl.so.1", "libmvec.so.1",
+                        "libBrokenLocale.so.1", "libthread_db.so.1", "libc_malloc_debug.so.0",
+                        "ld-linux-x86-64.so.2"}),
+    "musl": frozenset({"libc.so", "libc.musl-x86_64.so.1", "ld-musl-x86_64.so.1"}),
+}
+BASE_IMAGES = {"glibc": "glibc (e.g. debian-slim or distroless/base)", "musl": "musl (e.g. alpine)"}
+# the build tag that gives a standard package its pure-Go form (no cgo, no NSS)
+PURE_GO_TAGS = {"net": "netgo", "os/user": "osusergo"}
+_STATIC_LINK = "-ldflags '-linkmode external -extldflags -static'"
+
+
+def _libc_of(static: dict[str, Any]) -> str:
+    libc = static.get("libc")
+    if libc in LIBC_LIBRARIES:
+        return str(libc)
+    return "musl" if "ld-musl" in str(static.get("interpreter") or "") else "glibc"
+
+
+def start_fix_values(static: dict[str, Any]) -> dict[str, str]:
+    """{base_image}, {image_libraries} and {rebuild} for a program that cannot start in a
+    root: derived from the binary's own facts, so the advice fits it. The base image must
+    add the NEEDED libraries its libc lacks; a build tag is named only for a cgo package
+    it removes; a third-party package's own C code rules out "build without cgo"; static
+    glibc is never advised while net or os/user are in their cgo (NSS) form."""
+    libc = _libc_of(static)
+    extra = [n for n in static.get("needed") or () if n not in LIBC_LIBRARIES[libc]]
+    them = "them" if len(extra) > 1 else "it"
+    libs = (f"; add {_join(extra)} to it (NEEDED by the program, not part of {libc}: install "
+            f"the package that ships {them})") if extra else ""
+    return {"base_image": BASE_IMAGES[libc], "image_libraries": libs,
+            "rebuild": _rebuild(static, libc, extra) if static.get("is_go") else ""}
+
+
+def _rebuild(static: dict[str, Any], libc: str, extra: list[str]) -> str:
+    std = list(static.get("cgo_packages") or ())
+    tags = sorted(PURE_GO_TAGS[p] for p in std if p in PURE_GO_TAGS)
+    others = [p for p in std if p not in PURE_GO_TAGS]
+    third = list(static.get("third_party_cgo") or ())
+    archives = f", with static archives of {_join(extra)}" if extra else ""
+    if third:
+        names = _join("the main package" if p == "main" else p for p in third)
+        one = len(third) == 1
+        text = (f" Building without cgo is not enough here: {names} "
+                f"{'has C code of its own' if one else 'have C code of their own'}; the "
+                f"netgo and osusergo tags do not touch {'it' if one else 'them'}, and "
+                "CGO_ENABLED=0 builds a package like that only if it ships a pure-Go "
+                "variant (see its build tags).")
+        if libc == "musl":
+            return text + f" Or link statically (CC=musl-gcc {_STATIC_LINK}{archives})."
+        if tags:
+            return text + (f" To link statically ({_STATIC_LINK}{archives}), add -tags "
+                           f"{','.join(tags)} too: a static glibc must not load NSS modules "
+                           "(static-glibc-nss).")
+        return text + f" Or link statically ({_STATIC_LINK}{archives})."
+    if others:
+        return (f" Or build with CGO_ENABLED=0 for a static binary (it also drops the cgo "
+                f"form of {_join(others)}).")
+    if tags:
+        pkgs = _join(p for p in std if p in PURE_GO_TAGS)
+        only = "the only cgo package here, its" if len(tags) == 1 else \
+            "the only cgo packages here, their"
+        return (f" Or build a static binary: -tags {','.join(tags)} gives {pkgs}, {only} "
+                "pure-Go form (as CGO_ENABLED=0 does).")
+    return (" Or build with CGO_ENABLED=0 for a static binary: no package here needs cgo, so "
+            "the netgo and osusergo tags would change nothing.")
+
+
 def check_missing_interpreter(rule: Rule, ctx: Context) -> list[Finding]:
     s = ctx.static
     interp = s.get("interpreter")
@@ -406,8 +548,8 @@ def check_missing_interpreter(rule: Rule, ctx: Context) -> list[Finding]:
     absent_static = "interpreter_path" in loader and loader.get("interpreter_path") is None
     if not exec_fail and not absent_static:
         return []
-    return [make_finding(rule, exec_fail, {"interpreter": interp}, missing=(interp,),
-                         dockerfile=False)]
+    return [make_finding(rule, exec_fail, {"interpreter": interp, **start_fix_values(s)},
+                         missing=(interp,), dockerfile=False)]
 
 
 def check_missing_library(rule: Rule, ctx: Context) -> list[Finding]:
@@ -415,8 +557,15 @@ def check_missing_library(rule: Rule, ctx: Context) -> list[Finding]:
     names = list(loader.get("missing") or ())
     if not names:
         return []
-    return [make_finding(rule, [], {"libraries": _join(names)}, missing=names,
-                         dockerfile=False)]
+    # present in the root but outside the loader's search path: the header carries the
+    # loader's own words for it (tracer.binary.loader.outside_search_path)
+    outside = [o for o in loader.get("outside_search_path") or () if isinstance(o, dict)]
+    elsewhere = "".join(f"; {o.get('name')} is {o.get('what')}" for o in outside)
+    elsewhere_fix = "".join(f"{o.get('name')}: {o.get('fix')}.\n" for o in outside)
+    return [make_finding(rule, [], {"libraries": _join(names), "elsewhere": elsewhere,
+                                    "elsewhere_fix": elsewhere_fix,
+                                    **start_fix_values(ctx.static)},
+                         missing=names, dockerfile=False)]
 
 
 def check_match(rule: Rule, ctx: Context) -> list[Finding]:

@@ -136,3 +136,136 @@ def classify_path(path: str) -> PathRule | None:
         elif path.startswith(prefix) and fnmatch.fnmatchcase(path, rule.pattern):
             return rule
     return None
+
+
+# === connect(): name servers and the program's own traffic ==================================
+
+NAME_SERVER_PORT = 53
+# What Go's resolver and glibc query when resolv.conf is absent or names no name server
+# (Go: defaultNS in net/dnsconfig_unix.go; glibc: the loopback address).
+DEFAULT_NAMESERVERS = ("127.0.0.1", "::1")
+MAX_NAMESERVERS = 3  # glibc's MAXNS; Go's resolver reads the same first three
+
+
+def parse_nameservers(text: str) -> tuple[str, ...]:
+    """The `nameserver` addresses of a resolv.conf as glibc and Go read them: the first
+    three, a zone (`%eth0`) dropped; DEFAULT_NAMESERVERS when it names none."""
+    import ipaddress
+
+    out: list[str] = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split(";", 1)[0].split()
+        if len(words) < 2 or words[0] != "nameserver":
+            continue
+        try:
+            addr = ipaddress.ip_address(words[1].split("%", 1)[0])
+        except ValueError:
+            continue  # not an address: both resolvers skip the line
+        out.append(str(addr))
+        if len(out) == MAX_NAMESERVERS:
+            break
+    return tuple(out) or DEFAULT_NAMESERVERS
+
+
+def nameservers_of(header: dict[str, Any]) -> tuple[str, ...] | None:
+    """The name servers a trace header recorded (`resolv_conf`, docs/trace-format.md);
+    None when it recorded none (an older trace, an unreadable resolv.conf)."""
+    rc = header.get("resolv_conf")
+    if not isinstance(rc, dict) or not isinstance(rc.get("nameservers"), list):
+        return None
+    return tuple(str(x) for x in rc["nameservers"])
+
+
+def split_address(address: str) -> tuple[str, int] | None:
+    """("1.2.3.4", 53) for "1.2.3.4:53", ("::1", 53) for "[::1]:53" (the trace's spelling of
+    an AF_INET/AF_INET6 connect); None for a unix path or anything else."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    if host.startswith("["):
+        if not host.endswith("]"):
+            return None
+        host = host[1:-1]
+    elif ":" in host or "/" in host:
+        return None
+    return host, int(port)
+
+
+def _same_ip(a: str, b: str) -> bool:
+    """Equal addresses, an IPv4-mapped IPv6 address equal to its IPv4 form."""
+    import ipaddress
+
+    try:
+        x, y = ipaddress.ip_address(a.split("%", 1)[0]), ipaddress.ip_address(b)
+    except ValueError:
+        return False
+    if isinstance(x, ipaddress.IPv6Address) and x.ipv4_mapped is not None:
+        x = x.ipv4_mapped
+    if isinstance(y, ipaddress.IPv6Address) and y.ipv4_mapped is not None:
+        y = y.ipv4_mapped
+    return x == y
+
+
+def is_name_server(address: str, nameservers: tuple[str, ...] | None = None) -> bool:
+    """A connect to port 53 of a name server of the resolv.conf in force (`nameservers`,
+    recorded in the trace header), or to any port 53 when none was recorded."""
+    hp = split_address(address)
+    if hp is None or hp[1] != NAME_SERVER_PORT:
+        return False
+    return nameservers is None or any(_same_ip(hp[0], ns) for ns in nameservers)
+
+
+def connect_kind(address: str, nameservers: tuple[str, ...] | None = None) -> AccessKind:
+    """What a connect() is: SOCKET for a name server (`is_name_server`) or a daemon socket
+    the path rules name (nscd, systemd-userdb), RUNTIME for /dev sockets, NETWORK for
+    everything else (the program's own traffic: an upstream, a database, a peer)."""
+    if address.startswith("/"):
+        rule = classify_path(address)
+        return rule.kind if rule is not None else AccessKind.NETWORK
+    return AccessKind.SOCKET if is_name_server(address, nameservers) else AccessKind.NETWORK
+
+
+def connect_feature(address: str, kind: str) -> str | None:
+    """The feature of a connect the findings keep: `resolver` for a name server."""
+    if kind == AccessKind.SOCKET.value and split_address(address) is not None:
+        return "resolver"
+    rule = classify_path(address) if address.startswith("/") else None
+    return rule.feature if rule is not None else None
+
+
+def access_result(syscall: str, result: str) -> str:
+    """The result the findings use: a non-blocking connect's EINPROGRESS is "ok" (the
+    connection is under way, as for every non-blocking socket; its outcome is not a
+    syscall result), everything else as recorded."""
+    return "ok" if syscall == "connect" and result == "EINPROGRESS" else result
+
+
+def godebug(env: dict[str, str], key: str) -> str | None:
+    """The value of `key` in GODEBUG (the last setting wins, as in Go), or None."""
+    value = None
+    for item in env.get("GODEBUG", "").split(","):
+        k, sep, v = item.partition("=")
+        if sep and k.strip() == key:
+            value = v.strip()
+    return value
+
+
+def run_time_resolver(cgo_resolver_linked: bool, env: dict[str, str]
+                      ) -> tuple[str, str] | None:
+    """(implementation, why) when a process's environment overrides the binary's static
+    resolver choice, else None. Go's net/conf.go: GODEBUG=netdns=go wins; without the cgo
+    resolver compiled in nothing else counts; netdns=cgo, or LOCALDOMAIN, RES_OPTIONS or
+    HOSTALIASES set, send lookups to getaddrinfo."""
+    netdns = (godebug(env, "netdns") or "").split("+")
+    if "go" in netdns:
+        return "go", "GODEBUG=netdns=go in its environment"
+    asks_cgo = "cgo" in netdns
+    # LOCALDOMAIN counts even when empty; the other two only when not
+    set_vars = [k for k in ("LOCALDOMAIN", "RES_OPTIONS", "HOSTALIASES")
+                if env.get(k) or (k == "LOCALDOMAIN" and k in env)]
+    if not asks_cgo and not set_vars:
+        return None
+    why = "GODEBUG=netdns=cgo" if asks_cgo else ", ".join(set_vars) + " set"
+    if not cgo_resolver_linked:
+        return "go", f"{why} in its environment is ignored: no cgo resolver in this binary"
+    return "cgo", f"{why} in its environment: every lookup calls getaddrinfo"

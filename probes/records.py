@@ -6,11 +6,18 @@ the gate, diff and matrix consume. A leaf: it imports only the trace model.
 from __future__ import annotations
 
 import os
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.errors import BadBinaryError
+from tracer.trace.inventory import Inventory
 from tracer.trace.model import DependencyClass, Finding, Frame, Severity
+
+# What a placeholder stands for in a rule's generic summary (one derived from its title)
+_GENERIC = {"go_api": "Go code", "c_function": "a C function", "interpreter": "the ELF "
+            "interpreter", "libraries": "libraries", "modules": "NSS modules",
+            "packages": "packages", "children": "other programs"}
 
 
 class RuleError(BadBinaryError):
@@ -29,6 +36,18 @@ class Rule:
     params: dict[str, Any] = field(default_factory=dict)  # for the check
     per: str = "site"  # "site": one finding per (Go API, user frame); "rule": one in all
     file: str = ""
+    summary_text: str = ""  # `summary`: the rule in general, no placeholders
+
+    @property
+    def summary(self) -> str:
+        """What the rule is about, without any one finding's site (SARIF's rule
+        shortDescription): `summary`, else the title with its placeholders in words."""
+        if self.summary_text:
+            return self.summary_text
+        text = self.title.replace(" at {user_frame}", "")
+        for name in {n for _, n, _, _ in string.Formatter().parse(text) if n}:
+            text = text.replace("{" + name + "}", _GENERIC.get(name, "..."))
+        return " ".join(text.split())
 
     @property
     def help_uri(self) -> str:
@@ -109,8 +128,24 @@ class ProgramFiles:
 
 
 @dataclass(frozen=True)
+class Connection:
+    """The program's own connects to one address (kind `network`): counted, not a dependency."""
+
+    address: str
+    count: int
+    results: tuple[tuple[str, int], ...] = ()  # (result, count), most first; EINPROGRESS is ok
+
+    @property
+    def failures(self) -> tuple[tuple[str, int], ...]:
+        return tuple((r, n) for r, n in self.results if r != "ok")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "count": self.count, "results": dict(self.results)}
+
+
+@dataclass(frozen=True)
 class Analysis:
-    """Everything a reporter, the gate, diff and matrix read (docs/architecture.md §2)."""
+    """Everything a reporter, the gate, diff and matrix read (docs/architecture.md, "Seams" 4)."""
 
     findings: tuple[Finding, ...]
     dependencies: tuple[Dependency, ...]
@@ -130,8 +165,18 @@ class Analysis:
     gate: dict[str, Any] | None = None  # set by tracer.gate.apply_gate
     sandbox: str | None = None  # the run's sandbox label (rootfs preset or image), if any
     executables: tuple[str, ...] = ()  # the program's own executable, as each view names it
+    # the program's own connects (kind `network`), most first; `connections_more` counts the
+    # accesses to addresses past the first MAX_CONNECTIONS
+    connections: tuple[Connection, ...] = ()
+    connections_more: int = 0
+    # an attach: the window (pid, start_time, end_time, ended, detached, tracer_died);
+    # None for a program cgotrace launched (docs/trace-format.md)
+    attach: dict[str, Any] | None = None
     # the probes.ruleset.Rule objects that ran (SARIF's rule list); not in to_dict()
     rules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    # the used paths' OS packages, resolved in the run's root before an SBOM is rendered
+    # (tracer.commands.sbom.attach_inventory); None until then. Not in to_dict()
+    inventory: Inventory | None = field(default=None, repr=False, compare=False)
 
     @property
     def accesses(self) -> int:
@@ -168,7 +213,9 @@ class Analysis:
                 "counts": dict(self.counts), "argv": list(self.argv), "binary": self.binary,
                 "cwd": self.cwd, "env": dict(self.env), "truncated": self.truncated,
                 "unsymbolized": list(self.unsymbolized), "verdict": verdict(self).to_dict(),
-                "gate": self.gate, "sandbox": self.sandbox}
+                "gate": self.gate, "sandbox": self.sandbox,
+                "connections": [c.to_dict() for c in self.connections],
+                "connections_more": self.connections_more, "attach": self.attach}
 
 
 def frame_label(frame: Frame | None) -> str:
@@ -183,30 +230,42 @@ def frame_label(frame: Frame | None) -> str:
 
 @dataclass(frozen=True)
 class Verdict:
-    """works | degraded | fails, with the reasons (one line each)."""
+    """works | degraded | fails, with the reasons (one line each); `notes` say what the
+    verdict could not see (an attach's window)."""
 
     status: str
     reasons: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.status
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.status, "reasons": list(self.reasons)}
+        return {"verdict": self.status, "reasons": list(self.reasons), "notes": list(self.notes)}
 
 
 def verdict(analysis: Analysis) -> Verdict:
     """fails: the program did not run to a clean exit (exec/loader failure, a diagnosis, a
     crash, a non-zero status) or an error finding names something missing; degraded: it
-    exited 0 but a needed dependency was absent (a finding lists `missing`); else works."""
+    exited 0 but a needed dependency was absent (a finding lists `missing`); else works.
+
+    An attach sees a window of a program that was already running: a process still running
+    at detach, or one the kernel detached because cgotrace died (no exit line), has no exit
+    status, and the verdict is about what was seen in the window, never about the tracer."""
     fails: list[str] = []
     degraded: list[str] = []
     for d in analysis.diagnoses:
         fails.append(str(d.get("message") or d.get("reason") or d))
     ex = analysis.exit or {}
-    if analysis.source == "trace" and analysis.truncated and not ex:
+    notes = _attach_notes(analysis.attach)
+    exited = analysis.attach is None or not (analysis.attach.get("detached")
+                                             or analysis.attach.get("tracer_died"))
+    if analysis.attach is None and analysis.source == "trace" and analysis.truncated \
+            and not ex:
         fails.append("the trace is incomplete: the program's exit status is unknown")
-    if ex.get("signal") is not None:
+    if not exited:
+        pass
+    elif ex.get("signal") is not None:
         fails.append(f"killed by {ex.get('signal_name') or ex.get('signal')}")
     elif ex.get("exit_code") not in (None, 0):
         fails.append(f"exit status {ex.get('exit_code')}")
@@ -216,7 +275,18 @@ def verdict(analysis: Analysis) -> Verdict:
         line = f"{f.id}: {', '.join(f.missing)} missing"
         (fails if f.severity == Severity.ERROR else degraded).append(line)
     if fails:
-        return Verdict("fails", tuple(dict.fromkeys(fails)))
+        return Verdict("fails", tuple(dict.fromkeys(fails)), notes)
     if degraded:
-        return Verdict("degraded", tuple(dict.fromkeys(degraded)))
-    return Verdict("works", ())
+        return Verdict("degraded", tuple(dict.fromkeys(degraded)), notes)
+    return Verdict("works", (), notes)
+
+
+def _attach_notes(attach: dict[str, Any] | None) -> tuple[str, ...]:
+    if attach is None:
+        return ()
+    if attach.get("tracer_died"):
+        return ("cgotrace died while attached (no exit line; the kernel detached the "
+                "process): the verdict covers what was seen until then",)
+    if attach.get("detached"):
+        return ("still running at detach: the verdict covers what was seen while attached",)
+    return ()

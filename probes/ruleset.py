@@ -29,12 +29,15 @@ PLACEHOLDERS = frozenset({
     "go_api", "user_frame", "c_function", "paths", "found", "missing", "tried", "count",
     "sources", "modules", "reason", "interpreter", "libraries", "packages", "children",
     "feature", "env", "tags", "signal", "dockerfile", "first", "pids", "not_found",
-    "not_found_note",
+    "not_found_note", "answered", "osusergo_effect", "base_image", "image_libraries", "rebuild",
+    "elsewhere", "elsewhere_fix",
 })
+# params that are rule text too (validated like `fix`): the fix when no source answered
+TEXT_PARAMS = ("fix_missing",)
 MATCH_KEYS = {"path": list, "kind": list, "via": list, "class": list, "result": str,
               "go_api": list, "c_function": list}
 RULE_KEYS = {"id", "severity", "title", "explanation", "fix", "check", "match", "params",
-             "per"}
+             "per", "summary"}
 _CLASSES = ("declared", "hidden", "runtime-file", "program-file")
 _RESULTS = ("ok", "error", "absent", "any")
 
@@ -102,12 +105,19 @@ def parse_rule(raw: Any, file: str, index: int) -> Rule:
     params = raw.get("params", {})
     if not isinstance(params, dict):
         raise _fail(file, rid, "params", "must be a table")
+    for key in TEXT_PARAMS:
+        if key in params:
+            _check_text(file, rid, f"params.{key}", params[key])
     per = raw.get("per", "site")
     if per not in ("site", "rule"):
         raise _fail(file, rid, "per", "must be 'site' or 'rule'")
+    summary = raw.get("summary", "")
+    if not isinstance(summary, str) or "{" in summary:
+        raise _fail(file, rid, "summary", "must be a string without placeholders")
     return Rule(id=rid, severity=severity, check=check,
                 match=_check_match(file, rid, match) if match is not None else {},
-                params=dict(params), per=per, file=file, **texts)
+                params=dict(params), per=per, file=file, summary_text=summary.strip(),
+                **texts)
 
 
 def load_file(path: str | os.PathLike[str]) -> tuple[Rule, ...]:

@@ -11,15 +11,21 @@ docs/exit-codes.md).
 `--allow FILE` is TOML: `[[allow]]` tables with `id` (a finding id or a glob; `hidden`
 and `cgo` name those shorthands), an optional `path` glob and a required `reason`. An
 allowed finding is still reported, marked with its reason; it no longer fails the gate.
+
+The gate never passes because it did not understand its input: a word of `--fail-on` or an
+allow-list `id` that names no known finding id (the loaded rules, `--probes` included), and
+a glob that matches none, are refused with the nearest known word; an incomplete trace (the
+tracer died before the program's exit was recorded) fails every gate (`incomplete`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 import os
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +33,13 @@ from tracer.errors import BadBinaryError, CgotraceError, ExitCode, NotFoundError
 from tracer.trace.model import DependencyClass, Finding, Severity
 
 if TYPE_CHECKING:
-    from probes.records import Analysis
+    from probes.records import Analysis, Dependency
 
 SHORTHANDS = ("hidden", "cgo", "missing")
+SEVERITIES = tuple(s.value for s in Severity)
+ALLOW_SHORTHANDS = ("hidden", "cgo")  # what an [[allow]] id may name besides finding ids
 _RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+_GLOB = frozenset("*?[")
 
 
 class GateSpecError(CgotraceError):
@@ -106,31 +115,78 @@ class GateResult:
         return f"cgotrace: gate failed: {first}{more}"
 
 
-def parse_fail_on(spec: str) -> FailOn:
-    """'hidden,error,nss-module' -> FailOn; GateSpecError for an empty or odd word."""
+def known_ids(rules: Iterable[Any] | None = None) -> frozenset[str]:
+    """The finding ids a gate may name: those of `rules` (`probes.ruleset.Rule`s, e.g. the
+    packaged rules plus `--probes` ones), the packaged rules when None."""
+    if rules is None:
+        from probes.ruleset import default_rules
+
+        rules = default_rules()
+    return frozenset(r.id for r in rules)
+
+
+def nearest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate spelled most like `word` (difflib), or None when there are none."""
+    pool = sorted(set(candidates))
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6) or \
+        difflib.get_close_matches(word, pool, n=1, cutoff=0.0)
+    return close[0] if close else None
+
+
+def _is_glob(word: str) -> bool:
+    return any(ch in _GLOB for ch in word)
+
+
+def unknown_id(word: str, ids: Collection[str], extra: Iterable[str] = ()) -> str | None:
+    """Why `word` names no finding: None when it is a known id or a glob matching one,
+    else the reason with the nearest known word (`extra`: the keywords also allowed)."""
+    if word in ids:
+        return None
+    if _is_glob(word):
+        if any(fnmatch.fnmatchcase(i, word) for i in ids):
+            return None
+        near = nearest(word.replace("*", "").replace("?", ""), ids)
+        return f"{word!r} matches no finding id" + (f" (nearest: {near!r})" if near else "")
+    near = nearest(word, [*ids, *extra])
+    return f"{word!r} is not a known finding id" + (
+        f" (did you mean {near!r}?)" if near else "")
+
+
+def parse_fail_on(spec: str, ids: Collection[str] | None = None) -> FailOn:
+    """'hidden,error,nss-module' -> FailOn. GateSpecError (usage, exit 2) for an empty
+    list, a word that is neither a keyword (hidden, cgo, missing), a severity (error,
+    warning, info) nor a finding id of `ids` (default: the packaged rules' ids), and a glob
+    that matches none of them; the message names the nearest known word."""
     words = [w.strip() for w in spec.replace(" ", ",").split(",") if w.strip()]
     if not words:
         raise GateSpecError("--fail-on: empty list (give finding ids, error/warning/info, "
                             "hidden, cgo or missing)")
-    ids: list[str] = []
+    known = known_ids() if ids is None else ids
+    found: list[str] = []
     severity: Severity | None = None
     flags = {k: False for k in SHORTHANDS}
     for w in words:
         if w in flags:
             flags[w] = True
-        elif w in Severity.__members__.values() or w in {s.value for s in Severity}:
+        elif w in SEVERITIES:
             sev = Severity(w)
             severity = sev if severity is None or _RANK[sev] > _RANK[severity] else severity
-        elif all(ch.isalnum() or ch in "-_.*?[]" for ch in w):
-            ids.append(w)
-        else:
+        elif not all(ch.isalnum() or ch in "-_.*?[]" for ch in w):
             raise GateSpecError(f"--fail-on: {w!r} is not a finding id, a severity "
                                 "(error, warning, info), hidden, cgo or missing")
-    return FailOn(spec=",".join(words), ids=tuple(ids), severity=severity, **flags)
+        else:
+            why = unknown_id(w, known, (*SHORTHANDS, *SEVERITIES))
+            if why is not None:
+                raise GateSpecError(f"--fail-on: {why}; give finding ids (docs/findings.md), "
+                                    "error, warning, info, hidden, cgo or missing")
+            found.append(w)
+    return FailOn(spec=",".join(words), ids=tuple(found), severity=severity, **flags)
 
 
-def load_allow(path: str | os.PathLike[str]) -> AllowList:
-    """Read an allow-list; NotFoundError (4) or AllowListError (3) with one line."""
+def load_allow(path: str | os.PathLike[str], ids: Collection[str] | None = None) -> AllowList:
+    """Read an allow-list; NotFoundError (4) or AllowListError (3) with one line. An `id`
+    that names no finding of `ids` (default: the packaged rules' ids) nor `hidden`/`cgo`,
+    or a glob matching none, is refused with the nearest known id."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as f:
@@ -147,6 +203,7 @@ def load_allow(path: str | os.PathLike[str]) -> AllowList:
     tables = data.get("allow", [])
     if not isinstance(tables, list):
         raise AllowListError(f"{name}: key 'allow' must be an array of tables ([[allow]])")
+    known = known_ids() if ids is None else ids
     entries = []
     for i, t in enumerate(tables, 1):
         where = f"{name}: [[allow]] #{i}"
@@ -160,6 +217,11 @@ def load_allow(path: str | os.PathLike[str]) -> AllowList:
                 raise AllowListError(f"{where}: key {key!r} is required (a non-empty string)")
         if "path" in t and (not isinstance(t["path"], str) or not t["path"]):
             raise AllowListError(f"{where}: key 'path' must be a non-empty string (a glob)")
+        if t["id"] not in ALLOW_SHORTHANDS:
+            why = unknown_id(t["id"], known, ALLOW_SHORTHANDS)
+            if why is not None:
+                raise AllowListError(f"{where}: key 'id': {why} (finding ids: "
+                                     "docs/findings.md; or hidden, cgo)")
         entries.append(AllowEntry(id=t["id"], reason=t["reason"].strip(), path=t.get("path")))
     return AllowList(tuple(entries), name)
 
@@ -175,13 +237,37 @@ def _finding_failures(f: Finding, fail_on: FailOn) -> list[Failure]:
     return out
 
 
+def is_hidden_use(d: Dependency) -> bool:
+    """What `--fail-on hidden` (and the pytest plugin's `assert_no_hidden`) count: a hidden
+    dependency the program used (opened, loaded, connected: result ok). A failed lookup
+    (ENOENT) is evidence, not a dependency the image must ship."""
+    return d.cls == DependencyClass.HIDDEN and d.result == "ok"
+
+
+INCOMPLETE = "incomplete"
+
+
+def incomplete_failure(analysis: Analysis) -> Failure | None:
+    """An incomplete trace (the tracer died or was stopped before the program's exit was
+    recorded, or its last line is cut) cannot pass a gate: what it did not record might
+    have failed it. Never allowed by an allow-list."""
+    if not analysis.truncated:
+        return None
+    return Failure(INCOMPLETE, "the trace ends before the program's exit",
+                   "an incomplete trace cannot pass a gate: trace the program to its end")
+
+
 def apply_gate(analysis: Analysis, fail_on: FailOn, allow: AllowList | None = None) -> GateResult:
     """Which findings/dependencies fail the gate, which are allowed; the analysis comes back
-    with allowed findings marked (`Finding.allowed` = the reason) and `gate` set."""
+    with allowed findings marked (`Finding.allowed` = the reason) and `gate` set. Any gate
+    (a non-empty `--fail-on`) fails on an incomplete trace."""
     allow = allow or AllowList()
     findings: list[Finding] = []
     failing: list[Failure] = []
     allowed: list[Failure] = []
+    incomplete = incomplete_failure(analysis) if fail_on.spec else None
+    if incomplete is not None:
+        failing.append(incomplete)
     for f in analysis.findings:
         reason = allow.reason_for(f.id, f.paths)
         fails = _finding_failures(f, fail_on)
@@ -199,7 +285,7 @@ def apply_gate(analysis: Analysis, fail_on: FailOn, allow: AllowList | None = No
         for word in ("hidden", "cgo"):
             if not getattr(fail_on, word):
                 continue
-            if word == "hidden" and (d.cls != DependencyClass.HIDDEN or d.result != "ok"):
+            if word == "hidden" and not is_hidden_use(d):
                 continue
             if word == "cgo" and not any(c.via == "cgo" for c in d.callers):
                 continue
@@ -229,12 +315,23 @@ def rules_for(probes: Iterable[str]) -> Any:
     return load_rules(dirs)
 
 
+def check_options(fail_on: str | None, allow: str | None, rules: Any = None
+                  ) -> tuple[FailOn | None, AllowList | None]:
+    """--fail-on and --allow parsed and checked against the finding ids of `rules` (the
+    packaged ones when None), before anything runs: GateSpecError (2), AllowListError (3),
+    NotFoundError (4)."""
+    ids = known_ids(rules)
+    spec = parse_fail_on(fail_on, ids) if fail_on is not None else None
+    allow_list = load_allow(allow, ids) if allow is not None else None
+    return spec, allow_list
+
+
 def gate(analysis: Analysis, fail_on: str | None, allow: str | None) -> GateResult | None:
-    """The gate from the command-line strings (--fail-on, --allow); None when neither is set."""
+    """The gate from the command-line strings (--fail-on, --allow); None when neither is set.
+    Ids are checked against the rules the analysis ran (`--probes` ones included)."""
     if fail_on is None and allow is None:
         return None
-    spec = parse_fail_on(fail_on) if fail_on is not None else None
-    allow_list = load_allow(allow) if allow is not None else None
+    spec, allow_list = check_options(fail_on, allow, analysis.rules or None)
     if spec is None:  # --allow alone: mark findings, fail on nothing
         spec = FailOn(spec="")
     return apply_gate(analysis, spec, allow_list)

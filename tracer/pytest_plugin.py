@@ -38,6 +38,7 @@ import pytest
 
 if TYPE_CHECKING:
     from probes.records import Analysis, Dependency
+    from tracer.gate import Failure
     from tracer.trace.model import Access, Finding
 
 # `cgotrace run` exits with the program's status; these are its own failures
@@ -59,6 +60,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "cgotrace_fail_on(spec): --cgotrace-fail-on for the runs of one test")
+    _check_options(config.getoption("--cgotrace-fail-on"),
+                   config.getoption("--cgotrace-allow"))
+
+
+def _check_options(spec: str | None, allow: str | None) -> None:
+    """A typo in --cgotrace-fail-on, or an allow-list that is missing or bad, is one usage
+    error before any test runs (never a gate that matches nothing, nor N failed tests)."""
+    if spec is None and allow is None:
+        return
+    from tracer.errors import CgotraceError
+    from tracer.gate import known_ids, load_allow, parse_fail_on
+
+    ids = known_ids()
+    try:
+        if spec is not None:
+            parse_fail_on(spec, ids)
+    except CgotraceError as e:
+        raise pytest.UsageError(f"--cgotrace-fail-on {spec}: "
+                                f"{e.message.removeprefix('--fail-on: ')}") from None
+    try:
+        if allow is not None:
+            load_allow(allow, ids)
+    except CgotraceError as e:
+        raise pytest.UsageError(f"--cgotrace-allow: {e.message}") from None
 
 
 @dataclass
@@ -101,7 +126,11 @@ class CgotraceResult:
         return out
 
     def hidden(self) -> list[Dependency]:
-        return [d for d in self.dependencies if d.cls.value == "hidden"]
+        """The hidden dependencies the program used: what `--fail-on hidden` counts
+        (`tracer.gate.is_hidden_use`; a failed lookup, ENOENT, is not one)."""
+        from tracer.gate import is_hidden_use
+
+        return [d for d in self.dependencies if is_hidden_use(d)]
 
     def report(self, fmt: str = "text") -> str:
         """This run's report in any `cgotrace report` format (text, json, sarif, dot, html),
@@ -117,22 +146,28 @@ class CgotraceResult:
     # -- assertion helpers (also module functions below) -------------------------------
 
     def assert_finding(self, finding_id: str, path: str | None = None) -> Finding:
+        __tracebackhide__ = True
         return assert_finding(self, finding_id, path)
 
     def assert_no_findings(self, *ids: str, severity: str | None = None) -> None:
+        __tracebackhide__ = True
         assert_no_findings(self, *ids, severity=severity)
 
     def assert_dependency(self, pattern: str, *, via: str | None = None,
                           dependency_class: str | None = None) -> list[Dependency]:
+        __tracebackhide__ = True
         return assert_dependency(self, pattern, via=via, dependency_class=dependency_class)
 
     def assert_no_dependency(self, pattern: str) -> None:
+        __tracebackhide__ = True
         assert_no_dependency(self, pattern)
 
     def assert_no_hidden(self) -> None:
+        __tracebackhide__ = True
         assert_no_hidden(self)
 
     def assert_no_cgo(self) -> None:
+        __tracebackhide__ = True
         assert_no_cgo(self)
 
 
@@ -158,6 +193,7 @@ def assert_finding(result: CgotraceResult, finding_id: str,
                    path: str | None = None) -> Finding:
     """The finding with this id (glob), about `path` (glob) when given; AssertionError
     listing the findings there are otherwise."""
+    __tracebackhide__ = True
     for f in result.findings:
         if fnmatch.fnmatchcase(f.id, finding_id) and (
                 path is None or any(fnmatch.fnmatchcase(p, path) for p in f.paths)):
@@ -170,6 +206,7 @@ def assert_finding(result: CgotraceResult, finding_id: str,
 def assert_no_findings(result: CgotraceResult, *ids: str, severity: str | None = None) -> None:
     """No finding (not allowed) with one of these ids (globs; all when none given) and at
     least this severity (error > warning > info)."""
+    __tracebackhide__ = True
     rank = {"error": 0, "warning": 1, "info": 2}
     limit = rank[severity] if severity else 2
     bad = [f for f in result.findings if f.allowed is None
@@ -183,6 +220,7 @@ def assert_no_findings(result: CgotraceResult, *ids: str, severity: str | None =
 def assert_dependency(result: CgotraceResult, pattern: str, *, via: str | None = None,
                       dependency_class: str | None = None) -> list[Dependency]:
     """The dependencies matching (path glob, via, class); AssertionError when none."""
+    __tracebackhide__ = True
     found = result.dependency(pattern, via=via, dependency_class=dependency_class)
     if not found:
         want = pattern + (f" via {via}" if via else "") + (
@@ -195,6 +233,8 @@ def assert_dependency(result: CgotraceResult, pattern: str, *, via: str | None =
 
 
 def assert_no_dependency(result: CgotraceResult, pattern: str) -> None:
+    """No dependency whose path matches the glob; AssertionError listing them otherwise."""
+    __tracebackhide__ = True
     found = result.dependency(pattern)
     if found:
         raise AssertionError(f"{pattern} was needed:"
@@ -202,7 +242,9 @@ def assert_no_dependency(result: CgotraceResult, pattern: str) -> None:
 
 
 def assert_no_hidden(result: CgotraceResult) -> None:
-    """No hidden dependency (a system file or library readelf/ldd do not show)."""
+    """No hidden dependency used (a system file or library readelf/ldd do not show,
+    opened with success): the same items `--cgotrace-fail-on hidden` fails on."""
+    __tracebackhide__ = True
     hidden = result.hidden()
     if hidden:
         raise AssertionError(f"{len(hidden)} hidden dependencies:"
@@ -211,6 +253,7 @@ def assert_no_hidden(result: CgotraceResult) -> None:
 
 def assert_no_cgo(result: CgotraceResult) -> None:
     """No access was made through cgo."""
+    __tracebackhide__ = True
     cgo = [a for a in result.accesses
            if a.attribution is not None and a.attribution.via.value == "cgo"]
     if cgo:
@@ -235,14 +278,21 @@ class CgotraceRunner:
                  env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
                  stdin: str | None = None, timeout: float = 300,
                  fail_on: str | None = None) -> CgotraceResult:
+        __tracebackhide__ = True
         self._runs += 1
         trace = self._tmp / f"cgotrace-{self._runs}.jsonl"
         argv = [os.fspath(program), *args]
         cmd = _command(argv, trace, rootfs, network)
+        if env is not None:
+            # the program's environment goes in a file; cgotrace itself runs with this
+            # session's (its cache and settings must not move with the program's HOME)
+            env_file = self._tmp / f"cgotrace-{self._runs}.env"
+            env_file.write_bytes(b"".join(os.fsencode(f"{k}={v}") + b"\0"
+                                          for k, v in env.items()))
+            cmd[cmd.index("--"):cmd.index("--")] = ["--env-file", os.fspath(env_file)]
         try:
             proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True,
-                                  errors="replace", env=None if env is None else dict(env),
-                                  cwd=cwd, timeout=timeout, check=False)
+                                  errors="replace", cwd=cwd, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             pytest.fail(f"cgotrace: {argv[0]} still running after {timeout:g} s "
                         "(killed; raise timeout= if it needs longer)", pytrace=False)
@@ -279,21 +329,50 @@ def _result(argv: list[str], proc: subprocess.CompletedProcess[str],
 
 
 def _gate(result: CgotraceResult, spec: str, allow: str | None) -> None:
+    """Apply the gate to one traced run; a failure names each failing item, the Go call
+    site behind it and the trace (to re-read with `cgotrace report`)."""
+    __tracebackhide__ = True
     from tracer.errors import CgotraceError
-    from tracer.gate import apply_gate, load_allow, parse_fail_on
+    from tracer.gate import apply_gate, check_options
 
     try:
-        fail_on = parse_fail_on(spec)
-        allow_list = load_allow(allow) if allow else None
+        fail_on, allow_list = check_options(spec, allow, result.analysis.rules or None)
     except CgotraceError as e:
         pytest.fail(f"--cgotrace-fail-on {spec}: {e.message}", pytrace=False)
+    assert fail_on is not None
     gate = apply_gate(result.analysis, fail_on, allow_list)
     result.analysis = gate.analysis
     if gate.failed:
         pytest.fail(f"cgotrace --fail-on {spec}: {result.argv[0]} fails the gate "
                     f"({len(gate.failing)}):"
-                    + _lines(f"{f.rule}: {f.what} ({f.detail})" for f in gate.failing),
-                    pytrace=False)
+                    + _lines(_failure_line(f, gate.analysis) for f in gate.failing)
+                    + f"\n  trace: {result.trace_path} (cgotrace report --fail-on {spec} "
+                    "TRACE shows it again)", pytrace=False)
+
+
+def _failure_line(failure: Failure, analysis: Analysis) -> str:
+    """'hidden: /etc/passwd (hidden config) <- os/user.LookupId at main.go:19'."""
+    line = f"{failure.rule}: {failure.what} ({failure.detail})"
+    sites = _sites(failure, analysis)
+    return line + (f" <- {', '.join(sites)}" if sites else "")
+
+
+def _sites(failure: Failure, analysis: Analysis, limit: int = 3) -> list[str]:
+    """The Go call sites behind a failing finding (by id) or dependency (by path)."""
+    from probes.records import frame_label
+
+    found: list[tuple[str | None, str]] = [
+        (f.go_api, frame_label(f.user_frame)) for f in analysis.findings
+        if f.id == failure.what and f.allowed is None]
+    found += [(c.go_api, c.site) for d in analysis.dependencies if d.path == failure.what
+              for c in d.callers if c.via != "loader"]
+    out = []
+    for api, site in dict.fromkeys(found):
+        if api or site:
+            out.append(f"{api or '?'} at {site}" if site else
+                       f"{api} (no application frame on the stack)")
+    more = f" and {len(out) - limit} more" if len(out) > limit else ""
+    return out[:limit] + ([more.strip()] if more else [])
 
 
 @pytest.fixture
@@ -303,4 +382,12 @@ def cgotrace(request: pytest.FixtureRequest, tmp_path: Path) -> CgotraceRunner:
     marker = request.node.get_closest_marker("cgotrace_fail_on")
     spec = marker.args[0] if marker and marker.args else config.getoption(
         "--cgotrace-fail-on")
+    if marker and marker.args:  # a typo in the marker fails its test before any run
+        from tracer.errors import CgotraceError
+        from tracer.gate import check_options
+
+        try:
+            check_options(spec, None)
+        except CgotraceError as e:
+            pytest.fail(f"cgotrace_fail_on({spec!r}): {e.message}", pytrace=False)
     return CgotraceRunner(tmp_path, spec, config.getoption("--cgotrace-allow"))

@@ -5,7 +5,9 @@
 // serves it; per request to /dns?name=NAME, one net.Resolver.LookupHost (Go's resolver
 // with a Debian-like nsswitch.conf: /etc/hosts, then a UDP query to the nameserver of
 // /etc/resolv.conf; run it only where resolv.conf names 127.0.0.1 and the loopback
-// responder answers); / answers "ok" without touching any file. Readiness handshake: with
+// responder answers); per request to /proxy?to=HOST:PORT, one GET of http://HOST:PORT/
+// relayed as a reverse proxy would (a connect to the upstream, after a lookup of HOST when
+// it is a name: /etc/hosts for localhost); / answers "ok" without touching any file. Readiness handshake: with
 // --ready-file PATH (a FIFO made by the test) it writes "ready <port>\n" there once it
 // listens. It serves until SIGTERM or SIGINT, then shuts down and exits 0. --timeout bounds
 // its life (default 120 s; exit 3 if no signal came).
@@ -15,6 +17,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -63,6 +66,19 @@ func main() {
 		}
 		sort.Strings(addrs)
 		fmt.Fprintln(w, strings.Join(addrs, " "))
+	})
+	// a fresh connection per request, as a proxy under load opens them (no keep-alive pool)
+	upstream := &http.Client{Timeout: 10 * time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true}}
+	mux.HandleFunc("/proxy", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := upstream.Get("http://" + r.URL.Query().Get("to") + "/") // expect:server-proxy
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	sigs := make(chan os.Signal, 1)

@@ -1,9 +1,11 @@
-"""A loopback HTTP client for attach tests: `python -m tests.integration.attach_client PORT`.
+"""A loopback HTTP client for attach tests:
+`python -m tests.integration.attach_client PORT [PATH=ANSWER ...]`.
 
 Runs inside the server's network namespace (the test starts it there), cycling through
-GET /, /lookup?uid=65534 and /dns?name=svc.cgotrace.test on fresh connections, each answer
-checked. After every request it prints one line "ok N fail M" (flushed), and on a failure
-also "failed PATH: reason". It stops when its stdin closes (the test's signal), then prints
+GET /, /lookup?uid=65534 and /dns?name=svc.cgotrace.test (or the PATH=ANSWER pairs given:
+ANSWER follows the last "=", without its newline) on fresh connections, each answer checked.
+After every request it prints one line "ok N fail M" (flushed), and on a failure also
+"failed PATH: reason". It stops when its stdin closes (the test's signal), then prints
 "done ok N fail M".
 """
 
@@ -33,10 +35,12 @@ def get(port: int, path: str) -> bytes:
 
 def main() -> int:
     port = int(sys.argv[1])
+    requests = tuple((path, answer.encode() + b"\n") for path, _, answer in
+                     (arg.rpartition("=") for arg in sys.argv[2:])) or REQUESTS
     ok = fail = 0
     i = 0
     while not select.select([sys.stdin], [], [], 0)[0]:
-        path, want = REQUESTS[i % len(REQUESTS)]
+        path, want = requests[i % len(requests)]
         i += 1
         try:
             body = get(port, path)

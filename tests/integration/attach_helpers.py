@@ -79,8 +79,10 @@ def loopback_dns() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def service(exe: Path, netns_path: str, *extra: str) -> Iterator[Service]:
-    """The sample server, untraced, in `netns_path` with resolv.conf naming 127.0.0.1."""
+def service(exe: Path, netns_path: str, *extra: str,
+            env: dict[str, str] | None = None) -> Iterator[Service]:
+    """The sample server, untraced, in `netns_path` with resolv.conf naming 127.0.0.1
+    (`env` is added to its environment)."""
     from tracer.sandbox import container
 
     prepared = container.prepare(container.SandboxSpec(rootfs=None, network=netns_path), exe)
@@ -89,7 +91,8 @@ def service(exe: Path, netns_path: str, *extra: str) -> Iterator[Service]:
         os.mkfifo(fifo)
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         proc = subprocess.Popen([str(exe), "--ready-file", fifo, "--timeout", "300s", *extra],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**ENV, **(env or {})},
                                 preexec_fn=prepared.child_setup)
         try:
             port = int(read_ready(fd, proc)[0])
@@ -102,12 +105,14 @@ def service(exe: Path, netns_path: str, *extra: str) -> Iterator[Service]:
 class Client:
     """The request loop (attach_client.py) in the server's network namespace."""
 
-    def __init__(self, svc: Service):
+    def __init__(self, svc: Service, requests: tuple[str, ...] = ()):
+        """`requests`: PATH=ANSWER pairs instead of the client's default cycle."""
         from tracer.sandbox import netns
 
         path = svc.netns_path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.attach_client", str(svc.port)],
+            [sys.executable, "-m", "tests.integration.attach_client", str(svc.port),
+             *requests],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=ROOT, preexec_fn=lambda: netns.join(path))
         self.ok = 0

@@ -95,6 +95,66 @@ def test_attach_captures_lookups_and_detaches(mode: str, sample: Callable[..., P
     assert any(h["path"] == "/etc/passwd" for h in result.summary["hidden"])
 
 
+@pytest.mark.parametrize("netdns", ["", "cgo"])
+def test_a_proxy_upstream_is_traffic_not_a_name_server(netdns: str,
+                                                       sample: Callable[..., Path]) -> None:
+    """The server as a reverse proxy (GET /proxy?to=HOST:PORT relays to its own port, a
+    fresh connection each time) and DNS lookups through the responder: the upstream's
+    connects are the program's own traffic (kind network, counted per address, no
+    dependency, no finding, EINPROGRESS not an error); the name server 127.0.0.1:53 is the
+    one name-server access. With GODEBUG=netdns=cgo the upstream's name (localhost) goes
+    through getaddrinfo: resolver-cgo at that site, and no resolver-go anywhere (Go's
+    resolver never ran)."""
+    from probes.records import verdict
+    from tracer.attribution.attributor import Attributor
+    from tracer.commands.attach import AttachOptions, attach_process
+    from tracer.reporters import render
+    from tracer.trace.model import AccessKind
+
+    exe = sample("server", "cgo")
+    env = {"GODEBUG": f"netdns={netdns}"} if netdns else {}
+    with loopback_dns() as ns, service(exe, ns, env=env) as svc:
+        host = "localhost" if netdns else "127.0.0.1"
+        upstream = f"127.0.0.1:{svc.port}"
+        requests = (f"/proxy?to={host}:{svc.port}=ok", "/dns?name=svc.cgotrace.test=127.0.0.77")
+        with Client(svc, requests) as client:
+            client.wait_for(2)
+            got: list[Access] = []
+            result = attach_process(AttachOptions(svc.pid, duration=ATTACH_SECONDS,
+                                                  attributor=Attributor(),
+                                                  on_access=got.append,
+                                                  handle_signals=False))
+            client.wait_for(2)
+            ok, fail, failures = client.stop()
+        assert_untouched(svc.pid)
+    assert fail == 0, failures
+    dials = [a for a in got if a.syscall == "connect" and a.path == upstream]
+    assert dials, sorted({a.path for a in got if a.syscall == "connect"})
+    assert {a.kind for a in dials} == {AccessKind.NETWORK} and not any(a.hidden for a in dials)
+    assert {a.result for a in dials} == {"EINPROGRESS"}  # Go's non-blocking connect
+    an = result.analysis
+    assert an.attach["start_time"] == result.start_time  # the window, as the CLI reports it
+    assert an.attach["end_time"] == result.end_time and an.attach["detached"] is True
+    assert not [d.path for d in an.dependencies if d.path == upstream]
+    assert not [f.id for f in an.findings if upstream in f.paths]
+    (conn,) = [c for c in an.connections if c.address == upstream]
+    assert conn.count == len(dials) and conn.results == (("ok", len(dials)),)
+    text = render(an, "text")
+    assert "program traffic: " in text and f"{upstream} x{len(dials)}" in text
+    assert "EINPROGRESS" not in text
+    ids = [f.id for f in an.findings]
+    names = {d.path: d for d in an.dependencies if d.path == "127.0.0.1:53"}
+    assert names and names["127.0.0.1:53"].feature == "resolver"
+    if netdns == "cgo":
+        assert "resolver-cgo" in ids and "resolver-go" not in ids, ids
+        assert names["127.0.0.1:53"].cls.value == "hidden"  # asked by glibc
+    else:
+        (go,) = [f for f in an.findings if f.id == "resolver-go"]
+        assert go.paths == ("127.0.0.1:53",) and "resolver-cgo" not in ids
+        assert names["127.0.0.1:53"].cls.value == "runtime-file"
+    assert verdict(an).status == "works"
+
+
 def _wait_for_header(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -142,7 +202,17 @@ def test_signal_ends_attach_cleanly(sig: int, sample: Callable[..., Path],
     report = subprocess.run(_cgotrace("report", str(trace)), capture_output=True, text=True,
                             cwd=ROOT)
     assert report.returncode == 0 and "/etc/passwd" in report.stdout, report.stderr
-    assert "attached, then detached (still running)" in report.stdout
+    # the saved report says it came from an attach, its window, and that the process lived on
+    head = report.stdout.splitlines()
+    assert f"still running at detach (stopped by {signal.Signals(sig).name}, detached)" \
+        in head[0]
+    assert head[1].startswith(f"attached to pid {svc.pid} (server-cgo) from ")
+    assert head[2].startswith("verdict: works")
+    doc = json.loads(subprocess.run(_cgotrace("report", "--format", "json", str(trace)),
+                                    capture_output=True, text=True, cwd=ROOT).stdout)
+    assert doc["exit"]["exit_code"] is None  # it never exited: not 0
+    assert doc["attach"]["detached"] is True and doc["attach"]["pid"] == svc.pid
+    assert doc["verdict"]["verdict"] == "works"
 
 
 def test_tracer_sigkill_leaves_server_serving(sample: Callable[..., Path],
@@ -170,6 +240,23 @@ def test_tracer_sigkill_leaves_server_serving(sample: Callable[..., Path],
         assert svc.proc.poll() is None
     assert fail == 0, failures
     assert sum(1 for line in trace.read_text().splitlines() if '"access"' in line) > 0
+    # the report judges the service by what was seen, never "fails" for the tracer's death
+    report = subprocess.run(_cgotrace("report", str(trace)), capture_output=True, text=True,
+                            cwd=ROOT)
+    assert report.returncode == 0, report.stderr
+    head = report.stdout.splitlines()
+    assert "cgotrace died while attached" in head[0], head[:3]
+    assert head[1].startswith(f"attached to pid {svc.pid} (server-cgo) from ") \
+        and "to an unknown end (last record " in head[1]
+    assert head[2].startswith("verdict: works"), head[:3]
+    assert "the trace is incomplete" not in report.stdout
+    html = subprocess.run(_cgotrace("report", "--format", "html", str(trace)),
+                          capture_output=True, text=True, cwd=ROOT).stdout
+    assert f"attached to pid {svc.pid} (server-cgo)" in html and "verdict: works" in html
+    doc = json.loads(subprocess.run(_cgotrace("report", "--format", "json", str(trace)),
+                                    capture_output=True, text=True, cwd=ROOT).stdout)
+    assert doc["exit"] is None and doc["attach"]["tracer_died"] is True
+    assert doc["verdict"]["verdict"] == "works"
 
 
 def test_signal_to_the_process_is_not_lost(sample: Callable[..., Path]) -> None:

@@ -2,8 +2,9 @@
 
 Each case makes the real condition (a reaped PID, a process under strace, a process of
 another user, cgotrace without CAP_SYS_PTRACE, a process that exits while attached, an
-ambiguous --name). Yama's ptrace_scope cannot be set on a kernel without Yama; its
-diagnosis is checked in tests/unit/test_attach_diagnosis.py.
+ambiguous --name, an --output that cannot be written, a snapshot by an unprivileged user).
+Yama's ptrace_scope cannot be set on a kernel without Yama; its diagnosis is checked in
+tests/unit/test_attach_diagnosis.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.attach_helpers import ROOT, stop_process
+from tests.integration.attach_helpers import ROOT, status_field, stop_process
 
 pytestmark = [pytest.mark.ptrace]
 
@@ -147,3 +148,48 @@ def test_name_ambiguous_unique_and_missing(tmp_path: Path) -> None:
             assert str(first.pid) in line and str(second.pid) in line
     p = cgotrace("attach", "--name", name + "-none")
     assert p.returncode == 4 and "no process named" in one_line(p)
+
+
+def test_output_that_cannot_be_written_fails_before_the_seize(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`attach -o /nonexistent/dir/x.jsonl`: exit 4 with one line, as `run` gives, and the
+    process is never seized (the trace file is opened first)."""
+    from tracer.commands.attach import AttachOptions, attach_process
+    from tracer.engine import stepping
+    from tracer.errors import NotFoundError
+
+    bad = "/nonexistent/dir/x.jsonl"
+    with sleeper() as target:
+        p = cgotrace("attach", str(target.pid), "-o", bad, "--duration", "1")
+        assert p.returncode == 4, p.stderr
+        assert one_line(p) == (f"cgotrace: cannot write {bad}: no such file or directory "
+                               "(create the directory first)")
+        assert "every syscall entry" not in p.stderr  # said only once the process is seized
+        assert status_field(target.pid, "TracerPid") == "0"
+        run = cgotrace("run", "-o", bad, "--", "true")
+        assert run.returncode == 4 and one_line(run) == one_line(p)
+
+        def seize(self: object) -> int:
+            raise AssertionError("seized although the output cannot be written")
+
+        monkeypatch.setattr(stepping.AttachEngine, "seize", seize)
+        with pytest.raises(NotFoundError, match="cannot write"):
+            attach_process(AttachOptions(target.pid, duration=1, output=bad,
+                                         handle_signals=False))
+
+
+def test_snapshot_of_another_users_process_is_refused_with_the_remedy() -> None:
+    """`snapshot` as nobody of a root process: the kernel hides its executable and maps;
+    exit 5 naming the file and the remedy, not a report with `exe: None` and nothing in it."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv(1) to run cgotrace as nobody")
+    with sleeper() as target:
+        p = cgotrace("snapshot", str(target.pid),
+                     prefix=("setpriv", "--reuid", "nobody", "--regid", "nogroup",
+                             "--clear-groups", "--"))
+    assert p.returncode == 5, (p.returncode, p.stdout, p.stderr)
+    assert p.stdout == ""
+    line = one_line(p)
+    assert line.startswith(f"cgotrace: cannot read /proc/{target.pid}/exe of process "
+                           f"{target.pid} (sleep, uid 0): permission denied"), line
+    assert "run cgotrace as root or as the process's owner (`sudo -u root ...`)" in line

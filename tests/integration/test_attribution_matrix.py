@@ -43,7 +43,8 @@ import pytest
 from sample_apps import appinfo
 from sample_apps.appinfo import Expectation
 from sample_apps.build import GO_VERSIONS, supported_modes
-from tracer.attribution.attributor import Attributor, c_name
+from tracer.attribution.attributor import Attributor
+from tracer.attribution.frames import c_name
 from tracer.attribution.modules import ImageCache, MapsRegistry
 from tracer.trace.model import Access, AccessKind, Attribution, Via
 
@@ -576,7 +577,8 @@ def test_warm_cost_per_access(sample: Callable[..., Path]) -> None:
     """A repeated call path is served from the memo (or the keep-policy) instead of being
     analysed again. The cost is printed, never asserted (`make bench` measures it)."""
     exe = sample("benchuser", "cgo", GO_VERSIONS[0])
-    from tracer.attribution.attributor import FULL_PER_PATH, AttributorStats
+    from tracer.attribution.policy import FULL_PER_PATH
+    from tracer.attribution.state import AttributorStats
     from tracer.commands.run import RunOptions, trace_program
 
     n = 200
@@ -616,7 +618,7 @@ def test_warm_cost_per_access(sample: Callable[..., Path]) -> None:
 def test_sampling_after_many_accesses_of_one_path(sample: Callable[..., Path]) -> None:
     """Past SAMPLE_AFTER accesses of one path, only power-of-two accesses are walked; the
     rest carry the path's latest attribution, and the trace says so with same_as."""
-    from tracer.attribution.attributor import SAMPLE_AFTER
+    from tracer.attribution.policy import SAMPLE_AFTER
 
     exe = sample("benchopen", "cgo", GO_VERSIONS[0])
     accesses, status, att = _trace(exe, ("2000",))

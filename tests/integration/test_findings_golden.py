@@ -90,7 +90,9 @@ def normalise_text(text: str) -> str:
     return text
 
 
-_VOLATILE = {"seq", "first_seq", "pid", "pc", "time", "start_time", "cgotrace"}
+# vcs.*: the commit the shared sample build was made from
+_VOLATILE = {"seq", "first_seq", "pid", "pc", "time", "start_time", "cgotrace", "vcs.revision",
+             "vcs.time", "vcs.modified"}
 _VOLATILE_LISTS = {"seqs", "pids"}
 
 

@@ -81,17 +81,81 @@ def test_bad_gate_options_are_one_line_errors(sample: Callable[..., Path],
     prog = str(sample("userlookup", "pure"))
     bad = tmp_path / "allow.toml"
     bad.write_text('[[allow]]\nid = "*"\n')
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[[allow]]\nid = "nss-modul"\nreason = "r"\n')
     for args, code, words in [
         (["--fail-on", "hidden,@@"], 2, "--fail-on: '@@'"),
         (["--allow", str(bad)], 3, "[[allow]] #1: key 'reason' is required"),
         (["--allow", str(tmp_path / "none.toml")], 4, "no such allow-list file"),
         (["--report", "yaml=x"], 2, "unknown format"),
+        # typos used to be taken as finding ids that matched nothing: the gate passed
+        (["--fail-on", "hiden"], 2, "'hiden' is not a known finding id (did you mean "
+         "'hidden'?)"),
+        (["--fail-on", "warnings"], 2, "(did you mean 'warning'?)"),
+        (["--fail-on", "user-lookup-cg"], 2, "(did you mean 'user-lookup-cgo'?)"),
+        (["--fail-on", "resolvr-*"], 2, "'resolvr-*' matches no finding id"),
+        (["--fail-on", "hidden", "--allow", str(typo)], 3,
+         "[[allow]] #1: key 'id': 'nss-modul' is not a known finding id (did you mean "
+         "'nss-module'?)"),
+        # every --report destination is checked before the program starts, as --output
+        (["--report", "sarif=/no/such/dir/x.sarif"], 4,
+         "cannot write /no/such/dir/x.sarif: no such file or directory"),
+        (["--report", f"json={tmp_path}"], 3, f"cannot write {tmp_path}: is a directory"),
+        (["--json", "/no/such/dir/r.json"], 4, "cannot write /no/such/dir/r.json"),
     ]:
         r = cgotrace("run", *args, "--", prog)
         assert r.returncode == code, (args, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert any(words in line for line in lines) and "Traceback" not in r.stderr
         assert r.stdout == ""  # the program did not run
+        assert len(lines) == 1, lines
+    # report and matrix refuse the same typos before reading or running anything
+    r = cgotrace("report", "--fail-on", "hiden", str(tmp_path / "no-trace.jsonl"))
+    assert r.returncode == 2 and "did you mean 'hidden'?" in r.stderr
+    r = cgotrace("matrix", "--rootfs", "glibc", "--fail-on", "warnings", prog)
+    assert r.returncode == 2 and "did you mean 'warning'?" in r.stderr and r.stdout == ""
+    r = cgotrace("matrix", "--rootfs", "glibc", "--allow", str(typo), prog)
+    assert r.returncode == 3 and "did you mean 'nss-module'?" in r.stderr
+
+
+def test_attach_checks_its_report_destination_before_attaching(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        r = cgotrace("attach", "--duration", "1", "--report", "sarif=/no/such/dir/x.sarif",
+                     str(sleeper.pid))
+        assert r.returncode == 4, r.stderr
+        assert r.stderr.strip() == ("cgotrace: cannot write /no/such/dir/x.sarif: no such "
+                                    "file or directory (create the directory first)")
+        r = cgotrace("attach", "--duration", "1", "--fail-on", "hiden", str(sleeper.pid))
+        assert r.returncode == 2 and "did you mean 'hidden'?" in r.stderr
+        assert "attached" not in r.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_an_incomplete_trace_cannot_pass_the_gate(sample: Callable[..., Path],
+                                                  tmp_path: Path) -> None:
+    """A trace cut before the exit line (the tracer was killed) passed `--fail-on hidden`
+    while the text report said "trace incomplete", and its SARIF said the run succeeded."""
+    trace = tmp_path / "t.jsonl"
+    r = cgotrace("run", "-q", "-o", str(trace), "--", str(sample("userlookup", "pure")))
+    assert r.returncode == 0, r.stderr
+    assert cgotrace("report", "--fail-on", "hidden", str(trace)).returncode == 0
+    lines = trace.read_text().splitlines(keepends=True)
+    assert '"type": "exit"' in lines[-1] or '"type":"exit"' in lines[-1]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(lines[:-1]) + lines[-1][:20])  # no exit, a torn last line
+    r = cgotrace("report", "--fail-on", "hidden", str(cut))
+    assert r.returncode == 1, r.stderr
+    assert "trace incomplete" in r.stdout
+    assert r.stderr.strip() == ("cgotrace: gate failed: incomplete: the trace ends before "
+                                "the program's exit")
+    r = cgotrace("report", "--format", "sarif", str(cut))
+    assert r.returncode == 0, r.stderr  # no gate asked: the report itself is fine
+    (inv,) = json.loads(r.stdout)["runs"][0]["invocations"]
+    assert inv["executionSuccessful"] is False
+    assert any("incomplete" in n["message"]["text"] for n in inv["toolExecutionNotifications"])
 
 
 def test_sitegen_files_are_program_files(sample: Callable[..., Path], tmp_path: Path) -> None:
@@ -131,3 +195,54 @@ def test_exec_failure_in_scratch_still_reports_the_missing_interpreter(
     (f,) = [f for f in doc["findings"] if f["id"] == "missing-interpreter"]
     assert f["missing"] == ["/lib64/ld-linux-x86-64.so.2"] and "CGO_ENABLED=0" in f["fix"]
     assert doc["verdict"]["verdict"] == "fails"
+
+
+def _closed_pipe() -> int:
+    """The write end of a pipe whose reader has already gone: every write is EPIPE."""
+    r, w = os.pipe()
+    os.close(r)
+    return w
+
+
+def test_a_closed_stderr_or_stdout_keeps_the_exit_status(sample: Callable[..., Path],
+                                                         tmp_path: Path) -> None:
+    """The report on stderr hit a closed pipe and click turned the BrokenPipeError into
+    exit 1, in place of the program's status (or the gate's)."""
+    cgo = str(sample("userlookup", "cgo"))
+    trace = tmp_path / "t.jsonl"
+    out = tmp_path / "program.out"
+    for args, code in [
+        (["run", "-o", str(trace), "--", cgo], 0),
+        (["run", "--rootfs", "glibc", "--fail-on", "hidden", "--", cgo], 121),
+        (["run", "--", str(tmp_path / "no-such-program")], 127),
+        (["run", "--rootfs", "scratch", "--", cgo], 127),  # findings, then the exec line
+    ]:
+        w = _closed_pipe()
+        with open(out, "w") as stdout:
+            proc = subprocess.run([sys.executable, "-m", "tracer", *args], stdout=stdout,
+                                  stderr=w, env=ENV, timeout=300)
+        os.close(w)
+        assert proc.returncode == code, args
+    # report writes to stdout: a closed stdout keeps the gate's 1 (and 0 without a gate)
+    for args, code in [(["report", "--fail-on", "hidden", str(trace)], 1),
+                       (["report", "--format", "json", str(trace)], 0)]:
+        w = _closed_pipe()
+        proc = subprocess.run([sys.executable, "-m", "tracer", *args], stdout=w,
+                              stderr=subprocess.DEVNULL, env=ENV, timeout=300)
+        os.close(w)
+        assert proc.returncode == code, args
+
+
+def test_a_real_pipe_that_closes_early_keeps_the_status() -> None:
+    """`cgotrace run ... 2>&1 | head -1`, as a shell runs it, many times: head takes the
+    program's line and exits while the tracer is still writing its report."""
+    shell = (f"{sys.executable} -m tracer run -- /bin/echo hello 2>&1 | head -1 >/dev/null;"
+             " echo ${PIPESTATUS[0]}")
+    codes = [subprocess.run(["bash", "-c", shell], capture_output=True, text=True,
+                            env=ENV, timeout=120).stdout.strip() for _ in range(8)]
+    assert codes == ["0"] * 8
+    # started with stdout and stderr closed (`>&- 2>&-`): an internal error (70) before
+    shell = f"{sys.executable} -m tracer run -- /bin/sh -c 'exit 3' >&- 2>&-; echo $?"
+    r = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=ENV,
+                       timeout=120)
+    assert r.stdout.strip() == "3", r.stderr

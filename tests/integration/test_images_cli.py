@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,6 +106,67 @@ def test_missing_needed_library_names_it_and_where_the_loader_looked(sample: Sam
     assert diag[0]["searched"] == list(dict.fromkeys(failed))
     assert "/lib/x86_64-linux-gnu/libsqlite3.so.0" in diag[0]["searched"]
     assert "diagnosis: libsqlite3.so.0 (NEEDED by" in cgotrace("report", str(out)).stdout
+
+
+def ld_so_system_dirs() -> list[str]:
+    """The oracle: the system search path the host's ld.so prints (the glibc preset's is a
+    copy of it)."""
+    out = subprocess.run([GLIBC_INTERP, "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    return [line.split()[0] for line in out.splitlines()
+            if line.strip().endswith("(system search path)")]
+
+
+def test_library_outside_the_loaders_search_path(sample: Sample, tmp_path: Path) -> None:
+    """A library in /usr/lib64 of a Debian-like root is there, and ld.so never looks there:
+    the run exits 127, and inspect, run and matrix all say so (not "found", not "absent")."""
+    from tracer.sandbox.presets import build_preset
+
+    root = tmp_path / "root"
+    shutil.copytree(build_preset("glibc"), root, symlinks=True)
+    (root / "usr/lib64").mkdir(parents=True, exist_ok=True)
+    shutil.copy(os.path.realpath("/lib/x86_64-linux-gnu/libsqlite3.so.0"),
+                root / "usr/lib64/libsqlite3.so.0")
+    binary = str(sample("sqlite", "cgo"))
+    dirs = ld_so_system_dirs()
+    assert "/usr/lib64" not in dirs
+    what = ("libsqlite3.so.0 (NEEDED by /.cgotrace/sqlite-cgo) is present at "
+            "/usr/lib64/libsqlite3.so.0, outside the loader's search path")
+    fix = (f"Fix: move it into a directory the loader searches ({', '.join(dirs)}), or add "
+           "/usr/lib64 to /etc/ld.so.conf and run ldconfig")
+    r = cgotrace("run", "-q", "--rootfs", str(root), "--", binary)
+    assert r.returncode == 127  # the real loader's verdict
+    assert "error while loading shared libraries: libsqlite3.so.0" in r.stderr
+    line = one_line_error(r)
+    assert line.startswith(f"cgotrace: {what}: the loader looked in {dirs[0]}"), line
+    assert line.endswith(fix), line
+    r = cgotrace("inspect", "--json", "--rootfs", str(root), binary)
+    assert r.returncode == 0, r.stderr
+    facts = json.loads(r.stdout)
+    loader = facts["loader"]
+    assert loader["missing"] == ["libsqlite3.so.0"]  # not "found via default-dirs"
+    assert loader["search_path"]["dirs"] == dirs and loader["search_path"]["source"] == "ld.so"
+    sqlite = next(lib for lib in loader["libraries"] if lib["name"] == "libsqlite3.so.0")
+    assert sqlite["elsewhere"] == ["/usr/lib64/libsqlite3.so.0"]
+    assert any(p.startswith(f"libsqlite3.so.0 (needed by {binary}) is present at "
+                            "/usr/lib64/libsqlite3.so.0, outside the loader's search path")
+               and p.endswith(fix) for p in facts["problems"]), facts["problems"]
+    r = cgotrace("matrix", "--json", "--rootfs", str(root), binary)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)["roots"][0]
+    assert not row["starts"] and row["exit_code"] == 127
+    assert [d["message"].startswith(what) for d in row["diagnoses"]] == [True]
+    assert "missing-library" in row["findings"]
+    # the fix it gives works: the directory in ld.so.conf, the cache regenerated
+    with open(root / "etc/ld.so.conf", "a") as f:
+        f.write("/usr/lib64\n")
+    subprocess.run(["ldconfig", "-r", str(root), "-X"], check=True)
+    r = cgotrace("run", "-q", "--rootfs", str(root), "--", binary)
+    assert r.returncode == 0 and "SELECT sum(v) = 6" in r.stdout, r.stderr
+    loader = json.loads(cgotrace("inspect", "--json", "--rootfs", str(root), binary).stdout)[
+        "loader"]
+    sqlite = next(lib for lib in loader["libraries"] if lib["name"] == "libsqlite3.so.0")
+    assert sqlite["via"] == "ld.so.cache" and sqlite["path"] == "/usr/lib64/libsqlite3.so.0"
 
 
 def test_musl_dynamic_sample_runs_on_musl_and_fails_on_glibc(sample: Sample,
@@ -221,6 +283,153 @@ def test_matrix_of_cgo_userlookup_over_the_presets(sample: Sample) -> None:
     assert "/etc/nsswitch.conf" in glibc["hidden_paths"] and glibc["findings"]
 
 
+def test_matrix_text_says_what_a_failing_program_said(sample: Sample) -> None:
+    """A program that starts and fails on its own: the text matrix shows its last words
+    (a Go panic's message line, not the dump's last frame), not only "fails"."""
+    r = cgotrace("matrix", "--rootfs", "glibc", "--", str(sample("crash", "cgo")), "panic")
+    assert r.returncode == 0, r.stderr
+    assert "glibc: exit 2: panic: cgotrace deliberate panic" in r.stdout.splitlines()
+    r = cgotrace("matrix", "--json", "--rootfs", "glibc", "--", str(sample("crash", "cgo")),
+                 "panic")
+    assert json.loads(r.stdout)["roots"][0]["stderr_line"] == "panic: cgotrace deliberate panic"
+    # nothing on stderr: its last stdout line says why
+    r = cgotrace("matrix", "--rootfs", "glibc", "--", str(sample("tzload", "pure")),
+                 "Nowhere/Zone")
+    assert r.returncode == 0, r.stderr
+    assert ("glibc: exit 1: nothing on stderr; last on stdout: LoadLocation: unknown time "
+            "zone Nowhere/Zone") in r.stdout.splitlines()
+
+
+def _fix_line(stdout: str, root: str) -> str:
+    (line,) = [x for x in stdout.splitlines() if x.startswith(f"{root}: interpreter ")]
+    return line.split(". Fix: ", 1)[1]
+
+
+def test_matrix_fix_fits_the_binarys_cgo(sample: Sample) -> None:
+    """The one-line fix under a root the program cannot start in comes from that binary's
+    facts: a third-party cgo program (sqlite: its own C code and libsqlite3) gets the
+    library its base image must add and no build tag; a program whose only cgo is os/user
+    gets -tags osusergo, not netgo, and never "link statically" (static-glibc-nss)."""
+    r = cgotrace("matrix", "--rootfs", "scratch", "--", str(sample("sqlite", "cgo")))
+    fix = _fix_line(r.stdout, "scratch")
+    assert "Use a base image with glibc" in fix and "add libsqlite3.so.0 to it" in fix
+    assert "Building without cgo is not enough here: the main package has C code" in fix
+    assert "netgo,osusergo" not in fix and "-tags osusergo" not in fix
+    r = cgotrace("matrix", "--rootfs", "scratch", "--", str(sample("userlookup", "cgo")))
+    fix = _fix_line(r.stdout, "scratch")
+    assert "-tags osusergo gives os/user, the only cgo package here" in fix
+    assert "netgo" not in fix and "statically" not in fix and "add " not in fix
+    # `run` prints the same line
+    r = cgotrace("run", "-q", "--rootfs", "scratch", "--", str(sample("userlookup", "cgo")))
+    assert r.returncode == 127 and one_line_error(r).endswith(fix)
+
+
+def _glibc_root_without_passwd(tmp_path: Path, passwd_sources: str) -> Path:
+    """The glibc preset, copied, without /etc/passwd, nsswitch.conf naming `passwd_sources`."""
+    from tracer.sandbox.roots import build_preset
+
+    root = tmp_path / "root"
+    shutil.copytree(build_preset("glibc"), root, symlinks=True)
+    (root / "etc" / "passwd").unlink()
+    (root / "etc" / "nsswitch.conf").write_text(
+        f"passwd: {passwd_sources}\ngroup: files systemd\nhosts: files dns\n")
+    return root
+
+
+def test_absent_passwd_with_an_nss_source_that_answers_works(sample: Sample,
+                                                             tmp_path: Path) -> None:
+    """passwd: files systemd, no /etc/passwd: glibc goes on to libnss_systemd, which knows
+    root; the program works (as under chroot or podman), so nothing is missing."""
+    root = _glibc_root_without_passwd(tmp_path, "files systemd")
+    assert list((root / "lib" / "x86_64-linux-gnu").glob("libnss_systemd.so.2")), \
+        "the glibc preset carries libnss_systemd (the host's nsswitch.conf names systemd)"
+    binary = str(sample("userlookup", "cgo"))
+    report = tmp_path / "report.json"
+    r = cgotrace("run", "--json", str(report), "--rootfs", str(root), "--", binary)
+    assert r.returncode == 0, r.stderr
+    assert "LookupId(0): root <nil>" in r.stdout and "Current: root <nil>" in r.stdout
+    assert "verdict: works" in r.stderr
+    doc = json.loads(report.read_text())
+    users = [f for f in doc["findings"] if f["id"] == "user-lookup-cgo"]
+    assert users and all(f["missing"] == [] for f in users)
+    first = users[0]
+    assert "/etc/passwd (ENOENT)" in first["explanation"]
+    assert "'systemd' (libnss_systemd.so.2, loaded), which answered in its place" in \
+        first["explanation"]
+    # the osusergo advice says what it would change here: the lookups would then fail
+    assert "with osusergo Go asks no such source, so these lookups fail" in first["fix"]
+    r = cgotrace("matrix", "--json", "--rootfs", str(root), "--", binary)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["roots"]
+    assert row["exit_code"] == 0 and row["missing"] == [] and row["verdict"] == "works"
+    assert "nss-module" in row["findings"]  # still a hidden dependency, and named
+
+
+def test_absent_passwd_with_no_other_source_is_missing_and_the_fix_ships_it(
+        sample: Sample, tmp_path: Path) -> None:
+    """passwd: files, no /etc/passwd: no source answers, so /etc/passwd is missing, and the
+    fix ships it (osusergo would read the same absent file)."""
+    root = _glibc_root_without_passwd(tmp_path, "files")
+    binary = str(sample("userlookup", "cgo"))
+    r = cgotrace("matrix", "--json", "--rootfs", str(root), "--", binary)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["roots"]
+    assert row["verdict"] == "degraded" and row["missing"] == ["/etc/passwd"]
+    report = tmp_path / "report.json"
+    r = cgotrace("run", "-q", "--json", str(report), "--rootfs", str(root), "--", binary)
+    assert r.returncode == 0, r.stderr
+    assert "LookupId(0): <nil> user: unknown userid 0" in r.stdout  # no source knew root
+    missing = [f for f in json.loads(report.read_text())["findings"]
+               if f["id"] == "user-lookup-cgo" and f["missing"]]
+    assert missing and missing[0]["missing"] == ["/etc/passwd"]
+    fix = missing[0]["fix"]
+    assert fix.startswith("Ship /etc/passwd with the users") and "adduser" in fix
+    assert "USER app" in fix
+    assert "-tags osusergo (or CGO_ENABLED=0) does not help here" in fix
+    assert not fix.startswith("Build with -tags osusergo")
+
+
+# --- the program's environment is not cgotrace's --------------------------------------------
+
+
+def _program_env(home: Path) -> dict[str, str]:
+    """An environment that would move every cache cgotrace has, were it cgotrace's."""
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_CACHE_HOME": str(home / "xdg"),
+            "CGOTRACE_CACHE": str(home / "cache")}
+
+
+def test_run_env_sets_the_programs_environment_only(tmp_path: Path) -> None:
+    home = tmp_path / "program-home"
+    env_file = tmp_path / "env0"
+    env_file.write_bytes(b"".join(f"{k}={v}".encode() + b"\0"
+                                  for k, v in _program_env(home).items()))
+    r = cgotrace("run", "-q", "--rootfs", "glibc", "--env-file", str(env_file),
+                 "--env", "EXTRA=a=b", "--", "/usr/bin/env")
+    assert r.returncode == 0, r.stderr
+    seen = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    assert seen == {**_program_env(home), "EXTRA": "a=b"}  # exactly the file, plus --env
+    assert not home.exists()  # no cache, no preset went where the program's HOME points
+    r = cgotrace("run", "-q", "--env", "HOME", "--", "/usr/bin/env")
+    assert r.returncode == 2 and "--env 'HOME': expected NAME=VALUE" in one_line_error(r)
+    r = cgotrace("run", "-q", "--env-file", str(tmp_path / "nope"), "--", "/usr/bin/env")
+    assert r.returncode == 4 and "nope" in one_line_error(r)
+    env_file.write_bytes(b"PATH=/bin\0just-a-word\0")
+    r = cgotrace("run", "-q", "--env-file", str(env_file), "--", "/usr/bin/env")
+    assert r.returncode == 3 and "'just-a-word' is not a NAME=VALUE entry" in one_line_error(r)
+
+
+def test_matrix_env_is_the_programs_not_cgotraces(tmp_path: Path) -> None:
+    from tracer.commands.matrix import MatrixOptions, RootSource, run_matrix
+
+    home = tmp_path / "program-home"
+    rows = run_matrix(MatrixOptions(binary="/usr/bin/env", args=[],
+                                    roots=[RootSource("glibc")], env=_program_env(home)))
+    assert rows[0].exit_code == 0, rows[0].stderr_tail
+    assert f"HOME={home}" in rows[0].stdout_tail and f"CGOTRACE_CACHE={home}/cache" in \
+        rows[0].stdout_tail
+    assert not home.exists()
+
+
 # --- --image --------------------------------------------------------------------------------
 
 
@@ -229,7 +438,7 @@ def podman_image() -> Iterator[str]:
     """A local image made from the glibc preset with `podman import` (nothing is pulled)."""
     if shutil.which("podman") is None:
         pytest.skip("podman not installed (make system-deps)")
-    from tracer.sandbox.roots import build_preset
+    from tracer.sandbox.presets import build_preset
 
     root = build_preset("glibc")
     name = f"localhost/cgotrace-test-glibc-{os.getpid()}:latest"
@@ -243,7 +452,7 @@ def podman_image() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["podman", "rmi", "-f", name], capture_output=True, check=False)
-        from tracer.sandbox.roots import cache_dir  # the unpacked copy: a new ID every run
+        from tracer.sandbox.trees import cache_dir  # the unpacked copy: a new ID every run
 
         shutil.rmtree(cache_dir() / "rootfs" / f"image-{image_id.removeprefix('sha256:')[:24]}",
                       ignore_errors=True)
@@ -263,6 +472,26 @@ def test_run_inspect_and_matrix_on_a_podman_image(sample: Sample, podman_image: 
     assert r.returncode == 0, r.stderr
     rows = {row["root"]: row for row in json.loads(r.stdout)["roots"]}
     assert rows[f"image {podman_image}"]["starts"] and rows["scratch"]["starts"] is False
+
+
+def test_run_in_a_podman_export(sample: Sample, podman_image: str, tmp_path: Path) -> None:
+    """`podman export` of a container: a flat root filesystem tarball, taken as a root."""
+    container = subprocess.run(["podman", "create", podman_image, "/bin/true"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        tar = tmp_path / "export.tar"
+        subprocess.run(["podman", "export", "-o", str(tar), container], check=True,
+                       capture_output=True)
+    finally:
+        subprocess.run(["podman", "rm", "-f", container], capture_output=True, check=False)
+    with tarfile.open(tar) as t:  # no image metadata: a plain tree
+        assert not {"manifest.json", "index.json"} & set(t.getnames())
+    binary = str(sample("userlookup", "cgo"))
+    r = cgotrace("run", "--rootfs", str(tar), "--", binary)
+    assert r.returncode == 0, r.stderr
+    assert "LookupId(0): root <nil>" in r.stdout and "(cgo getpwuid_r) at main.go:" in r.stderr
+    r = cgotrace("inspect", "--rootfs", str(tar), binary)
+    assert r.returncode == 0 and "ok: the loader finds everything it needs" in r.stdout
 
 
 def test_unknown_image_is_one_line(sample: Sample, podman_image: str) -> None:
@@ -336,7 +565,7 @@ def _digest(p: Path) -> str:
 
 
 def test_sandbox_cannot_reach_the_network_or_change_the_root() -> None:
-    from tracer.sandbox.roots import build_preset
+    from tracer.sandbox.presets import build_preset
 
     probe = compile_c(_PROBE_C)
     root = build_preset("glibc")

@@ -131,3 +131,32 @@ def test_text_report_sections_and_missing_interpreter(sample: Callable[..., Path
     assert ("interpreter /lib64/ld-linux-x86-64.so.2 is not in this root: exec will fail with "
             "'no such file or directory'") in r.stdout
     assert "os/user" in r.stdout and "/etc/nsswitch.conf" in r.stdout
+
+
+def _fixes(stdout: str) -> dict[str, str]:
+    """Feature title -> its `fix:` line, from the "Predicted run-time dependencies" section."""
+    out: dict[str, str] = {}
+    title = ""
+    for line in stdout.splitlines():
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith("]"):
+            title = line.strip()
+        elif line.strip().startswith("fix: ") and title:
+            out[title] = line.strip().removeprefix("fix: ")
+    return out
+
+
+@pytest.mark.go
+def test_fixes_suggest_only_what_changes_the_build(sample: Callable[..., Path]) -> None:
+    """A binary whose net and os/user are already pure Go (netgo mode) is not told to build
+    with -tags netgo or osusergo; its cgo build still is; embedded tzdata is not told to
+    embed it."""
+    pure = _fixes(run_inspect(str(sample("dnslookup", "netgo"))).stdout)
+    net = pure["name resolution (net) [go]"]
+    assert net.startswith("nothing to change in the build") and "build with" not in net
+    users = _fixes(run_inspect(str(sample("userlookup", "netgo"))).stdout)
+    assert users["user and group lookups (os/user) [go]"].startswith(
+        "nothing to change in the build: os/user already reads /etc/passwd")
+    cgo = _fixes(run_inspect(str(sample("dnslookup", "cgo"))).stdout)
+    assert cgo["name resolution (net) [cgo]"].startswith("build with -tags netgo")
+    tz = _fixes(run_inspect(str(sample("tzembed", "pure"))).stdout)
+    assert "import _" not in tz["time zones (time.LoadLocation) [embedded]"]

@@ -106,6 +106,9 @@ def test_inspect_matches_oracles(sample: Callable[..., Path], app: str, mode: st
         assert d["user_lookup"]["implementation"] == "cgo"
     if mode in ("pure", "netgo") and '"os/user"' in src:
         assert d["user_lookup"]["implementation"] == "go"
+    if mode in ("pure", "netgo"):  # already pure Go: no tag to suggest for it
+        for f in d["features"]:
+            assert not f["fix"].startswith("build with -tags"), (f["id"], f["fix"])
     if mode == "stripped":
         assert d["stripped"] is True and d["go"]["function_source"] == "pclntab"
     if mode == "pie":

@@ -85,6 +85,62 @@ def test_fail_on_option_gates_every_run(pytester: pytest.Pytester, tests_file: P
     result.stdout.fnmatch_lines(["FAILED test_traced.py::test_cgo*"])
 
 
+AGREE = '''
+from tracer.gate import apply_gate, parse_fail_on
+
+def test_hidden_means_one_thing(cgotrace):
+    r = cgotrace({cgo!r})
+    gate = apply_gate(r.analysis, parse_fail_on("hidden"))
+    assert sorted(f.what for f in gate.failing) == sorted(d.path for d in r.hidden())
+    # the ENOENT lookups (nscd socket, libnss_* search) are hidden but not used: neither counts
+    assert [d for d in r.dependencies if d.cls.value == "hidden" and d.result != "ok"]
+    assert len(r.hidden()) >= 2
+
+def test_helper_failure(cgotrace):
+    cgotrace({cgo!r}).assert_no_hidden()
+'''
+
+
+def test_helpers_and_the_gate_agree_and_say_where(pytester: pytest.Pytester,
+                                                  sample: Callable[..., Path]) -> None:
+    """assert_no_hidden and --cgotrace-fail-on hidden count the same items (they used to
+    differ by the ENOENT entries); a failing helper shows no plugin frame; a gate failure
+    names the Go call site and the trace."""
+    pytester.makepyfile(test_agree=AGREE.format(cgo=str(sample("userlookup", "cgo"))))
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "hidden_means")
+    result.assert_outcomes(passed=1)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "helper_failure")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "pytest_plugin.py" not in out and "raise AssertionError" not in out
+    result.stdout.fnmatch_lines(["*cgotrace({cgo!r}).assert_no_hidden()*".format(
+        cgo=str(sample("userlookup", "cgo"))), "E*AssertionError: * hidden dependencies:*"])
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "helper_failure",
+                                "--cgotrace-fail-on", "hidden")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*hidden: /etc/nsswitch.conf (hidden config) <- os/user.Lookup* at main.go:*",
+        "*trace: */cgotrace-1.jsonl (cgotrace report --fail-on hidden TRACE shows it again)"])
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--cgotrace-fail-on", "hiden"], "--cgotrace-fail-on hiden: 'hiden' is not a known "
+     "finding id (did you mean 'hidden'?)*"),
+    (["--cgotrace-fail-on", "warnings"], "*(did you mean 'warning'?)*"),
+    (["--cgotrace-fail-on", "hidden", "--cgotrace-allow", "nope.toml"],
+     "--cgotrace-allow: nope.toml: no such allow-list file"),
+])
+def test_bad_options_are_one_error_before_any_test(pytester: pytest.Pytester,
+                                                   args: list[str], words: str) -> None:
+    """A typo used to match nothing and pass every test; a missing allow-list failed each
+    traced run separately. Both are one usage error now, and no test runs."""
+    pytester.makepyfile(test_x="def test_x(cgotrace):\n    raise SystemExit('ran')\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {words}"])
+    assert "ran" not in result.stdout.str() and "Traceback" not in result.stderr.str()
+
+
 def test_readme_example(pytester: pytest.Pytester, sample: Callable[..., Path]) -> None:
     """The README's example, as written: it passes for the netgo,osusergo build and fails
     for the cgo build (no libc in the `static` root)."""
@@ -99,6 +155,23 @@ def test_readme_example(pytester: pytest.Pytester, sample: Callable[..., Path]) 
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["FAILED test_readme_cgo.py::*"])
+
+
+def test_env_is_the_programs_not_cgotraces(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """`env=` is what the traced program gets; cgotrace itself keeps the session's, so its
+    caches and presets do not move to where the program's HOME or CGOTRACE_CACHE points."""
+    home = tmp_path / "program-home"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_CACHE_HOME": str(home / "xdg"),
+           "CGOTRACE_CACHE": str(home / "cache")}
+    pytester.makepyfile(test_env=f"""
+def test_env(cgotrace):
+    r = cgotrace("/usr/bin/env", rootfs="glibc", env={env!r})
+    assert r.exit_code == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == {sorted(f"{k}={v}" for k, v in env.items())!r}
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert not home.exists()
 
 
 def test_without_the_plugin_there_is_no_fixture(pytester: pytest.Pytester) -> None:

@@ -19,9 +19,17 @@ pytestmark = [pytest.mark.ptrace, pytest.mark.go]
 SCHEMA = Path(__file__).parents[1] / "data" / "sarif-schema-2.1.0.json"
 
 
-def cgotrace(*args: str) -> subprocess.CompletedProcess[str]:
+def cgotrace(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cgotrace_cmd(*args), capture_output=True, text=True, timeout=300,
-                          check=False)
+                          check=False, cwd=cwd)
+
+
+def sarif_validator() -> jsonschema.protocols.Validator:
+    """The official schema, with format checks (uri, uri-reference, date-time) active."""
+    checker = jsonschema.FormatChecker()
+    assert {"uri", "uri-reference", "date-time"} <= set(checker.checkers), \
+        "install jsonschema[format] (the test extras)"
+    return jsonschema.Draft4Validator(json.loads(SCHEMA.read_text()), format_checker=checker)
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +93,7 @@ def test_sarif_of_a_real_trace_validates(traces: dict[str, Path]) -> None:
     proc = cgotrace("report", "--format", "sarif", str(traces["cgo"]))
     assert proc.returncode == 0, proc.stderr
     log = json.loads(proc.stdout)
-    schema = json.loads(SCHEMA.read_text())
-    validator = jsonschema.Draft4Validator(
-        schema, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
+    validator = sarif_validator()
     assert [e.message for e in validator.iter_errors(log)] == []
     for mode in ("cgo", "netgo"):
         written = json.loads(traces[mode].with_suffix(".sarif").read_text())
@@ -96,9 +102,11 @@ def test_sarif_of_a_real_trace_validates(traces: dict[str, Path]) -> None:
         {"user-lookup-cgo", "nss-module"})  # the netgo,osusergo build's
     results = log["runs"][0]["results"]
     assert results
-    located = [r for r in results if r.get("locations")]
-    assert any(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
-               .endswith("/userlookup/main.go") for r in located)
+    located = [r["locations"][0]["physicalLocation"]["artifactLocation"] for r in results
+               if r.get("locations")]
+    assert {"uri": "main.go", "uriBaseId": "SRCROOT"} in located  # the module's go.mod
+    assert log["runs"][0]["originalUriBaseIds"]["SRCROOT"]["uri"].endswith(
+        "/sample_apps/userlookup/")
     frames = [f["location"]["message"]["text"] for r in results for s in r.get("stacks", [])
               for f in s["frames"]]
     assert any(f.startswith("main.main main.go:") for f in frames)
@@ -114,3 +122,54 @@ def test_html_of_a_real_trace_in_chromium(traces: dict[str, Path], tmp_path: Pat
                  "c:getgrnam_r", "dep:/etc/nsswitch.conf", "dep:/etc/passwd"):
         assert node in nodes, sorted(nodes)
     assert any(n.startswith("dep:") and "/libnss_" in n for n in nodes)
+
+
+@pytest.mark.netns
+def test_sarif_names_repository_files_under_rootfs_and_trimpath(
+        sample: Callable[..., Path], tmp_path: Path) -> None:
+    """Under --rootfs (the run's cwd is /) and for a -trimpath build (files are named
+    `cgotrace.test/userlookup/main.go`), the user frame is main.go under the module root
+    (sample_apps/userlookup/go.mod), found from the checkout; with --source-root the
+    checkout, sample_apps/userlookup/main.go. Earlier: file:///... and a relative URI
+    without a base."""
+    from sample_apps import build as sample_build
+
+    sample("userlookup", "cgo")  # the toolchain is there (skips with the reason if not)
+    trimmed = tmp_path / "userlookup-trimpath"
+    env = sample_build.go_env() | {"CGO_ENABLED": "1"}
+    built = subprocess.run([str(sample_build.go_tool()), "build", "-trimpath", "-o",
+                            str(trimmed), "."], cwd=sample_build.APPS_DIR / "userlookup",
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    checkout = Path(__file__).parents[2]
+    validator = sarif_validator()
+    for binary in (trimmed, sample("userlookup", "cgo")):
+        sarif, trace = tmp_path / f"{binary.name}.sarif", tmp_path / f"{binary.name}.jsonl"
+        proc = cgotrace("run", "-q", "--rootfs", "glibc", "-o", str(trace),
+                        "--report", f"sarif={sarif}", "--", str(binary), cwd=checkout)
+        assert proc.returncode == 0, proc.stderr
+        log = json.loads(sarif.read_text())
+        assert [e.message for e in validator.iter_errors(log)] == []
+        run = log["runs"][0]
+        users = [r["locations"][0]["physicalLocation"]["artifactLocation"]
+                 for r in run["results"] if r["ruleId"] == "user-lookup-cgo"]
+        assert users and all(u == {"uri": "main.go", "uriBaseId": "SRCROOT"} for u in users)
+        assert run["originalUriBaseIds"]["SRCROOT"]["uri"].endswith("/sample_apps/userlookup/")
+        if binary == trimmed:  # the standard library's names have no place on disk
+            frames = [f["location"] for r in run["results"] for st in r.get("stacks", [])
+                      for f in st["frames"]]
+            assert any(loc["message"]["text"].startswith("os/user.") for loc in frames)
+            assert all(loc["physicalLocation"]["artifactLocation"].get("uriBaseId")
+                       or loc["physicalLocation"]["artifactLocation"]["uri"].startswith("file:")
+                       for loc in frames if "physicalLocation" in loc)
+        # from a subdirectory, and with the checkout named as the source root
+        proc = cgotrace("report", "--format", "sarif", "--source-root", str(checkout),
+                        str(trace), cwd=checkout / "docs")
+        assert proc.returncode == 0, proc.stderr
+        log = json.loads(proc.stdout)
+        assert [e.message for e in validator.iter_errors(log)] == []
+        users = [r["locations"][0]["physicalLocation"]["artifactLocation"]
+                 for r in log["runs"][0]["results"] if r["ruleId"] == "user-lookup-cgo"]
+        if binary == trimmed:
+            assert users and all(u == {"uri": "sample_apps/userlookup/main.go",
+                                       "uriBaseId": "SRCROOT"} for u in users)

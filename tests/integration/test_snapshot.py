@@ -82,10 +82,53 @@ def test_snapshot_lists_dlopened_nss_modules(sample: Callable[..., Path]) -> Non
     roles = {os.path.basename(lib["path"]): lib["role"] for lib in snap["libraries"]}
     assert all(roles.get(n) == "needed" for n in needed), roles
     assert any(f["path"] == f"127.0.0.1:{port}" and f.get("status") == "LISTEN"
-               and f["kind"] == "socket" for f in snap["files"])
+               and f["kind"] == "network" for f in snap["files"])
     assert snap["binary"]["cgo"]["linked"] and "os/user" in snap["binary"]["cgo"]["std_packages"]
     assert snap["binary"]["go_version"].startswith("go1.")
     assert snap["source"] == "snapshot"
     assert all(f["source"] == "snapshot" for f in snap["findings"])
     for name in expected:
         assert re.search(rf"^  dlopen\s+\S*{re.escape(name)}$", text, re.M), text
+
+
+def _ss_listening(netns_path: str, pid: int) -> set[str]:
+    """The TCP addresses `pid` listens on, as ss(8) sees them from inside its namespace
+    (the oracle: iproute2 reads the namespace's own tables through netlink)."""
+    out = subprocess.run(["nsenter", f"--net={netns_path}", "ss", "-Htlnp"],
+                         capture_output=True, text=True, check=True).stdout
+    return {line.split()[3] for line in out.splitlines() if f"pid={pid}," in line}
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(shutil.which("ss") is None or shutil.which("nsenter") is None,
+                    reason="needs ss (iproute2) and nsenter (util-linux) as the oracle")
+def test_snapshot_of_a_process_in_another_netns(sample: Callable[..., Path]) -> None:
+    """The server in a loopback network namespace, with GODEBUG=netdns=cgo in its
+    environment, read by a snapshot from outside: its listening socket is listed (from its
+    own /proc/PID/net tables, as ss shows them inside the namespace), and the resolver line
+    says the environment switches it to getaddrinfo."""
+    from tests.integration.attach_helpers import loopback_dns, service
+
+    exe = sample("server", "cgo")
+    with loopback_dns() as ns, service(exe, ns, env={"GODEBUG": "netdns=cgo"}) as svc:
+        want = _ss_listening(ns, svc.pid)
+        p = subprocess.run([sys.executable, "-m", "tracer", "snapshot", "--json",
+                            str(svc.pid)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+        text = subprocess.run([sys.executable, "-m", "tracer", "snapshot", str(svc.pid)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert p.returncode == 0, p.stderr
+    assert want == {f"127.0.0.1:{svc.port}"}, want
+    snap = json.loads(p.stdout)
+    assert "net" in snap["process"]["namespaces"]
+    listening = {f["path"] for f in snap["files"] if f.get("status") == "LISTEN"}
+    assert listening == want, snap["files"]
+    assert all(f["kind"] == "network" for f in snap["files"] if f.get("status") == "LISTEN")
+    assert snap["env"] == {"GODEBUG": "netdns=cgo"}
+    resolver = snap["binary"]["resolver"]
+    assert resolver["implementation"] == "go+cgo"  # the binary's own default
+    assert resolver["run_time"]["implementation"] == "cgo"
+    assert "GODEBUG=netdns=cgo in its environment" in resolver["run_time"]["reason"]
+    assert re.search(rf"^  network +127\.0\.0\.1:{svc.port}  \(AF_INET LISTEN\)$", text, re.M), \
+        text
+    assert "resolver go+cgo in the binary, cgo at run time (GODEBUG=netdns=cgo" in text

@@ -1,5 +1,5 @@
 """What is application code, and which frames become user_frame / go_api / origin / c_function
-(tracer.attribution.appcode, tracer.attribution.attributor._c_function): rules on
+(tracer.attribution.appcode, tracer.attribution.frames.c_function): rules on
 hand-made stacks, innermost first."""
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ from tracer.attribution.appcode import (
     AppCode,
     choose,
     goroutine_note,
+    is_exported,
     module_from_main_path,
     package_of,
     root_from_main_file,
 )
-from tracer.attribution.attributor import _c_function, _Named
+from tracer.attribution.frames import c_function
+from tracer.attribution.symbolize import NamedFrame
 from tracer.trace.model import Frame
 
 ORIGINS = origin_functions()
@@ -107,6 +109,43 @@ def test_init_of_a_library_says_so() -> None:
         "goroutine started by net/http.(*Server).Serve"
 
 
+def test_exported_functions() -> None:
+    for fn in ("net.LookupHost", "net.(*Resolver).LookupIPAddr", "os/user.LookupId",
+               "net.(*conn).Read", "corp.test/a.Map[corp.test/b.T]", "pkg.Ünicode"):
+        assert is_exported(fn), fn
+    for fn in ("net.cgoLookupIP", "net.cgoLookupIP.func1", "net.(*Resolver).lookupIPAddr",
+               "net.doBlockingWithCtx[go.shape.int].func1", "net._C2func_getaddrinfo",
+               "os/user._Cfunc_mygetpwuid_r", "pkg.init.0", "pkg.init", "pkg.F.gowrap1",
+               "pkg.(*T).M-fm", "pkg.F.func2.1", "main.main"):
+        assert not is_exported(fn), fn
+
+
+def test_without_a_user_frame_the_api_is_the_exported_entry_point() -> None:
+    """A library goroutine (net/http dialing) resolved a name with no application frame on
+    any stack: the API was its internal closure or unexported method ("net.cgoLookupIP.func1
+    resolved names with glibc ... at"); it is the exported function that code was entered
+    through, walking inward past unexported functions and closures."""
+    got = _pick(MOD, ("getaddrinfo", "c"), ("runtime.cgocall", "go"),
+                ("net._C2func_getaddrinfo", "go"), ("net.cgoLookupHostIP", "go"),
+                ("net.cgoLookupIP.func1", "go"), ("net.(*Resolver).lookupIPAddr", "go"),
+                ("net.(*Resolver).internetAddrList", "go"),
+                ("net.(*Resolver).resolveAddrList", "go"), ("net.(*Dialer).DialContext", "go"),
+                ("net/http.(*Transport).dial", "go"), ("net/http.(*Transport).dialConn", "go"),
+                ("net/http.(*Transport).dialConnFor", "go"), ("runtime.goexit", "go"))
+    assert got == (None, "net.(*Dialer).DialContext", "net.(*Resolver).lookupIPAddr", None)
+    # a library's worker goroutine that runs a closure: the exported call inside it
+    got = _pick(MOD, ("os.Open", "go"), ("vendor.test/workpool.LookupUser.func1", "go"),
+                ("vendor.test/workpool.(*Group).Go.func1", "go"), ("runtime.goexit", "go"))
+    assert got[:2] == (None, "os.Open")
+    # a helper goroutine whose frames are all internal keeps its outermost function (the
+    # attributor then follows the creator chain to the call that started it)
+    got = _pick(MOD, ("getaddrinfo", "c"), ("runtime.cgocall", "go"),
+                ("net._C2func_getaddrinfo", "go"), ("net.cgoLookupServicePort", "go"),
+                ("net.cgoLookupPort.func1", "go"),
+                ("net.doBlockingWithCtx[go.shape.int].func1", "go"), ("runtime.goexit", "go"))
+    assert got[:2] == (None, "net.doBlockingWithCtx[go.shape.int].func1")
+
+
 def test_heuristic_without_build_info_uses_source_files() -> None:
     files = {"main.main": "/src/inventory/cmd/inventory/main.go",
              "runtime.main": "/opt/go/src/runtime/proc.go"}
@@ -136,8 +175,8 @@ def test_heuristic_without_build_info_uses_source_files() -> None:
     assert root_from_main_file("/tmp/main.go") == "/tmp"
 
 
-def _n(fn: str | None, kind: str, line: int | None = None) -> _Named:
-    return _Named(Frame(fn, "main.go" if fn and fn.startswith("main.") else None, line), kind)
+def _n(fn: str | None, kind: str, line: int | None = None) -> NamedFrame:
+    return NamedFrame(Frame(fn, "main.go" if fn and fn.startswith("main.") else None, line), kind)
 
 
 def test_c_function_is_the_c_api_on_the_stack() -> None:
@@ -147,23 +186,23 @@ def test_c_function_is_the_c_api_on_the_stack() -> None:
              _n("runtime.cgocall", "go"), _n("os/user._Cfunc_mygetpwuid_r", "go"),
              _n("os/user.lookupUnixUid", "go"), _n("os/user.LookupId", "go"),
              _n("main.main", "go", 17), _n("runtime.main", "go"), _n("runtime.goexit", "go")]
-    assert _c_function(stack) == "getpwuid_r"
+    assert c_function(stack) == "getpwuid_r"
     # the Go code called the wrapper's function, even through a C helper of its own
     helper = [_n("__open64", "c"), _n("getaddrinfo", "c"), _n("myresolve", "c"),
               _n("_cgo_0123456789ab_Cfunc_myresolve", "c"), _n("runtime.asmcgocall", "go"),
               _n("main._Cfunc_myresolve", "go"), _n("main.main", "go")]
-    assert _c_function(helper) == "myresolve"
+    assert c_function(helper) == "myresolve"
     # no wrapper at all (C code reached otherwise): the outermost non-plumbing C frame
     bare = [_n("__open64", "c"), _n("fopen", "c"), _n("lookup_conf", "c"),
             _n("crosscall2", "c"), _n("runtime.cgocallback", "go")]
-    assert _c_function(bare) == "lookup_conf"
+    assert c_function(bare) == "lookup_conf"
     own = [_n("dlopen", "c"), _n("cgotrace_open", "c"), _n("runtime.asmcgocall", "go"),
            _n("main._Cfunc_cgotrace_open", "go"), _n("main.main", "go")]
-    assert _c_function(own) == "cgotrace_open"
+    assert c_function(own) == "cgotrace_open"
     # musl static: C frames skipped by the scan, named from the wrapper
     musl = [_n(None, "c"), _n("runtime.asmcgocall", "go"), _n("runtime.cgocall", "go"),
             _n("net._C2func_getaddrinfo", "go"), _n("net.cgoLookupPort", "go")]
-    assert _c_function(musl) == "getaddrinfo"
+    assert c_function(musl) == "getaddrinfo"
 
 
 def test_attribution_fields_round_trip() -> None:
@@ -190,3 +229,26 @@ def test_summary_names_the_init_when_there_is_no_user_frame() -> None:
                      no_user_frame="init of vendor.test/workpool")
     assert describe_caller(caller_of(at)) == \
         "<- vendor.test/workpool.init.0 via go in init of vendor.test/workpool"
+
+
+def test_helper_goroutine_without_any_app_frame_takes_its_creators_api() -> None:
+    """A helper goroutine (net's doBlockingWithCtx worker) whose creator chain has no
+    application frame: its own go_api would be the internal closure; the creator's API is
+    what the application called, and the note names the creator."""
+    from types import SimpleNamespace
+
+    from tracer.attribution.creator import from_creator
+    from tracer.attribution.frames import StackAttribution
+    from tracer.trace.model import Frame, Via
+
+    st = SimpleNamespace(app_code=lambda: SimpleNamespace(is_app=lambda f: False))
+    creator = Frame(function="net.doBlockingWithCtx[...]", file=None, line=None)
+    parent = StackAttribution(via=Via.GO, go_api="net.(*Resolver).LookupIPAddr",
+                              user_frame=None, c_function=None, stack=(), unsymbolized=(),
+                              started_by_go=True)
+    frame, api, via_goroutine, note = from_creator(
+        st, creator, parent, "net.doBlockingWithCtx[...].func1", None)  # type: ignore[arg-type]
+    assert (frame, api, via_goroutine) == (None, "net.(*Resolver).LookupIPAddr", False)
+    assert note == "goroutine started by net.doBlockingWithCtx[...]"
+    # without a parent analysis the goroutine's own API stays (nothing better is known)
+    assert from_creator(st, creator, None, "net.x.func1", None)[1] == "net.x.func1"  # type: ignore[arg-type]

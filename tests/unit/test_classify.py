@@ -74,3 +74,32 @@ def test_closure_from_static_facts_of_a_real_binary() -> None:
     assert "libc.so.6" in closure.names
     assert closure.accounts_for("/lib/x86_64-linux-gnu/libc.so.6")
     assert not closure.accounts_for("/lib/x86_64-linux-gnu/libnss_systemd.so.2")
+
+
+def test_connect_is_a_socket_only_for_name_servers_and_nss_daemons() -> None:
+    """An upstream (caddy's 127.0.0.1:8080), a database, a docker socket: the program's own
+    traffic (`network`), never hidden; a name server of the resolv.conf in force and the
+    nscd/userdb sockets are `socket`."""
+    c = _classifier()  # no resolv.conf recorded: any port 53 is a name server
+    assert c.kind("connect", "127.0.0.1:8080", False) is K.NETWORK
+    assert c.kind("connect", "[::1]:53", False) is K.SOCKET
+    assert c.kind("connect", "/run/docker.sock", False) is K.NETWORK
+    assert c.kind("connect", "@/tmp/.X11-unix/X0", False) is K.NETWORK
+    assert c.kind("connect", "/run/systemd/userdb/io.systemd.Multiplexer", False) is K.SOCKET
+    assert not c.hidden(K.NETWORK, "127.0.0.1:8080", "EINPROGRESS", False, "/prog")
+    named = Classifier(closure_for=lambda exe: CLOSURE, nameservers=("10.0.0.2", "fd00::1"))
+    assert named.kind("connect", "10.0.0.2:53", False) is K.SOCKET
+    assert named.kind("connect", "[fd00::1]:53", False) is K.SOCKET
+    assert named.kind("connect", "[::ffff:10.0.0.2]:53", False) is K.SOCKET  # v4-mapped
+    assert named.kind("connect", "127.0.0.1:53", False) is K.NETWORK  # a DNS proxy's upstream
+    assert named.kind("connect", "10.0.0.2:5353", False) is K.NETWORK
+
+
+def test_nameservers_as_glibc_and_go_read_them() -> None:
+    from probes.knowledge import DEFAULT_NAMESERVERS, parse_nameservers
+
+    text = ("# generated\nsearch example.test\nnameserver 10.0.0.2 # primary\n"
+            "nameserver fe80::1%eth0\nnameserver not-an-address\n;nameserver 9.9.9.9\n"
+            "nameserver 1.1.1.1\nnameserver 8.8.8.8\n")
+    assert parse_nameservers(text) == ("10.0.0.2", "fe80::1", "1.1.1.1")  # the first three
+    assert parse_nameservers("options ndots:2\n") == DEFAULT_NAMESERVERS

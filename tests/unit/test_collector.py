@@ -293,3 +293,16 @@ def test_a_full_entry_of_another_call_does_not_take_a_stale_upgrade_draft() -> N
     c.on_result(PID, -errno.ENOENT, True)
     assert decoder.calls == 2
     assert [(a.path, a.result) for a in rec.accesses] == [("/etc/services", "ENOENT")]
+
+
+def test_paths_are_normalised_when_decoded() -> None:
+    """Go's time package asks for /usr/share/zoneinfo//Europe/Berlin when ZONEINFO ends in
+    a slash: one file, one dependency, one spelling in the trace."""
+    view = FakeView({0x1000: b"/usr/share/zoneinfo//Europe/./Berlin\0",
+                     0x2000: b"//etc/passwd\0"}, PID, PID)
+    dec = EntryDecoder()
+    for addr, want in ((0x1000, "/usr/share/zoneinfo/Europe/Berlin"),
+                       (0x2000, "/etc/passwd")):
+        draft = dec.decode(view, OPENAT, AUDIT_ARCH_X86_64,
+                           (AT_FDCWD, addr, O_RDONLY, 0, 0, 0), 0, 0, 0.0)
+        assert draft is not None and draft.path == want

@@ -145,3 +145,39 @@ def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["a"] == {"source": a, "label": "userlookup-cgo"}
+
+
+def test_a_file_read_by_go_and_by_cgo_keeps_each_callers_class() -> None:
+    """Go's resolver and a cgo user lookup both read /etc/nsswitch.conf: the whole path was
+    labelled hidden (the cgo caller won), resolver-go lost it, and `diff` against a run
+    without the user lookup reported "resolver-go paths changed". The class and the
+    finding follow the caller of each access."""
+    from probes.analysis import analyze
+    from tests.unit.test_findings_engine import acc, header
+    from tracer.gate import apply_gate, parse_fail_on
+    from tracer.trace.model import AccessKind, Via
+
+    def go_dns() -> list[Any]:
+        return [acc("/etc/nsswitch.conf", AccessKind.CONFIG, hidden=True, via=Via.GO,
+                    api="net.LookupHost", line=5),
+                acc("/etc/resolv.conf", AccessKind.CONFIG, hidden=True, via=Via.GO,
+                    api="net.LookupHost", line=5)]
+
+    cgo_user = [acc("/etc/nsswitch.conf", AccessKind.CONFIG, hidden=True, via=Via.CGO,
+                    api="os/user.LookupId", cfn="getpwuid_r", line=9),
+                acc("/etc/passwd", AccessKind.CONFIG, hidden=True, via=Via.CGO,
+                    api="os/user.LookupId", cfn="getpwuid_r", line=9)]
+    both, alone = analyze(header(), go_dns() + cgo_user), analyze(header(), go_dns())
+    nss = sorted((d.cls.value, [c.via for c in d.callers], d.count, len(d.seqs))
+                 for d in both.dependencies if d.path == "/etc/nsswitch.conf")
+    assert nss == [("hidden", ["cgo"], 1, 1), ("runtime-file", ["go"], 1, 1)]
+    paths = {f.id: f.paths for f in both.findings}
+    assert "/etc/nsswitch.conf" in paths["resolver-go"]
+    assert "/etc/nsswitch.conf" in paths["user-lookup-cgo"]
+    d = _diff(alone, both)
+    assert [c.key for c in d.findings.changed] == []
+    assert {f.id for f in d.findings.added} == {"user-lookup-cgo"}
+    # the gate's `hidden` counts the cgo caller's access only
+    gate = apply_gate(both, parse_fail_on("hidden"))
+    assert sorted(f.what for f in gate.failing) == ["/etc/nsswitch.conf", "/etc/passwd"]
+    assert not apply_gate(alone, parse_fail_on("hidden")).failed

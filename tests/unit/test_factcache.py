@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tracer.binary import factcache
-from tracer.commands.run import _static_facts
+from tracer.recording.header import static_facts
 
 TRUE = shutil.which("true") or "/bin/true"
 
@@ -28,16 +28,20 @@ def test_build_id_is_read_from_the_notes() -> None:
 
 
 def test_second_lookup_is_a_hit_with_the_same_facts(cache_home: Path) -> None:
-    static1, closure1 = _static_facts(TRUE, None, None)
+    first = static_facts(TRUE, None, None)
     files = list(cache_home.glob("*.json"))
     assert len(files) == 1
-    static2, closure2 = _static_facts(TRUE, None, None)
+    second = static_facts(TRUE, None, None)
+    # the miss inspected the binary; the hit did not (it has no full facts to show)
+    assert first.facts is not None and second.facts is None
+    static1, closure1 = first.summary, first.closure
+    static2, closure2 = second.summary, second.closure
     assert static2 == static1
     assert closure1 is not None and closure2 is not None
     assert (closure2.interpreter, closure2.paths, closure2.names) == \
         (closure1.interpreter, closure1.paths, closure1.names)
     # a different root is a different entry
-    _static_facts(TRUE, "/", "/bin/true")
+    static_facts(TRUE, "/", "/bin/true")
     assert len(list(cache_home.glob("*.json"))) == 2
 
 
@@ -46,7 +50,8 @@ def test_unwritable_cache_degrades_to_no_cache(tmp_path: Path,
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # mkdir under a file fails, as root too
-    static, closure = _static_facts(TRUE, None, None)
+    facts = static_facts(TRUE, None, None)
+    static, closure = facts.summary, facts.closure
     assert closure is not None and static.get("interpreter")
     factcache.store("k", {"x": 1})
     assert factcache.load("k") is None
@@ -57,7 +62,8 @@ def test_corrupt_entry_is_ignored(cache_home: Path) -> None:
     assert key is not None
     cache_home.mkdir(parents=True)
     (cache_home / f"{key}.json").write_text("{not json")
-    static, closure = _static_facts(TRUE, None, None)
+    facts = static_facts(TRUE, None, None)
+    closure = facts.closure
     assert closure is not None
     assert factcache.load(key) is not None  # rewritten by the miss
 
@@ -74,7 +80,7 @@ def test_size_bound_removes_the_oldest(cache_home: Path) -> None:
 
 def test_no_cache_switch(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CGOTRACE_NO_CACHE", "1")
-    _static_facts(TRUE, None, None)
+    static_facts(TRUE, None, None)
     assert not cache_home.exists()
 
 
@@ -92,3 +98,11 @@ def test_key_follows_the_roots_lookup_configuration(tmp_path: Path) -> None:
     assert before is not None and after is not None and before != after
     (root / "etc" / "ld.so.cache").write_bytes(b"x")
     assert factcache.cache_key(TRUE, str(root), "/bin/true") != after
+
+
+def test_key_follows_the_code_that_computes_the_facts() -> None:
+    """Every file of the code stamp exists (a moved module must not silently drop out of
+    it: an edited cgotrace would then read entries an older one wrote)."""
+    code = Path(factcache.__file__).resolve().parents[1]
+    assert [f for f in factcache.CODE_FILES if not (code / f).is_file()] == []
+    assert "-" not in factcache._code_stamp().split(",")

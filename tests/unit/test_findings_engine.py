@@ -13,9 +13,26 @@ import pytest
 from probes.analysis import analyze
 from probes.records import RuleError, verdict
 from probes.ruleset import load_file, load_rules
-from tracer.gate import AllowListError, GateSpecError, apply_gate, load_allow, parse_fail_on
+from tracer.gate import (
+    AllowEntry,
+    AllowList,
+    AllowListError,
+    FailOn,
+    GateSpecError,
+    apply_gate,
+    load_allow,
+    parse_fail_on,
+)
 from tracer.reporters import available, render, want_color
-from tracer.trace.model import Access, AccessKind, Attribution, Frame, ProcessEvent, Via
+from tracer.trace.model import (
+    Access,
+    AccessKind,
+    Attribution,
+    ExitStatus,
+    Frame,
+    ProcessEvent,
+    Via,
+)
 
 GLIBC = {"interpreter": "/lib64/ld-linux-x86-64.so.2", "needed": ["libc.so.6"],
          "static": False, "libc": "glibc", "cgo": True, "is_go": True,
@@ -103,13 +120,45 @@ def test_cgo_user_lookup_findings_name_site_sources_and_fix() -> None:
 
 
 def test_missing_passwd_is_missing_and_degrades() -> None:
-    trace = [acc("/etc/passwd", AccessKind.CONFIG, result="ENOENT", hidden=True, via=Via.CGO,
-                 api="os/user.LookupId", cfn="getpwuid_r", line=7)]
+    """No /etc/passwd and no other source loaded (nsswitch.conf names systemd, but its
+    module is not there): the lookup failed for want of a source. The fix ships one;
+    osusergo would open the same absent file."""
+    lookup = {"hidden": True, "via": Via.CGO, "api": "os/user.LookupId", "cfn": "getpwuid_r",
+              "line": 7}
+    trace = [acc("/etc/passwd", AccessKind.CONFIG, result="ENOENT", **lookup),
+             acc("/lib/x86_64-linux-gnu/libnss_systemd.so.2", AccessKind.DLOPEN_LIBRARY,
+                 result="ENOENT", **lookup)]
     a = analyze(header(), trace, exit={"exit_code": 0, "code": 0})
     (f,) = [f for f in a.findings if f.id == "user-lookup-cgo"]
     assert f.missing == ("/etc/passwd",)
     v = verdict(a)
     assert v.status == "degraded" and "user-lookup-cgo" in v.reasons[0]
+    assert f.fix.startswith("Ship /etc/passwd with the users and groups the program looks up")
+    assert "RUN adduser" in f.fix and "(USER app)" in f.fix
+    assert "-tags osusergo (or CGO_ENABLED=0) does not help here" in f.fix
+
+
+def test_absent_passwd_answered_by_a_loaded_nss_module_is_not_missing() -> None:
+    """passwd: files systemd, /etc/passwd absent, libnss_systemd loaded: glibc asked it and
+    it answered, so nothing is missing (the program works, as under chroot); the finding
+    says who answered, and that osusergo would make these lookups fail."""
+    lookup = {"hidden": True, "via": Via.CGO, "api": "os/user.LookupId", "cfn": "getpwuid_r"}
+    trace = [acc("/etc/passwd", AccessKind.CONFIG, result="ENOENT", line=19, **lookup),
+             acc("/lib/x86_64-linux-gnu/libnss_systemd.so.2", AccessKind.DLOPEN_LIBRARY,
+                 line=19, **lookup),
+             acc("/etc/passwd", AccessKind.CONFIG, result="ENOENT", line=22, **lookup)]
+    a = analyze(header(), trace, exit={"exit_code": 0, "code": 0})
+    users = [f for f in a.findings if f.id == "user-lookup-cgo"]
+    assert len(users) == 2 and all(f.missing == () for f in users)  # 22: loaded before
+    assert verdict(a).status == "works"
+    assert ("'systemd' (libnss_systemd.so.2, loaded), which answered in its place"
+            in users[0].explanation)
+    assert users[0].fix.startswith("Build with -tags osusergo")
+    assert "with osusergo Go asks no such source, so these lookups fail" in users[0].fix
+    # a source not on the passwd line does not stand in for /etc/passwd
+    only_files = {**GLIBC, "nsswitch": {"passwd": ["files"], "group": ["files", "systemd"]}}
+    a = analyze(header(static=only_files), trace, exit={"exit_code": 0, "code": 0})
+    assert verdict(a).status == "degraded"
 
 
 def test_program_files_cwd_argv_writes_tmp_and_pure_go_runtime_files() -> None:
@@ -201,6 +250,39 @@ def test_missing_interpreter_and_library_from_static_facts() -> None:
     assert verdict(a).status == "fails"
 
 
+def _interpreter_fix(**static: Any) -> str:
+    facts = {**GLIBC, "loader": {"interpreter_path": None, "missing": []}, **static}
+    trace = [acc("/app", AccessKind.EXECUTABLE, result="ENOENT", syscall="execve",
+                 via=Via.EXEC)]
+    a = analyze(header(static=facts), trace, exit={"exit_code": 127, "code": 127})
+    (f,) = [f for f in a.findings if f.id == "missing-interpreter"]
+    return f.fix
+
+
+def test_missing_interpreter_fix_is_derived_from_the_binarys_cgo() -> None:
+    """Tags only for the cgo packages present; a third-party package's C code rules out
+    "build without cgo" and names the libraries the image must add; static glibc only
+    together with the tags that keep NSS out."""
+    third = _interpreter_fix(needed=["libcrypto.so.3", "libc.so.6"],
+                             cgo_packages=["os/user", "net"],
+                             third_party_cgo=["github.com/rfjakob/gocryptfs/internal/stupidgcm"])
+    assert "add libcrypto.so.3 to it" in third and "libc.so.6" not in third
+    assert "Building without cgo is not enough here" in third
+    assert "add -tags netgo,osusergo too: a static glibc must not load NSS" in third
+    user = _interpreter_fix(cgo_packages=["os/user"])
+    assert "-tags osusergo gives os/user" in user
+    assert "netgo" not in user and "statically" not in user and "add " not in user
+    runtime_only = _interpreter_fix(cgo_packages=[])
+    assert "CGO_ENABLED=0" in runtime_only and "change nothing" in runtime_only
+    sqlite = _interpreter_fix(needed=["libsqlite3.so.0", "libc.so.6"], third_party_cgo=["main"])
+    assert "the main package has C code of its own" in sqlite
+    assert "Or link statically (-ldflags '-linkmode external -extldflags -static', with " \
+        "static archives of libsqlite3.so.0)" in sqlite
+    musl = _interpreter_fix(libc="musl", interpreter="/lib/ld-musl-x86_64.so.1",
+                            cgo_packages=["net"])
+    assert "base image with musl" in musl and "-tags netgo gives net" in musl
+
+
 # --- rule files ------------------------------------------------------------------------------
 
 RULE = """
@@ -240,6 +322,15 @@ def test_bad_rule_files_give_one_line_naming_file_rule_and_key(tmp_path: Path,
     assert e.value.exit_code == 3
 
 
+def test_fix_missing_param_is_checked_like_fix(tmp_path: Path) -> None:
+    p = tmp_path / "mine.toml"
+    p.write_text('[[finding]]\nid = "r"\nseverity = "info"\ntitle = "t"\n'
+                 'explanation = "x"\nfix = "y"\ncheck = "cgo_feature"\n'
+                 '[finding.params]\nfix_missing = "ship {nope}"\n')
+    with pytest.raises(RuleError, match="'params.fix_missing': unknown placeholder"):
+        load_file(p)
+
+
 def test_user_rule_from_probes_dir_matches(tmp_path: Path) -> None:
     write_rule(tmp_path, match='path = ["/etc/pass*"]\nvia = ["cgo"]')
     rules = load_rules((str(tmp_path),))
@@ -259,6 +350,47 @@ def test_parse_fail_on() -> None:
     for bad in ("", "hidden,$x"):
         with pytest.raises(GateSpecError):
             parse_fail_on(bad)
+
+
+@pytest.mark.parametrize(("spec", "nearest"), [
+    ("hiden", "'hidden'"), ("warnings", "'warning'"), ("user-lookup-cg", "'user-lookup-cgo'"),
+    ("resolver-cg", "'resolver-cgo'"), ("misssing", "'missing'"),
+])
+def test_a_typo_in_fail_on_is_a_usage_error_naming_the_nearest_word(spec: str,
+                                                                     nearest: str) -> None:
+    """Taken as a finding id, a typo matched nothing and the gate passed (exit 0)."""
+    with pytest.raises(GateSpecError) as e:
+        parse_fail_on(f"error,{spec}")
+    assert e.value.exit_code == 2
+    assert f"did you mean {nearest}?" in e.value.message and spec in e.value.message
+
+
+def test_fail_on_globs_and_ids_are_checked_against_the_loaded_rules(tmp_path: Path) -> None:
+    with pytest.raises(GateSpecError, match="'resolvr-\\*' matches no finding id"):
+        parse_fail_on("resolvr-*")
+    assert parse_fail_on("resolver-*").ids == ("resolver-*",)
+    write_rule(tmp_path, match='path = ["/etc/pass*"]')
+    ids = {r.id for r in load_rules((str(tmp_path),))}
+    assert parse_fail_on("my-rule", ids).ids == ("my-rule",)  # --probes extras are known
+    with pytest.raises(GateSpecError, match="did you mean 'my-rule'"):
+        parse_fail_on("my-rul", ids)
+
+
+def test_an_incomplete_trace_fails_every_gate() -> None:
+    """A trace without its exit (the tracer was killed) passed `--fail-on hidden` of a
+    program that used nothing hidden yet; now it fails, whatever is allowed."""
+    pure = [acc("/etc/passwd", AccessKind.CONFIG, via=Via.GO, api="os/user.LookupId", line=3)]
+    complete = analyze(header(), pure, exit={"exit_code": 0, "code": 0})
+    assert not apply_gate(complete, parse_fail_on("hidden")).failed
+    cut = analyze(header(), pure, truncated=True)
+    for spec in ("hidden", "error", "nss-module"):
+        r = apply_gate(cut, parse_fail_on(spec))
+        assert r.failed and [f.rule for f in r.failing] == ["incomplete"]
+        assert "gate failed: incomplete: the trace ends before" in r.summary_line()
+    allow = AllowList((AllowEntry("*", "all"), AllowEntry("hidden", "all")))
+    assert apply_gate(cut, parse_fail_on("hidden"), allow).failed
+    # --allow alone is no gate: it marks findings and fails on nothing
+    assert not apply_gate(cut, FailOn(spec=""), allow).failed
 
 
 def test_gate_severity_threshold_ids_and_allow(tmp_path: Path) -> None:
@@ -282,6 +414,10 @@ def test_gate_severity_threshold_ids_and_allow(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "words"), [
+    ('[[allow]]\nid = "nss-modul"\nreason = "r"\n',
+     "key 'id': 'nss-modul' is not a known finding id (did you mean 'nss-module'?)"),
+    ('[[allow]]\nid = "hiden"\nreason = "r"\n', "(did you mean 'hidden'?)"),
+    ('[[allow]]\nid = "resolvr-*"\nreason = "r"\n', "'resolvr-*' matches no finding id"),
     ('[[allow]]\nid = "x"\n', "key 'reason' is required"),
     ('[[allow]]\nid = "x"\nreason = "r"\ncolour = 1\n', "unknown key 'colour'"),
     ("allow = 3\n", "array of tables"),
@@ -356,6 +492,7 @@ def test_report_cli_with_user_rules_and_a_bad_rule_file(tmp_path: Path) -> None:
         w.header(argv=["./app"], binary="/home/u/site/app", static=GLIBC, cwd="/home/u/site")
         for a in cgo_user_trace():
             w.access(a)
+        w.exit(ExitStatus(code=0))
     rules = tmp_path / "rules"
     rules.mkdir()
     write_rule(rules, match='path = ["/etc/passwd"]')
@@ -369,6 +506,9 @@ def test_report_cli_with_user_rules_and_a_bad_rule_file(tmp_path: Path) -> None:
     assert "my-rule" in {f["id"] for f in json.loads(r.stdout)["findings"]}
     r = cli("--probes", str(rules), "--fail-on", "my-rule", str(trace))
     assert r.returncode == 1 and "gate failed: my-rule" in r.stderr
+    # a --probes rule's id is known only with --probes: without it, a usage error
+    r = cli("--fail-on", "my-rule", str(trace))
+    assert r.returncode == 2 and r.stdout == "" and "'my-rule' is not a known" in r.stderr
     write_rule(rules, sev="fatal")
     r = cli("--probes", str(rules), str(trace))
     assert r.returncode == 3 and r.stdout == ""
@@ -439,3 +579,163 @@ def test_a_child_that_is_not_installed_is_not_a_missing_interpreter() -> None:
     assert "tried /usr/bin/rpm, which is not there" in child.explanation
     assert "rpm" not in child.fix and child.missing == ()
     assert verdict(a).status == "works"  # it got ENOENT and carried on
+
+
+def test_a_site_without_an_application_frame_says_so_in_words() -> None:
+    """A lookup made by a library's goroutine has no user frame: the title ended in a bare
+    "at" ("net.cgoLookupIP.func1 resolved names with glibc (cgo getaddrinfo) at")."""
+    trace = [acc("/etc/nsswitch.conf", AccessKind.CONFIG, hidden=True, via=Via.CGO,
+                 api="net.(*Dialer).DialContext", cfn="getaddrinfo"),
+             acc("/lib/x86_64-linux-gnu/libnss_db.so.2", AccessKind.DLOPEN_LIBRARY,
+                 result="ENOENT", hidden=True, via=Via.CGO, api="net.(*Dialer).DialContext",
+                 cfn="getaddrinfo")]
+    static = GLIBC | {"nsswitch": {"hosts": ["files", "db"]}}
+    found = {f.id: f for f in analyze(header(static=static), trace).findings}
+    assert found["resolver-cgo"].title == (
+        "net.(*Dialer).DialContext resolved names with glibc (cgo getaddrinfo) "
+        "(no application frame on the stack)")
+    assert found["nss-module"].title.startswith(
+        "glibc looked for NSS modules at run time for net.(*Dialer).DialContext "
+        "(no application frame on the stack): libnss_db.so.2")
+    for f in found.values():
+        assert not f.title.endswith(" at") and " at :" not in f.title and " at (" not in f.title
+    text = render(analyze(header(static=static), trace), "text")
+    assert " at\n" not in text
+
+
+# --- connects: name servers vs the program's own traffic ----------------------------------
+
+def _dial(result: str = "EINPROGRESS", kind: AccessKind = AccessKind.SOCKET,
+          path: str = "127.0.0.1:8080") -> Access:
+    """A reverse proxy's connect to its upstream as cgotrace before the name-server rule
+    recorded it: kind socket, hidden."""
+    return acc(path, kind, result=result, hidden=kind is AccessKind.SOCKET,
+               syscall="connect", via=Via.GO, api="net.(*Dialer).DialContext", line=88)
+
+
+def test_a_connect_to_an_upstream_is_traffic_not_a_name_server() -> None:
+    static = GLIBC | {"resolver": {"implementation": "go+cgo", "reason": "default"}}
+    trace = [_dial() for _ in range(2219)] + [_dial("ECONNREFUSED", path="127.0.0.1:8081")]
+    a = analyze(header(static=static), trace)
+    assert not [d for d in a.dependencies if d.path.startswith("127.0.0.1:")]
+    assert not [f for f in a.findings if any("127.0.0.1" in p for p in f.paths)]
+    assert a.counts == {"network": 2220}
+    assert [(c.address, c.count, c.results) for c in a.connections] == [
+        ("127.0.0.1:8080", 2219, (("ok", 2219),)),  # EINPROGRESS: normal, not an error
+        ("127.0.0.1:8081", 1, (("ECONNREFUSED", 1),))]
+    text = render(a, "text")
+    assert "run-time files" not in text and "EINPROGRESS" not in text
+    assert ("program traffic: 2220 connects to 2 addresses: 127.0.0.1:8080 x2219, "
+            "127.0.0.1:8081 x1 (ECONNREFUSED x1)") in text
+    doc = json.loads(render(a, "json"))
+    assert doc["connections"][0] == {"address": "127.0.0.1:8080", "count": 2219,
+                                     "results": {"ok": 2219}}
+
+
+def test_cgo_lookup_then_dial_at_one_site_is_resolver_cgo_only() -> None:
+    """GODEBUG=netdns=cgo: getaddrinfo resolves the upstream's name, then Go dials it. Go's
+    resolver never ran, so no resolver-go at that site."""
+    site = {"via": Via.CGO, "api": "net.(*Dialer).DialContext", "cfn": "getaddrinfo",
+            "line": 88}
+    trace = [acc("/etc/nsswitch.conf", AccessKind.CONFIG, hidden=True, **site),
+             acc("/etc/hosts", AccessKind.CONFIG, hidden=True, **site),
+             _dial(), _dial()]
+    h = header() | {"env": {"GODEBUG": "netdns=cgo"}}
+    ids = [f.id for f in analyze(h, trace).findings]
+    assert "resolver-cgo" in ids and "resolver-go" not in ids
+    # Go read only what decides the resolver (resolv.conf, nsswitch.conf), then cgo ran
+    decide = [acc(p, AccessKind.CONFIG, hidden=True, via=Via.GO,
+                  api="net.(*Dialer).DialContext", line=88)
+              for p in ("/etc/resolv.conf", "/etc/nsswitch.conf")]
+    ids = [f.id for f in analyze(header(), decide + trace).findings]
+    assert "resolver-cgo" in ids and "resolver-go" not in ids
+    # where Go's resolver did the lookup (a query to the name server), it is resolver-go
+    go = decide + [acc("127.0.0.1:53", AccessKind.SOCKET, hidden=True, syscall="connect",
+                       via=Via.GO, api="net.(*Dialer).DialContext", line=88), _dial()]
+    (f,) = [f for f in analyze(header(), go).findings if f.id == "resolver-go"]
+    assert f.paths == ("/etc/resolv.conf", "/etc/nsswitch.conf", "127.0.0.1:53")
+
+
+def test_name_servers_are_those_of_the_resolv_conf_in_force() -> None:
+    h = header() | {"resolv_conf": {"path": "/etc/resolv.conf", "found": True,
+                                    "nameservers": ["10.0.0.2"]}}
+    q = {"syscall": "connect", "via": Via.GO, "api": "net.(*Resolver).LookupHost", "line": 4}
+    trace = [acc("10.0.0.2:53", AccessKind.SOCKET, result="EINPROGRESS", hidden=True, **q),
+             acc("8.8.8.8:53", AccessKind.SOCKET, hidden=True, **q)]  # its own DNS client
+    a = analyze(h, trace)
+    (dep,) = a.dependencies
+    assert (dep.path, dep.result, dep.feature) == ("10.0.0.2:53", "ok", "resolver")
+    assert [c.address for c in a.connections] == ["8.8.8.8:53"]
+
+
+# --- attach: the window, and a verdict about the program -----------------------------------
+
+def _attach_header(start: float = 1_700_000_000.0) -> dict[str, Any]:
+    return header() | {"mode": "attach", "attach": {"pid": 4242, "nspid": [4242],
+                                                    "name": "caddy", "start_time": start}}
+
+
+def test_attach_whose_tracer_died_is_not_a_failing_program() -> None:
+    trace = [acc("/etc/passwd", AccessKind.CONFIG, hidden=True, via=Via.GO,
+                 api="os/user.LookupId", line=9)]
+    trace[0] = Access(**{**trace[0].__dict__, "time": 12.5})
+    a = analyze(_attach_header(), trace, exit=None, truncated=True)  # no exit line
+    v = verdict(a)
+    assert v.status == "works" and "cgotrace died while attached" in v.notes[0]
+    assert a.attach is not None and a.attach["tracer_died"] is True
+    assert a.attach["last_seen"] == 1_700_000_012.5
+    text = render(a, "text")
+    assert "verdict: works" in text and "fails" not in text
+    assert "attached to pid 4242 (caddy) from 2023-11-14T22:13:20Z to an unknown end " \
+           "(last record 2023-11-14T22:13:32Z)" in text
+    assert "cgotrace died while attached" in text.splitlines()[0]
+    html = render(a, "html")
+    assert "attached to pid 4242 (caddy)" in html and "cgotrace died while attached" in html
+    doc = json.loads(render(a, "json"))
+    assert doc["attach"]["tracer_died"] is True and doc["verdict"]["verdict"] == "works"
+
+
+def test_attach_that_detached_says_still_running_and_no_exit_code() -> None:
+    from tracer.trace.model import ExitStatus
+
+    ended = {"end_time": 1_700_000_003.0, "ended": "duration of 3 s over, detached",
+             "detached": True}
+    a = analyze(_attach_header(), [], exit={**ExitStatus(code=None).to_dict(),
+                                            "attach": ended})
+    assert a.exit is not None and a.exit["exit_code"] is None  # not 0: it never exited
+    text = render(a, "text")
+    assert "still running at detach (duration of 3 s over, detached)" in text.splitlines()[0]
+    assert "from 2023-11-14T22:13:20Z to 2023-11-14T22:13:23Z (3.0 s)" in text
+    assert verdict(a).status == "works" and "still running at detach" in verdict(a).notes[0]
+    assert "still running at detach" in render(a, "html")
+    doc = json.loads(render(a, "json"))
+    assert doc["exit"]["exit_code"] is None and doc["attach"]["detached"] is True
+    # a process that exited during the attach is judged by its status, as a run is
+    exited = analyze(_attach_header(), [], exit={"exit_code": 3, "code": 3, "attach": {
+        "end_time": 1_700_000_002.0, "ended": "process exited with code 3",
+        "detached": False}})
+    assert verdict(exited).reasons == ("exit status 3",)
+    assert "process exited with code 3" in render(exited, "text").splitlines()[0]
+
+
+def test_the_report_json_validates_for_attach_and_traffic() -> None:
+    import jsonschema
+
+    from tracer.reporters.jsonreport import schema
+
+    a = analyze(_attach_header(), [_dial()], exit=None, truncated=True)
+    jsonschema.validate(json.loads(render(a, "json")), schema())
+
+
+def test_fixes_never_copy_what_the_container_runtime_mounts() -> None:
+    site = {"via": Via.CGO, "api": "net.LookupHost", "cfn": "getaddrinfo", "line": 12}
+    trace = [acc(p, AccessKind.CONFIG, hidden=True, **site)
+             for p in ("/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf")]
+    (f,) = [f for f in analyze(header(), trace).findings if f.id == "resolver-cgo"]
+    assert f.dockerfile == ("COPY --from=build /etc/nsswitch.conf /etc/nsswitch.conf",)
+    assert "COPY --from=build /etc/hosts" not in f.fix
+    assert "Not copied: /etc/hosts and /etc/resolv.conf: container runtimes" in f.fix
+    only = [t for t in trace if t.path != "/etc/nsswitch.conf"]
+    (f,) = [f for f in analyze(header(), only).findings if f.id == "resolver-cgo"]
+    assert f.dockerfile == () and "COPY" not in f.fix and "Or ship" not in f.fix
+    assert "Not copied: /etc/hosts and /etc/resolv.conf" in f.fix

@@ -1,6 +1,8 @@
 """Loader search replayed in a fabricated root: symlinks (absolute ones stay in the root),
-RUNPATH $ORIGIN, ld.so.cache, musl's path file, a missing interpreter. Plus ELF facts of
-the same small C programs (compiled with the host cc)."""
+RUNPATH $ORIGIN, ld.so.cache, the root's own system search path (read from its ld.so and
+checked against `ld.so --help`), a library present outside that path, musl's path file, a
+missing interpreter. Plus ELF facts of the same small C programs (compiled with the host
+cc)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,19 @@ import pytest
 
 from tests import preflight
 from tracer.binary.elf import ElfImage
-from tracer.binary.facts import inspect_binary, nss_modules, parse_nsswitch
+from tracer.binary.facts import inspect_binary
 from tracer.binary.ldcache import NEW_MAGIC
-from tracer.binary.loader import RootFS, resolve_closure
+from tracer.binary.loader import (
+    GLIBC_FALLBACK_DIRS,
+    glibc_system_dirs,
+    resolve_closure,
+    resolve_libraries,
+)
+from tracer.binary.nsswitch import nss_modules, parse_nsswitch
+from tracer.binary.rootpath import RootFS
 
 CC = shutil.which("cc") or shutil.which("gcc")
+HOST_LD_SO = "/lib64/ld-linux-x86-64.so.2"
 pytestmark = pytest.mark.skipif(CC is None, reason=preflight.tool_reason("cc") or "")
 
 
@@ -96,9 +106,85 @@ def test_runpath_origin_and_symlinked_interpreter(tmp_path: Path,
     assert libs["libfoo.so.1"].via == "runpath"
     assert libs["libc.so.6"].path == "/lib/x86_64-linux-gnu/libc.so.6"
     assert libs["libc.so.6"].via == "default-dirs"
+    assert c.search_path is not None and c.search_path.source == "ld.so"
+    assert c.search_path.dirs == host_system_dirs()
     assert not c.missing
     assert "/lib64/ld-linux-x86-64.so.2" in c.paths()
     assert "/app/lib/libfoo.so.1" in c.paths()
+
+
+def host_system_dirs() -> tuple[str, ...]:
+    """The test oracle: what the host's ld.so says its system search path is."""
+    out = subprocess.run([HOST_LD_SO, "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    return tuple(line.split()[0] for line in out.splitlines()
+                 if line.strip().endswith("(system search path)"))
+
+
+def test_system_dirs_read_from_ld_so_match_its_help() -> None:
+    want = host_system_dirs()
+    assert want  # glibc >= 2.33 prints them
+    rodata = ElfImage.open(os.path.realpath(HOST_LD_SO)).section_data(".rodata")
+    assert rodata is not None and glibc_system_dirs(rodata) == want
+    if os.path.exists("/etc/debian_version"):  # Debian's ld.so never searches lib64
+        assert "/lib64" not in want and "/usr/lib64" not in want
+
+
+def test_system_dirs_string_table_shapes() -> None:
+    fedora = b"/lib64/\0/usr/lib64/\0"
+    lengths = struct.pack("<2Q", 7, 10)
+    assert glibc_system_dirs(b"\x01\x02" + lengths + fedora + b"\0\0") == (
+        "/lib64", "/usr/lib64")
+    # without the length array: one list is taken, two different ones are not guessed
+    assert glibc_system_dirs(b"\0junk\0" + fedora + b"\x07") == ("/lib64", "/usr/lib64")
+    other = b"/usr/lib/\0"
+    assert glibc_system_dirs(b"\0" + fedora + b"\x07\0" + other + b"\x07") is None
+    assert glibc_system_dirs(b"\0/etc/ld.so.cache\0/usr/share/\0") is None  # no lib dirs
+
+
+def test_unreadable_interpreter_falls_back_and_says_so(tmp_path: Path,
+                                                       cbuild: Callable[..., Path]) -> None:
+    prog = cbuild("prog-plain")
+    root = tmp_path / "root"
+    (root / "lib64").mkdir(parents=True)
+    (root / "lib64/ld-linux-x86-64.so.2").write_bytes(b"\x7fELF not really")
+    c = resolve_closure(ElfImage.open(prog), str(root), "/prog")
+    assert c.search_path is not None and c.search_path.source == "glibc-defaults"
+    assert c.search_path.dirs == GLIBC_FALLBACK_DIRS
+    assert "/lib64/ld-linux-x86-64.so.2 is not readable" in c.search_path.detail
+
+
+def test_library_outside_the_search_path_is_missing_and_located(
+        tmp_path: Path, cbuild: Callable[..., Path]) -> None:
+    prog = cbuild("prog-plain")
+    root = tmp_path / "root"
+    _glibc_root(root)
+    (root / "usr/lib64").mkdir(parents=True)
+    shutil.copy(cbuild.libfoo, root / "usr/lib64/libfoo.so.1")  # type: ignore[attr-defined]
+    c = resolve_closure(ElfImage.open(prog), str(root), "/prog")
+    assert [lib.name for lib in c.missing] == ["libfoo.so.1"]
+    foo = c.missing[0]
+    assert foo.elsewhere == ("/usr/lib64/libfoo.so.1",)
+    assert "/usr/lib64/libfoo.so.1" not in foo.searched
+    problems = inspect_binary(prog, rootfs=str(root), binary_path_in_root="/prog").problems
+    dirs = ", ".join(host_system_dirs())
+    assert problems == (
+        "libfoo.so.1 (needed by /prog) is present at /usr/lib64/libfoo.so.1, outside the "
+        "loader's search path: the loader will stop with 'cannot open shared object file'. "
+        f"Fix: move it into a directory the loader searches ({dirs}), or add /usr/lib64 to "
+        "/etc/ld.so.conf and run ldconfig",)
+    # a file of that name that is no loadable library is no answer
+    (root / "usr/lib64/libfoo.so.1").write_bytes(b"not an ELF file")
+    assert resolve_closure(ElfImage.open(prog), str(root), "/prog").missing[0].elsewhere == ()
+
+
+def test_host_lookup_follows_the_hosts_own_loader() -> None:
+    c = resolve_libraries(["libc.so.6", "libnosuch-cgotrace.so.9"])
+    libs = {lib.name: lib for lib in c.libraries}
+    assert libs["libc.so.6"].via == "ld.so.cache" and libs["libc.so.6"].found
+    assert not libs["libnosuch-cgotrace.so.9"].found
+    assert libs["libnosuch-cgotrace.so.9"].needed_by == "(requested)"
+    assert "ld-linux-x86-64.so.2" in libs  # libc's own NEEDED, followed
 
 
 def _cache_bytes(key: str, value: str) -> bytes:

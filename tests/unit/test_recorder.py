@@ -162,3 +162,63 @@ def test_a_version_1_trace_reads_as_one_call_per_line(tmp_path: Path) -> None:
     p.write_text("".join(json.dumps(x) + "\n" for x in lines))
     t = read_trace(p)
     assert [a.calls for a in t.accesses] == [1, 1, 1] and not t.truncated
+
+
+def test_a_report_given_for_a_trace_says_what_it_is(tmp_path: Path) -> None:
+    """`cgotrace report x.json` on a JSON report said "x.json:1: not a JSON object line";
+    now: what the file is and which command reads it (exit 3, one line)."""
+    import subprocess
+    import sys
+
+    trace = tmp_path / "t.jsonl"
+    _write(trace)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True,
+                              text=True, timeout=60)
+
+    outputs = {}
+    for fmt in ("json", "sarif", "html", "dot"):
+        out = tmp_path / f"x.{fmt}"
+        assert cli("report", "--format", fmt, "-o", str(out), str(trace)).returncode == 0
+        outputs[fmt] = out
+    expected = {
+        "json": "is a cgotrace JSON report, not a trace; `cgotrace diff` reads reports",
+        "sarif": "is a SARIF log, not a trace",
+        "html": "is an HTML report, not a trace",
+        "dot": "is a DOT graph, not a trace",
+    }
+    for fmt, out in outputs.items():
+        r = cli("report", str(out))
+        assert r.returncode == 3 and r.stdout == ""
+        assert r.stderr.startswith(f"cgotrace: {out} {expected[fmt]}"), r.stderr
+        assert r.stderr.count("\n") == 1
+    with pytest.raises(TraceFormatError, match="is an ELF binary, not a trace"):
+        read_trace(sys.executable)
+    diff = cli("diff", str(outputs["json"]), str(trace))  # and diff does read it
+    assert diff.returncode == 0, diff.stderr
+
+
+def test_an_unreadable_trace_is_exit_5_not_an_internal_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """As a user who cannot read the file, `report` ended in "internal error" (70)."""
+    import builtins
+
+    from tracer.cli import main
+
+    p = tmp_path / "t.jsonl"
+    _write(p)
+    real_open = builtins.open
+
+    def deny(file: object, *a: object, **k: object) -> object:
+        if str(file) == str(p):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(file, *a, **k)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(builtins, "open", deny)
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(p)])
+    assert e.value.code == 5
+    err = capsys.readouterr().err
+    assert err == f"cgotrace: {p}: permission denied (run as a user who can read it)\n"

@@ -1,5 +1,6 @@
-"""Rootfs sources and the parent half of the sandbox: presets, image extraction, path
-mapping, exec-failure diagnosis. No namespaces needed."""
+"""Rootfs sources and the parent half of the sandbox: presets, image extraction (layered
+images and flat root filesystem tarballs), path mapping, exec-failure diagnosis. No
+namespaces needed."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tracer.binary.ldcache import read_ld_cache
+from tracer.binary.nsswitch import nss_services, parse_nsswitch
+from tracer.binary.rootpath import RootFS
 from tracer.errors import BadImageError, NotFoundError, PermissionDeniedError, SandboxError
-from tracer.sandbox import container, roots
+from tracer.sandbox import container, presets, roots, trees
 from tracer.sandbox.container import Bind, SandboxSpec
-from tracer.sandbox.roots import resolve_in_tree
 
 
 @pytest.fixture()
@@ -40,13 +43,13 @@ def test_scratch_has_only_mount_points(cache: Path) -> None:
     root = roots.resolve_rootfs("scratch")
     assert root == cache / "rootfs" / "preset-scratch"
     names = {p.name for p in root.iterdir()} - {".cgotrace-rootfs"}
-    assert names == set(roots.MOUNT_DIRS)
+    assert names == set(trees.MOUNT_DIRS)
     assert not (root / "etc").exists()
 
 
 def test_static_is_distroless_like_without_libc(cache: Path) -> None:
-    root = roots.build_preset("static")
-    for f in ("/etc/passwd", "/etc/group", "/etc/nsswitch.conf", roots.CA_BUNDLE,
+    root = presets.build_preset("static")
+    for f in ("/etc/passwd", "/etc/group", "/etc/nsswitch.conf", presets.CA_BUNDLE,
               "/usr/share/zoneinfo/UTC", "/usr/share/zoneinfo/Europe/Berlin"):
         assert (root / f.lstrip("/")).is_file(), f
     assert "nonroot:x:65532" in (root / "etc/passwd").read_text()
@@ -56,49 +59,66 @@ def test_static_is_distroless_like_without_libc(cache: Path) -> None:
 
 
 def test_musl_is_alpine_like(cache: Path) -> None:
-    if not os.path.exists(roots.MUSL_LIBC):
+    if not os.path.exists(presets.MUSL_LIBC):
         pytest.skip("Debian's musl package is not installed (make system-deps)")
-    root = roots.build_preset("musl")
+    root = presets.build_preset("musl")
     loader = root / "lib/ld-musl-x86_64.so.1"
     assert loader.read_bytes()[:4] == b"\x7fELF"
-    assert resolve_in_tree(root, "/lib/libc.musl-x86_64.so.1") == loader
+    assert RootFS(root).locate("/lib/libc.musl-x86_64.so.1") == loader
     assert not (root / "etc/nsswitch.conf").exists()
     assert (root / "etc/hosts").read_text().startswith("127.0.0.1")
     assert not [f for f in _files(root) if "ld-linux" in f or "libc.so.6" in f]
 
 
 def test_glibc_has_loader_libc_and_nss_closure(cache: Path) -> None:
-    root = roots.build_preset("glibc")
-    interp = resolve_in_tree(root, "/lib64/ld-linux-x86-64.so.2")
+    root = presets.build_preset("glibc")
+    interp = RootFS(root).locate("/lib64/ld-linux-x86-64.so.2")
     assert interp.is_file() and str(interp).startswith(str(root))
     wanted = ["libc.so.6", "libm.so.6"]
     host_nss = Path("/etc/nsswitch.conf").read_text() if os.path.exists(
         "/etc/nsswitch.conf") else ""
-    if "systemd" in roots.nss_services(host_nss):
+    if "systemd" in nss_services(parse_nsswitch(host_nss)):
         wanted += ["libnss_systemd.so.2", "libcap.so.2"]  # libnss_systemd NEEDs libcap
     for lib in wanted:
-        assert resolve_in_tree(root, f"/lib/x86_64-linux-gnu/{lib}").is_file(), lib
+        assert RootFS(root).locate(f"/lib/x86_64-linux-gnu/{lib}").is_file(), lib
     for f in ("etc/nsswitch.conf", "etc/ld.so.cache", "etc/passwd", "etc/group", "etc/hosts",
               "usr/share/zoneinfo/UTC"):
         assert (root / f).is_file(), f
     assert (root / "etc/nsswitch.conf").read_text() == host_nss
     # copies, never hardlinks of host files
-    assert (resolve_in_tree(root, "/lib/x86_64-linux-gnu/libc.so.6")).stat().st_nlink == 1
+    assert (RootFS(root).locate("/lib/x86_64-linux-gnu/libc.so.6")).stat().st_nlink == 1
 
 
 def test_preset_is_rebuilt_when_missing_or_stale(cache: Path) -> None:
-    root = roots.build_preset("static")
+    root = presets.build_preset("static")
     (root / "etc/passwd").unlink()
-    assert roots.build_preset("static") == root
+    assert presets.build_preset("static") == root
     assert not (root / "etc/passwd").exists()  # up to date: not rebuilt
     (root / ".cgotrace-rootfs").write_text("preset static v0\n")
-    roots.build_preset("static")
+    presets.build_preset("static")
     assert (root / "etc/passwd").is_file()
 
 
 def test_nss_services() -> None:
     text = "passwd: files systemd\n# hosts: nis\nhosts: files [NOTFOUND=return] dns\nbad\n"
-    assert roots.nss_services(text) == ["files", "systemd", "dns"]
+    assert nss_services(parse_nsswitch(text)) == ["files", "systemd", "dns"]
+    # glibc allows blanks inside the criteria: they name no source (no module to copy)
+    spaced = "hosts: files [ NOTFOUND=return ] dns\n"
+    assert nss_services(parse_nsswitch(spaced)) == ["files", "dns"]
+
+
+def test_glibc_preset_ld_so_cache_names_only_its_own_libraries(cache: Path) -> None:
+    root = presets.build_preset("glibc")
+    ld_cache = read_ld_cache(str(root / "etc/ld.so.cache"))
+    assert ld_cache is not None and ld_cache.entries
+    fs = RootFS(root)
+    absent = [e.path for e in ld_cache.entries if not fs.is_file(e.path)]
+    assert absent == []
+    names = {e.soname for e in ld_cache.entries}
+    assert {"libc.so.6", "libm.so.6"} <= names
+    host = read_ld_cache("/etc/ld.so.cache")
+    if host is not None:  # the host's cache names far more than the preset holds
+        assert len(ld_cache.entries) < len(host.entries)
 
 
 def test_unknown_rootfs_names_the_presets(cache: Path) -> None:
@@ -106,27 +126,31 @@ def test_unknown_rootfs_names_the_presets(cache: Path) -> None:
         roots.resolve_rootfs("alpine-but-not-here")
     msg = ei.value.message
     assert "\n" not in msg
-    for p in roots.PRESETS:
+    for p in presets.PRESETS:
         assert p in msg
 
 
-# --- resolve_in_tree ------------------------------------------------------------------------------
+# --- paths inside a root (tracer.binary.rootpath) ------------------------------------------------
 
 
-def test_resolve_in_tree_never_leaves_root(tmp_path: Path) -> None:
+def test_root_paths_never_leave_root(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "usr/lib").mkdir(parents=True)
     (root / "usr/lib/f").write_text("inside")
     os.symlink("usr/lib", root / "lib")
     os.symlink("/usr/lib/f", root / "abs")
     os.symlink("../../../../../etc/passwd", root / "up")
-    assert resolve_in_tree(root, "/lib/f") == root / "usr/lib/f"
-    assert resolve_in_tree(root, "/abs") == root / "usr/lib/f"
-    assert resolve_in_tree(root, "/up") == root / "etc/passwd"
-    assert resolve_in_tree(root, "/abs", follow_last=False) == root / "abs"
+    assert RootFS(root).locate("/lib/f") == root / "usr/lib/f"
+    assert RootFS(root).locate("/abs") == root / "usr/lib/f"
+    assert RootFS(root).locate("/up") == root / "etc/passwd"
+    assert RootFS(root).locate("/abs", follow_last=False) == root / "abs"
+    assert RootFS(root).locate("/usr/new/file") == root / "usr/new/file"  # to be created
+    assert RootFS(root).resolve("/up") is None  # resolve: existing files only
+    assert RootFS(root).resolve("/abs") == "/usr/lib/f"
     os.symlink("loop", root / "loop")
-    with pytest.raises(BadImageError):
-        resolve_in_tree(root, "/loop")
+    with pytest.raises(BadImageError, match="too many levels of symbolic links"):
+        RootFS(root).locate("/loop")
+    assert RootFS(root).resolve("/loop") is None
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -210,7 +234,7 @@ def _check_applied(root: Path) -> None:
     assert os.readlink(root / "lib") == "usr/lib"
     assert (root / "usr/lib/liby.so").stat().st_ino == (root / "usr/lib/libx.so").stat().st_ino
     assert not (root / "bin/suid").stat().st_mode & 0o6000  # set-id dropped
-    for d in roots.MOUNT_DIRS:
+    for d in trees.MOUNT_DIRS:
         assert (root / d).is_dir()
     assert not list(root.rglob(".wh.*"))
 
@@ -271,6 +295,51 @@ def test_not_an_image(cache: Path, tmp_path: Path) -> None:
         roots.resolve_rootfs(str(junk))
 
 
+# --- flat root filesystem tarballs (`podman export`, `tar -C root -cf x.tar .`) -------------------
+
+
+def test_flat_root_tarball_made_from_a_preset(cache: Path, tmp_path: Path) -> None:
+    preset = presets.build_preset("glibc")
+    tar = tmp_path / "root.tar"
+    subprocess.run(["tar", "-C", str(preset), "-cf", str(tar), "."], check=True)
+    root = roots.resolve_rootfs(str(tar))
+    assert root.parent == cache / "rootfs" and root != preset
+    assert _files(root) == _files(preset)
+    assert os.readlink(root / "lib64") == os.readlink(preset / "lib64")  # links kept as links
+    assert (root / "etc/passwd").read_text() == (preset / "etc/passwd").read_text()
+    libc = RootFS(root).locate("/lib/x86_64-linux-gnu/libc.so.6")
+    assert libc.is_file() and str(libc).startswith(str(root))
+    assert (root / ".cgotrace-rootfs").read_text().startswith("image ")
+    assert roots.resolve_rootfs(str(tar)) == root  # cached by digest
+
+
+def _flat(path: Path, entries: list[tuple[str, str, str | bytes]]) -> Path:
+    path.write_bytes(_layer(entries))
+    return path
+
+
+def test_flat_root_tarball_is_as_safe_as_a_layer(cache: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = roots.resolve_rootfs(str(_flat(tmp_path / "f.tar", [
+        ("dir", "etc", ""), ("sym", "etc/esc", str(outside)), ("file", "etc/esc/pwned", "x"),
+        ("file", "etc/.wh.passwd", "a file like any other")])))
+    assert list(outside.iterdir()) == []  # the link resolved inside the tree
+    assert (root / str(outside).lstrip("/") / "pwned").read_text() == "x"
+    assert (root / "etc/.wh.passwd").read_text() == "a file like any other"  # no whiteouts
+    with pytest.raises(BadImageError, match="path traversal"):
+        roots.resolve_rootfs(str(_flat(tmp_path / "evil.tar", [
+            ("dir", "etc", ""), ("file", "../../victim", "pwned")])))
+    assert not (tmp_path / "victim").exists()
+
+
+def test_tarball_that_is_neither_image_nor_root_is_refused(cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(BadImageError) as ei:
+        roots.resolve_rootfs(str(_flat(tmp_path / "notes.tar", [("file", "notes.txt", "hi")])))
+    assert "neither manifest.json (docker save), index.json (OCI layout) nor a root " \
+           "filesystem" in ei.value.message and "\n" not in ei.value.message
+
+
 # --- prepare / host_path ------------------------------------------------------------------------
 
 
@@ -293,7 +362,7 @@ def test_prepare_validates_program_network_and_binds(cache: Path, tmp_path: Path
 
 
 def test_prepare_and_host_path(cache: Path, tmp_path: Path) -> None:
-    root = roots.build_preset("glibc")
+    root = presets.build_preset("glibc")
     data = tmp_path / "data"
     data.mkdir()
     prep = container.prepare(SandboxSpec(rootfs=root, binds=(Bind(data, "/srv/data"),)),
@@ -306,7 +375,7 @@ def test_prepare_and_host_path(cache: Path, tmp_path: Path) -> None:
     assert hp(prep, "/etc/resolv.conf") == str(prep.resolv_conf_file)
     assert hp(prep, "/etc/passwd") == str(root / "etc/passwd")
     assert hp(prep, "/lib64/ld-linux-x86-64.so.2") == str(
-        resolve_in_tree(root, "/lib64/ld-linux-x86-64.so.2"))
+        RootFS(root).locate("/lib64/ld-linux-x86-64.so.2"))
     assert hp(prep, "/srv/data/x.txt") == f"{data}/x.txt"
     assert hp(prep, "/tmp/x") is None and hp(prep, "/dev/null") is None
     host = container.prepare(SandboxSpec(network="host"), "/bin/true")
@@ -329,9 +398,9 @@ def test_child_error_round_trip() -> None:
 def test_diagnose_missing_glibc_interpreter(cache: Path) -> None:
     true = Path("/bin/true").resolve()  # a glibc dynamic executable
     for preset in ("musl", "scratch", "static"):
-        if preset == "musl" and not os.path.exists(roots.MUSL_LIBC):
+        if preset == "musl" and not os.path.exists(presets.MUSL_LIBC):
             continue
-        root = roots.build_preset(preset)
+        root = presets.build_preset(preset)
         msg = container.diagnose_exec_failure(root, "/.cgotrace/true", errno.ENOENT,
                                             program_host=true)
         assert msg.startswith(f"interpreter /lib64/ld-linux-x86-64.so.2 (named by PT_INTERP) "
@@ -346,7 +415,7 @@ def test_diagnose_missing_musl_interpreter(cache: Path, tmp_path: Path) -> None:
     src = tmp_path / "m.c"
     src.write_text("int main(void){return 0;}\n")
     subprocess.run(["musl-gcc", "-o", str(tmp_path / "m"), str(src)], check=True)
-    root = roots.build_preset("glibc")
+    root = presets.build_preset("glibc")
     msg = container.diagnose_exec_failure(root, "/.cgotrace/m", errno.ENOENT,
                                         program_host=tmp_path / "m")
     assert "interpreter /lib/ld-musl-x86_64.so.1 (named by PT_INTERP) is not in rootfs glibc" \
@@ -360,7 +429,7 @@ def test_diagnose_wrong_arch_mode_and_missing(cache: Path, tmp_path: Path) -> No
     arm = tmp_path / "arm"
     arm.write_bytes(bytes(raw))
     arm.chmod(0o755)
-    root = roots.build_preset("glibc")
+    root = presets.build_preset("glibc")
     msg = container.diagnose_exec_failure(root, "/.cgotrace/arm", errno.ENOEXEC, program_host=arm)
     assert "wrong architecture (EM_AARCH64" in msg and "GOARCH=amd64" in msg
     plain = tmp_path / "plain"

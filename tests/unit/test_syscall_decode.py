@@ -146,3 +146,15 @@ def test_register_and_siginfo_layouts_match_python_ptrace() -> None:
     for field in ("si_signo", "si_errno", "si_code", "_sigfault"):
         assert getattr(_Siginfo, field).offset == getattr(siginfo, field).offset
     assert ctypes.sizeof(_Siginfo) == 128  # siginfo_t, what PTRACE_GETSIGINFO writes
+
+
+def test_normalize_path_one_spelling_per_file() -> None:
+    assert decode.normalize_path("/usr/share/zoneinfo//Europe/Berlin") == \
+        "/usr/share/zoneinfo/Europe/Berlin"
+    assert decode.normalize_path("//etc/./passwd") == "/etc/passwd"
+    assert decode.normalize_path("/run/systemd/userdb/") == "/run/systemd/userdb/"
+    assert decode.normalize_path("/etc/.") == "/etc/"
+    assert decode.normalize_path("/x/../y") == "/x/../y"  # symlinks may make .. matter
+    assert decode.normalize_path("/") == "/" and decode.normalize_path("//") == "/"
+    assert decode.normalize_path("/etc/.hidden") == "/etc/.hidden"
+    assert decode.normalize_path("(fd 3)") == "(fd 3)"

@@ -319,7 +319,7 @@ def test_layout_table_is_ordered_and_total() -> None:
 
 
 def test_enclosing_functions_of_closures() -> None:
-    from tracer.unwind.creator import enclosing_functions
+    from tracer.attribution.parent_search import enclosing_functions
 
     f = "net.(*Resolver).goLookupIPCNAMEOrder"
     assert enclosing_functions(f + ".func3.2") == [f + ".func3.2", f + ".func3", f]
@@ -384,7 +384,7 @@ def _creator_world(parked: dict[int, list[int]], running: tuple[int, ...] = ()
 def test_find_creator_without_parent_goid() -> None:
     """Go 1.19: the parent is the one parked goroutine in the function of the `go` statement,
     else in the function that defined the closure; two candidates name nobody."""
-    from tracer.unwind.creator import find_creator
+    from tracer.attribution.parent_search import find_creator
 
     child, parent, other = 0xC100, 0xC200, 0xC300
     # `go` statement inside F: the parent waits in F
@@ -403,7 +403,7 @@ def test_find_creator_without_parent_goid() -> None:
 def test_find_creator_in_the_caller_of_a_returned_helper() -> None:
     """errgroup's shape: the `go` statement is in G, which returned to H; the parent waits in
     H (a direct CALL G there), and only one goroutine may be in such a caller."""
-    from tracer.unwind.creator import direct_calls, find_creator
+    from tracer.attribution.parent_search import direct_calls, find_creator
 
     child, parent, other = 0xC100, 0xC200, 0xC300
     unw, ctx, mem = _creator_world({child: [0x3050], parent: [0x5000, 0x4030], other: [0x1050]})
@@ -418,7 +418,7 @@ def test_find_creator_in_the_caller_of_a_returned_helper() -> None:
 def test_find_creator_sees_running_goroutines_only_through_stopped_threads() -> None:
     """A running creator has no saved context: it is a candidate through `running` (its
     stopped thread's stack), and otherwise counted as unseen (the caller may look again)."""
-    from tracer.unwind.creator import find_creator
+    from tracer.attribution.parent_search import find_creator
 
     child, parent, other = 0xC100, 0xC200, 0xC300
     unw, ctx, mem = _creator_world({child: [0x3050], parent: [0x4030], other: [0x5000]},
@@ -455,13 +455,13 @@ def test_running_creator_on_a_stopped_thread_is_walked_at_once() -> None:
     st.read, st.regs_of = mem.read, regs_of  # type: ignore[assignment]
     st.unwinder = SimpleNamespace(unwind=lambda regs, read: Stack(g=regs.g, end="root"))  # type: ignore[assignment]
     ctx = SimpleNamespace(rt=SimpleNamespace(layout=lay))
-    stack, _ = att._parent_stack(st, ctx, mem.read, parent, goid, 0)  # type: ignore[arg-type]
+    stack, _ = att.creators._parent_stack(st, ctx, mem.read, parent, goid, 0)  # type: ignore[arg-type]
     assert stack is not None and stack.g == parent
     assert att.stats.creator_stopped == 1 and att.stats.creator_waits == 0
 
     stopped.clear()  # now it runs on a CPU and never parks
-    st.stopped = None
-    assert att._parent_stack(st, ctx, mem.read, parent, goid, 0)[0] is None  # type: ignore[arg-type]
+    st.creators.stopped = None
+    assert att.creators._parent_stack(st, ctx, mem.read, parent, goid, 0)[0] is None  # type: ignore[arg-type]
     assert (att.stats.creator_waits, att.stats.creator_misses) == (1, 1)
-    assert att._parent_stack(st, ctx, mem.read, parent, goid, 0)[0] is None  # type: ignore[arg-type]
+    assert att.creators._parent_stack(st, ctx, mem.read, parent, goid, 0)[0] is None  # type: ignore[arg-type]
     assert (att.stats.creator_waits, att.stats.creator_misses) == (1, 2)  # no second poll

@@ -1,7 +1,7 @@
 """What is the application's own code, and which frames of a stack name the cause of an access.
 
-Pure analysis of symbolized frames (no process access): `tracer.attribution.attributor`
-walks the stack and hands the named frames here. docs/trace-format.md ("Attribution
+Pure analysis of symbolized frames (no process access): `tracer.attribution.frames` hands
+the named frames of a walked stack here. docs/trace-format.md ("Attribution
 fields") says what each chosen field means for a reader.
 
 Application code (`AppCode`) is the program's main module:
@@ -25,13 +25,17 @@ Application code (`AppCode`) is the program's main module:
 
 * `user_frame`: the innermost application frame;
 * `go_api`: the outermost non-application frame below it (the call the application made);
-  with no application frame, the outermost Go frame outside the runtime;
+  with no application frame, the exported function the outermost code outside the runtime
+  was entered through: from the outermost such frame inward, past unexported functions
+  and closures (a library goroutine's body, net's `cgoLookupIP.func1`), to the first
+  exported function (`net.(*Dialer).DialContext`) or package initializer (`init of PKG`
+  then says why); the outermost frame itself when the stack has neither;
 * `origin`: the innermost frame below the user frame whose function the knowledge base
   lists as deciding a dependency (`origins` in probes/rules/features.toml:
   `time.LoadLocation`, `os/user.lookupUserId`, `crypto/x509.loadSystemRoots`, ...);
 * `no_user_frame`: when no application frame is on the stack, why (`init of PKG` for a
   package initializer run by `runtime.doInit`); the goroutine creator chain is followed
-  by the caller (`tracer.attribution.attributor`) before this is reported.
+  (`tracer.attribution.creator`) before this is reported.
 """
 
 from __future__ import annotations
@@ -67,6 +71,27 @@ def _local_name(function: str) -> str:
     """The part after the package: 'corp.test/x.(*T).M' -> '(*T).M'."""
     pkg = package_of(function)
     return function[len(pkg) + 1:]
+
+
+_CLOSURE: Final = re.compile(r"\.(?:func|gowrap|deferwrap)\d+(?:\.\d+)*$|-fm$")
+_TYPE_ARGS: Final = re.compile(r"\[.*\]")
+
+
+def is_exported(function: str) -> bool:
+    """A function or method other packages can call by name: `net.LookupHost`,
+    `net.(*Resolver).LookupIPAddr`, `net.(*conn).Read`. Not an unexported function
+    (`net.cgoLookupIP`), a closure (`net.cgoLookupIP.func1`, `F.gowrap1`, a method value
+    `T.M-fm`), cgo glue (`_Cfunc_...`) or a package initializer (`pkg.init.0`)."""
+    local = _TYPE_ARGS.sub("", _local_name(function))
+    if not local or _CLOSURE.search(local):
+        return False
+    name = local.rsplit(".", 1)[-1]
+    return name[:1].isupper()
+
+
+def is_initializer(function: str) -> bool:
+    """A package initializer (`pkg.init`, `pkg.init.0`) or a closure inside one."""
+    return bool(_INIT_NAME.search(function))
 
 
 def is_cgo_glue(function: str) -> bool:
@@ -199,12 +224,19 @@ def _api_below(frames: Sequence[Frame], kinds: Sequence[str], user_i: int) -> st
 
 
 def outermost_api(frames: Sequence[Frame], kinds: Sequence[str]) -> str | None:
-    """Without a user frame: the outermost Go function outside the runtime (a package
-    initializer, the function a library's goroutine runs)."""
-    for i in range(len(frames) - 1, -1, -1):
-        fn = frames[i].function
-        if kinds[i] == "go" and fn and package_of(fn) not in _RUNTIME_PACKAGES:
+    """Without a user frame: the exported function (or package initializer) through which
+    the outermost Go code outside the runtime was entered, walking inward past unexported
+    functions and closures; the outermost such function when there is none (a helper
+    goroutine whose frames are all internal: its creator chain says more)."""
+    outside = [frames[i].function for i in range(len(frames) - 1, -1, -1)
+               if kinds[i] == "go" and frames[i].function
+               and package_of(frames[i].function or "") not in _RUNTIME_PACKAGES]
+    for fn in outside:
+        assert fn is not None
+        if is_exported(fn) or is_initializer(fn):
             return fn
+    if outside:
+        return outside[0]
     return next((frames[i].function for i in range(len(frames) - 1, -1, -1)
                  if kinds[i] == "go"), None)
 

@@ -31,7 +31,9 @@ try:  # the builtin module hashlib wraps: importing hashlib loads OpenSSL (~3 ms
 except ImportError:  # pragma: no cover - a Python built without it
     from hashlib import blake2b
 
-FORMAT = 2  # 2: `static` is the findings engine's header (tracer.binary.facts.static_header)
+# 2: `static` is the findings engine's header (tracer.binary.facts.static_header);
+# 3: + main_module; 4: + go_build and cgo_links (the SBOM's)
+FORMAT = 4
 MAX_BYTES = 8 * 1024 * 1024
 _PT_NOTE = 4
 _NT_GNU_BUILD_ID = 3
@@ -114,8 +116,9 @@ ROOT_FILES = ("etc/ld.so.cache", "etc/ld-musl-x86_64.path", "etc/nsswitch.conf",
 # The code that computes the facts: an edited or reinstalled cgotrace never reads entries
 # an older one wrote (FORMAT only covers deliberate format changes).
 _CODE = Path(__file__).resolve().parents[1]
-_CODE_FILES = ("static.py", "symbols/elf.py", "symbols/loader.py", "symbols/ldcache.py",
-               "symbols/buildinfo.py", "symbols/pclntab.py", "classify.py")
+CODE_FILES = ("binary/facts.py", "binary/elf.py", "binary/loader.py", "binary/ldcache.py",
+              "binary/nsswitch.py", "binary/rootpath.py", "binary/buildinfo.py",
+              "binary/pclntab.py", "recording/classify.py")
 
 
 def _stamp(paths: Any) -> str:
@@ -131,7 +134,7 @@ def _stamp(paths: Any) -> str:
 
 def _code_stamp() -> str:
     rules = sorted((_CODE.parent / "probes" / "rules").glob("*.toml"))
-    return _stamp([*(_CODE / f for f in _CODE_FILES), *rules])
+    return _stamp([*(_CODE / f for f in CODE_FILES), *rules])
 
 
 def load(key: str) -> dict[str, Any] | None:

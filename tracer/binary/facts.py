@@ -20,8 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probes import knowledge
+from tracer.binary.cgolinks import build_settings, cgo_links, module_records
 from tracer.binary.elf import ElfImage
-from tracer.binary.loader import LoaderClosure, RootFS, loader_flavor, resolve_closure
+from tracer.binary.loader import (
+    LoaderClosure,
+    loader_flavor,
+    outside_search_path,
+    resolve_closure,
+)
+from tracer.binary.nsswitch import NSS_BUILTIN, nss_modules, read_nsswitch
+from tracer.binary.rootpath import RootFS
 from tracer.errors import BadBinaryError, CgotraceError, NotFoundError, NotGoBinaryError
 
 # pclntab names that exist only when runtime/cgo is linked (docs/go-runtime.md). Not
@@ -32,8 +40,6 @@ _CGO_FUNC = re.compile(r"^(?P<pkg>.+?)\.(?:\(\*?[^)]*\)\.)?_(?:Cfunc|C2func|cgo|
 # Standard packages whose cgo parts are the toolchain's business, not a dependency signal.
 _STD_CGO_PLUMBING = ("runtime/cgo", "runtime", "runtime/race", "runtime/msan", "runtime/asan",
                      "syscall", "crypto/internal/boring")
-# glibc >= 2.34 has these NSS sources inside libc.so.6: no libnss_*.so is dlopen'd for them.
-NSS_BUILTIN = ("files", "dns")
 _LIBC_SONAMES = ("libc.so.6",)
 
 
@@ -76,6 +82,8 @@ class GoFacts:
     nfunc: int | None
     text_start: int | None
     function_source: str  # "pclntab", ".symtab", or "none"
+    # main module and deps with sums and replacements (tracer.binary.cgolinks.module_records)
+    modules: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "path": self.path, "main": self.main,
@@ -164,6 +172,8 @@ class StaticFacts:
     hazards: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     go_error: str | None = None  # corrupt pclntab/buildinfo (strict=False only)
+    # Go package -> NEEDED libraries its cgo calls bind to (tracer.binary.cgolinks)
+    cgo_links: dict[str, list[str]] = field(default_factory=dict)
 
     # --- what the engine reads ------------------------------------------------------------
     @property
@@ -205,8 +215,15 @@ class StaticFacts:
             out.append(f"interpreter {c.interpreter} is not in this root: exec will fail with "
                        "'no such file or directory'")
         for lib in c.missing:
-            where = f" (searched {', '.join(lib.searched[:6])})" if lib.searched else ""
             extra = f"; {lib.problem}" if lib.problem else ""
+            outside = outside_search_path(lib, c.flavor, c.search_path)
+            if outside is not None:
+                what, fix = outside
+                out.append(f"{lib.name} (needed by {lib.needed_by}) is {what}: the loader "
+                           f"will stop with 'cannot open shared object file'{extra}. Fix: "
+                           f"{fix}")
+                continue
+            where = f" (searched {', '.join(lib.searched[:6])})" if lib.searched else ""
             out.append(f"{lib.name} (needed by {lib.needed_by}) is not in this root: the "
                        f"loader will stop with 'cannot open shared object file'{where}{extra}")
         out.extend(c.problems)
@@ -320,7 +337,7 @@ def inspect_binary(path: str | os.PathLike[str], rootfs: str | None = None,
     cgo = _cgo_facts(img, names, settings, go.main if go else None)
     closure = resolve_closure(img, rootfs or "/", binary_path_in_root)
     fs = RootFS(rootfs or "/")
-    nsswitch, nss_note = _read_nsswitch(fs)
+    nsswitch, nss_note = read_nsswitch(fs)
     flavor = elf.libc
     builtin = _nss_builtin(closure)
     features = tuple(_feature_facts(names, cgo, nsswitch, flavor, builtin)) if is_go else ()
@@ -329,10 +346,11 @@ def inspect_binary(path: str | os.PathLike[str], rootfs: str | None = None,
     hazards = _hazards(elf, cgo, features, nsswitch, builtin)
     if nss_note and any(f.form == "cgo" and f.id in ("nss-user", "resolver") for f in features):
         notes.append(nss_note)
+    links = cgo_links(names, elf.imports, closure.libraries) if cgo.linked else {}
     return StaticFacts(path=p, size=len(img.data), elf=elf, is_go=is_go, go=go, cgo=cgo,
                        resolver=resolver, user_lookup=user, features=features, closure=closure,
                        rootfs=rootfs, nsswitch=nsswitch, hazards=tuple(hazards),
-                       notes=tuple(notes), go_error=go_error)
+                       notes=tuple(notes), go_error=go_error, cgo_links=links)
 
 
 def _libc_flavor(img: ElfImage) -> str | None:
@@ -383,7 +401,7 @@ def _go_facts(bi: Any, nfunc: int | None, text_start: int | None, source: str) -
         deps=tuple((p, v or "") for p, v in deps if p),
         settings=dict(getattr(bi, "settings", None) or {}),
         lines=tuple(getattr(bi, "lines", None) or ()), nfunc=nfunc, text_start=text_start,
-        function_source=source)
+        function_source=source, modules=tuple(module_records(bi)))
 
 
 def _module(m: Any) -> tuple[str | None, str | None]:
@@ -471,33 +489,7 @@ def _cgo_facts(img: ElfImage, names: list[str], settings: dict[str, str],
                     cgo_enabled=settings.get("CGO_ENABLED"))
 
 
-# === nsswitch.conf and NSS modules =========================================================
-
-def parse_nsswitch(text: str) -> dict[str, tuple[str, ...]]:
-    """database -> sources, without the [STATUS=action] criteria."""
-    out: dict[str, tuple[str, ...]] = {}
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if ":" not in line:
-            continue
-        db, _, rest = line.partition(":")
-        rest = re.sub(r"\[[^\]]*\]", " ", rest)
-        out[db.strip()] = tuple(s for s in rest.split() if s)
-    return out
-
-
-def _read_nsswitch(fs: RootFS) -> tuple[dict[str, tuple[str, ...]], str | None]:
-    real = fs.resolve("/etc/nsswitch.conf")
-    where = "this root" if fs.root != "/" else "this host"
-    if real is None or not os.path.isfile(fs.host(real)):
-        return {}, (f"/etc/nsswitch.conf is missing in {where}: glibc then uses its built-in "
-                    "defaults (files; hosts: dns files) and Go's resolver uses files,dns")
-    try:
-        with open(fs.host(real), encoding="utf-8", errors="replace") as f:
-            return parse_nsswitch(f.read()), None
-    except OSError as e:
-        return {}, f"/etc/nsswitch.conf unreadable in {where}: {e.strerror}"
-
+# === NSS modules built into libc ===========================================================
 
 def _nss_builtin(closure: LoaderClosure) -> tuple[str, ...]:
     """NSS sources built into the root's libc (glibc >= 2.34 has files and dns)."""
@@ -510,20 +502,6 @@ def _nss_builtin(closure: LoaderClosure) -> tuple[str, ...]:
             return tuple(s for s in NSS_BUILTIN if f"_nss_{s}_gethostbyname4_r" in exports
                          or f"_nss_{s}_getpwuid_r" in exports) or ()
     return NSS_BUILTIN
-
-
-def nss_modules(nsswitch: dict[str, tuple[str, ...]], databases: Iterable[str],
-                builtin: tuple[str, ...] = NSS_BUILTIN) -> list[tuple[str, str]]:
-    """(libnss_<source>.so.2, database) glibc will dlopen for these databases."""
-    out: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for db in databases:
-        for src in nsswitch.get(db, ()):
-            if src in builtin or src in seen:
-                continue
-            seen.add(src)
-            out.append((f"libnss_{src}.so.2", db))
-    return out
 
 
 # === features, selections, hazards =========================================================
@@ -571,7 +549,15 @@ def _feature_facts(names: list[str], cgo: CgoFacts, nsswitch: dict[str, tuple[st
                 Prediction("/usr/share/zoneinfo/<name>", f.id, reason + "; embedded tzdata is "
                            "the fallback when the file is missing", "data")]
         if preds:
-            yield FeatureFacts(f.id, f.title, form, tuple(evidence[:5]), tuple(preds), f.fix)
+            yield FeatureFacts(f.id, f.title, form, tuple(evidence[:5]), tuple(preds),
+                               _fix_for_form(f, form))
+
+
+def _fix_for_form(f: knowledge.Feature, form: str) -> str:
+    """The feature's fix for the form this binary has: a build tag that selects the form
+    it already has changes nothing, so the go and embedded forms have fixes of their own
+    (features.toml `fix_go`, `fix_embedded`)."""
+    return str(f.extra.get(f"fix_{form}") or f.fix)
 
 
 def _tags(settings: dict[str, str]) -> set[str]:
@@ -659,6 +645,9 @@ def static_header(facts: StaticFacts) -> dict[str, Any]:
         "static": facts.static, "pie": facts.pie, "stripped": facts.stripped,
         "go_version": facts.go.version if facts.go else None, "libc": facts.elf.libc,
         "cgo": facts.cgo.linked,
+        # the build info's main module path: reports map source files to the repository
+        # with it (a -trimpath name is "<module>/<path in module>")
+        "main_module": facts.go.main if facts.go else None,
         "is_go": facts.is_go, "upx": facts.elf.upx,
         "cgo_packages": list(facts.cgo.std_packages),
         "third_party_cgo": list(facts.cgo.third_party),
@@ -674,7 +663,25 @@ def static_header(facts: StaticFacts) -> dict[str, Any]:
                                   "needed_by": os.path.basename(lib.needed_by)}
                                  for lib in c.libraries],
                    "missing": [lib.name for lib in c.missing],
-                   "config_files": list(c.config_files)},
+                   "config_files": list(c.config_files),
+                   **_outside_search_path(c)},
         "problems": list(facts.problems), "hazards": list(facts.hazards),
         "notes": list(facts.notes),
+        # for the SBOM (tracer/reporters/cyclonedx.py)
+        "go_build": None if facts.go is None else {
+            "path": facts.go.path, "modules": list(facts.go.modules),
+            "settings": build_settings(facts.go.settings)},
+        "cgo_links": dict(facts.cgo_links),
     }
+
+
+def _outside_search_path(c: LoaderClosure) -> dict[str, Any]:
+    """`outside_search_path` for the header, only when some missing library is present
+    elsewhere in the root: the findings say where, in the loader's own words."""
+    out = []
+    for lib in c.missing:
+        outside = outside_search_path(lib, c.flavor, c.search_path)
+        if outside is not None:
+            out.append({"name": lib.name, "path": lib.elsewhere[0], "what": outside[0],
+                        "fix": outside[1]})
+    return {"outside_search_path": out} if out else {}

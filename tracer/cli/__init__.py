@@ -4,6 +4,7 @@ so `cgotrace --help` stays instant (pyelftools alone costs ~50 ms to import)."""
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import sys
 from typing import Any
@@ -30,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                  "What a running process depends on right now, from /proc (no ptrace)."),
     "diff": ("tracer.cli.diff", "diff",
              "What changed between two traces or JSON reports (dependencies, findings)."),
+    "slim": ("tracer.cli.slim", "slim",
+             "The smallest root the program works in, built from its runs and proven."),
 }
 
 
@@ -66,9 +69,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """cgotrace: the run-time dependencies a Go binary hides from readelf, and the Go code
     that causes each one.
 
-    Exit codes: 0 ok; 1 `report --fail-on` gate failed; 2 usage; 3 bad binary, image,
-    trace, rule or allow-list file; 4 not found; 5 permission denied; 6 the attached
-    process ended during the attach; 70 internal error.
+    Exit codes: 0 ok; 1 `report --fail-on` gate failed, `slim` not proven; 2 usage;
+    3 bad binary, image, trace, rule or allow-list file; 4 not found; 5 permission denied;
+    6 the attached process ended during the attach; 70 internal error.
     `run` exits with the program's status (128+N for signal N), 121 when it exited 0 but
     the --fail-on gate failed, and 125/126/127 for its own failures (docs/exit-codes.md).
     """
@@ -101,7 +104,81 @@ def nearest_options(ctx: click.Context | None, name: str) -> list[str]:
     return difflib.get_close_matches(name, names, n=1, cutoff=0.0)
 
 
+class Discard(io.TextIOBase):
+    """A text stream that keeps nothing (in place of a stdout/stderr that was closed)."""
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        return len(text)
+
+
+class ClosedPipeGuard:
+    """A text stream that drops what it is given once its reader has gone (EPIPE).
+
+    `cgotrace run ... 2>&1 | head -1` closes the tracer's stderr while the report is being
+    written. The exit status must still be the program's (or the gate's): a
+    BrokenPipeError reaching click becomes exit 1, and one at interpreter exit becomes 120.
+    The stream's descriptor is pointed at /dev/null, so later writes and the final flush
+    succeed and the status survives; everything else passes through to the real stream.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.reader_gone = False
+
+    def write(self, text: Any) -> int:
+        if self.reader_gone:
+            return len(text)
+        try:
+            written: int = self.stream.write(text)
+            return written
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        self.reader_gone = True
+        try:
+            fd = self.stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            self.stream.flush()  # what was buffered for the pipe now goes to /dev/null
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def main(argv: list[str] | None = None) -> Any:
+    """The console entry point: one line and a documented exit code for every failure
+    (docs/exit-codes.md); a closed stdout or stderr never changes the exit status."""
+    out, err = sys.stdout, sys.stderr
+    # None: cgotrace was started with that descriptor closed; its output goes nowhere (no
+    # descriptor is opened in its place: the traced program inherits the closed one)
+    sys.stdout = ClosedPipeGuard(out if out is not None else Discard())
+    sys.stderr = ClosedPipeGuard(err if err is not None else Discard())
+    try:
+        _main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: list[str] | None) -> Any:
     from tracer.errors import CgotraceError, ExitCode
 
     debug = os.environ.get("CGOTRACE_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
@@ -127,11 +204,6 @@ def main(argv: list[str] | None = None) -> Any:
         line = "; ".join(part.strip() for part in line.splitlines() if part.strip())
         click.echo(line, err=True)
         sys.exit(int(e.exit_code))
-    except BrokenPipeError:
-        # `cgotrace ... | head` is not an error; silence Python's flush of stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # a bug: one line, and how to get the traceback

@@ -50,21 +50,20 @@ def attach(ctx: click.Context, pid: int | None, name: str | None, duration: floa
 
     Exit codes: 0 detached; 1 the --fail-on gate failed; 6 the process ended during the
     attach (the trace is kept; wins over 1); 2 usage or an ambiguous --name; 4 no such
-    process; 5 ptrace refused (the message names Yama, ownership, CAP_SYS_PTRACE or the
-    tracer already attached) (docs/exit-codes.md).
+    process, or no directory for --output (checked before the process is seized); 5
+    ptrace refused (the message names Yama, ownership, CAP_SYS_PTRACE or the tracer
+    already attached) (docs/exit-codes.md).
     """
-    from tracer.cli._reporting import emit_reports, parse_report_specs
+    from tracer.cli._reporting import check_report_paths, emit_reports, parse_report_specs
     from tracer.commands.attach import STEPPING_NOTE, AttachOptions, attach_process, find_by_name
     from tracer.gate import gate
 
     specs = parse_report_specs(reports)
     if fail_on is not None or allow is not None:  # bad gate options fail before the attach
-        from tracer.gate import load_allow, parse_fail_on
+        from tracer.gate import check_options
 
-        if fail_on is not None:
-            parse_fail_on(fail_on)
-        if allow is not None:
-            load_allow(allow)
+        check_options(fail_on, allow)
+    check_report_paths(specs)  # an unwritable report fails before the process is touched
     if (pid is None) == (name is None):
         raise UsageError("give either a PID or --name NAME")
     if name is not None:

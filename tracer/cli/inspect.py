@@ -20,8 +20,8 @@ from tracer.reporters.static_facts import render_text
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
 @click.option("--rootfs", type=str, default=None, metavar="ROOT",
               help="Resolve the interpreter, libraries and nsswitch.conf inside this root: "
-              "a directory, an OCI layout or `docker save` tarball, or a preset (scratch, "
-              "static, musl, glibc), as for `run`.")
+              "a directory, an OCI layout, a `docker save` or root filesystem (`podman "
+              "export`) tarball, or a preset (scratch, static, musl, glibc), as for `run`.")
 @click.option("--image", metavar="NAME",
               help="The same, in an image from the local podman (or docker).")
 def inspect(binary: str, as_json: bool, rootfs: str | None, image: str | None) -> None:

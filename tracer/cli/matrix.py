@@ -14,8 +14,8 @@ import click
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--rootfs", "rootfs", multiple=True, metavar="ROOT[,ROOT...]",
               help="Roots to compare: presets (scratch, static, musl, glibc), directories, "
-              "OCI layouts or `docker save` tarballs; comma-separated or repeated. Default: "
-              "the four presets (when no --image is given either).")
+              "OCI layouts, `docker save` or `podman export` tarballs; comma-separated or "
+              "repeated. Default: the four presets (when no --image is given either).")
 @click.option("--image", "images", multiple=True, metavar="NAME",
               help="An image from the local podman (or docker) as one more root; repeatable.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=2, show_default=True,
@@ -28,12 +28,15 @@ import click
               help="Allow-list ([[allow]] id, path, reason), applied per root.")
 @click.option("--traces", metavar="DIR", type=click.Path(file_okay=False),
               help="Keep each root's trace here (<root>.jsonl), for `cgotrace report`.")
+@click.option("--sbom", "sbom_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Write each root's run-time SBOM here (<root>.cdx.json, CycloneDX 1.6: "
+              "the root's OS packages this run used; docs/sbom.md).")
 @click.argument("binary", type=click.Path(dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def matrix(ctx: click.Context, rootfs: tuple[str, ...], images: tuple[str, ...], jobs: int,
            as_json: bool, fail_on: str | None, allow: str | None, traces: str | None,
-           binary: str, args: tuple[str, ...]) -> None:
+           sbom_dir: str | None, binary: str, args: tuple[str, ...]) -> None:
     """Run BINARY (with ARGS) in each root and print one row per root: does it start (or
     why not), its exit status, the dependencies it missed, how many hidden dependencies it
     used, the findings' ids, and a verdict: works, degraded or fails.
@@ -55,7 +58,8 @@ def matrix(ctx: click.Context, rootfs: tuple[str, ...], images: tuple[str, ...],
     if argv[:1] == ["--"]:
         argv = argv[1:]
     opts = MatrixOptions(binary=binary, args=argv, roots=parse_roots(rootfs, images),
-                         jobs=jobs, fail_on=fail_on, allow=allow, traces_dir=traces)
+                         jobs=jobs, fail_on=fail_on, allow=allow, traces_dir=traces,
+                         sbom_dir=sbom_dir)
     tty = sys.stderr.isatty()
 
     def on_done(row: RootResult, done: int, total: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
@@ -30,9 +29,13 @@ from tracer.errors import ExitCode
               help="Extra finding rules: every *.toml with [[finding]] tables in DIR.")
 @click.option("--color/--no-color", default=None,
               help="Colour the report on stderr (default: on a terminal unless NO_COLOR).")
+@click.option("--source-root", type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="Name source files relative to DIR in --report files that locate them "
+              "(SARIF); default: the Go module root (the go.mod of the main module).")
 @click.option("--rootfs", metavar="ROOT",
-              help="Run inside this root: a directory, an OCI layout or `docker save` "
-              "tarball, or a preset built from this host (scratch, static, musl, glibc).")
+              help="Run inside this root: a directory, an OCI layout, a `docker save` or root "
+              "filesystem (`podman export`) tarball, or a preset built from this host "
+              "(scratch, static, musl, glibc).")
 @click.option("--image", metavar="NAME",
               help="Run inside this image from the local podman (or docker): exported once, "
               "cached by image ID. Nothing is pulled.")
@@ -44,6 +47,12 @@ from tracer.errors import ExitCode
               show_default=True, envvar="CGOTRACE_ENGINE",
               help="notify: seccomp user notification, repeats run without a stop; ptrace: "
               "two stops per watched call; auto: notify when the kernel allows it.")
+@click.option("--env", "env_vars", multiple=True, metavar="NAME=VALUE",
+              help="Set a variable for the program only (repeatable). cgotrace keeps its "
+              "own environment: its cache and settings do not move with the program's HOME.")
+@click.option("--env-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The program's whole environment instead of cgotrace's: NUL-separated "
+              "NAME=VALUE entries (what `env -0` prints); --env applies on top.")
 @click.option("-v", "--verbose", is_flag=True, help="Say which engine runs and why.")
 @click.option("--no-stacks", is_flag=True,
               help="Do not unwind stacks: no via/go_api/user_frame/stack in the trace.")
@@ -51,36 +60,39 @@ from tracer.errors import ExitCode
 @click.pass_context
 def run(ctx: click.Context, output: str | None, json_file: str | None,
         reports: tuple[str, ...], quiet: bool, fail_on: str | None, allow: str | None,
-        probes: tuple[str, ...], color: bool | None, rootfs: str | None, image: str | None,
-        network: str | None, engine: str, verbose: bool, no_stacks: bool,
+        probes: tuple[str, ...], color: bool | None, source_root: str | None,
+        rootfs: str | None, image: str | None, network: str | None, engine: str,
+        env_vars: tuple[str, ...], env_file: str | None, verbose: bool, no_stacks: bool,
         program: tuple[str, ...]) -> None:
     """Run PROGRAM under the tracer; exit with its exit code (128+N for signal N).
 
-    stdin, stdout, stderr and the environment pass through; SIGINT, SIGTERM, SIGHUP and
+    stdin, stdout, stderr and the environment pass through (--env and --env-file change
+    the program's, never cgotrace's own); SIGINT, SIGTERM, SIGHUP and
     SIGQUIT sent to cgotrace are forwarded to the program. The findings report goes to
     stderr; with --fail-on, a failed gate exits 121 (docs/exit-codes.md).
     """
-    from tracer.cli._reporting import emit_reports, parse_report_specs
-    from tracer.commands.run import RunOptions, trace_program
+    from tracer.attribution.policy import LazyAttributor
+    from tracer.cli._reporting import check_report_paths, emit_reports, parse_report_specs
+    from tracer.commands.run import RunOptions, program_environment, trace_program
     from tracer.errors import CgotraceError
     from tracer.gate import gate, rules_for
 
     specs = parse_report_specs(reports) + ([("json", json_file)] if json_file else [])
     rules = rules_for(probes)
     if fail_on is not None or allow is not None:  # bad gate options fail before the run
-        from tracer.gate import load_allow, parse_fail_on
+        from tracer.gate import check_options
 
-        if fail_on is not None:
-            parse_fail_on(fail_on)
-        if allow is not None:
-            load_allow(allow)
+        check_options(fail_on, allow, rules)
+    check_report_paths(specs)  # as --output: an unwritable report fails before the run
+    env = program_environment(env_file, env_vars)  # checked before the program starts
     debug = bool((ctx.obj or {}).get("debug"))
     attributor = None if no_stacks else LazyAttributor()
     # the findings are read by a report, the gate, or the text report on stderr
     analyze = bool(specs) or not quiet or fail_on is not None or allow is not None
     try:
         result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
-                                          image=image, network=network, debug=debug,
+                                          image=image, network=network, env=env,
+                                          debug=debug,
                                           attributor=attributor, rules=rules,
                                           engine=engine, verbose=verbose,
                                           analyze=analyze))
@@ -88,10 +100,10 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
         analysis = getattr(e, "analysis", None)
         if analysis is not None:  # on stderr only when it explains the failure
             emit_reports(analysis, specs, quiet or not analysis.findings, color,
-                         gate(analysis, fail_on, allow))
+                         gate(analysis, fail_on, allow), source_root)
         raise
     gated = gate(result.analysis, fail_on, allow)  # None without a gate (or findings)
-    emit_reports(result.analysis, specs, quiet, color, gated)
+    emit_reports(result.analysis, specs, quiet, color, gated, source_root)
     if not quiet and result.crash:
         print(result.crash, file=sys.stderr)
     if result.diagnosis is not None:  # the program never ran: say why even with -q
@@ -101,55 +113,6 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     if code == 0 and gated is not None and gated.failed:
         code = int(ExitCode.RUN_POLICY)
     ctx.exit(code)
-
-
-class LazyAttributor:
-    """The attributor, imported and built at the first access that needs a stack.
-
-    Loader-phase accesses (ld.so before the program's entry point: nothing of the program
-    is on the stack) are answered `via=loader` without it, as the attributor itself does,
-    so a program that ends before it runs any of its own code (`run -- /bin/true`) never
-    pays for importing the unwinder (~0.1-0.2 s on a loaded 2-CPU machine).
-    """
-
-    def __init__(self) -> None:
-        self._real: Any = None
-        self._loader: Any = None
-
-    def _get(self) -> Any:
-        if self._real is None:
-            from tracer.attribution.attributor import Attributor
-
-            self._real = Attributor()
-        return self._real
-
-    def _loader_answer(self, draft: Any) -> Any:
-        if self._real is not None or not draft.loader_phase or draft.cls == "exec":
-            return None
-        if self._loader is None:
-            from tracer.trace.model import Attribution, Via
-
-            self._loader = Attribution(via=Via.LOADER)
-        return self._loader
-
-    def __call__(self, view: Any, draft: Any) -> Any:
-        return self._loader_answer(draft) or self._get()(view, draft)
-
-    def wants_walk(self, pid: int, draft: Any) -> bool:
-        if self._loader_answer(draft) is not None:
-            return False
-        return bool(self._get().wants_walk(pid, draft))
-
-    def reuse(self, pid: int, draft: Any) -> Any:
-        return self._loader_answer(draft) or self._get().reuse(pid, draft)
-
-    def on_exec(self, pid: int, tid: int, exe: str) -> None:
-        if self._real is not None:
-            self._real.on_exec(pid, tid, exe)
-
-    def on_exit(self, pid: int) -> None:
-        if self._real is not None:
-            self._real.on_exit(pid)
 
 
 def _network(value: str | None) -> str | None:

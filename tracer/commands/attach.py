@@ -14,7 +14,6 @@ time and how the attach ended (docs/trace-format.md).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import time
@@ -30,12 +29,10 @@ from tracer.errors import (
     UsageError,
 )
 from tracer.process import procfs
-from tracer.recording.classify import Classifier
-from tracer.recording.collector import Attributor
-from tracer.recording.entry import EntryDecoder
-from tracer.recording.summary import SummaryBuilder
-from tracer.trace.model import Access, ExitStatus, ProcessEvent, Repeats
-from tracer.trace.recorder import TraceWriter
+from tracer.recording.collector import AttributionHook, EventCollector
+from tracer.recording.header import RunFacts, recorded_env, resolv_conf, static_facts
+from tracer.recording.pipeline import Recording
+from tracer.trace.model import Access, ExitStatus, ProcessEvent
 
 STEPPING_NOTE = ("cgotrace: attach stops the process at every syscall entry and exit "
                  "(PTRACE_SYSCALL; no seccomp filter is put into a running process), so it "
@@ -47,7 +44,7 @@ class AttachOptions:
     pid: int
     duration: float | None = None  # None: until SIGINT/SIGTERM or the process exits
     output: str | None = None
-    attributor: Attributor | None = None
+    attributor: AttributionHook | None = None
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
     on_attached: Callable[[Any], None] | None = None  # called with the engine once seized
     handle_signals: bool = True  # SIGINT/SIGTERM/SIGHUP end the attach
@@ -186,32 +183,22 @@ def preflight(pid: int) -> procfs.ProcessFacts:
 
 
 # -- the session ------------------------------------------------------------------------
-def _static(facts: procfs.ProcessFacts) -> tuple[Any, dict[str, Any]]:
+def _static(facts: procfs.ProcessFacts) -> RunFacts:
     """Static facts of the running binary, read through /proc/PID/exe and resolved inside
     the process's own root (/proc/PID/root) when it lives in a container."""
-    from tracer.commands.run import _inspect, _static_summary
-
     root = None
     if facts.in_container or facts.root != "/":
         root = f"/proc/{facts.pid}/root"
-    static = _inspect(facts.exe_host_path, root, facts.exe if root else None)
-    return static, _static_summary(static)
+    return static_facts(facts.exe_host_path, root, facts.exe if root else None, cached=False)
 
 
 def _header(facts: procfs.ProcessFacts, static: dict[str, Any]) -> dict[str, Any]:
     """The trace header of an attach: what run writes (argv, binary, static facts, cwd,
     the environment variables that change which files Go reads), marked as an attach."""
-    from tracer.commands.run import recorded_env
-
     cwd = None
     with contextlib.suppress(OSError):
         cwd = os.readlink(f"/proc/{facts.pid}/cwd")
-    env: dict[str, str] = {}
-    with contextlib.suppress(OSError), open(f"/proc/{facts.pid}/environ", "rb") as f:
-        for item in f.read().split(b"\0"):
-            key, sep, value = item.decode(errors="surrogateescape").partition("=")
-            if sep:
-                env[key] = value
+    env = procfs.environ(facts.pid)
     binary = facts.exe or facts.exe_host_path
     real = binary
     if facts.exe is not None and not facts.in_container:
@@ -219,6 +206,7 @@ def _header(facts: procfs.ProcessFacts, static: dict[str, Any]) -> dict[str, Any
             real = os.path.realpath(binary)
     return {"argv": list(facts.cmdline), "binary": binary, "binary_realpath": real,
             "static": static, "cwd": cwd, "env": recorded_env(env), "sandbox": None,
+            "resolv_conf": resolv_conf(f"/proc/{facts.pid}/root/etc/resolv.conf"),
             "mode": "attach",
             "attach": {"pid": facts.pid, "nspid": list(facts.nspid), "name": facts.name,
                        "exe": facts.exe, "root": facts.root,
@@ -229,53 +217,18 @@ def attach_process(opts: AttachOptions) -> AttachResult:
     """Attach to `opts.pid`, trace, detach; see the module docstring. Raises the typed
     errors of `preflight`/`diagnose_refusal`; after the seize every path detaches."""
     from tracer.engine.stepping import AttachEngine, SeizeRefused
-    from tracer.recording.collector import EventCollector
 
     facts = preflight(opts.pid)
-    static, static_summary = _static(facts)
-    classifier = Classifier()
+    run_facts = _static(facts)
     exe = facts.exe or facts.exe_host_path
-    if static is not None:
-        from tracer.recording.classify import Closure
-
-        classifier.seed(exe, Closure.from_facts(static))
-    from probes.analysis import AnalysisBuilder
-
-    summary = SummaryBuilder()
-    events: list[ProcessEvent] = []
-    header = _header(facts, static_summary)
-    analysis = AnalysisBuilder(header, opts.rules)
-    writer = TraceWriter(opts.output) if opts.output else None
-    to_host = _host_mapper(facts)
-
-    def on_access(a: Access) -> None:
-        if to_host is not None:
-            a = to_host(a)
-        summary.add(a)
-        analysis.add(a)
-        if writer is not None:
-            writer.access(a)
-        if opts.on_access is not None:
-            opts.on_access(a)
-
-    def on_event(e: ProcessEvent) -> None:
-        if e.event != "fork":
-            events.append(e)
-            analysis.event(e)
-        if writer is not None:
-            writer.event(e)
-
-    def on_repeats(a: Access, totals: Repeats, added: Repeats) -> None:
-        summary.add_repeats(a, added)
-        analysis.add_repeats(a, added)
-        if writer is not None:
-            writer.repeats(totals)
-
-    collector = EventCollector(on_access=on_access, on_event=on_event, classifier=classifier,
-                               decoder=EntryDecoder(), attributor=opts.attributor,
-                               on_repeats=on_repeats)
-    collector.exe[opts.pid] = exe  # its closure decides what is hidden
-    collector._main_exec_done = True  # the program's own exec happened before we came
+    header = _header(facts, run_facts.summary)
+    host_path_of = None
+    if facts.in_container or facts.root != "/":  # another mount namespace: /proc/PID/root
+        host_path_of = facts.host_path
+    rec = Recording(header, facts=run_facts, exe_paths=[exe], output=opts.output,
+                    rules=opts.rules, host_path_of=host_path_of, extra=opts.on_access)
+    collector = rec.collector(opts.attributor)
+    collector.adopt(opts.pid, exe)
     engine = AttachEngine(opts.pid, duration=opts.duration)
     try:
         try:
@@ -283,45 +236,55 @@ def attach_process(opts: AttachOptions) -> AttachResult:
         except SeizeRefused as e:
             raise _refusal(opts.pid, e.errno) from None
         header["attach"]["start_time"] = engine.start_time
-        if writer is not None:
-            writer.header(**header)
-        nspids = procfs.nspid_map(opts.pid) if "pid" in facts.foreign_ns else {}
-        received: list[int] = []
-        restore = _stop_on_signals(engine, received) if opts.handle_signals else None
-        try:
-            if opts.on_attached is not None:
-                opts.on_attached(engine)
-            engine.run(collector)
-        finally:
-            if nspids:  # threads started during the attach, while they are still there
-                nspids.update(procfs.nspid_map(opts.pid))
-            engine.detach()
-            if restore is not None:
-                restore()
-        how = _how(engine.ended, received, opts.duration)
-        cs = collector.stats
-        stats = {"stops": engine.stops, "accesses": cs.accesses, "repeats": cs.repeats,
-                 "unknown": cs.lost, "attributor_errors": cs.attributor_errors,
-                 "threads": nthreads}
-        end = engine.end_time or time.time()
-        status = engine.ended or ExitStatus(code=None)
-        ending = {"end_time": end, "ended": how, "detached": engine.ended is None,
-                  "nspid": {str(k): v for k, v in nspids.items()}}
-        if writer is not None:
-            writer.exit(status, stats=stats, attach=ending)
-        result_summary = summary.summary(engine.ended)
-        result_summary["attach"] = {"pid": facts.pid, "nspid": list(facts.nspid),
-                                    "start_time": engine.start_time, "end_time": end,
-                                    "ended": how, "namespaces": list(facts.foreign_ns),
-                                    "tid_in_namespace": nspids}
-        return AttachResult(pid=opts.pid, summary=result_summary, threads=nthreads,
-                            start_time=engine.start_time, end_time=end, ended=engine.ended,
-                            how=how, stats=stats, events=events,
-                            analysis=analysis.finish({**status.to_dict(),
-                                                      "attach": ending}))
+        rec.start()
+        nspids, how = _follow(opts, facts, engine, collector)
+        return _result(opts, facts, engine, collector, rec, nthreads, nspids, how)
     finally:
-        if writer is not None:
-            writer.close()
+        rec.close()
+
+
+def _follow(opts: AttachOptions, facts: procfs.ProcessFacts, engine: Any,
+            collector: EventCollector) -> tuple[dict[int, int], str]:
+    """Trace until the process ends, the duration is over or a signal stops us; detach.
+    Returns the namespace-local tids of a process in another pid namespace and how the
+    attach ended."""
+    nspids = procfs.nspid_map(opts.pid) if "pid" in facts.foreign_ns else {}
+    received: list[int] = []
+    restore = _stop_on_signals(engine, received) if opts.handle_signals else None
+    try:
+        if opts.on_attached is not None:
+            opts.on_attached(engine)
+        engine.run(collector)
+    finally:
+        if nspids:  # threads started during the attach, while they are still there
+            nspids.update(procfs.nspid_map(opts.pid))
+        engine.detach()
+        if restore is not None:
+            restore()
+    return nspids, _how(engine.ended, received, opts.duration)
+
+
+def _result(opts: AttachOptions, facts: procfs.ProcessFacts, engine: Any,
+            collector: EventCollector, rec: Recording, nthreads: int,
+            nspids: dict[int, int], how: str) -> AttachResult:
+    """Finish the recording with the attach window and say how the attach ended."""
+    cs = collector.stats
+    stats = {"stops": engine.stops, "accesses": cs.accesses, "repeats": cs.repeats,
+             "unknown": cs.lost,
+             "attributor_errors": cs.attributor_errors, "threads": nthreads}
+    end = engine.end_time or time.time()
+    status = engine.ended or ExitStatus(code=None)
+    ending = {"end_time": end, "ended": how, "detached": engine.ended is None,
+              "nspid": {str(k): v for k, v in nspids.items()}}
+    analysis = rec.finish(status, stats=stats, attach=ending)
+    summary = rec.summary.summary(engine.ended)
+    summary["attach"] = {"pid": facts.pid, "nspid": list(facts.nspid),
+                         "start_time": engine.start_time, "end_time": end,
+                         "ended": how, "namespaces": list(facts.foreign_ns),
+                         "tid_in_namespace": nspids}
+    return AttachResult(pid=opts.pid, summary=summary, threads=nthreads,
+                        start_time=engine.start_time, end_time=end, ended=engine.ended,
+                        how=how, stats=stats, events=rec.events, analysis=analysis)
 
 
 def _stop_on_signals(engine: Any, received: list[int]) -> Callable[[], None]:
@@ -389,18 +352,3 @@ def _how(ended: ExitStatus | None, received: list[int], duration: float | None) 
     if duration is not None:
         return f"duration of {duration:g} s over, detached"
     return "detached"
-
-
-def _host_mapper(facts: procfs.ProcessFacts) -> Callable[[Access], Access] | None:
-    """For a process in another mount namespace: add the host path (/proc/PID/root/...)."""
-    if not facts.in_container and facts.root == "/":
-        return None
-
-    def add_host_path(a: Access) -> Access:
-        if a.family is not None and not a.path.startswith("/"):
-            return a  # connect to address:port
-        if not a.path.startswith("/") or a.host_path is not None:
-            return a
-        return dataclasses.replace(a, host_path=facts.host_path(a.path))
-
-    return add_host_path

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracer.errors import CgotraceError, ExitCode
-from tracer.sandbox.roots import PRESETS
+from tracer.sandbox.presets import PRESETS
 
 if TYPE_CHECKING:
     from probes.records import Analysis
@@ -65,7 +65,10 @@ class RootResult:
     diagnoses: list[dict[str, Any]] = field(default_factory=list)
     stdout_tail: list[str] = field(default_factory=list)
     stderr_tail: list[str] = field(default_factory=list)
+    # the program's own last stderr line (a Go panic's or fatal error's message line)
+    stderr_line: str | None = None
     trace: str | None = None
+    sbom: str | None = None  # the run-time SBOM written for this root (--sbom DIR)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,7 +78,14 @@ class RootResult:
                 "findings": self.findings, "verdict": self.verdict, "reasons": self.reasons,
                 "gate": {"failed": self.gate_failed, "failing": self.gate_failing},
                 "diagnoses": self.diagnoses, "stdout_tail": self.stdout_tail,
-                "stderr_tail": self.stderr_tail, "trace": self.trace}
+                "stderr_tail": self.stderr_tail, "stderr_line": self.stderr_line,
+                "trace": self.trace, "sbom": self.sbom}
+
+    @property
+    def failed_on_its_own(self) -> bool:
+        """The program started and then failed: a non-zero status or a signal, not an exec
+        or loader failure (those have a diagnosis line of their own)."""
+        return self.starts and not self.diagnoses and self.status not in ("0", "-")
 
 
 @dataclass
@@ -88,6 +98,7 @@ class MatrixOptions:
     allow: str | None = None
     traces_dir: str | None = None  # keep each root's trace here (else a temporary dir)
     env: dict[str, str] | None = None
+    sbom_dir: str | None = None  # write each root's CycloneDX SBOM here (<root>.cdx.json)
 
 
 def parse_roots(rootfs: Sequence[str], images: Sequence[str]) -> list[RootSource]:
@@ -137,6 +148,8 @@ def run_matrix(opts: MatrixOptions,
     with tempfile.TemporaryDirectory(prefix="cgotrace-matrix-") as tmp:
         out_dir = Path(opts.traces_dir) if opts.traces_dir else Path(tmp)
         _ensure_out_dir(out_dir)
+        if opts.sbom_dir:
+            _ensure_out_dir(Path(opts.sbom_dir))
         results: dict[str, RootResult] = {}
         with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
             futures = {pool.submit(_run_root, opts, label, path, out_dir, Path(tmp)): label
@@ -182,28 +195,55 @@ def _run_root(opts: MatrixOptions, label: str, root: Path, out_dir: Path,
               tmp: Path) -> RootResult:
     trace = out_dir / f"{_file_name(label)}.jsonl"
     cmd = [sys.executable, "-m", "tracer", "run", "-q", "--output", str(trace),
-           "--rootfs", str(root), "--", os.path.abspath(opts.binary), *opts.args]
+           "--rootfs", str(root)]
+    if opts.env is not None:
+        # the program's environment goes in a file (`run --env-file`); each `run` keeps
+        # this process's own, so its cache does not move with the program's HOME
+        env_file = tmp / f"{_file_name(label)}.env"
+        env_file.write_bytes(b"".join(os.fsencode(f"{k}={v}") + b"\0"
+                                      for k, v in opts.env.items()))
+        cmd += ["--env-file", str(env_file)]
+    cmd += ["--", os.path.abspath(opts.binary), *opts.args]
     stdout = tmp / f"{_file_name(label)}.stdout"
     stderr = tmp / f"{_file_name(label)}.stderr"
     started = time.monotonic()
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                              env=opts.env, check=False)
+                              check=False)
     row = RootResult(root=label, path=str(root), trace=str(trace),
                      seconds=time.monotonic() - started)
     row.stdout_tail = _tail(stdout)
     row.stderr_tail = _tail(stderr)
+    row.stderr_line = program_error_line(_lines(stderr))
     row.exit_code = proc.returncode
     _fill_from_trace(row, trace, opts)
     return row
 
 
-def _tail(path: Path) -> list[str]:
+def _lines(path: Path) -> list[str]:
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return []
-    return [line for line in text.splitlines() if line.strip()][-OUTPUT_TAIL:]
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _tail(path: Path) -> list[str]:
+    return _lines(path)[-OUTPUT_TAIL:]
+
+
+# how a Go program's own crash report starts: the line that says what happened; the
+# goroutine dump after it ends in a file:line, which tells a reader nothing
+_GO_CRASH = ("panic: ", "fatal error: ", "SIGSEGV: ", "SIGBUS: ", "SIGILL: ", "SIGFPE: ",
+             "SIGABRT: ", "[signal ")
+
+
+def program_error_line(lines: Sequence[str]) -> str | None:
+    """The program's own last stderr line (cgotrace's lines left out); for a Go panic or
+    fatal error, the first line of its report (the message), not the dump's last frame."""
+    own = [line.rstrip() for line in lines if not line.startswith("cgotrace: ")]
+    crash = next((line for line in own if line.startswith(_GO_CRASH)), None)
+    return crash or (own[-1] if own else None)
 
 
 def _fill_from_trace(row: RootResult, trace: Path, opts: MatrixOptions) -> None:
@@ -223,7 +263,7 @@ def _fill_from_trace(row: RootResult, trace: Path, opts: MatrixOptions) -> None:
     analysis = analyze_trace(t)
     if opts.fail_on is not None or opts.allow is not None:
         analysis = _apply_gate(row, analysis, opts)
-    row.diagnoses = [dict(d) for d in analysis.diagnoses]
+    row.diagnoses = [with_finding_fix(d, analysis) for d in analysis.diagnoses]
     row.starts = not any(d.get("kind") in _NO_START for d in analysis.diagnoses)
     if not row.starts:
         row.why = _short_why(analysis.diagnoses)
@@ -238,6 +278,35 @@ def _fill_from_trace(row: RootResult, trace: Path, opts: MatrixOptions) -> None:
     row.findings = list(dict.fromkeys(f.id for f in ordered))
     v = verdict(analysis)
     row.verdict, row.reasons = v.status, list(v.reasons)
+    if opts.sbom_dir:
+        row.sbom = _write_sbom(analysis, Path(opts.sbom_dir) / f"{_file_name(row.root)}.cdx.json")
+
+
+def _write_sbom(analysis: Analysis, path: Path) -> str:
+    """This root's run-time SBOM: its OS packages, from its own package database."""
+    from tracer.commands.sbom import attach_inventory
+    from tracer.reporters import render
+
+    text = render(attach_inventory(analysis), "cyclonedx")
+    try:
+        path.write_text(text)
+    except OSError as e:
+        from tracer.errors import output_error
+
+        raise output_error(str(path), e) from None
+    return str(path)
+
+
+def with_finding_fix(diagnosis: dict[str, Any], analysis: Analysis) -> dict[str, Any]:
+    """The diagnosis with the fix of the finding of its kind (missing-interpreter), which is
+    derived from this binary's facts (its NEEDED libraries, cgo packages, third-party C
+    code; docs/findings.md) rather than the one sentence that fits every binary."""
+    out = dict(diagnosis)
+    if diagnosis.get("kind") == "missing-interpreter":
+        f = next((f for f in analysis.findings if f.id == "missing-interpreter"), None)
+        if f is not None and f.fix:
+            out["fix"] = f.fix
+    return out
 
 
 # diagnosis kinds that mean the program's own code never ran
@@ -303,7 +372,22 @@ def render_table(rows: Sequence[RootResult]) -> str:
             lines.append(f"{r.root}: {d.get('message')}.{fix}")
         if not r.diagnoses and r.why and not r.starts:
             lines.append(f"{r.root}: {r.why}")
+        if r.failed_on_its_own:
+            lines.append(f"{r.root}: {_status_words(r.status)}: {_last_words(r)}")
     return "\n".join(lines)
+
+
+def _last_words(r: RootResult) -> str:
+    """What the program said last: its stderr line, else its last stdout line."""
+    if r.stderr_line:
+        return r.stderr_line
+    if r.stdout_tail:
+        return f"nothing on stderr; last on stdout: {r.stdout_tail[-1]}"
+    return "nothing on stderr or stdout"
+
+
+def _status_words(status: str) -> str:
+    return f"exit {status}" if status.isdigit() else f"killed by {status}"
 
 
 def _cells(r: RootResult) -> tuple[str, ...]:

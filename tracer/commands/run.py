@@ -1,4 +1,4 @@
-"""One traced run, end to end: static facts, (sandbox), launch, loop, trace file, summary.
+"""One traced run, end to end: static facts, (sandbox), launch, the engine, the recording.
 
 `cgotrace run` is a thin shell over `trace_program`; tests call it directly (it takes a
 `child_setup` hook, e.g. a private network namespace, and an attributor).
@@ -7,27 +7,29 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import errno
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tracer.binary.factcache import build_id
 from tracer.engine import native
 from tracer.engine.base import FAULT_SIGNALS
 from tracer.engine.notify_engine import NotifyEngine, set_sync_wakeup
 from tracer.engine.ptrace_engine import PtraceEngine
 from tracer.errors import (
+    CgotraceError,
     ExitCode,
+    NotFoundError,
+    PermissionDeniedError,
     TracerError,
-    output_error,
 )
-from tracer.recording.classify import Classifier, Closure
-from tracer.recording.collector import Attributor, EventCollector
-from tracer.recording.entry import EntryDecoder
-from tracer.recording.summary import SummaryBuilder
+from tracer.recording.collector import AttributionHook, EventCollector
+from tracer.recording.header import inspect_or_none, recorded_env, resolv_conf, static_facts
+from tracer.recording.pipeline import Recording
 from tracer.sandbox.launch import (
     LaunchSpec,
     SignalForwarder,
@@ -35,7 +37,6 @@ from tracer.sandbox.launch import (
     resolve_program,
 )
 from tracer.trace.model import Access, ExitStatus, ProcessEvent, Repeats
-from tracer.trace.recorder import TraceWriter
 
 if TYPE_CHECKING:
     from tracer.sandbox.diagnosis import Diagnosis
@@ -52,7 +53,7 @@ class RunOptions:
     network: str | None = None  # None: host network without a sandbox, unless rootfs
     env: dict[str, str] | None = None
     child_setup: Callable[[], None] | None = None  # tests: e.g. unshare(CLONE_NEWNET)
-    attributor: Attributor | None = None
+    attributor: AttributionHook | None = None
     forward_signals: bool = True
     debug: bool = False
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
@@ -60,7 +61,7 @@ class RunOptions:
     on_repeats: Callable[[Access, Repeats, Repeats], None] | None = None
     rules: Any = None  # probes.ruleset rules (None: the packaged ones)
     verbose: bool = False  # say on stderr which engine runs and why, before it starts
-    # notify | ptrace | auto (docs/architecture.md, engines); $CGOTRACE_ENGINE sets the default
+    # notify | ptrace | auto (docs/engines.md); $CGOTRACE_ENGINE sets the default
     engine: str = field(default_factory=lambda: os.environ.get("CGOTRACE_ENGINE", "auto"))
     # False: no findings at all (`run -q` with no report and no gate reads none; the
     # rules engine is then never imported)
@@ -81,59 +82,44 @@ class RunResult:
     analysis: Any = None  # probes.records.Analysis (None when RunOptions.analyze is off)
 
 
-# Environment variables that change which files a Go program reads (resolver, zoneinfo,
-# CA roots): recorded in the header so findings can say why, and nothing else of the env.
-RECORDED_ENV = ("GODEBUG", "LOCALDOMAIN", "RES_OPTIONS", "HOSTALIASES", "ZONEINFO", "TZ",
-                "SSL_CERT_FILE", "SSL_CERT_DIR", "LD_LIBRARY_PATH", "LD_PRELOAD")
-
-
-def _static_summary(facts: Any) -> dict[str, Any]:
-    """The static facts the findings rules need (docs/trace-format.md "static"), so that
-    `cgotrace report` works on another machine without the binary."""
-    if facts is None:
-        return {}
-    from tracer.binary.facts import static_header
-
-    return static_header(facts)
-
-
-def recorded_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: env[k] for k in RECORDED_ENV if k in env}
-
-
-def _inspect(path: str, rootfs: str | None = None, path_in_root: str | None = None) -> Any:
-    """Static facts, resolved inside the sandbox's root when there is one (None if the
-    binary cannot be inspected: the trace goes on without them)."""
-    try:
-        from tracer.binary.facts import inspect_binary
-
-        return inspect_binary(path, rootfs=rootfs, strict=False,
-                              binary_path_in_root=path_in_root)
-    except Exception:
+def program_environment(env_file: str | None, assignments: Sequence[str] = ()
+                        ) -> dict[str, str] | None:
+    """The traced program's environment from `run --env-file FILE` (NUL-separated
+    NAME=VALUE entries, as `env -0` prints) and `--env NAME=VALUE`s on top; None when
+    neither is given (the program inherits cgotrace's own). cgotrace's environment is
+    never changed: its cache and settings follow the tracer, not the program."""
+    if env_file is None and not assignments:
         return None
+    env = dict(os.environ) if env_file is None else _read_env_file(env_file)
+    for item in assignments:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise CgotraceError(f"--env {item!r}: expected NAME=VALUE",
+                                exit_code=ExitCode.USAGE)
+        env[name] = value
+    return env
 
 
-def _static_facts(program: str, root: str | None, path_in_root: str | None
-                  ) -> tuple[dict[str, Any], Closure | None]:
-    """The trace header's static summary and the classifier's closure: from the facts cache
-    (tracer/binary/factcache.py) when this binary was traced before, else inspected now."""
-    from tracer.binary import factcache
-
-    key = factcache.cache_key(program, root, path_in_root)
-    hit = factcache.load(key) if key is not None else None
-    if hit is not None:
-        c = hit.get("closure")
-        closure = Closure(c["interpreter"], frozenset(c["paths"]), frozenset(c["names"])) \
-            if isinstance(c, dict) else None
-        return dict(hit.get("static") or {}), closure
-    facts = _inspect(program, root, path_in_root)
-    static = _static_summary(facts)
-    closure = Closure.from_facts(facts) if facts is not None else None
-    if key is not None and facts is not None and closure is not None:
-        factcache.store(key, {"static": static, "closure": {
-            "interpreter": closure.interpreter, "paths": sorted(closure.paths),
-            "names": sorted(closure.names)}})
-    return static, closure
+def _read_env_file(path: str) -> dict[str, str]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise NotFoundError(f"--env-file {path}: {reason}") from None
+        raise PermissionDeniedError(f"--env-file {path}: {reason}") from None
+    env: dict[str, str] = {}
+    for entry in data.split(b"\0"):
+        if not entry:
+            continue
+        name, eq, value = entry.decode("utf-8", "surrogateescape").partition("=")
+        if not eq or not name:
+            raise CgotraceError(f"--env-file {path}: {name[:40]!r} is not a NAME=VALUE entry "
+                                "(entries are NUL-separated, as `env -0` prints)",
+                                exit_code=ExitCode.BAD_INPUT)
+        env[name] = value
+    return env
 
 
 def trace_program(opts: RunOptions) -> RunResult:
@@ -173,131 +159,89 @@ def trace_program(opts: RunOptions) -> RunResult:
                            child_setup=opts.child_setup, engine=opts.engine)
     root = str(prepared.root) if prepared is not None and prepared.root is not None else None
     in_root = prepared.program_in_root if prepared is not None else None
-    static, closure = _static_facts(program, root, in_root if root else None)
-    classifier = Classifier()
-    if closure is not None:
-        classifier.seed(os.path.realpath(program), closure)
-        if in_root is not None:
-            classifier.seed(in_root, closure)  # the exe path the tracee reports
-    summary = SummaryBuilder()
-    events: list[ProcessEvent] = []
+    facts = static_facts(program, root, in_root if root else None)
     header: dict[str, Any] = {
         "argv": opts.argv, "binary": os.path.abspath(program),
-        "binary_realpath": os.path.realpath(program), "static": static,
+        "binary_realpath": os.path.realpath(program), "binary_id": build_id(program),
+        "static": facts.summary,
         "cwd": _cwd(prepared), "env": recorded_env(env),
-        "sandbox": prepared.label if prepared is not None else None}
-    analysis = None
-    if opts.analyze:
-        from probes.analysis import AnalysisBuilder
-
-        analysis = AnalysisBuilder(header, opts.rules)
-    writer = open_trace_writer(opts.output) if opts.output else None
+        "sandbox": prepared.label if prepared is not None else None,
+        "resolv_conf": resolv_conf(_resolv_conf_file(prepared))}
+    # the exe path the tracee reports: its real path, or its path inside the root
+    exes = [os.path.realpath(program)] + ([in_root] if in_root is not None else [])
+    rec = Recording(header, facts=facts, exe_paths=exes, output=opts.output,
+                    rules=opts.rules, analyze=opts.analyze,
+                    host_path_of=_host_path_of(prepared), extra=opts.on_access,
+                    extra_repeats=opts.on_repeats)
     try:
-        if writer is not None:
-            writer.header(**header)
-        extra = opts.on_access
-
-        to_host = _host_mapper(prepared)
-        loader_accesses: list[Access] = []  # library lookups: the loader diagnosis reads them
-
-        def on_access(a: Access) -> None:
-            if to_host is not None:
-                a = to_host(a)
-            if a.kind in _LOADER_KINDS:
-                loader_accesses.append(a)
-            summary.add(a)
-            if analysis is not None:
-                analysis.add(a)
-            if writer is not None:
-                writer.access(a)
-            if extra is not None:
-                extra(a)
-
-        def on_event(e: ProcessEvent) -> None:
-            if e.event != "fork":
-                events.append(e)
-                if analysis is not None:
-                    analysis.event(e)
-            if writer is not None:
-                writer.event(e)
-
-        def on_repeats(a: Access, totals: Repeats, added: Repeats) -> None:
-            summary.add_repeats(a, added)
-            if analysis is not None:
-                analysis.add_repeats(a, added)
-            if writer is not None:
-                writer.repeats(totals)
-            if opts.on_repeats is not None:
-                opts.on_repeats(a, totals, added)
-
-        def interpreter_of(exe: str) -> str | None:
-            closure = classifier.closure(exe)
-            return closure.interpreter if closure is not None else None
-
-        tracee = launch(lspec)
-        forwarder = SignalForwarder(tracee.pid).start() if opts.forward_signals else None
-        collector = EventCollector(on_access=on_access, on_event=on_event,
-                                   classifier=classifier, decoder=EntryDecoder(),
-                                   attributor=opts.attributor, interpreter_of=interpreter_of,
-                                   on_repeats=on_repeats, debug=opts.debug)
-        engine = _engine_for(tracee)
-        if opts.verbose:
-            print(f"cgotrace: engine {engine.name} ({tracee.engine_reason})", file=sys.stderr,
-                  flush=True)
-        try:
-            status = engine.run(collector)
-        finally:
-            if forwarder is not None:
-                forwarder.stop()
-            _reap(tracee.child, tracee.pid)
-        err = tracee.exec_errno()
-        tracee.close()
-        cs = collector.stats
-        stats = {"stops": engine.stops, "accesses": cs.accesses, "repeats": cs.repeats,
-                 "unknown": cs.lost, "unobserved": cs.unobserved,
-                 "attributor_errors": cs.attributor_errors}
-        if isinstance(engine, NotifyEngine):
-            stats["notifications"] = engine.notifications
-            stats["upgrades"] = engine.upgrades
-            stats["lost_upgrades"] = engine.lost_upgrades
-            stats["native_repeats"] = cs.native_repeats
-            stats["native_dropped"] = engine.native_stats.get("dropped", 0)
-        diagnosis = _diagnose(err, program, prepared, status, loader_accesses)
-        if writer is not None:
-            if diagnosis is not None:
-                writer.diagnosis(diagnosis.to_dict())
-            writer.exit(status, stats=stats)
-        diagnoses = [diagnosis.to_dict()] if diagnosis is not None else []
-        if err is not None and diagnosis is not None:
-            exc = TracerError(diagnosis.line, exit_code=diagnosis.exit_code)
-            # the findings (missing interpreter...) travel with the error for the reports
-            exc.analysis = (  # type: ignore[attr-defined]
-                analysis.finish(status, diagnoses) if analysis is not None else None)
-            raise exc
-        crash = _crash_line(status, events)
-        return RunResult(status=status, summary=summary.summary(status), crash=crash,
-                         diagnosis=diagnosis, stats=stats, events=events, header=header,
-                         analysis=analysis.finish(status, diagnoses)
-                         if analysis is not None else None,
-                         engine=engine.name,
-                         engine_reason=tracee.engine_reason)
+        rec.start()
+        return _trace(opts, lspec, rec, program, prepared)
     finally:
-        if writer is not None:
-            writer.close()
+        rec.close()
 
 
-def open_trace_writer(path: str) -> TraceWriter:
-    """The --output file, opened before the program starts; a path that cannot be written
-    is one line with exit 5 (permission), 4 (no such directory) or 3 (a directory)."""
+def _trace(opts: RunOptions, lspec: LaunchSpec, rec: Recording, program: str,
+           prepared: Any) -> RunResult:
+    """Launch, trace to the end, and finish the recording."""
+    tracee = launch(lspec)
+    forwarder = SignalForwarder(tracee.pid).start() if opts.forward_signals else None
+    collector = rec.collector(opts.attributor, debug=opts.debug)
+    engine = _engine_for(tracee)
+    if opts.verbose:
+        print(f"cgotrace: engine {engine.name} ({tracee.engine_reason})", file=sys.stderr,
+              flush=True)
     try:
-        return TraceWriter(path)
-    except OSError as e:
-        raise output_error(path, e) from None
+        status = engine.run(collector)
+    finally:
+        if forwarder is not None:
+            forwarder.stop()
+        _reap(tracee.child, tracee.pid)
+    err = tracee.exec_errno()
+    tracee.close()
+    stats = _stats(engine, collector)
+    diagnosis = _diagnose(err, program, prepared, status, rec.loader_accesses)
+    diagnoses = [diagnosis.to_dict()] if diagnosis is not None else []
+    analysis = rec.finish(status, stats=stats, diagnoses=diagnoses)
+    if err is not None and diagnosis is not None:
+        exc = TracerError(_line_with_finding_fix(diagnosis, analysis, rec.header),
+                          exit_code=diagnosis.exit_code)
+        # the findings (missing interpreter...) travel with the error for the reports
+        exc.analysis = analysis  # type: ignore[attr-defined]
+        raise exc
+    return RunResult(status=status, summary=rec.summary.summary(status),
+                     crash=_crash_line(status, rec.events), diagnosis=diagnosis, stats=stats,
+                     events=rec.events, header=rec.header, analysis=analysis,
+                     engine=engine.name, engine_reason=tracee.engine_reason)
 
 
+def _line_with_finding_fix(diagnosis: Diagnosis, analysis: Any,
+                           header: dict[str, Any]) -> str:
+    """The one line a failed start prints, with the fix its finding derived from this
+    binary's facts (the matrix shows the same). Without reports (-q) there are no
+    findings yet: the static facts alone make that one."""
+    from tracer.commands.matrix import with_finding_fix
+
+    if analysis is None:
+        from probes.analysis import analyze
+
+        analysis = analyze(header, ())
+
+    fix = with_finding_fix(diagnosis.to_dict(), analysis).get("fix") or ""
+    return f"{diagnosis.message}. Fix: {fix}" if fix else diagnosis.message
 
 
-_LOADER_KINDS = frozenset({"startup-library", "dlopen-library", "interpreter"})
+def _stats(engine: Any, collector: EventCollector) -> dict[str, int]:
+    cs = collector.stats
+    stats = {"stops": engine.stops, "accesses": cs.accesses, "repeats": cs.repeats,
+             "unknown": cs.lost, "unobserved": cs.unobserved,
+             "attributor_errors": cs.attributor_errors}
+    if isinstance(engine, NotifyEngine):
+        stats["notifications"] = engine.notifications
+        stats["upgrades"] = engine.upgrades
+        stats["lost_upgrades"] = engine.lost_upgrades
+        stats["native_repeats"] = cs.native_repeats
+        stats["native_dropped"] = engine.native_stats.get("dropped", 0)
+    return stats
 
 
 def _diagnose(err: int | None, program: str, prepared: Any, status: ExitStatus,
@@ -321,8 +265,8 @@ def _diagnose(err: int | None, program: str, prepared: Any, status: ExitStatus,
         return None
     # the loader closure is re-derived only here (a failed start): the facts cache keeps
     # the header's static summary, not the full LoaderClosure
-    facts = _inspect(program, str(root) if root is not None else None,
-                     in_root if root is not None else None)
+    facts = inspect_or_none(program, str(root) if root is not None else None,
+                            in_root if root is not None else None)
     return diagnose_loader(status, loader_accesses, getattr(facts, "closure", None), in_root,
                            root)
 
@@ -332,6 +276,16 @@ def _cwd(prepared: Any) -> str:
     if prepared is not None and getattr(prepared, "root", None) is not None:
         return "/"
     return os.getcwd()
+
+
+def _resolv_conf_file(prepared: Any) -> str:
+    """Where the resolv.conf the program will read lies on the host: the file a sandbox
+    binds over /etc/resolv.conf, the root's own, or the host's."""
+    if prepared is None:
+        return "/etc/resolv.conf"
+    from tracer.sandbox.container import host_path
+
+    return host_path(prepared, "/etc/resolv.conf") or "/etc/resolv.conf"
 
 
 def _engine_for(tracee: Any) -> PtraceEngine:
@@ -345,23 +299,13 @@ def _engine_for(tracee: Any) -> PtraceEngine:
     return NotifyEngine(tracee.pid, tracee.listener, sync, native=module)
 
 
-def _host_mapper(prepared: Any) -> Callable[[Access], Access] | None:
-    """In a sandbox, add the host path of each file the tracee saw (when it differs)."""
+def _host_path_of(prepared: Any) -> Callable[[str], str | None] | None:
+    """In a sandbox, where a path the program sees lies on the host."""
     if prepared is None:
         return None
     from tracer.sandbox.container import host_path
 
-    cache: dict[str, str | None] = {}
-
-    def add_host_path(a: Access) -> Access:
-        if a.family is not None and not a.path.startswith("/"):
-            return a  # connect to address:port
-        if a.path not in cache:
-            cache[a.path] = host_path(prepared, a.path)
-        hp = cache[a.path]
-        return a if hp is None or hp == a.path else dataclasses.replace(a, host_path=hp)
-
-    return add_host_path
+    return lambda path: host_path(prepared, path)
 
 
 def _reap(child: int, pid: int) -> None:

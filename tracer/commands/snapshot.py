@@ -7,13 +7,21 @@ No ptrace and no stop: the process is read, never touched. Three sources:
   that closure was loaded later with dlopen: glibc's NSS modules (`libnss_systemd.so.2`
   and what it needs) after a user lookup, a resolver module after a cgo DNS lookup.
   Files are compared by (device, inode), so a symlinked or bind-mounted path still matches.
-- open files and sockets (psutil), classified like trace accesses (`tracer.recording.classify`).
+- open files (psutil) and sockets (`tracer.process.sockets`: the tables of the process's
+  own network namespace, /proc/PID/net/*, so a process in a container or another netns
+  shows its sockets), classified like trace accesses (`tracer.recording.classify`, with
+  the name servers of the process's own resolv.conf).
 - the binary's static facts through /proc/PID/exe (`tracer.binary.facts.inspect_binary`): Go
-  version, cgo, which resolver and user lookup it uses, what the knowledge base predicts.
+  version, cgo, which resolver and user lookup it uses, what the knowledge base predicts;
+  the resolver choice is corrected by the process's own environment (/proc/PID/environ:
+  GODEBUG=netdns=..., LOCALDOMAIN, RES_OPTIONS, HOSTALIASES).
+
+A process whose executable and mappings the kernel hides from us (another user's, without
+CAP_SYS_PTRACE) is refused with PermissionDeniedError (exit 5), not shown half empty.
 
 `take_snapshot(pid) -> Snapshot`; `Snapshot.to_dict()` is the `--json` form and
 `render_text` the terminal form. Findings come from the findings engine
-(`probes.records.AnalysisBuilder`) fed with what is mapped and open as if a trace had seen
+(`probes.analysis.AnalysisBuilder`) fed with what is mapped and open as if a trace had seen
 it; the `Analysis` and each finding are marked `source: "snapshot"`.
 """
 
@@ -23,8 +31,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from probes.knowledge import nameservers_of, run_time_resolver
 from tracer.process import procfs
+from tracer.process.sockets import ProcSocket, process_sockets
 from tracer.recording.classify import Classifier, is_shared_object
+from tracer.recording.header import RunFacts, recorded_env, resolv_conf, static_facts
+from tracer.recording.pipeline import Recording
 from tracer.trace.model import AccessKind
 
 
@@ -60,6 +72,8 @@ class OpenFile:
 class Snapshot:
     process: procfs.ProcessFacts
     static: Any  # StaticFacts | None
+    env: dict[str, str] = field(default_factory=dict)  # the recorded part of its environment
+    resolv_conf: dict[str, Any] | None = None  # its own resolv.conf's name servers
     libraries: list[MappedLibrary] = field(default_factory=list)
     files: list[OpenFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -78,7 +92,8 @@ class Snapshot:
             "process": {"pid": p.pid, "nspid": list(p.nspid), "name": p.name,
                         "exe": p.exe, "root": p.root, "cmdline": list(p.cmdline),
                         "namespaces": list(p.foreign_ns)},
-            "binary": _binary_dict(st),
+            "binary": _binary_dict(st, self.env),
+            "env": dict(self.env),
             "libraries": [lib.to_dict() for lib in self.libraries],
             "dlopened": [lib.path for lib in self.dlopened],
             "files": [f.to_dict() for f in self.files],
@@ -87,36 +102,43 @@ class Snapshot:
         }
 
 
-def _binary_dict(st: Any) -> dict[str, Any] | None:
+def _binary_dict(st: Any, env: dict[str, str] | None = None) -> dict[str, Any] | None:
     if st is None:
         return None
     go = st.go
+    resolver = st.resolver.to_dict()
+    now = run_time_resolver("net" in st.cgo.std_packages, env or {}) if go else None
+    if now is not None:  # the process's environment overrides the binary's choice
+        resolver["run_time"] = {"implementation": now[0], "reason": now[1]}
     return {"interpreter": st.interpreter, "needed": list(st.needed), "static": st.static,
             "pie": st.pie, "stripped": st.stripped, "libc": st.elf.libc,
             "go_version": go.version if go else None, "main": go.main if go else None,
             "cgo": {"linked": st.cgo.linked, "std_packages": list(st.cgo.std_packages),
                     "third_party": list(st.cgo.third_party),
                     "cgo_enabled": st.cgo.cgo_enabled},
-            "resolver": st.resolver.to_dict(), "user_lookup": st.user_lookup.to_dict()}
+            "resolver": resolver, "user_lookup": st.user_lookup.to_dict()}
 
 
 # -- gathering -----------------------------------------------------------------------------
 def take_snapshot(pid: int) -> Snapshot:
     """Read `pid` from /proc (ProcessGoneError / PermissionDeniedError when it cannot be)."""
     facts = procfs.process_facts(pid)
-    snap = Snapshot(process=facts, static=_static(facts))
+    procfs.require_readable(facts)
+    run_facts = _static(facts)
+    snap = Snapshot(process=facts, static=run_facts.facts,
+                    env=recorded_env(procfs.environ(pid)),
+                    resolv_conf=resolv_conf(f"/proc/{pid}/root/etc/resolv.conf"))
     snap.libraries = mapped_libraries(facts, snap.static)
-    snap.files = open_files(facts, snap.problems)
-    snap.analysis = snapshot_analysis(snap)
+    snap.files = open_files(facts, snap.problems, nameservers_of(
+        {"resolv_conf": snap.resolv_conf}))
+    snap.analysis = snapshot_analysis(snap, run_facts)
     snap.findings = list(snap.analysis.findings)
     return snap
 
 
-def _static(facts: procfs.ProcessFacts) -> Any:
-    from tracer.commands.run import _inspect
-
+def _static(facts: procfs.ProcessFacts) -> RunFacts:
     root = f"/proc/{facts.pid}/root" if facts.in_container or facts.root != "/" else None
-    return _inspect(facts.exe_host_path, root, facts.exe if root else None)
+    return static_facts(facts.exe_host_path, root, facts.exe if root else None, cached=False)
 
 
 def _inode(path: str | None) -> tuple[int, int] | None:
@@ -171,73 +193,72 @@ def mapped_libraries(facts: procfs.ProcessFacts, static: Any) -> list[MappedLibr
     return sorted(seen.values(), key=lambda m: (order[m.role], m.path))
 
 
-def open_files(facts: procfs.ProcessFacts, problems: list[str]) -> list[OpenFile]:
-    """Open regular files and sockets (psutil), each with a trace-style kind."""
+def open_files(facts: procfs.ProcessFacts, problems: list[str],
+               nameservers: tuple[str, ...] | None = None) -> list[OpenFile]:
+    """Open regular files (psutil) and sockets (the process's own namespace's tables), each
+    with a trace-style kind."""
     import psutil
 
-    classifier = Classifier()
+    classifier = Classifier(nameservers=nameservers)
     out: list[OpenFile] = []
     try:
-        proc = psutil.Process(facts.pid)
-        for f in proc.open_files():
+        for f in psutil.Process(facts.pid).open_files():
             kind = classifier.kind("open", f.path, False)
             out.append(OpenFile(f.fd, f.path, kind.value))
-        for c in proc.net_connections(kind="all"):
-            out.append(_socket(c, classifier))
     except psutil.AccessDenied:
-        problems.append("open files and sockets: permission denied (run as the process's "
-                        "owner or root)")
+        problems.append("open files: permission denied (run as the process's owner or root)")
+        return out
     except psutil.NoSuchProcess:
+        problems.append("the process exited while it was being read")
+        return out
+    try:
+        out += [_socket(s, classifier) for s in process_sockets(facts.pid)]
+    except PermissionError:
+        problems.append(f"sockets: /proc/{facts.pid}/fd or /proc/{facts.pid}/net not "
+                        "readable (run as the process's owner or root)")
+    except OSError:
         problems.append("the process exited while it was being read")
     return out
 
 
-def _socket(c: Any, classifier: Classifier) -> OpenFile:
-    import socket
-
-    family = {socket.AF_UNIX: "AF_UNIX", socket.AF_INET: "AF_INET",
-              socket.AF_INET6: "AF_INET6"}.get(c.family, str(c.family))
-    addr = c.raddr or c.laddr
-    if family == "AF_UNIX":
-        path = addr if isinstance(addr, str) and addr else "(unnamed)"
+def _socket(s: ProcSocket, classifier: Classifier) -> OpenFile:
+    """A socket as the trace would name a connect to it: the peer when connected, else its
+    own address (a listening or unconnected socket is the program's own: `network`)."""
+    if s.family == "AF_UNIX":
+        path = s.local or "(unnamed)"
         kind = classifier.kind("connect", path, False) if path.startswith("/") \
-            else AccessKind.SOCKET
+            else AccessKind.NETWORK
     else:
-        ip, port = (addr.ip, addr.port) if addr else ("?", 0)
-        path = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-        kind = AccessKind.SOCKET
-    status = c.status if c.status and c.status != "NONE" else None
-    return OpenFile(c.fd if c.fd != -1 else None, path, kind.value, family, status)
+        path = s.remote or s.local
+        kind = classifier.kind("connect", s.remote, False) if s.remote \
+            else AccessKind.NETWORK
+    return OpenFile(s.fd, path, kind.value, s.family, s.status)
 
 
 # -- findings --------------------------------------------------------------------------------
-def snapshot_analysis(snap: Snapshot, rules: Any = None) -> Any:
-    """The findings engine (probes.analysis) over what is mapped and open, as if a trace had
-    seen it: an `Analysis` with source "snapshot", each finding marked so too."""
+def snapshot_analysis(snap: Snapshot, facts: RunFacts, rules: Any = None) -> Any:
+    """The recording pipeline over what is mapped and open, as if a trace had seen it: an
+    `Analysis` with source "snapshot", each finding marked so too."""
     import dataclasses
 
-    from probes.analysis import AnalysisBuilder
-
-    builder = AnalysisBuilder(snapshot_header(snap), rules)
+    rec = Recording(snapshot_header(snap, facts), facts=facts, rules=rules)
     for a in snapshot_accesses(snap):
-        builder.add(a)
-    analysis = builder.finish(None, source="snapshot")
+        rec.on_access(a)
+    analysis = rec.finish(None, source="snapshot")
     findings = tuple(dataclasses.replace(f, source="snapshot") for f in analysis.findings)
     return dataclasses.replace(analysis, findings=findings)
 
 
-def snapshot_header(snap: Snapshot) -> dict[str, Any]:
+def snapshot_header(snap: Snapshot, facts: RunFacts) -> dict[str, Any]:
     """What a trace header would say about this process (static facts, argv, cwd)."""
-    from tracer.commands.run import _static_summary
-
     p = snap.process
     try:
         cwd: str | None = os.readlink(f"/proc/{p.pid}/cwd")
     except OSError:
         cwd = None
     return {"type": "header", "argv": list(p.cmdline), "binary": p.exe,
-            "static": _static_summary(snap.static), "cwd": cwd, "sandbox": None,
-            "mode": "snapshot"}
+            "static": facts.summary, "cwd": cwd, "sandbox": None, "env": dict(snap.env),
+            "resolv_conf": snap.resolv_conf, "mode": "snapshot"}
 
 
 def snapshot_accesses(snap: Snapshot) -> list[Any]:
@@ -254,6 +275,8 @@ def snapshot_accesses(snap: Snapshot) -> list[Any]:
                           host_path=lib.host_path if lib.host_path != lib.path else None))
     for f in snap.files:
         kind = AccessKind(f.kind)
+        if kind is AccessKind.NETWORK:
+            continue  # the program's own sockets: listed by the snapshot, no dependency
         out.append(Access(seq=len(out) + 1, time=0.0, pid=pid, tid=pid,
                           syscall="connect" if f.family else "openat", path=f.path,
                           result="ok", kind=kind,
@@ -270,14 +293,18 @@ def render_text(snap: Snapshot) -> str:
                                                if p.own_pid != p.pid else "")
              + (f", namespaces: {' '.join(p.foreign_ns)}" if p.foreign_ns else "")]
     lines.append(f"  exe: {p.exe}" + (f" (host: {p.exe_host_path})" if p.in_container else ""))
-    b = _binary_dict(snap.static)
+    b = _binary_dict(snap.static, snap.env)
     if b is not None:
         cgo = b["cgo"]
+        resolver = b["resolver"]
+        now = resolver.get("run_time")
         lines.append(f"  {b['go_version'] or 'not Go'}; cgo "
                      + (f"linked ({', '.join(cgo['std_packages']) or 'no std package'})"
                         if cgo["linked"] else "not linked")
-                     + f"; resolver {b['resolver']['implementation']}, user lookup "
-                     f"{b['user_lookup']['implementation']}")
+                     + f"; resolver {resolver['implementation']}"
+                     + (f" in the binary, {now['implementation']} at run time "
+                        f"({now['reason']})" if now else "")
+                     + f", user lookup {b['user_lookup']['implementation']}")
         lines.append(f"  interpreter: {b['interpreter'] or '-'}; NEEDED: "
                      f"{', '.join(b['needed']) or '-'}")
     lines.append(f"mapped libraries ({len(snap.libraries)}; dlopen = mapped but not in the "

@@ -1,5 +1,7 @@
-"""Engines own the tracee; one collector turns their events into records.
+"""The kernel side: engines own the tracee and turn what the kernel reports into calls on
+one engine-agnostic collector (tracer/recording/collector.py).
 
-`base` fixes the seam (docs/architecture.md, "Shared seams §1"), `collector` is the
-engine-agnostic part, `ptrace_engine` the two-stop engine; `make_engine` picks one.
+`base` is the seam (docs/architecture.md, "Seams" 1); `ptrace_engine` is the two-stop
+engine, `notify_engine` the seccomp user-notification engine, `stepping` the attach engine
+(every syscall stops; no filter). `tracer/commands/run.py` picks one for a launch.
 """

@@ -4,7 +4,7 @@ An engine owns the tracee and is the only code that issues ptrace (or seccomp-no
 requests. It turns what the kernel reports into calls on one engine-agnostic `Collector`
 (tracer/recording/collector.py), always from the engine's own thread, and the collector answers
 each watched entry with what it wants to see next (`Want`). Names here are shared with the
-launch, notify and attach engines (docs/architecture.md, "Shared seams §1"): add, never
+launch, notify and attach engines (docs/architecture.md, "Seams" 1): add, never
 rename.
 
 The call protocol, per thread:

@@ -3,7 +3,7 @@
 A process we attach to cannot be given a seccomp filter: a RET_TRACE filter outlives its
 tracer, and once the tracer is gone every watched call fails with ENOSYS. Nor may it be
 seized with PTRACE_O_EXITKILL: the tracer's death must not kill the service. So
-(docs/architecture.md, "attach and snapshot"):
+(docs/engines.md, "attach and snapshot"):
 
 - seize (`seize()`): PTRACE_SEIZE every thread of /proc/PID/task with TRACESYSGOOD,
   TRACECLONE, TRACEFORK, TRACEVFORK and TRACEEXEC (never EXITKILL, never TRACESECCOMP),

@@ -165,6 +165,57 @@ def process_facts(pid: int) -> ProcessFacts:
         foreign_ns=_foreign_namespaces(pid))
 
 
+def require_readable(facts: ProcessFacts) -> None:
+    """PermissionDeniedError (exit 5, with the remedy) when the kernel hides the process's
+    executable and mappings from us: it belongs to another user, or is not dumpable, and we
+    lack CAP_SYS_PTRACE. /proc/PID/status stays readable for everyone, so without this a
+    reader would go on with no executable, no libraries and no files."""
+    for what in ("exe", "maps"):
+        path = f"/proc/{facts.pid}/{what}"
+        try:
+            if what == "exe":
+                os.readlink(path)
+            else:
+                with open(path, "rb") as f:
+                    f.read(1)
+        except PermissionError:
+            owner = facts.creds.uids[0]
+            raise PermissionDeniedError(
+                f"cannot read {path} of process {facts.pid} ({facts.name}, uid {owner}): "
+                "permission denied", help="run cgotrace as root or as the process's owner "
+                f"(`sudo -u {_user_name(owner)} ...`); in a container it needs "
+                "CAP_SYS_PTRACE") from None
+        except FileNotFoundError:
+            if what == "maps":
+                raise ProcessGoneError(f"no such process: {facts.pid}") from None
+            # a kernel thread has no executable: nothing more to hide
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment `pid` started with (/proc/PID/environ; {} when it cannot be read:
+    another user's process, a kernel thread)."""
+    env: dict[str, str] = {}
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return env
+    for item in raw.split(b"\0"):
+        key, sep, value = item.decode(errors="surrogateescape").partition("=")
+        if sep:
+            env[key] = value
+    return env
+
+
 def tracer_pid(tid: int) -> int:
     try:
         return int(parse_status(_read(f"/proc/{tid}/status")).get("TracerPid", "0"))

@@ -14,16 +14,23 @@ Rules, in order:
    any user code can dlopen). A static binary has no loader phase. Limitation: a C program
    whose first watched call after start is itself a dlopen would have that dlopen counted
    as startup.
-4. Otherwise `probes.knowledge.classify_path` decides (config, data, socket, runtime...);
-   connect without a rule is `socket`; stat/access/readlink without a rule is `probe`.
+4. connect: `probes.knowledge.connect_kind` decides. `socket` only for a name server
+   (port 53 of an address the resolv.conf in force names, as recorded in the trace header's
+   `resolv_conf`; any port 53 when none is recorded) and the daemon sockets of the path
+   rules (nscd, systemd-userdb); `runtime` for /dev sockets; every other connect is
+   `network`: the program's own traffic (an upstream, a database, a peer), counted by the
+   findings, never a dependency.
+5. Otherwise `probes.knowledge.classify_path` decides (config, data, socket, runtime...);
+   stat/access/readlink without a rule is `probe`.
 
 Hidden: interpreter and NEEDED closure (`StaticFacts.startup_paths`, or a basename among
 the closure's libraries) are not; failed loader-phase lookups (search-path probes such as
 glibc-hwcaps directories) are not; config, data, socket and dlopen accesses always are;
-runtime (/proc, /sys, /dev) and `probe` (stat/access/readlink, O_PATH/O_DIRECTORY opens:
-checks and directory walks, not uses) never; a path in the static closure (e.g.
-/etc/ld.so.cache re-read by dlopen) never; `other` is hidden when it succeeded (a file the
-program really uses that no static tool lists).
+runtime (/proc, /sys, /dev), `network` (the program's own connections) and `probe`
+(stat/access/readlink, O_PATH/O_DIRECTORY opens: checks and directory walks, not uses)
+never; a path in the static closure (e.g. /etc/ld.so.cache re-read by dlopen) never;
+`other` is hidden when it succeeded (a file the program really uses that no static tool
+lists).
 """
 
 from __future__ import annotations
@@ -33,13 +40,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from probes.knowledge import classify_path
+from probes.knowledge import classify_path, connect_kind
 from tracer.trace.model import AccessKind
 
 _SHARED_OBJECT = re.compile(r"\.so(\.[0-9][0-9.]*)?$")
 _DIR_OR_PATH = 0o200000 | 0o10000000  # O_DIRECTORY | O_PATH: walking a tree, not reading
 _ALWAYS_HIDDEN = frozenset({AccessKind.CONFIG, AccessKind.DATA, AccessKind.SOCKET,
                             AccessKind.DLOPEN_LIBRARY})
+_NEVER_HIDDEN = frozenset({AccessKind.RUNTIME, AccessKind.PROBE, AccessKind.NETWORK})
 
 
 def is_shared_object(path: str) -> bool:
@@ -91,11 +99,15 @@ def load_closure(path: str, rootfs: str | None = None) -> Closure | None:
 class Classifier:
     """kind at the entry stop (cheap, cached per path), hidden at the exit stop.
 
-    `closure_for(exe)` supplies static facts per executed image (cached here per path).
+    `closure_for(exe)` supplies static facts per executed image (cached here per path);
+    `nameservers` are those of the resolv.conf in force (None: not known, any port 53 is a
+    name server).
     """
 
-    def __init__(self, closure_for: Callable[[str], Closure | None] = load_closure):
+    def __init__(self, closure_for: Callable[[str], Closure | None] = load_closure,
+                 nameservers: tuple[str, ...] | None = None):
         self._closure_for = closure_for
+        self.nameservers = nameservers
         self._closures: dict[str, Closure | None] = {}
         self._path_kind: dict[str, AccessKind | None] = {}
 
@@ -121,6 +133,8 @@ class Classifier:
         """`flags` are the raw open flags (O_DIRECTORY/O_PATH opens are probes)."""
         if cls == "exec":
             return AccessKind.EXECUTABLE
+        if cls == "connect":
+            return connect_kind(path, self.nameservers)
         by_rule = self.path_kind(path)
         if cls == "open" and is_shared_object(path):
             if loader_phase:
@@ -130,8 +144,6 @@ class Classifier:
             if by_rule is AccessKind.DLOPEN_LIBRARY and loader_phase:
                 return AccessKind.STARTUP_LIBRARY
             return by_rule
-        if cls == "connect":
-            return AccessKind.SOCKET
         if cls == "probe" or (cls == "open" and flags & _DIR_OR_PATH):
             if is_shared_object(path):
                 return AccessKind.STARTUP_LIBRARY if loader_phase else AccessKind.DLOPEN_LIBRARY
@@ -145,7 +157,7 @@ class Classifier:
             return closure is not None and closure.interpreter not in (None, path)
         if kind is AccessKind.EXECUTABLE:
             return not first_exec
-        if kind is AccessKind.RUNTIME or kind is AccessKind.PROBE:
+        if kind in _NEVER_HIDDEN:
             return False
         if exe and kind is not AccessKind.DLOPEN_LIBRARY:
             closure = self.closure(exe)

@@ -1,6 +1,6 @@
 """The engine-agnostic collector: engine events in, `Access` and `ProcessEvent` records out.
 
-Written once for every engine (docs/architecture.md, "Shared seams §1"). It never issues a
+Written once for every engine (docs/architecture.md, "Seams" 1). It never issues a
 ptrace request: registers and memory come from the `ThreadView` the engine hands in.
 
 What it does per event:
@@ -59,7 +59,7 @@ from tracer.trace.model import (
 if TYPE_CHECKING:
     pass
 
-__all__ = ["AccessDraft", "Attributor", "CollectorStats", "EventCollector", "exit_status"]
+__all__ = ["AccessDraft", "AttributionHook", "CollectorStats", "EventCollector", "exit_status"]
 
 MAX_SHARED_ATTRIBUTIONS = 65_536  # bound on the same_as table (cleared when full)
 _LAUNCH_EXEC = Attribution(via=Via.EXEC)  # the launched program's exec: no stack of ours
@@ -69,8 +69,9 @@ FLUSH_INTERVAL = 0.5  # seconds of trace time between two reports of pending rep
 _O_WRITE = 0o1 | 0o2 | 0o100  # O_WRONLY | O_RDWR | O_CREAT
 
 
-class Attributor(Protocol):
-    """Names the Go code behind an access; registers and memory come from `view`."""
+class AttributionHook(Protocol):
+    """What the collector asks of attribution (tracer/attribution implements it): name the
+    Go code behind an access; registers and memory come from `view`."""
 
     def __call__(self, view: ThreadView, draft: AccessDraft) -> Attribution | None: ...
 
@@ -172,7 +173,7 @@ class EventCollector:
                  on_event: Callable[[ProcessEvent], None] | None = None,
                  classifier: Classifier | None = None,
                  decoder: EntryDecoder | None = None,
-                 attributor: Attributor | None = None,
+                 attributor: AttributionHook | None = None,
                  interpreter_of: Callable[[str], str | None] | None = None,
                  on_repeats: Callable[[Access, Repeats, Repeats], None] | None = None,
                  debug: bool = False) -> None:
@@ -224,6 +225,12 @@ class EventCollector:
     def start(self, pid: int) -> None:
         self.main_pid = pid
         self.tid2pid[pid] = pid
+
+    def adopt(self, pid: int, exe: str) -> None:
+        """A process that was running before the tracer came (attach): its own exec is
+        behind it, and its executable's closure decides what is hidden."""
+        self.exe[pid] = exe
+        self._main_exec_done = True
 
     @property
     def tracing(self) -> bool:

@@ -83,6 +83,8 @@ class EntryDecoder:
             if addr is None or addr[0] == "AF_UNSPEC":
                 return None
             family, path = addr
+            if path.startswith("/"):  # an AF_UNIX socket file
+                path = decode.normalize_path(path)
         else:
             at = 0
             if spec.flag_kind is not None and spec.flags is not None:
@@ -119,6 +121,7 @@ class EntryDecoder:
                         path = decode.fd_path(tid, dirfd) or f"(fd {dirfd})"
                 elif path[0] != "/":
                     path = decode.resolve_path(tid, dirfd, path, self._map)
+                path = decode.normalize_path(path)
             if spec.argv is not None:
                 argv = decode.read_argv(read, lambda a: view.read_cstring(a, 1024),
                                         args[spec.argv], self._argv_limit)

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from probes.knowledge import access_result
 from tracer.trace.model import Access, Attribution, ExitStatus, Repeats
 
 FOLD_MIN_DIRS = 3  # fold failed lookups of one name once they span this many directories
@@ -50,7 +51,7 @@ class SummaryBuilder:
         copied = (not a.observed and a.result_of is not None) + _copied(a, a.repeats_unobserved)
         self.unobserved += copied
         if a.hidden:
-            key = (a.path, a.result, a.kind.value)
+            key = (a.path, access_result(a.syscall, a.result), a.kind.value)
             self.hidden[key] += a.calls
             self.hidden_unobserved[key] += copied
             if key not in self.callers and a.attribution is not None:
@@ -66,7 +67,7 @@ class SummaryBuilder:
         copied = _copied(a, added.unobserved)
         self.unobserved += copied
         if a.hidden:
-            key = (a.path, a.result, a.kind.value)
+            key = (a.path, access_result(a.syscall, a.result), a.kind.value)
             self.hidden[key] += added.count
             self.hidden_unobserved[key] += copied
 

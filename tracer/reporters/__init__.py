@@ -8,6 +8,9 @@ and is named in `FORMATS`; it is imported only when that format is asked for. Re
 read the Analysis only (never a process, never the trace file). `available()` lists the
 formats whose module is installed, so a format is offered only when it works.
 
+An SBOM format (cyclonedx) also reads `Analysis.inventory`, which the command resolves
+from the root's package database before rendering (`NEEDS_INVENTORY`).
+
 Also here: `inspect.py` (the text of `cgotrace inspect`) and `summary.py` (the short
 per-run summary of counts and hidden dependencies).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from typing import TYPE_CHECKING, Protocol
@@ -32,7 +36,11 @@ FORMATS: dict[str, str] = {
     "sarif": "tracer.reporters.sarif",
     "dot": "tracer.reporters.dot",
     "html": "tracer.reporters.html",
+    "cyclonedx": "tracer.reporters.cyclonedx",
 }
+# Formats that read `Analysis.inventory` (the used paths' OS packages): the caller resolves
+# it in the run's root before rendering (tracer.commands.sbom.attach_inventory).
+NEEDS_INVENTORY = frozenset({"cyclonedx"})
 
 
 class Reporter(Protocol):
@@ -57,9 +65,15 @@ def reporter(fmt: str) -> Reporter:
     return fn
 
 
-def render(analysis: Analysis, fmt: str, *, color: bool = False) -> str:
-    """The report of `analysis` in format `fmt` (text, json, and what `available()` adds)."""
-    return reporter(fmt)(analysis, color=color)
+def render(analysis: Analysis, fmt: str, *, color: bool = False,
+           source_root: str | None = None) -> str:
+    """The report of `analysis` in format `fmt` (text, json, and what `available()` adds).
+    `source_root` (`--source-root DIR`) goes to the formats that name source files by
+    location (their `render` takes it: SARIF); the others do not need it."""
+    fn = reporter(fmt)
+    if source_root is not None and "source_root" in inspect.signature(fn).parameters:
+        return fn(analysis, color=color, source_root=source_root)  # type: ignore[call-arg]
+    return fn(analysis, color=color)
 
 
 def want_color(stream: object = None) -> bool:

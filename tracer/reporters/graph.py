@@ -161,7 +161,9 @@ def _edge(graph: Graph, src: str, dst: str, count: int, via: str) -> None:
 
 def _add_dependency(graph: Graph, dep: Dependency) -> None:
     dnode = _node(graph, f"dep:{dep.path}", DEP, dep.path)
-    dnode.dependency_class = dep.cls.value
+    # one node per path: a file Go read itself and a cgo caller needed too is hidden
+    if dnode.dependency_class is None or dep.cls == DependencyClass.HIDDEN:
+        dnode.dependency_class = dep.cls.value
     dnode.kind = dep.kind
     dnode.results[dep.result] = dnode.results.get(dep.result, 0) + dep.count
     dnode.count += dep.count

@@ -14,6 +14,7 @@ import html
 import json
 from typing import TYPE_CHECKING, Any
 
+from tracer.reporters import window
 from tracer.reporters.graph import Graph, build_graph, site_text
 from tracer.trace.model import Finding
 
@@ -24,7 +25,30 @@ if TYPE_CHECKING:
 def render_html(analysis: Analysis) -> str:
     """The page for `analysis` (UTF-8 text, ends with a newline)."""
     graph = build_graph(analysis)
-    return page(graph, analysis.findings)
+    return page(graph, analysis.findings, run_lines(analysis))
+
+
+def run_lines(analysis: Analysis) -> list[str]:
+    """How the trace came to be and the verdict: an attach's window and how it ended
+    ("still running at detach"), or the program's exit; the verdict with its reasons and
+    notes; the program's own traffic."""
+    from probes.records import verdict
+
+    out = []
+    span = window.attach_window(analysis)
+    if span is not None:
+        out.append(f"{span}: {window.attach_status(analysis)}")
+    elif analysis.exit:
+        ex = analysis.exit
+        out.append(f"killed by {ex['signal_name']}" if ex.get("signal_name")
+                   else f"exit {ex.get('exit_code')}")
+    v = verdict(analysis)
+    out.append(f"verdict: {v.status}" + (f" ({'; '.join(v.reasons)})" if v.reasons else ""))
+    out += list(v.notes)
+    traffic = window.traffic_line(analysis)
+    if traffic is not None:
+        out.append(traffic)
+    return out
 
 
 def embed_json(data: Any) -> str:
@@ -32,11 +56,12 @@ def embed_json(data: Any) -> str:
     return json.dumps(data, ensure_ascii=True, sort_keys=True).replace("<", "\\u003c")
 
 
-def page(graph: Graph, findings: tuple[Finding, ...]) -> str:
+def page(graph: Graph, findings: tuple[Finding, ...], run: list[str] | None = None) -> str:
     esc = html.escape
     return _TEMPLATE.format(
         title=esc(graph.title),
         facts=esc(_facts(graph.static)),
+        run="".join(f"<p class=\"run\">{esc(line)}</p>\n" for line in run or ()),
         program_files=esc(graph.program_files),
         findings=_findings_html(findings),
         data=embed_json(graph.to_dict()),
@@ -85,7 +110,7 @@ def _findings_html(findings: tuple[Finding, ...]) -> str:
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1em 2em; color: #222; }
 h1 { font-size: 1.3em; margin: 0 0 .2em; }
-.facts, .pf { color: #555; margin: 0; }
+.facts, .pf, .run { color: #555; margin: 0; }
 #controls { margin: .6em 0; }
 #graph { border: 1px solid #ddd; background: #fcfcfc; }
 .node rect { stroke: #888; fill: #fff; rx: 4; cursor: pointer; }
@@ -266,7 +291,7 @@ style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <body>
 <h1>cgotrace: {title}</h1>
 <p class="facts">{facts}</p>
-<p class="pf">{program_files}</p>
+{run}<p class="pf">{program_files}</p>
 <div id="controls"><button id="expand-all" type="button">Expand all</button>
 <button id="collapse-all" type="button">Collapse all</button>
 <span id="counts"></span> &middot; click a node to see its call sites and stacks</div>

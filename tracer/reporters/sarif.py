@@ -3,21 +3,31 @@
 What goes where (SARIF 2.1.0 OASIS Standard, errata 01; tests validate the output against
 the schema stored in tests/data/sarif-schema-2.1.0.json):
 
-- `tool.driver.rules[]`: `id` = finding id, `shortDescription` = title, `fullDescription`
-  = explanation, `help` = the fix, `defaultConfiguration.level` from the severity.
-- `results[]`: `level` error / warning / note (for info); `message` = title, dependencies
-  and fix; `locations` = the user frame (file and line) with the Go API and the user
-  function as logical locations; `relatedLocations` = the dependencies (absolute `file:`
-  URIs of the paths as the program saw them); `stacks` = the recorded stack of the first
-  matching call site; `partialFingerprints` = a hash of id, Go API, user function and paths
-  (no line numbers, so an edit above the call keeps the fingerprint); allowed findings
-  carry an external `suppressions` entry with the allow-list reason; `properties` keep the
-  evidence (trace `seq` numbers), missing paths and Dockerfile lines.
-- `invocations[0].toolExecutionNotifications`: the trace's diagnoses (exec/loader
-  failures). The traced program's exit status is in `run.properties.programExit`: it is
-  not the tool's.
+- `$schema`: the OASIS URI of the schema (its `id`; tests validate against the copy in
+  tests/data, offline).
+- `tool.driver.rules[]`: `id` = finding id, `shortDescription` = the rule's generic
+  `summary` (the site belongs to each result's message), `fullDescription` = explanation,
+  `help` = the fix, `defaultConfiguration.level` from the severity.
+- `results[]`: `level` error / warning / note (for info); `message` = title, the Go API
+  (the site only when the title does not name it), dependencies and fix; `locations` =
+  the user frame (file and line) with the Go API and the user function as logical
+  locations; `relatedLocations` = the dependencies (absolute `file:` URIs of the paths as
+  the program saw them); `stacks` = the recorded stack of the first matching call site;
+  `partialFingerprints` = a hash of id, Go API, user function and paths (no line numbers,
+  so an edit above the call keeps the fingerprint); allowed findings carry an external
+  `suppressions` entry with the allow-list reason; `properties` keep the evidence (trace
+  `seq` numbers), missing paths and Dockerfile lines.
+- Source files are relative to `SRCROOT`, the Go module root (tracer/reporters/sources.py:
+  `--source-root DIR`, else the go.mod of the main module), whatever the run's working
+  directory or root; files outside it stay absolute `file:` URIs, and a `-trimpath` name of
+  another module (the standard library) has a logical location only.
+- `invocations[0]`: `executionSuccessful` is false when the trace is incomplete (the
+  tracer stopped before the program's exit), with a notification saying so;
+  `toolExecutionNotifications` also carry the trace's diagnoses (exec/loader failures).
+  The traced program's exit status is in `run.properties.programExit`: it is not the
+  tool's.
 
-No `$schema` and no `informationUri`: both would name a remote host.
+No `informationUri`: it would name a remote host.
 """
 
 from __future__ import annotations
@@ -30,58 +40,66 @@ from urllib.parse import quote
 
 from tracer import __version__
 from tracer.reporters.graph import caller_stack, frame_text, site_text
+from tracer.reporters.sources import SourceRoot, find_source_root
 from tracer.trace.model import Finding, Frame, Severity
 
 if TYPE_CHECKING:
     from probes.records import Analysis, Caller
 
 SARIF_VERSION = "2.1.0"
+SARIF_SCHEMA = ("https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/"
+                "sarif-schema-2.1.0.json")
 _LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 FINGERPRINT_KEY = "cgotraceFinding/v1"
 SRCROOT = "SRCROOT"
 _URI_SAFE = "/:@!$&'()*+,;=-._~"
 
 
-def render_sarif(analysis: Analysis) -> str:
-    """The SARIF log of `analysis` as indented JSON (ends with a newline)."""
-    return json.dumps(sarif_log(analysis), indent=2, sort_keys=False) + "\n"
+def render_sarif(analysis: Analysis, source_root: str | None = None) -> str:
+    """The SARIF log of `analysis` as indented JSON (ends with a newline); `source_root`
+    is `--source-root DIR` (None: the Go module root, tracer/reporters/sources.py)."""
+    return json.dumps(sarif_log(analysis, source_root), indent=2, sort_keys=False) + "\n"
 
 
-def sarif_log(analysis: Analysis) -> dict[str, Any]:
-    rules, index = _rules(analysis.findings)
-    results = [_result(f, index[f.id], analysis) for f in analysis.findings]
+def sarif_log(analysis: Analysis, source_root: str | None = None) -> dict[str, Any]:
+    sources = find_source_root(analysis, source_root)
+    rules, index = _rules(analysis)
+    results = [_result(f, index[f.id], analysis, sources) for f in analysis.findings]
     run: dict[str, Any] = {
         "tool": {"driver": {"name": "cgotrace", "version": __version__,
                             "semanticVersion": __version__, "rules": rules}},
         "invocations": [_invocation(analysis)],
         "results": results,
         "columnKind": "unicodeCodePoints",
-        **_base_ids(analysis),
+        **_base_ids(sources),
         "properties": {"source": analysis.source, "static": analysis.static,
                        "programExit": analysis.exit},
     }
-    return {"version": SARIF_VERSION, "runs": [run]}
+    return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
 
 
-def _base_ids(analysis: Analysis) -> dict[str, Any]:
-    root = source_root(analysis)
-    if root is None:
+def _base_ids(sources: SourceRoot | None) -> dict[str, Any]:
+    if sources is None:
         return {}
     return {"originalUriBaseIds": {SRCROOT: {
-        "uri": file_uri(root), "description": {"text": "the working directory of the run"}}}}
+        "uri": file_uri(sources.root.rstrip("/") + "/"),
+        "description": {"text": sources.how}}}}
 
 
-def _rules(findings: tuple[Finding, ...]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def _rules(analysis: Analysis) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    known = {r.id: r for r in analysis.rules}
     rules: list[dict[str, Any]] = []
     index: dict[str, int] = {}
-    for f in findings:
+    for f in analysis.findings:
         if f.id in index:
             continue
         index[f.id] = len(rules)
+        rule = known.get(f.id)
         rules.append({
             "id": f.id,
             "name": _rule_name(f.id),
-            "shortDescription": {"text": f.title},
+            "shortDescription": {"text": rule.summary if rule is not None
+                                 else f"cgotrace finding {f.id}"},
             "fullDescription": {"text": f.explanation or f.title},
             "help": {"text": f.fix or "(no fix)"},
             "defaultConfiguration": {"level": _LEVEL[f.severity]},
@@ -103,7 +121,8 @@ def file_uri(path: str) -> str:
     return "file://" + quoted if path.startswith("/") else quoted
 
 
-def _result(f: Finding, rule_index: int, analysis: Analysis) -> dict[str, Any]:
+def _result(f: Finding, rule_index: int, analysis: Analysis,
+            sources: SourceRoot | None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "ruleId": f.id,
         "ruleIndex": rule_index,
@@ -115,7 +134,7 @@ def _result(f: Finding, rule_index: int, analysis: Analysis) -> dict[str, Any]:
     target = _target(analysis)
     if target:
         result["analysisTarget"] = target
-    location = _location(f, source_root(analysis), analysis.binary)
+    location = _location(f, sources, analysis.binary)
     if location:
         result["locations"] = [location]
     related = [{"id": i, "physicalLocation": {"artifactLocation": {"uri": file_uri(p)}},
@@ -123,7 +142,7 @@ def _result(f: Finding, rule_index: int, analysis: Analysis) -> dict[str, Any]:
                for i, p in enumerate(f.paths) if p.startswith("/")]
     if related:
         result["relatedLocations"] = related
-    stack = _stack(f, analysis, source_root(analysis))
+    stack = _stack(f, analysis, sources)
     if stack:
         result["stacks"] = [stack]
     if f.allowed is not None:
@@ -139,10 +158,14 @@ def _result(f: Finding, rule_index: int, analysis: Analysis) -> dict[str, Any]:
 
 
 def _message(f: Finding) -> str:
+    """Title, cause, dependencies, missing, fix; the site is said once (titles name it)."""
     parts = [f.title.rstrip(".") + "."]
     if f.go_api:
         where = site_text(f.user_frame)
-        parts.append(f"Caused by {f.go_api}" + (f" at {where}" if where else "") + ".")
+        said = where is not None and where in f.title
+        if not (said and f.go_api in f.title):
+            parts.append(f"Caused by {f.go_api}"
+                         + (f" at {where}" if where and not said else "") + ".")
     if f.paths:
         shown = ", ".join(f.paths[:6]) + (f" and {len(f.paths) - 6} more"
                                           if len(f.paths) > 6 else "")
@@ -177,37 +200,39 @@ def _logical(f: Finding) -> list[dict[str, Any]]:
     return out
 
 
-def source_root(analysis: Analysis) -> str | None:
-    """The working directory of the traced run, when source files can be named relative
-    to it (CI runs from the checkout, so the URIs become repository paths)."""
-    cwd = analysis.cwd
-    return cwd.rstrip("/") + "/" if cwd and cwd != "/" and cwd.startswith("/") else None
+def artifact(path: str, sources: SourceRoot | None) -> dict[str, Any] | None:
+    """`{"uri": ..., "uriBaseId": "SRCROOT"}` for a file under the source root, an absolute
+    `file:` URI for another absolute path, None for a relative name with no place (a
+    `-trimpath` file of another module)."""
+    rel = sources.relative(path) if sources is not None else None
+    if rel is not None:
+        return {"uri": quote(rel, safe=_URI_SAFE), "uriBaseId": SRCROOT}
+    if path.startswith("/"):
+        return {"uri": file_uri(path)}
+    return None
 
 
-def artifact(path: str, root: str | None) -> dict[str, Any]:
-    """`{"uri": ..., "uriBaseId": "SRCROOT"}` for a file under `root`, else an absolute
-    (or, for a -trimpath name, relative) URI."""
-    if root and path.startswith(root):
-        return {"uri": quote(path[len(root):], safe=_URI_SAFE), "uriBaseId": SRCROOT}
-    return {"uri": file_uri(path)}
-
-
-def _physical(frame: Frame | None, root: str | None) -> dict[str, Any] | None:
+def _physical(frame: Frame | None, sources: SourceRoot | None) -> dict[str, Any] | None:
     if frame is None or not frame.file:
         return None
-    physical: dict[str, Any] = {"artifactLocation": artifact(frame.file, root)}
+    where = artifact(frame.file, sources)
+    if where is None:
+        return None
+    physical: dict[str, Any] = {"artifactLocation": where}
     if frame.line and frame.line > 0:
         physical["region"] = {"startLine": frame.line}
     return physical
 
 
-def _location(f: Finding, root: str | None, binary: str | None) -> dict[str, Any] | None:
+def _location(f: Finding, sources: SourceRoot | None,
+              binary: str | None) -> dict[str, Any] | None:
     """The user frame; without one (a missing interpreter, a packed binary) the binary
     itself, since code-scanning tools want a physical location on every result."""
     location: dict[str, Any] = {}
-    physical = _physical(f.user_frame, root)
+    physical = _physical(f.user_frame, sources)
     if physical is None and binary:
-        physical = {"artifactLocation": artifact(binary, root)}
+        where = artifact(binary, sources)
+        physical = {"artifactLocation": where} if where is not None else None
     if physical:
         location["physicalLocation"] = physical
     logical = _logical(f)
@@ -234,14 +259,15 @@ def _matching_caller(f: Finding, analysis: Analysis) -> Caller | None:
     return next((c for c in callers if f.go_api is None or c.go_api == f.go_api), None)
 
 
-def _stack(f: Finding, analysis: Analysis, root: str | None) -> dict[str, Any] | None:
+def _stack(f: Finding, analysis: Analysis,
+           sources: SourceRoot | None) -> dict[str, Any] | None:
     caller = _matching_caller(f, analysis)
     if caller is None:
         return None
     frames = []
     for frame in caller_stack(caller):
         loc: dict[str, Any] = {"message": {"text": frame_text(frame)}}
-        physical = _physical(frame, root)
+        physical = _physical(frame, sources)
         if physical:
             loc["physicalLocation"] = physical
         if frame.function:
@@ -264,10 +290,19 @@ def _target(analysis: Analysis) -> dict[str, Any] | None:
     return {"uri": file_uri(binary), "description": {"text": os.path.basename(binary)}}
 
 
+INCOMPLETE_NOTE = ("the trace is incomplete: the tracer stopped before the program's exit "
+                   "was recorded, so these results may miss what happened after")
+
+
 def _invocation(analysis: Analysis) -> dict[str, Any]:
+    """An incomplete trace is an unsuccessful execution (a gate cannot pass on it); the
+    program's own failures (diagnoses) are notifications of a successful one."""
     notes = [{"level": "error", "message": {"text": _diagnosis_text(d)}}
              for d in analysis.diagnoses]
-    inv: dict[str, Any] = {"executionSuccessful": True}
+    if analysis.truncated:
+        notes.insert(0, {"level": "error", "message": {"text": INCOMPLETE_NOTE},
+                         "descriptor": {"id": "incomplete-trace"}})
+    inv: dict[str, Any] = {"executionSuccessful": not analysis.truncated}
     if notes:
         inv["toolExecutionNotifications"] = notes
     return inv
@@ -280,6 +315,6 @@ def _diagnosis_text(d: dict[str, Any]) -> str:
     return json.dumps(d, sort_keys=True)
 
 
-def render(analysis: Analysis, *, color: bool = False) -> str:
+def render(analysis: Analysis, *, color: bool = False, source_root: str | None = None) -> str:
     """The `tracer.reporters.render` entry point (`color` is ignored: a file format)."""
-    return render_sarif(analysis)
+    return render_sarif(analysis, source_root)

@@ -84,6 +84,9 @@ def render_text(d: dict[str, Any]) -> str:
     else:
         out.append(f"  interpreter   {lo['interpreter']} -> "
                    f"{lo['interpreter_path'] or 'MISSING'}")
+        sp = lo.get("search_path")
+        if sp:
+            out.append(f"  search path   {', '.join(sp['dirs'])} ({sp['detail']})")
         for lib in lo["libraries"]:
             where = lib["path"] or "MISSING"
             out.append(f"  {lib['name']:<13} -> {where} ({lib['via']}, needed by "

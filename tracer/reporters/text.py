@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from tracer.reporters import window
 from tracer.trace.model import DependencyClass, Finding, Severity
 
 if TYPE_CHECKING:
@@ -58,9 +59,9 @@ def _headline(a: Analysis) -> str:
                         ("no cgo" if s.get("is_go") else None), s.get("libc"),
                         "static" if s.get("static") else "dynamic" if s else None) if b]
     ex = a.exit or {}
-    attach = ex.get("attach")
-    if isinstance(attach, dict) and attach.get("detached"):  # attach left it running
-        status = "attached, then detached (still running)"
+    attached = window.attach_status(a)
+    if attached is not None:  # an attach: how it ended, never an exit the program did not make
+        status = attached
     elif ex.get("signal_name"):
         status = f"killed by {ex['signal_name']}"
     elif ex:
@@ -94,8 +95,15 @@ def _verdict_line(a: Analysis, p: _Paint) -> str:
 
 
 def _summary(a: Analysis, p: _Paint) -> list[str]:
-    out = [p.bold(_headline(a)), _verdict_line(a, p)]
-    if a.truncated:
+    out = [p.bold(_headline(a))]
+    span = window.attach_window(a)
+    if span is not None:
+        out.append(span)
+    out.append(_verdict_line(a, p))
+    from probes.records import verdict
+
+    out += [f"  ({note})" for note in verdict(a).notes]
+    if a.truncated and a.attach is None:
         out.append("(the trace is incomplete: the tracer stopped before the program ended)")
     for d in a.diagnoses:
         out.append(f"diagnosis: {d.get('message') or d}")
@@ -108,6 +116,9 @@ def _summary(a: Analysis, p: _Paint) -> list[str]:
             out.append(f"  ... and {len(a.findings) - SUMMARY_FINDINGS} more (details below)")
     out += ["", p.bold("READELF/LDD vs RUN TIME"), *_side_by_side(a)]
     out.append(_program_files_line(a))
+    traffic = window.traffic_line(a)
+    if traffic is not None:
+        out.append(f"  {traffic}")
     fixes = _fixes(a.findings)
     if fixes:
         out += ["", p.bold("FIX")]
@@ -183,7 +194,11 @@ def _details(a: Analysis, p: _Paint) -> list[str]:
     by_id: dict[str, list[Finding]] = {}
     for f in a.findings:
         by_id.setdefault(f.id, []).append(f)
-    deps = {(d.path, d.result): d for d in a.dependencies}
+    # a path may be two dependencies (its Go callers' and its cgo callers', each in its
+    # class): an evidence seq names the caller, and so the dependency
+    deps: dict[tuple[str, str], list[Dependency]] = {}
+    for d in a.dependencies:
+        deps.setdefault((d.path, d.result), []).append(d)
     for fid, group in by_id.items():
         f0 = group[0]
         out += ["", p.sev(f0, f"[{f0.severity.value}] {fid}") + f": {len(group)} site"
@@ -196,7 +211,7 @@ def _details(a: Analysis, p: _Paint) -> list[str]:
     return out
 
 
-def _finding_detail(f: Finding, deps: dict[tuple[str, str], Dependency],
+def _finding_detail(f: Finding, deps: dict[tuple[str, str], list[Dependency]],
                     p: _Paint) -> list[str]:
     site = _frame(f)
     head = f"  {f.go_api or ('(from static facts)' if not f.evidence else '(no Go call)')}" \
@@ -206,10 +221,11 @@ def _finding_detail(f: Finding, deps: dict[tuple[str, str], Dependency],
     # evidence -> (Go API, user frame) -> C function -> dependency, counts per site
     tree: dict[tuple[str | None, str], dict[str, list[tuple[Dependency, Caller]]]] = {}
     for e in f.evidence:
-        d = deps.get((e.path, e.result))
-        c = next((c for c in d.callers if c.first_seq == e.seq), None) if d else None
-        if d is None or c is None:
+        found = next(((d, c) for d in deps.get((e.path, e.result), ()) for c in d.callers
+                      if c.first_seq == e.seq), None)
+        if found is None:
             continue
+        d, c = found
         tree.setdefault((c.go_api, c.site), {}).setdefault(
             c.c_function or c.via, []).append((d, c))
     for (api, csite), by_cfn in tree.items():
@@ -250,8 +266,9 @@ def _status(d: Dependency, count: int) -> str:
 
 def _other_dependencies(a: Analysis, p: _Paint) -> list[str]:
     """Hidden dependencies and run-time files no finding covers, by Go API and site."""
-    covered = {(e.path, e.result) for f in a.findings for e in f.evidence}
-    rest = [d for d in a.dependencies if (d.path, d.result) not in covered
+    covered = {(e.path, e.result, e.seq) for f in a.findings for e in f.evidence}
+    rest = [d for d in a.dependencies
+            if not any((d.path, d.result, c.first_seq) in covered for c in d.callers)
             and d.cls in (DependencyClass.HIDDEN, DependencyClass.RUNTIME_FILE)]
     if not rest:
         return []

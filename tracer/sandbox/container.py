@@ -1,6 +1,6 @@
 """Run a program "as in a container": namespaces, a rootfs, a loopback-only network.
 
-Two halves (docs/architecture.md, "tracer.session: sandbox and rootfs"):
+Two halves (docs/sandbox.md):
 
 - `prepare(spec, program)` runs in the tracer: validates everything it can (a missing
   rootfs is a one-line `NotFoundError`), writes the resolv.conf override, and returns a
@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tracer import errors
+from tracer.binary.rootpath import RootFS
 from tracer.errors import BadBinaryError, CgotraceError, NotFoundError, SandboxError
 from tracer.sandbox import netns
-from tracer.sandbox.roots import cache_dir, ensure_dir, resolve_in_tree, rootfs_label
+from tracer.sandbox.trees import cache_dir, ensure_dir, rootfs_label
 
 if TYPE_CHECKING:
     from tracer.sandbox.diagnosis import Diagnosis
@@ -174,7 +175,7 @@ class PreparedSandbox:
             _ensure_mountpoint(target, False)
             netns.bind_mount(str(self.resolv_conf_file), str(target), readonly=True)
         for b in self.spec.binds:
-            dest = resolve_in_tree(new_root, b.target)
+            dest = RootFS(new_root).locate(b.target)
             _ensure_mountpoint(dest, Path(b.source).is_dir())
             netns.bind_mount(str(b.source), str(dest), readonly=b.readonly, recursive=True)
         os.chdir(new_root)
@@ -187,7 +188,7 @@ class PreparedSandbox:
         os.chdir("/")
 
     def _mount_run(self, new_root: Path) -> None:
-        run_dir = resolve_in_tree(new_root, "/run")
+        run_dir = RootFS(new_root).locate("/run")
         try:
             _ensure_mountpoint(run_dir, True)
         except SandboxError:
@@ -274,7 +275,7 @@ def prepare(spec: SandboxSpec, program: Path | str) -> PreparedSandbox:
     root: Path | None = None
     if spec.rootfs is not None:
         if not Path(spec.rootfs).is_dir():
-            from tracer.sandbox.roots import PRESETS
+            from tracer.sandbox.presets import PRESETS
 
             raise NotFoundError(f"rootfs {spec.rootfs}: no such directory",
                                 help=f"use a directory, an image tarball or a preset "
@@ -335,7 +336,7 @@ def host_path(prepared: PreparedSandbox, path_in_root: str) -> str | None:
     if any(_under(p, d) for d in ("/proc", "/dev", "/tmp", "/run", PROGRAM_DIR)):
         return None
     try:
-        return str(resolve_in_tree(prepared.root, p))
+        return str(RootFS(prepared.root).locate(p))
     except CgotraceError:
         return str(prepared.root) + p
 

@@ -8,7 +8,10 @@ different causes:
   foreign architecture, a #! script whose interpreter is missing.
 - the loader fails (`diagnose_loader`): the kernel started ld.so, which could not find a
   NEEDED library, printed "error while loading shared libraries" and exited 127. The trace
-  itself holds where it looked: the failed opens of that name before the exit.
+  itself holds where it looked: the failed opens of that name before the exit. A library
+  that is in the root, only outside the loader's search path (e.g. /usr/lib64 of a Debian
+  root), is said to be there, with the loader's own wording
+  (tracer.binary.loader.outside_search_path), not "not in rootfs".
 
 Each returns a `Diagnosis`; `run` prints its one line, and the trace stores it as a
 `diagnosis` line (docs/trace-format.md) so `report` and `matrix` show it too.
@@ -24,11 +27,15 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tracer.binary.rootpath import RootFS
 from tracer.errors import CgotraceError, ExitCode
-from tracer.sandbox.roots import find_library, resolve_in_tree, rootfs_label
+from tracer.sandbox.trees import rootfs_label
 from tracer.trace.model import Access, ExitStatus
+
+if TYPE_CHECKING:
+    from tracer.binary.loader import LoaderClosure
 
 LOADER_EXIT = 127  # ld.so's status when a NEEDED library cannot be loaded
 _LIBC_OF_INTERP = (("ld-musl", "musl"), ("ld-linux", "glibc"))
@@ -94,7 +101,7 @@ def diagnose_exec(root: Path | None, program_in_root: str, err: int,
                          errno=name)
 
     if program_host is None:
-        program_host = resolve_in_tree(root, program_in_root) if root else Path(program_in_root)
+        program_host = RootFS(root).locate(program_in_root) if root else Path(program_in_root)
     try:
         st = program_host.stat()
     except OSError:
@@ -140,8 +147,12 @@ def _interp_fix(libc: str | None) -> str:
         return ("use a musl (Alpine) base image, or build statically "
                 "(CC=musl-gcc -ldflags '-linkmode external -extldflags -static') "
                 "or with CGO_ENABLED=0")
-    return ("build with CGO_ENABLED=0 or -tags netgo,osusergo (or link statically), "
-            "or use a glibc base image")
+    # what else fits depends on the binary's cgo packages and NEEDED libraries: the
+    # missing-interpreter finding (probes/checks.start_fix_values) derives that, and run
+    # and matrix print its fix in place of this one
+    return ("use a glibc base image with the program's NEEDED libraries, or, when its only "
+            "cgo is net and os/user, build with CGO_ENABLED=0 (the missing-interpreter "
+            "finding says what fits this binary)")
 
 
 def _script_interpreter(head: bytes) -> str:
@@ -161,7 +172,7 @@ def _exists_in(root: Path | None, path: str) -> bool:
     if root is None:
         return os.path.exists(path)
     try:
-        return resolve_in_tree(root, path).exists()
+        return RootFS(root).locate(path).exists()
     except CgotraceError:
         return False
 
@@ -169,7 +180,8 @@ def _exists_in(root: Path | None, path: str) -> bool:
 # === loader failures ========================================================================
 
 
-def diagnose_loader(status: ExitStatus, accesses: Sequence[Access], closure: Any,
+def diagnose_loader(status: ExitStatus, accesses: Sequence[Access],
+                    closure: LoaderClosure | None,
                     program_in_root: str, root: Path | None = None) -> Diagnosis | None:
     """A NEEDED library ld.so could not load, when the run ended the way that ends (exit
     127, before the program's own code ran); None otherwise.
@@ -183,26 +195,39 @@ def diagnose_loader(status: ExitStatus, accesses: Sequence[Access], closure: Any
     candidates = _missing_from_closure(closure) or _missing_from_trace(accesses)
     if not candidates:
         return None
-    name, needed_by, static_dirs = candidates[0]
+    name, needed_by, static_dirs, outside = candidates[0]
     searched = _searched(name, accesses) or tuple(
         posixpath.join(d, name) for d in static_dirs)
-    where = f"rootfs {rootfs_label(root)}" if root is not None else "this system"
-    looked = _places(searched)
-    message = (f"{name} (NEEDED by {needed_by or program_in_root}) is not in {where}: the "
-               f"loader looked in {looked} and exited 127 ('error while loading shared "
-               f"libraries')")
-    return Diagnosis(kind="missing-library", message=message, fix=_library_fix(name),
-                     exit_code=LOADER_EXIT, missing=name,
-                     needed_by=needed_by or program_in_root, searched=searched)
+    looked = f"the loader looked in {_places(searched)} and exited 127 ('error while " \
+             "loading shared libraries')"
+    requester = needed_by or program_in_root
+    if outside is not None:  # in the root, where this loader never looks
+        what, fix = outside
+        message = f"{name} (NEEDED by {requester}) is {what}: {looked}"
+    else:
+        where = f"rootfs {rootfs_label(root)}" if root is not None else "this system"
+        message = f"{name} (NEEDED by {requester}) is not in {where}: {looked}"
+        fix = _library_fix(name)
+    return Diagnosis(kind="missing-library", message=message, fix=fix,
+                     exit_code=LOADER_EXIT, missing=name, needed_by=requester,
+                     searched=searched)
 
 
-def _missing_from_closure(closure: Any) -> list[tuple[str, str | None, tuple[str, ...]]]:
-    missing = getattr(closure, "missing", ()) if closure is not None else ()
-    return [(lib.name, lib.needed_by, tuple(lib.searched)) for lib in missing]
+_Missing = tuple[str, str | None, tuple[str, ...], tuple[str, str] | None]
 
 
-def _missing_from_trace(accesses: Iterable[Access]) -> list[tuple[str, str | None,
-                                                                   tuple[str, ...]]]:
+def _missing_from_closure(closure: LoaderClosure | None) -> list[_Missing]:
+    """(name, needed by, searched, (what, fix) when present outside the search path)."""
+    if closure is None:
+        return []
+    from tracer.binary.loader import outside_search_path
+
+    return [(lib.name, lib.needed_by, tuple(lib.searched),
+             outside_search_path(lib, closure.flavor, closure.search_path))
+            for lib in closure.missing]
+
+
+def _missing_from_trace(accesses: Iterable[Access]) -> list[_Missing]:
     found: set[str] = set()
     failed: list[str] = []
     for a in accesses:
@@ -213,7 +238,7 @@ def _missing_from_trace(accesses: Iterable[Access]) -> list[tuple[str, str | Non
             found.add(base)
         elif a.result == "ENOENT" and base not in failed:
             failed.append(base)
-    return [(name, None, ()) for name in failed if name not in found]
+    return [(name, None, (), None) for name in failed if name not in found]
 
 
 def _searched(name: str, accesses: Iterable[Access]) -> tuple[str, ...]:
@@ -241,7 +266,11 @@ def _places(searched: Sequence[str]) -> str:
 
 
 def _library_fix(name: str) -> str:
-    host = find_library(name)
+    """Copy it from this host (where this host's own loader finds it), or install it."""
+    from tracer.binary.loader import resolve_libraries
+
+    lookup = resolve_libraries([name]).libraries[0]
+    host = lookup.path if lookup.found and lookup.via != "interpreter" else None
     copy = (f"add it to the image (this host has it: COPY {host} {posixpath.dirname(host)}/, "
             f"or install the package that ships {name})") if host else \
         f"install the package that ships {name} in the image"

@@ -5,8 +5,8 @@ The engine is the only outside program cgotrace drives. It is asked two things:
 - the image's ID (`image inspect --format {{.Id}}`): the cache key, so a tag that moves to
   another image is unpacked again and an unchanged one never is;
 - the image itself (`save -o archive.tar NAME`, a `docker save` archive), which the
-  existing image reader (`rootfs.unpack_image`) applies layer by layer, whiteouts included,
-  into `<cache>/rootfs/image-<id>`.
+  image reader (`tracer.sandbox.unpack.unpack_image`) applies layer by layer, whiteouts
+  included, into `<cache>/rootfs/image-<id>`.
 
 Nothing is pulled: a name the local store does not hold is an error (one line, exit 4), as
 is a machine with no engine at all. When the engine itself fails, its last line is shown
@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 from tracer.errors import BadImageError, CgotraceError, ExitCode, NotFoundError
-from tracer.sandbox.roots import LABEL_FILE, cache_dir, ensure_dir, unpack_image
+from tracer.sandbox.trees import LABEL_FILE, STAMP_FILE, cache_dir, ensure_dir
+from tracer.sandbox.unpack import unpack_image
 
 ENGINES = ("podman", "docker")
 ENGINE_TIMEOUT = 600.0  # seconds for one `save` of a large image on a slow disk
@@ -73,7 +74,7 @@ def image_rootfs(name: str) -> Path:
     image_id = _image_id(engine, name)
     key = "image-" + image_id.removeprefix("sha256:")[:24]
     dest = cache_dir() / "rootfs" / key
-    if dest.is_dir() and (dest / ".cgotrace-rootfs").is_file():
+    if dest.is_dir() and (dest / STAMP_FILE).is_file():
         (dest / LABEL_FILE).write_text(f"image {name}\n")
         return dest
     work = ensure_dir(cache_dir() / "rootfs")

@@ -114,6 +114,21 @@ def signed_int(value: int) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
+def normalize_path(path: str) -> str:
+    """One spelling per file: runs of slashes become one and `.` components go
+    (`/usr/share/zoneinfo//Europe/Berlin`, `/etc/./passwd`), so a file is one dependency
+    however the program spelled it. `..` stays (through a symlink it may lead elsewhere),
+    and so does a trailing slash (it says: a directory)."""
+    if "//" not in path and "/." not in path and not path.startswith("./"):
+        return path
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    lead = "/" if path.startswith("/") else ""
+    if not parts:
+        return lead or path
+    trail = "/" if path.endswith(("/", "/.")) else ""
+    return lead + "/".join(parts) + trail
+
+
 def join_path(base: str, rel: str) -> str:
     """`rel` resolved against directory `base`, textually (no symlink or .. folding)."""
     while rel.startswith("./"):

@@ -19,7 +19,8 @@ class AccessKind(StrEnum):
     DLOPEN_LIBRARY = "dlopen-library"  # a shared object opened after start (NSS modules, plugins)
     CONFIG = "config"  # /etc/nsswitch.conf, /etc/passwd, resolv.conf, ...
     DATA = "data"  # CA bundles, zoneinfo, locale, mime
-    SOCKET = "socket"  # connect(): nscd, DNS servers, userdb, ...
+    SOCKET = "socket"  # connect() to a name server of resolv.conf (port 53), nscd, userdb
+    NETWORK = "network"  # any other connect(): the program's own traffic (counted, no finding)
     EXECUTABLE = "executable"  # execve of a program
     PROBE = "probe"  # stat/access/readlink of a path
     RUNTIME = "runtime"  # /proc, /sys, /dev: runtime-internal
@@ -290,8 +291,15 @@ class ExitStatus:
             return 128 + self.signal
         return self.code if self.code is not None else 0
 
+    @property
+    def known(self) -> bool:
+        """Whether the program's own end was seen (False: an attach that detached from a
+        process still running, or a tracee lost without a status)."""
+        return self.code is not None or self.signal is not None
+
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"exit_code": self.shell_code}
+        # exit_code null, not 0, when no end was seen: 0 would claim a clean exit
+        d: dict[str, Any] = {"exit_code": self.shell_code if self.known else None}
         if self.code is not None:
             d["code"] = self.code
         if self.signal is not None:
@@ -306,7 +314,7 @@ class ExitStatus:
 # -- findings: what probes.analysis derives from accesses + static facts --------------------
 # The contract between the findings engine (probes/), the reporters (tracer/reporters/),
 # the gate (--fail-on/--allow), `diff`, `matrix` and `snapshot`. docs/architecture.md
-# "Shared seams" describes who produces and who reads each field.
+# "Seams" describes who produces and who reads each field.
 
 
 class Severity(StrEnum):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from tracer import __version__
-from tracer.errors import NotFoundError, TraceFormatError
+from tracer.errors import NotFoundError, PermissionDeniedError, TraceFormatError
 from tracer.trace.model import Access, Attribution, ExitStatus, ProcessEvent, Repeats
 
 FORMAT = "cgotrace-trace"
@@ -113,6 +113,11 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
         raise NotFoundError(f"{name}: no such trace file") from None
     except IsADirectoryError:
         raise TraceFormatError(f"{name}: is a directory, not a trace file") from None
+    except PermissionError:
+        raise PermissionDeniedError(f"{name}: permission denied",
+                                    help="run as a user who can read it") from None
+    except OSError as e:
+        raise TraceFormatError(f"{name}: cannot read the trace ({e.strerror})") from None
     lines = text.split("\n")
     complete = text.endswith("\n")
     if complete:
@@ -131,11 +136,13 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
             if last and not complete and trace is not None:
                 trace.truncated = True
                 break
+            if trace is None:
+                raise TraceFormatError(not_a_trace(name, text)) from None
             raise TraceFormatError(f"{name}:{i + 1}: not a JSON object line "
                                    "(is this a cgotrace trace?)") from None
         if trace is None:
             if obj.get("type") != "header" or obj.get("format") != FORMAT:
-                raise TraceFormatError(f"{name}: first line is not a cgotrace trace header")
+                raise TraceFormatError(not_a_trace(name, text))
             if int(obj.get("version", 0)) > FORMAT_VERSION:
                 raise TraceFormatError(f"{name}: trace format version {obj.get('version')} is "
                                        f"newer than this cgotrace reads ({FORMAT_VERSION})")
@@ -181,6 +188,45 @@ def _add_repeats(accesses: list[Access], repeats: dict[int, Repeats]) -> None:
             accesses[i] = dataclasses.replace(a, repeats=r.count,
                                               repeats_unobserved=r.unobserved,
                                               last_time=r.last_time)
+
+
+# What other cgotrace outputs look like, and which command reads them (a trace is read by
+# `report`, `diff` and `matrix`; the others are results).
+_OUTPUTS = (
+    ("format", "cgotrace-report", "a cgotrace JSON report",
+     "`cgotrace diff` reads reports; `cgotrace report` reads the trace it was made from"),
+    ("format", "cgotrace-diff", "a `cgotrace diff` JSON document",
+     "`cgotrace diff` reads the traces or reports it compared"),
+    ("schema", "cgotrace-matrix/1", "a `cgotrace matrix --json` document",
+     "`cgotrace matrix --traces DIR` keeps each root's trace for `cgotrace report`"),
+    ("version", "2.1.0", "a SARIF log",
+     "`cgotrace report --format sarif` writes it from a trace (`run --output`)"),
+)
+
+
+def not_a_trace(name: str, text: str) -> str:
+    """One line saying what `name` is instead of a trace, and which command reads it."""
+    head = text.lstrip()[:200]
+    if text.startswith("\x7fELF"):
+        return (f"{name} is an ELF binary, not a trace; `cgotrace run -o TRACE -- {name}` "
+                "records one")
+    if head.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            for key, value, what, hint in _OUTPUTS:
+                if doc.get(key) == value:
+                    return f"{name} is {what}, not a trace; {hint}"
+    lowered = head.lower()
+    if lowered.startswith(("<!doctype html", "<html")):
+        what = "an HTML report"
+    elif lowered.startswith(("digraph", "strict digraph")):
+        what = "a DOT graph"
+    else:
+        return f"{name}: not a cgotrace trace (its first line is not a trace header)"
+    return f"{name} is {what}, not a trace; `cgotrace report` reads traces (`run --output`)"
 
 
 def _resolve_same_as(accesses: list[Access]) -> None:

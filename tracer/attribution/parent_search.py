@@ -16,56 +16,23 @@ guess (docs/go-runtime.md, "Goroutine creators before 1.21").
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
+from tracer.attribution.goroutines import RUNNING, allgs, saved_context, status
 from tracer.errors import CgotraceError
-from tracer.unwind.stack import GoContext, MemoryError_, Reader, Unwinder, word
+from tracer.unwind.stack import GoContext, MemoryError_, Reader, Unwinder
 
 if TYPE_CHECKING:
     from tracer.binary.elf import ElfImage
     from tracer.binary.pclntab import Func, PclnTable
-    from tracer.unwind.goruntime import RuntimeLayout
 
 MAX_GOROUTINES: Final = 10_000  # walks on one search; a bigger program gets no answer
-G_RUNNABLE: Final = 1
-G_RUNNING: Final = 2
-G_SYSCALL: Final = 3
-G_WAITING: Final = 4
-G_PREEMPTED: Final = 9
-G_COPYSTACK: Final = 8
-G_SCAN: Final = 0x1000  # the GC is scanning the stack: the status underneath still holds
 # F.func3, F.gowrap1, F.deferwrap2, and closures inside closures: F.func3.2
 _CLOSURE: Final = re.compile(r"\.(?:(?:func|gowrap|deferwrap)\d+|\d+)$")
 _CALL_REL32: Final = 0xE8  # amd64 `CALL rel32`: the target is the next instruction + rel32
-
-
-def goroutines(ctx: GoContext, read: Reader, limit: int = MAX_GOROUTINES) -> list[int]:
-    """Addresses of every g in `runtime.allgs` ([] when it cannot be read or is too long)."""
-    if ctx.rt.allgs is None:
-        return []
-    base = ctx.rt.allgs + ctx.module.bias
-    try:
-        ptr, n = word(read, base), word(read, base + 8)
-    except MemoryError_:
-        return []
-    if not ptr or n > limit:
-        return []
-    data = read(ptr, 8 * n)
-    return [g for g in (int.from_bytes(data[i:i + 8], "little")
-                        for i in range(0, len(data) - 7, 8)) if g]
-
-
-def saved_context(read: Reader, g: int, lay: RuntimeLayout) -> tuple[int, int] | None:
-    """(pc, sp) a parked goroutine resumes from; None when it runs (its context is stale)."""
-    status = word(read, g + lay.g_atomicstatus) & 0xFFFF & ~G_SCAN
-    if status == G_SYSCALL:
-        return word(read, g + lay.g_syscallpc), word(read, g + lay.g_syscallsp)
-    if status in (G_WAITING, G_RUNNABLE, G_PREEMPTED):
-        return word(read, g + lay.g_sched + 8), word(read, g + lay.g_sched)
-    return None
 
 
 def enclosing_functions(name: str) -> list[str]:
@@ -98,31 +65,44 @@ def find_creator(unwinder: Unwinder, ctx: GoContext, read: Reader, fs_base: int,
     pcln = ctx.module.image.pcln if ctx.module.image is not None else None
     if pcln is None or not gopc:
         return Search(None)
-    bias = ctx.module.bias
-    try:
-        fn = pcln.func_for_pc(gopc - bias - 1)
-    except CgotraceError:
+    funcs = _functions_holding(pcln, gopc - ctx.module.bias - 1)
+    if not funcs:
         return Search(None)
-    if fn is None:
-        return Search(None)
-    funcs = [fn]
-    for name in enclosing_functions(fn.name)[1:]:
-        outer = pcln.lookup_function(name)
-        if outer is not None:
-            funcs.append(outer)
     stacks, unseen = _goroutine_stacks(unwinder, ctx, read, fs_base, exclude, running or {})
+    bias = ctx.module.bias
     for f in funcs:
         lo, hi = f.entry + bias, f.end + bias
         found = [g for g, pcs in stacks if any(lo <= pc < hi for pc in pcs)]
         if found:
-            return Search(found[0] if len(found) == 1 else None, unseen)
+            return Search(_only(found), unseen)
     elf = ctx.module.image.elf if ctx.module.image is not None else None
     if elf is None:
         return Search(None, unseen)
     targets = frozenset(f.entry for f in funcs)
     found = [g for g, pcs in stacks
              if any(_calls_one_of(pcln, elf, pc - bias, targets) for pc in pcs)]
-    return Search(found[0] if len(found) == 1 else None, unseen)
+    return Search(_only(found), unseen)
+
+
+def _functions_holding(pcln: PclnTable, pc: int) -> list[Func]:
+    """The function at link-time `pc`, then the functions it is a closure of, outwards
+    ([] when no function holds `pc`)."""
+    try:
+        fn = pcln.func_for_pc(pc)
+    except CgotraceError:
+        return []
+    if fn is None:
+        return []
+    funcs = [fn]
+    for name in enclosing_functions(fn.name)[1:]:
+        outer = pcln.lookup_function(name)
+        if outer is not None:
+            funcs.append(outer)
+    return funcs
+
+
+def _only(found: Sequence[int]) -> int | None:
+    return found[0] if len(found) == 1 else None
 
 
 def _calls_one_of(pcln: PclnTable, elf: ElfImage, pc: int, targets: frozenset[int]) -> bool:
@@ -155,6 +135,13 @@ def direct_calls(elf: ElfImage, fn: Func) -> frozenset[int]:
     return frozenset(out)
 
 
+def _all_goroutines(ctx: GoContext, read: Reader) -> list[int]:
+    try:
+        return allgs(ctx, read, MAX_GOROUTINES)
+    except MemoryError_:
+        return []
+
+
 def _goroutine_stacks(unwinder: Unwinder, ctx: GoContext, read: Reader, fs_base: int,
                       exclude: int, running: Mapping[int, list[int]]
                       ) -> tuple[list[tuple[int, list[int]]], int]:
@@ -163,7 +150,7 @@ def _goroutine_stacks(unwinder: Unwinder, ctx: GoContext, read: Reader, fs_base:
     out: list[tuple[int, list[int]]] = []
     unseen = 0
     lay = ctx.rt.layout
-    for g in goroutines(ctx, read):
+    for g in _all_goroutines(ctx, read):
         if g == exclude:
             continue
         if g in running:
@@ -171,8 +158,7 @@ def _goroutine_stacks(unwinder: Unwinder, ctx: GoContext, read: Reader, fs_base:
             continue
         try:
             resume = saved_context(read, g, lay)
-            if resume is None and word(read, g + lay.g_atomicstatus) & 0xFFFF & ~G_SCAN in (
-                    G_RUNNING, G_COPYSTACK):
+            if resume is None and status(read, g, lay) in RUNNING:
                 unseen += 1
         except MemoryError_:
             continue

@@ -1,0 +1,3 @@
+module cgotrace.test/svcinfo
+
+go 1.21

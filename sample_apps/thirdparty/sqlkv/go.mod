@@ -1,0 +1,3 @@
+module vendor.test/sqlkv
+
+go 1.21
