@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from probes.analysis import analyze_trace
 from tests.integration.tracing_helpers import (
     cgotrace_cmd,
     compile_c,
@@ -76,6 +77,9 @@ def _available() -> None:
 
 def _run_both(monkeypatch: pytest.MonkeyPatch, argv: list[str], tmp_path: Path,
               **kw: Any) -> dict[str, tuple[RunResult, list[Access]]]:
+    """Trace `argv` with the core and with CGOTRACE_NATIVE=0; the records read back from
+    each trace file. The findings made while each ran (repeats counted as they were
+    reported) are those `report` makes from its file."""
     _available()
     out = {}
     for flag in ("1", "0"):
@@ -85,8 +89,21 @@ def _run_both(monkeypatch: pytest.MonkeyPatch, argv: list[str], tmp_path: Path,
                        **kw)
         assert res.engine == "notify" and res.status.code == 0, res.status
         assert ("native per-call core" in res.engine_reason) is (flag == "1")
-        out[flag] = res, read_trace(trace_file).accesses
+        saved = read_trace(trace_file)
+        assert _answers(res.analysis) == _answers(analyze_trace(saved))
+        out[flag] = res, saved.accesses
+    assert _answers(out["1"][0].analysis) == _answers(out["0"][0].analysis)
     return out
+
+
+def _answers(analysis: Any) -> tuple[object, ...]:
+    """What report, diff and the gate read: findings, dependencies with their counts and
+    callers, the program's files."""
+    deps = sorted((d.path, d.result, d.cls.value, d.count,
+                   tuple(sorted((c.via, c.go_api, c.c_function, c.count) for c in d.callers)))
+                  for d in analysis.dependencies)
+    return (sorted(f.id for f in analysis.findings), deps,
+            analysis.program_files.files, dict(analysis.counts))
 
 
 def _attribution(a: Access) -> tuple[object, ...] | None:
