@@ -32,7 +32,7 @@ from tracer.process import procfs
 from tracer.recording.collector import AttributionHook, EventCollector
 from tracer.recording.header import RunFacts, recorded_env, resolv_conf, static_facts
 from tracer.recording.pipeline import Recording
-from tracer.trace.model import Access, ExitStatus, ProcessEvent
+from tracer.trace.model import Access, ExitStatus, ProcessEvent, Repeats
 
 STEPPING_NOTE = ("cgotrace: attach stops the process at every syscall entry and exit "
                  "(PTRACE_SYSCALL; no seccomp filter is put into a running process), so it "
@@ -46,6 +46,8 @@ class AttachOptions:
     output: str | None = None
     attributor: AttributionHook | None = None
     on_access: Callable[[Access], None] | None = None  # extra consumer (tests)
+    # extra consumer of repeats (tests): (access, totals so far, added since the last)
+    on_repeats: Callable[[Access, Repeats, Repeats], None] | None = None
     on_attached: Callable[[Any], None] | None = None  # called with the engine once seized
     handle_signals: bool = True  # SIGINT/SIGTERM/SIGHUP end the attach
     rules: Any = None  # probes.ruleset rules (None: the packaged ones)
@@ -226,10 +228,14 @@ def attach_process(opts: AttachOptions) -> AttachResult:
     if facts.in_container or facts.root != "/":  # another mount namespace: /proc/PID/root
         host_path_of = facts.host_path
     rec = Recording(header, facts=run_facts, exe_paths=[exe], output=opts.output,
-                    rules=opts.rules, host_path_of=host_path_of, extra=opts.on_access)
+                    rules=opts.rules, host_path_of=host_path_of, extra=opts.on_access,
+                    extra_repeats=opts.on_repeats)
     collector = rec.collector(opts.attributor)
     collector.adopt(opts.pid, exe)
-    engine = AttachEngine(opts.pid, duration=opts.duration)
+    from tracer.engine import native
+
+    module, _why = native.load()
+    engine = AttachEngine(opts.pid, duration=opts.duration, native=module)
     try:
         try:
             nthreads = engine.seize()
@@ -271,7 +277,8 @@ def _result(opts: AttachOptions, facts: procfs.ProcessFacts, engine: Any,
     cs = collector.stats
     stats = {"stops": engine.stops, "accesses": cs.accesses, "repeats": cs.repeats,
              "unknown": cs.lost,
-             "attributor_errors": cs.attributor_errors, "threads": nthreads}
+             "attributor_errors": cs.attributor_errors, "threads": nthreads,
+             "native_resumed": engine.native_resumed}
     end = engine.end_time or time.time()
     status = engine.ended or ExitStatus(code=None)
     ending = {"end_time": end, "ended": how, "detached": engine.ended is None,

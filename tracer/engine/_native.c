@@ -13,6 +13,14 @@
  * (counts waited half a second: the collector reports them as the run goes). `drain()`
  * hands the counts over. The GIL is released for the whole loop: it touches no Python
  * object.
+ *
+ * `step(waker, candidates, inside, owes)` is the attach engine's stepping loop
+ * (tracer/engine/stepping.py): waitpid(-1, __WALL) with the GIL released, and the syscall
+ * stops that need no analysis resumed here with PTRACE_SYSCALL: the exit of an unwatched
+ * call (the thread is in `inside`), and an entry whose number (orig_rax) is not a
+ * candidate (the thread goes into `inside`). Everything else is returned as (tid, status,
+ * waitpid reports taken); tid 0 after a signal (EINTR: Python runs its handlers), -1 when
+ * no child is left.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,7 +30,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -279,6 +290,86 @@ static int loop(Core *c, int timeout_ms, int *err) {
             return R_HUP;
         }
     }
+}
+
+/* -- the attach engine's stepping loop ------------------------------------------------ */
+
+#ifndef __WALL
+#define __WALL 0x40000000
+#endif
+#define ORIG_RAX_OFFSET (15 * 8)
+
+static PyObject *native_step(PyObject *module, PyObject *args) {
+    (void)module;
+    int waker;
+    Py_buffer cand;
+    PyObject *inside, *owes;
+    if (!PyArg_ParseTuple(args, "iy*O!O!", &waker, &cand, &PySet_Type, &inside, &PySet_Type,
+                          &owes))
+        return NULL;
+    const unsigned char *is_candidate = cand.buf;
+    Py_ssize_t ncand = cand.len;
+    unsigned long long taken = 0;
+    PyObject *result = NULL;
+    (void)waker; /* its exit is not a syscall stop: returned like any other report */
+    for (;;) {
+        int status = 0, err = 0;
+        pid_t tid;
+        Py_BEGIN_ALLOW_THREADS
+        tid = waitpid(-1, &status, __WALL);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (tid < 0) {
+            if (err == EINTR || err == ECHILD) {
+                result = Py_BuildValue("(iiK)", err == EINTR ? 0 : -1, 0, taken);
+                break;
+            }
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            break;
+        }
+        taken++;
+        if ((status >> 8) != (SIGTRAP | 0x80) || (status & 0xFF) != 0x7F) {
+            result = Py_BuildValue("(iiK)", (int)tid, status, taken);
+            break;
+        }
+        PyObject *key = PyLong_FromLong(tid);
+        if (key == NULL)
+            break;
+        int in = PySet_Contains(inside, key);
+        if (in == 1) { /* the exit of an unwatched call: nothing to read */
+            if (PySet_Discard(inside, key) < 0) {
+                Py_DECREF(key);
+                break;
+            }
+            Py_DECREF(key);
+            ptrace(PTRACE_SYSCALL, tid, 0, 0); /* fails only for a thread that is gone */
+            continue;
+        }
+        int owed = in == 0 ? PySet_Contains(owes, key) : -1;
+        if (owed != 0) { /* an owed exit (or an error): Python reads it */
+            Py_DECREF(key);
+            if (owed < 0)
+                break;
+            result = Py_BuildValue("(iiK)", (int)tid, status, taken);
+            break;
+        }
+        errno = 0;
+        long nr = ptrace(PTRACE_PEEKUSER, tid, (void *)ORIG_RAX_OFFSET, 0);
+        if (errno == 0 && nr >= 0 && nr < ncand && is_candidate[nr]) {
+            Py_DECREF(key); /* an entry that may be watched: Python decides */
+            result = Py_BuildValue("(iiK)", (int)tid, status, taken);
+            break;
+        }
+        /* an unwatched entry (or the thread is gone): only its number was read */
+        int added = PySet_Add(inside, key);
+        Py_DECREF(key);
+        if (added < 0)
+            break;
+        ptrace(PTRACE_SYSCALL, tid, 0, 0);
+    }
+    PyBuffer_Release(&cand);
+    return result;
 }
 
 /* -- Python methods ----------------------------------------------------------------- */
@@ -587,9 +678,17 @@ static PyTypeObject CoreType = {
     .tp_methods = Core_methods,
 };
 
+static PyMethodDef module_methods[] = {
+    {"step", native_step, METH_VARARGS,
+     "step(waker, candidates, inside, owes) -> (tid, status, reports taken): the attach "
+     "engine's stepping loop (see the module source)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "tracer.engine._native",
-    "The notify engine's per-call loop in C (tracer/engine/native.py).", -1, NULL,
+    "The notify engine's per-call loop and the attach engine's stepping loop in C "
+    "(tracer/engine/native.py).", -1, module_methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -54,6 +54,11 @@ class _Module(Protocol):
     def Core(self, listener: int, wake_fd: int,  # noqa: N802 - the C type's name
              specs: list[tuple[int, int, int, int, int]]) -> NativeCore: ...
 
+    def step(self, waker: int, candidates: bytes, inside: set[int],
+             owes: set[int]) -> tuple[int, int, int]:
+        """The attach engine's stepping loop (tracer/engine/stepping.py)."""
+        ...
+
 
 def load() -> tuple[_Module | None, str]:
     """(the compiled module, or None), and why, for `run -v`."""

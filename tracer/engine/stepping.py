@@ -19,7 +19,10 @@ seized with PTRACE_O_EXITKILL: the tracer's death must not kill the service. So
   no other request (the thread is remembered as inside an unwatched call). Watched entries
   go to the same collector as launch's engines (`Want` is always honoured: the exit stop
   comes anyway). Clone/exec/signal/group-stop/exit stops are the ptrace engine's, resumed with
-  PTRACE_SYSCALL instead of PTRACE_CONT.
+  PTRACE_SYSCALL instead of PTRACE_CONT. With the native core (`native=`, tracer/engine/
+  native.py) the loop's hot part runs in C (`_native.step`): the exit of an unwatched
+  call and an entry whose number is not a candidate are resumed there, with the same two
+  requests and the same `inside` set; every other report comes back to the same Python.
 - stop (`request_stop()`, from any thread or a signal handler): `run()` leaves its waitpid
   at once. At start it forks a tiny "waker" child whose exit is what wakes waitpid(-1);
   the request only closes a pipe, so it is safe in a signal handler.
@@ -41,6 +44,7 @@ import os
 import select
 import threading
 import time
+from typing import Any
 
 from tracer import ptrace
 from tracer.engine.base import Capabilities, Collector
@@ -158,8 +162,10 @@ class AttachEngine(PtraceEngine):
     name = "attach"
     caps = Capabilities(registers=True, results="all", blocks_filter=True)
 
-    def __init__(self, pid: int, duration: float | None = None) -> None:
+    def __init__(self, pid: int, duration: float | None = None, native: Any = None) -> None:
         super().__init__(pid)
+        self.native = native  # the compiled module (native.load()), or None: pure Python
+        self.native_resumed = 0  # syscall stops the C loop resumed without Python
         self.duration = duration  # seconds after the seize; None: until request_stop()
         self.seized: set[int] = set()
         self.detached = False
@@ -203,6 +209,47 @@ class AttachEngine(PtraceEngine):
         return collector.finish()
 
     def _step(self, collector: Collector) -> None:
+        if self.native is not None:
+            self._native_step(collector, self.native.step)
+        else:
+            self._python_step(collector)
+
+    def _native_step(self, collector: Collector, step: Any) -> None:
+        """`_python_step` with its syscall-stop filter in C (see the module doc)."""
+        stop = self._stop
+        inside = self._inside
+        candidates = bytearray(1024)  # i386 numbers name native calls too
+        for nr in self._native | self._compat:
+            if 0 <= nr < len(candidates):
+                candidates[nr] = 1
+        cand = bytes(candidates)
+        waker = self._waker.pid if self._waker is not None else -1
+        tid = 0
+        try:
+            while collector.tracing and not stop.is_set():
+                tid, status, taken = step(waker, cand, inside, self.owes_exit)
+                self.stops += taken
+                self.native_resumed += taken - (tid > 0)  # all but the one returned
+                if tid == -1:
+                    break  # no child left
+                if tid == 0:
+                    continue  # a signal: its Python handler ran (request_stop wakes us)
+                if status >> 8 == SYSCALL_STOP and status & 0xFF == 0x7F:
+                    self._watched_stop(collector, tid)  # owed, or a candidate: resumes it
+                    continue
+                if status & 0x7F != 0x7F:
+                    if tid == waker:  # the duration is over (or a stop was requested)
+                        self._waker = None
+                        stop.set()
+                        break
+                    inside.discard(tid)  # exited
+                    self.seized.discard(tid)
+                self.handle(collector, tid, status)
+        except BaseException:
+            self._held = tid  # maybe still in its stop: detach() must not wait for it
+            raise
+
+    def _python_step(self, collector: Collector) -> None:
         """The stepping loop. Hot: locals only, and the bare ptrace function for the two
         requests of an unwatched call (PEEKUSER at the entry, PTRACE_SYSCALL). Every stop
         request (duration, signal, `request_stop`) arrives as the waker's exit."""
