@@ -353,7 +353,7 @@ def part_stacks(runs: int, scale: float, build: Callable[[str], Path]) -> str:
 
 
 def _attached_loop(binary: Path, n: str, tracer: Sequence[str] | None,
-                   ready: str) -> float | None:
+                   ready: str, env: dict[str, str] | None = None) -> float | None:
     """benchhttp's own timer for its request loop (BENCHHTTP_WAIT=1: it waits on stdin
     until the tracer, argv with {pid}, has printed `ready` on stderr), or None on failure."""
     import re
@@ -367,7 +367,8 @@ def _attached_loop(binary: Path, n: str, tracer: Sequence[str] | None,
         prog.stdout.readline()  # "benchhttp: listening"
         if tracer is not None:
             tr = subprocess.Popen([a.replace("{pid}", str(prog.pid)) for a in tracer],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                  env=env)
             assert tr.stderr is not None
             if not any(ready in line for line in tr.stderr):
                 return None
@@ -383,6 +384,9 @@ def _attached_loop(binary: Path, n: str, tracer: Sequence[str] | None,
                 p.communicate()
 
 
+PURE_ATTACH = "cgotrace attach, pure Python"  # its stepping loop without the native core
+
+
 def part_attach(runs: int, scale: float, build: Callable[[str], Path]) -> str:
     """Attach overhead: `cgotrace attach` vs `strace -f -p` on the HTTP workload, each
     attached to a waiting benchhttp before its timed loop starts (the program's own timer,
@@ -393,7 +397,8 @@ def part_attach(runs: int, scale: float, build: Callable[[str], Path]) -> str:
     exe = build("benchhttp")
     v: dict[str, tuple[list[str] | None, str]] = {
         "untraced": (None, ""),
-        "cgotrace attach": ([*CGOTRACE, "attach", "-q", "{pid}"], "cgotrace: attached to")}
+        "cgotrace attach": ([*CGOTRACE, "attach", "-q", "{pid}"], "cgotrace: attached to"),
+        PURE_ATTACH: ([*CGOTRACE, "attach", "-q", "{pid}"], "cgotrace: attached to")}
     strace = shutil.which("strace")
     if strace:
         v["strace -f -p"] = ([strace, "-f", "-o", "/dev/null", "-e", f"trace={WATCHED}",
@@ -403,20 +408,22 @@ def part_attach(runs: int, scale: float, build: Callable[[str], Path]) -> str:
     times: dict[str, list[float]] = {k: [] for k in v}
     for _ in range(runs):
         for name, (argv, ready) in v.items():
-            t = _attached_loop(exe, n, argv, ready)
+            env = {**os.environ, **PURE_ENV} if name == PURE_ATTACH else None
+            t = _attached_loop(exe, n, argv, ready, env)
             if t is not None:
                 times[name].append(t)
     missing = [k for k, t in times.items() if not t]
     if missing:
         return "\n".join([*out, f"  not available: {', '.join(missing)} failed"])
     med = {k: statistics.median(t) for k, t in times.items()}
-    rows = [["workload", "untraced", "cgotrace attach", "x untraced", "strace -f -p",
-             "x untraced", "attach vs strace", "goal", "result"]]
+    rows = [["workload", "untraced", "cgotrace attach", "x untraced", "attach (Python)",
+             "x untraced", "strace -f -p", "x untraced", "attach vs strace", "goal", "result"]]
     st = med.get("strace -f -p")
     ratio = med["cgotrace attach"] / st if st else None
     rows.append([f"HTTP, {n} keep-alive requests (benchhttp {n})", fmt_time(med["untraced"]),
                  fmt_time(med["cgotrace attach"]),
                  f"{med['cgotrace attach'] / med['untraced']:.2f}x",
+                 fmt_time(med[PURE_ATTACH]), f"{med[PURE_ATTACH] / med['untraced']:.2f}x",
                  fmt_time(st) if st else "-", f"{st / med['untraced']:.2f}x" if st else "-",
                  f"{ratio:.2f}x" if ratio else "-", "<= strace",
                  verdict(ratio <= 1.0) if ratio else "-"])
