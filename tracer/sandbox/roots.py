@@ -131,17 +131,36 @@ def build_preset(name: str, *, force: bool = False) -> Path:
     if not force and _read_stamp(dest) == stamp:
         return dest
     ensure_dir(dest.parent)
-    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        _mount_dirs(tmp)
-        {"scratch": _scratch, "static": _static, "musl": _musl, "glibc": _glibc}[name](tmp)
-        (tmp / _STAMP).write_text(stamp)
-        _replace_dir(tmp, dest)
-    finally:
+    # One builder at a time (parallel test workers, two cgotrace runs): a second builder
+    # that finds the tree done returns it instead of swapping it out from under a sandbox
+    # that may already run in it.
+    with _locked(dest.with_name(f".{dest.name}.lock")):
+        if not force and _read_stamp(dest) == stamp:
+            return dest
+        tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            _mount_dirs(tmp)
+            {"scratch": _scratch, "static": _static, "musl": _musl, "glibc": _glibc}[name](tmp)
+            (tmp / _STAMP).write_text(stamp)
+            _replace_dir(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if missing) for the block."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _read_stamp(dest: Path) -> str | None:
