@@ -46,7 +46,9 @@ from tracer.reporters import render
 from tracer.trace.model import Access
 from tracer.trace.recorder import read_trace
 
-pytestmark = [pytest.mark.ptrace, pytest.mark.go, pytest.mark.netns]
+# one xdist worker for the module: its traced runs are cached for all its tests
+pytestmark = [pytest.mark.ptrace, pytest.mark.go, pytest.mark.netns,
+              pytest.mark.xdist_group("findings-golden")]
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "findings"
@@ -315,7 +317,7 @@ def check_goldens(files: dict[str, str]) -> None:
         if actual != path.read_text():
             import tempfile
 
-            saved = Path(tempfile.gettempdir()) / f"cgotrace-golden-{name}"
+            saved = Path(tempfile.gettempdir()) / f"cgotrace-golden-{os.getpid()}-{name}"
             saved.write_text(actual)
             differ.append(f"diff {path} {saved}")
     if differ:

@@ -23,7 +23,9 @@ import pytest
 
 from tests.integration.tracing_helpers import cgotrace_cmd, compile_c
 
-pytestmark = [pytest.mark.ptrace, pytest.mark.netns, pytest.mark.go]
+# podman mounts in this machine's mount table, which test_sandbox.py watches: one worker
+pytestmark = [pytest.mark.ptrace, pytest.mark.netns, pytest.mark.go,
+              pytest.mark.xdist_group("host-mount-table")]
 
 Sample = Callable[..., Path]
 GLIBC_INTERP = "/lib64/ld-linux-x86-64.so.2"

@@ -28,7 +28,9 @@ from tracer.sandbox import container, netns, roots
 from tracer.sandbox.container import PreparedSandbox, SandboxSpec
 from tracer.sandbox.netns import LoopbackNetwork
 
-pytestmark = pytest.mark.netns
+# host_mounts_unchanged compares this machine's mount table before and after a test:
+# podman (test_images_cli.py) mounts in it too, so the two modules share one xdist worker
+pytestmark = [pytest.mark.netns, pytest.mark.xdist_group("host-mount-table")]
 
 TIMEOUT = 20.0
 
