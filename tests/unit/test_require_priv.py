@@ -35,6 +35,7 @@ def test_xpass():
 '''
 MODULE_SKIP = 'import pytest\npytest.skip("whole module", allow_module_level=True)\n'
 IMPORT_SKIP = 'import pytest\npytest.importorskip("cgotrace_no_such_module")\n'
+ARGS = ("-p", "tests.require_priv", "-p", "no:cacheprovider", "-p", "no:cgotrace")
 
 
 @pytest.fixture
@@ -47,8 +48,7 @@ def session(pytester: pytest.Pytester) -> pytest.Pytester:
 def test_everything_that_did_not_run_fails_under_require_priv(
         session: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CGOTRACE_REQUIRE_PRIV", "1")
-    result = session.runpytest("-p", "tests.require_priv", "-p", "no:cacheprovider", "-p", "no:cgotrace", "-rA",
-                                "--continue-on-collection-errors")
+    result = session.runpytest(*ARGS, "-rA", "--continue-on-collection-errors")
     # a skip in setup (marker, fixture) or at collection is an error, in the call a failure
     result.assert_outcomes(passed=1, failed=3, errors=4)
     for words in ("skipped under CGOTRACE_REQUIRE_PRIV=1 (CI must run it): no ptrace here",
@@ -61,5 +61,5 @@ def test_everything_that_did_not_run_fails_under_require_priv(
 def test_without_it_they_are_skips_and_xfails(session: pytest.Pytester,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CGOTRACE_REQUIRE_PRIV", raising=False)
-    result = session.runpytest("-p", "tests.require_priv", "-p", "no:cacheprovider", "-p", "no:cgotrace")
+    result = session.runpytest(*ARGS)
     result.assert_outcomes(passed=1, skipped=5, xfailed=1, xpassed=1)
