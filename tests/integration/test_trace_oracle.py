@@ -18,6 +18,8 @@ What may legitimately differ, and how it is handled:
 - counts of `parallel` (CONCURRENT): eight goroutines run cgo lookups at once, and how
   often glibc re-reads its shared NSS state (nsswitch.conf's mtime, the nscd socket, the db
   module) depends on which thread gets there first: there the sets are compared;
+- counts of `leaderexit`: its worker polls the leader's /proc/PID/task/PID/stat until the
+  leader is a zombie, as often as the scheduling makes it (once or twice seen): sets too;
 - temporary names and pids in paths (/tmp/openmany-123, /proc/456/...) are normalised;
 - the interpreter record (flags PT_INTERP) is synthesised from the exec, not a syscall;
 - apps waiting for a signal (lifecycle = "ready-file") and the bench apps are left out;
@@ -74,7 +76,7 @@ def _cases() -> list[tuple[str, str, list[str]]]:
 
 
 _SCHEDULING_DEPENDENT = frozenset({"/sys/devices/system/cpu/online"})
-CONCURRENT = frozenset({"parallel"})  # counts depend on scheduling (see the docstring)
+CONCURRENT = frozenset({"parallel", "leaderexit"})  # counts depend on scheduling (docstring)
 
 
 def _normalise(calls: list[Call]) -> Counter[Call]:

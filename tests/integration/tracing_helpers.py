@@ -109,10 +109,25 @@ def _sockaddr(args: str) -> str | None:
     return f"family {family}"
 
 
+def _one_spelling(path: str) -> str:
+    """The spelling docs/trace-format.md promises for a recorded path: runs of slashes
+    become one and `.` components go; `..` and a trailing slash (also `/.`) stay."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts:
+        return "/"
+    trail = "/" if path.endswith(("/", "/.")) else ""
+    return "/" + "/".join(parts) + trail
+
+
 def _path(name: str, args: str, cwd: str) -> str | None:
     """The absolute path of a path call, resolved as cgotrace does (tracer/recording/
-    entry.py): against the dirfd's -y annotation or the cwd; None for an fstat-style
-    AT_EMPTY_PATH call, which cgotrace does not record."""
+    entry.py): against the dirfd's -y annotation or the cwd, in one spelling; None for an
+    fstat-style AT_EMPTY_PATH call, which cgotrace does not record."""
+    path = _unspelled_path(name, args, cwd)
+    return _one_spelling(path) if path is not None and path.startswith("/") else path
+
+
+def _unspelled_path(name: str, args: str, cwd: str) -> str | None:
     s = _STRING.search(args)
     if s is None:
         return None
