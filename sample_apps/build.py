@@ -19,6 +19,7 @@ directories (`../thirdparty/workpool`), which are part of the app's source diges
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ import sys
 import tempfile
 import threading
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,9 +251,64 @@ def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
     force_cgo = (version, mode) in FORCE_RUNTIME_CGO
     digest = f"{_source_digest(app_dir)}:{m}" + (":runtime/cgo" if force_cgo else "")
     # app.toml is not part of the digest: changing expectations must not rebuild.
-    if out.exists() and stamp.exists() and stamp.read_text() == digest:
+    if _fresh(out, stamp, digest):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent builders (pytest-xdist workers, build_many's threads): one builds each
+    # target while the others wait and then find it fresh; the binary and its stamp are
+    # each replaced atomically, binary first (a stamp never vouches for an older binary).
+    with _locked(out.with_name(f".{out.name}.lock")):
+        if _fresh(out, stamp, digest):
+            return out
+        with _first_of_its_kind(version, m):
+            _go_build(app, app_dir, m, version, out, force_cgo)
+        tmp_stamp = stamp.with_name(f".{stamp.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp_stamp.write_text(digest)
+        os.replace(tmp_stamp, stamp)
+    return out
+
+
+def _fresh(out: Path, stamp: Path, digest: str) -> bool:
+    try:
+        return out.exists() and stamp.read_text() == digest
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if missing) for the block: processes and
+    threads alike wait for each other (each open is its own lock owner)."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _first_of_its_kind(version: str, m: Mode) -> Iterator[None]:
+    """The first build of a (Go version, compile configuration) compiles the standard
+    library into GOCACHE; two at once would both do it. Until a marker says that
+    configuration is warm, its builds take a shared lock, one at a time."""
+    key = hashlib.sha256(repr((m.env, m.tags, m.buildmode)).encode()).hexdigest()[:12]
+    cache = ROOT / ".cache" / "gocache" / version
+    marker = cache / f".cgotrace-warm-{key}"
+    if marker.exists():
+        yield
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache / f".cgotrace-warm-{key}.lock"):
+        yield
+        marker.touch()
+
+
+def _go_build(app: str, app_dir: Path, m: Mode, version: str, out: Path,
+              force_cgo: bool) -> None:
+    """`go build` of the app into `out`, through a private temporary name."""
     env = go_env(version)
     env.update(dict(m.env))
     tmp = f"{out}.{os.getpid()}.{threading.get_ident()}.tmp"  # concurrent builders never clash
@@ -275,10 +331,8 @@ def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
             shutil.rmtree(overlay_dir, ignore_errors=True)
     if proc.returncode != 0:
         Path(tmp).unlink(missing_ok=True)
-        raise BuildError(f"building {app} ({mode}, go{version}) failed:\n{proc.stderr.strip()}")
+        raise BuildError(f"building {app} ({m.name}, go{version}) failed:\n{proc.stderr.strip()}")
     os.replace(tmp, out)
-    stamp.write_text(digest)
-    return out
 
 
 def _runtime_cgo_overlay(app_dir: Path, tmp: Path) -> str:

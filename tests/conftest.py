@@ -1,13 +1,13 @@
 """Shared fixtures: sample-app builds, privilege preflights, and the CI rule that a skip fails.
 
-Under CGOTRACE_REQUIRE_PRIV=1 (CI runs as root) any skipped test is reported as a failure,
-with the skip reason: CI must never silently skip the ptrace, namespace or Go tests.
+Under CGOTRACE_REQUIRE_PRIV=1 (CI runs as root) any skipped test or module, xfail or xpass
+is reported as a failure, with the reason (tests/require_priv.py): CI must never silently
+skip the ptrace, namespace or Go tests.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,20 +15,10 @@ import pytest
 from sample_apps import build as sample_build
 from tests import preflight
 
-REQUIRE_PRIV = os.environ.get("CGOTRACE_REQUIRE_PRIV") == "1"
-
-# pytester runs the pytest plugin (tracer/pytest_plugin.py) in a test session of its own
-pytest_plugins = ("pytester",)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    if REQUIRE_PRIV and report.skipped and not hasattr(report, "wasxfail"):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.outcome = "failed"
-        report.longrepr = f"skipped under CGOTRACE_REQUIRE_PRIV=1 (CI must run it): {reason}"
+# pytester runs the pytest plugin (tracer/pytest_plugin.py) in a test session of its own;
+# tests/require_priv.py is the CI rule: under CGOTRACE_REQUIRE_PRIV=1 a skip (of a test or
+# of a whole module), an xfail and an xpass are failures
+pytest_plugins = ("pytester", "tests.require_priv")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

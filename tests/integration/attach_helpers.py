@@ -31,6 +31,7 @@ class Service:
     proc: subprocess.Popen[bytes]
     port: int
     netns_path: str
+    seccomp: tuple[str, str] = ("0", "0")  # seccomp_state() before any attach
 
     @property
     def pid(self) -> int:
@@ -96,7 +97,7 @@ def service(exe: Path, netns_path: str, *extra: str,
                                 preexec_fn=prepared.child_setup)
         try:
             port = int(read_ready(fd, proc)[0])
-            yield Service(proc, port, netns_path)
+            yield Service(proc, port, netns_path, seccomp_state(proc.pid))
         finally:
             os.close(fd)
             stop_process(proc)
@@ -182,11 +183,17 @@ def status_field(pid: int, name: str) -> str:
     raise KeyError(name)
 
 
-def assert_untouched(pid: int) -> None:
-    """Detached and left as it was: no tracer, no seccomp filter, no thread stopped."""
+def seccomp_state(pid: int) -> tuple[str, str]:
+    """The Seccomp mode and the number of filters of a process (/proc/PID/status): what an
+    attach must leave as it found it (a test runner in a container already has a filter)."""
+    return status_field(pid, "Seccomp"), status_field(pid, "Seccomp_filters")
+
+
+def assert_untouched(pid: int, seccomp: tuple[str, str]) -> None:
+    """Detached and left as it was: no tracer, the seccomp state it had before (`seccomp`,
+    from seccomp_state), no thread stopped."""
     assert status_field(pid, "TracerPid") == "0"
-    assert status_field(pid, "Seccomp") == "0"
-    assert status_field(pid, "Seccomp_filters") == "0"
+    assert seccomp_state(pid) == seccomp
     deadline = time.monotonic() + 5
     while True:  # a thread may still be on its way out of the detach stop
         states = thread_states(pid)

@@ -28,6 +28,7 @@ from tests.integration.attach_helpers import (
     Client,
     assert_untouched,
     loopback_dns,
+    seccomp_state,
     service,
     stop_process,
 )
@@ -56,25 +57,35 @@ def _attributed(accesses: list[Access], path: str, go_api: str, marker: str
     return out
 
 
+CLIENTS = 3  # concurrent request loops: the load the attach must not disturb
+
+
 @pytest.mark.parametrize("mode", ["cgo", "stripped", "pure"])
 def test_attach_captures_lookups_and_detaches(mode: str, sample: Callable[..., Path]) -> None:
     from tracer.attribution.attributor import Attributor
     from tracer.commands.attach import AttachOptions, attach_process
 
     exe = sample("server", mode)
-    with loopback_dns() as ns, service(exe, ns) as svc, Client(svc) as client:
-        client.wait_for(6)  # serving before we come
+    with loopback_dns() as ns, service(exe, ns) as svc, contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(Client(svc)) for _ in range(CLIENTS)]
+        for client in clients:
+            client.wait_for(3)  # serving all of them before we come
+        during = [client.ok for client in clients]
         got: list[Access] = []
         result = attach_process(AttachOptions(svc.pid, duration=ATTACH_SECONDS,
                                               attributor=Attributor(), on_access=got.append,
                                               handle_signals=False))
         assert result.ended is None and "detached" in result.how
         assert result.threads >= 2
-        assert_untouched(svc.pid)
-        client.wait_for(9)  # and serving after we left
-        ok, fail, failures = client.stop()
+        assert_untouched(svc.pid, svc.seccomp)
+        served = [client.ok - n for client, n in zip(clients, during, strict=True)]
+        assert all(served), f"a client got no answer while attached: {served}"
+        for client in clients:
+            client.wait_for(3)  # and serving all of them after we left
+        outcomes = [client.stop() for client in clients]
         assert svc.proc.poll() is None, "the server died"
-    assert fail == 0, failures
+    failures = [line for _, _, lines in outcomes for line in lines]
+    assert sum(fail for _, fail, _ in outcomes) == 0, failures
     users = _attributed(got, "/etc/passwd", "os/user.LookupId", "server-lookupid")
     assert users, "no attributed /etc/passwd access among " + repr(
         sorted({(a.path, a.attribution.go_api if a.attribution else None) for a in got}))
@@ -187,7 +198,7 @@ def test_signal_ends_attach_cleanly(sig: int, sample: Callable[..., Path],
         finally:
             stop_process(tracer, signal.SIGKILL)
         assert tracer.returncode == 0, err.decode()
-        assert_untouched(svc.pid)
+        assert_untouched(svc.pid, svc.seccomp)
         client.wait_for(3)
         ok, fail, failures = client.stop()
     assert fail == 0, failures
@@ -238,7 +249,7 @@ def test_tracer_sigkill_leaves_server_serving(sample: Callable[..., Path],
         finally:
             stop_process(tracer, signal.SIGKILL)
         assert tracer.returncode == -signal.SIGKILL
-        assert_untouched(svc.pid)
+        assert_untouched(svc.pid, svc.seccomp)
         client.wait_for(9)  # lookups (user and DNS) still answered correctly
         ok, fail, failures = client.stop()
         assert svc.proc.poll() is None
@@ -341,7 +352,7 @@ def test_attach_into_a_container(sample: Callable[..., Path], tmp_path: Path) ->
             fake.wait()
             exe_link = os.readlink(f"/proc/{pid}/exe")
             assert exe_link == prepared.program_in_root and not os.path.exists(exe_link)
-            svc = Service(proc=fake, port=port, netns_path=ns)
+            svc = Service(proc=fake, port=port, netns_path=ns, seccomp=seccomp_state(pid))
             with Client(svc) as client:
                 client.wait_for(3)
                 got: list[Access] = []
@@ -349,7 +360,7 @@ def test_attach_into_a_container(sample: Callable[..., Path], tmp_path: Path) ->
                                                       attributor=Attributor(),
                                                       on_access=got.append,
                                                       handle_signals=False))
-                assert_untouched(pid)
+                assert_untouched(pid, svc.seccomp)
                 client.wait_for(3)
                 ok, fail, failures = client.stop()
             assert fail == 0, failures
@@ -395,13 +406,14 @@ def test_threads_started_during_the_attach_are_traced(tmp_path: Path) -> None:
     proc = subprocess.Popen([str(prog)])
     try:
         time.sleep(0.2)
+        seccomp = seccomp_state(proc.pid)
         got: list[Access] = []
         before: set[int] = set()
         result = attach_process(AttachOptions(
             proc.pid, duration=1.5, on_access=got.append, handle_signals=False,
             on_attached=lambda engine: before.update(engine.seized)))  # type: ignore[attr-defined]
         assert result.ended is None, result.how
-        assert_untouched(proc.pid)
+        assert_untouched(proc.pid, seccomp)
         assert proc.poll() is None
     finally:
         stop_process(proc, signal.SIGKILL)
@@ -423,12 +435,13 @@ def test_a_failure_inside_the_tracer_still_detaches() -> None:
     proc = subprocess.Popen([str(compile_c(_THREADS_C))])
     try:
         time.sleep(0.2)
+        seccomp = seccomp_state(proc.pid)
         engine = AttachEngine(proc.pid)
         engine.seize()
         with pytest.raises(RuntimeError, match="collector bug"):
             engine.run(Broken(on_access=lambda a: None))
         assert engine.detached
-        assert_untouched(proc.pid)
+        assert_untouched(proc.pid, seccomp)
         assert proc.poll() is None
     finally:
         stop_process(proc, signal.SIGKILL)
@@ -479,7 +492,7 @@ def test_attach_gate_fails_on_a_finding_and_an_allow_list_passes_it(
                 _cgotrace("attach", str(svc.pid), "-q", "--duration", "2",
                           "--fail-on", "user-lookup-cgo", *extra),
                 capture_output=True, text=True, cwd=ROOT, timeout=120)
-            assert_untouched(svc.pid)
+            assert_untouched(svc.pid, svc.seccomp)
         ok, fail, failures = client.stop()
     assert fail == 0, failures
     gated, allowed = runs["gated"], runs["allowed"]

@@ -1,7 +1,9 @@
-"""The CI gate through the real CLI: `run --fail-on hidden` fails the cgo user lookup (121)
-and passes its pure build (0); an allow-list turns the failure into a pass and the findings
-are shown as allowed; `report --fail-on` exits 1; `run --report FORMAT=FILE` writes reports;
-sitegen's files under its working directory are program files (one line, no findings)."""
+"""The CI gate through the real CLI, under each engine (`CGOTRACE_ENGINE`): `run --fail-on
+hidden` fails the cgo user lookup (121) and passes its pure build (0); a program's own
+non-zero status wins over a failing gate; an allow-list turns the failure into a pass and
+the findings are shown as allowed; `report --fail-on` exits 1; `run --report FORMAT=FILE`
+writes reports; sitegen's files under its working directory are program files (one line,
+no findings); a bug inside cgotrace is exit 70 in one line (a traceback with --debug)."""
 
 from __future__ import annotations
 
@@ -16,23 +18,44 @@ import pytest
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go, pytest.mark.netns]
 
-ENV = {**{k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")},
-       "NO_COLOR": "1"}
+ENGINES = ("ptrace", "notify")
+
+
+@pytest.fixture(autouse=True, params=ENGINES)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test under each engine: `cgotrace run` reads $CGOTRACE_ENGINE."""
+    monkeypatch.setenv("CGOTRACE_ENGINE", request.param)
+    monkeypatch.delenv("CGOTRACE_NO_NOTIFY", raising=False)
+    return str(request.param)
+
+
+def _env() -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")},
+            "NO_COLOR": "1"}
 
 
 def cgotrace(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True,
-                          text=True, timeout=300, env=ENV, cwd=cwd)
+                          text=True, timeout=300, env=_env(), cwd=cwd)
+
+
+def engine_of(trace: Path) -> str:
+    """The engine that wrote a trace: the notify engine counts its notifications."""
+    from tracer.trace.recorder import read_trace
+
+    stats = read_trace(trace).exit["stats"]
+    return "notify" if "notifications" in stats else "ptrace"
 
 
 def test_fail_on_hidden_fails_cgo_and_passes_pure(sample: Callable[..., Path],
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, engine: str) -> None:
     cgo, pure = sample("userlookup", "cgo"), sample("userlookup", "pure")
     trace = tmp_path / "t.jsonl"
     r = cgotrace("run", "--rootfs", "glibc", "-o", str(trace), "--report",
                  f"json={tmp_path / 'r.json'}", "--report", f"text={tmp_path / 'r.txt'}",
                  "--fail-on", "hidden", "--", str(cgo))
     assert r.returncode == 121, r.stderr
+    assert engine_of(trace) == engine
     assert "LookupId(0): root" in r.stdout  # the program ran normally
     assert "gate failed: hidden: " in r.stderr and "/etc/nsswitch.conf" in r.stderr
     doc = json.loads((tmp_path / "r.json").read_text())
@@ -220,7 +243,7 @@ def test_a_closed_stderr_or_stdout_keeps_the_exit_status(sample: Callable[..., P
         w = _closed_pipe()
         with open(out, "w") as stdout:
             proc = subprocess.run([sys.executable, "-m", "tracer", *args], stdout=stdout,
-                                  stderr=w, env=ENV, timeout=300)
+                                  stderr=w, env=_env(), timeout=300)
         os.close(w)
         assert proc.returncode == code, args
     # report writes to stdout: a closed stdout keeps the gate's 1 (and 0 without a gate)
@@ -228,7 +251,7 @@ def test_a_closed_stderr_or_stdout_keeps_the_exit_status(sample: Callable[..., P
                        (["report", "--format", "json", str(trace)], 0)]:
         w = _closed_pipe()
         proc = subprocess.run([sys.executable, "-m", "tracer", *args], stdout=w,
-                              stderr=subprocess.DEVNULL, env=ENV, timeout=300)
+                              stderr=subprocess.DEVNULL, env=_env(), timeout=300)
         os.close(w)
         assert proc.returncode == code, args
 
@@ -239,10 +262,73 @@ def test_a_real_pipe_that_closes_early_keeps_the_status() -> None:
     shell = (f"{sys.executable} -m tracer run -- /bin/echo hello 2>&1 | head -1 >/dev/null;"
              " echo ${PIPESTATUS[0]}")
     codes = [subprocess.run(["bash", "-c", shell], capture_output=True, text=True,
-                            env=ENV, timeout=120).stdout.strip() for _ in range(8)]
+                            env=_env(), timeout=120).stdout.strip() for _ in range(8)]
     assert codes == ["0"] * 8
     # started with stdout and stderr closed (`>&- 2>&-`): an internal error (70) before
     shell = f"{sys.executable} -m tracer run -- /bin/sh -c 'exit 3' >&- 2>&-; echo $?"
-    r = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=ENV,
+    r = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=_env(),
                        timeout=120)
     assert r.stdout.strip() == "3", r.stderr
+
+
+# getpwnam through glibc NSS (nsswitch.conf, /etc/passwd: hidden dependencies), then the
+# program's own failure status
+LOOKUP_THEN_EXIT_C = r"""
+#include <pwd.h>
+#include <stdio.h>
+int main(void) {
+    struct passwd *pw = getpwnam("root");
+    printf("uid %d\n", pw ? (int)pw->pw_uid : -1);
+    return 3;
+}
+"""
+
+
+def test_the_programs_own_failure_wins_over_a_failing_gate(tmp_path: Path,
+                                                           engine: str) -> None:
+    """run's status is the program's; 121 only replaces a 0 (docs/exit-codes.md)."""
+    from tests.integration.tracing_helpers import compile_c
+
+    prog = str(compile_c(LOOKUP_THEN_EXIT_C))
+    trace = tmp_path / "t.jsonl"
+    r = cgotrace("run", "-o", str(trace), "--fail-on", "hidden", "--", prog)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == "uid 0\n"
+    assert "gate failed: hidden: " in r.stderr and "/etc/nsswitch.conf" in r.stderr
+    assert engine_of(trace) == engine
+    r = cgotrace("report", "--fail-on", "hidden", str(trace))  # the trace alone: the gate
+    assert r.returncode == 1
+
+
+# Runs the CLI in a process where rendering the report raises an unexpected exception: a
+# stand-in for any bug inside cgotrace once the program has run.
+_BROKEN_REPORT = """
+import sys
+import tracer.reporters as reporters
+def render(*args, **kwargs):
+    raise RuntimeError("render is broken")
+reporters.render = render
+from tracer.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_bug_inside_cgotrace_is_exit_70_in_one_line(tmp_path: Path, debug: bool,
+                                                      engine: str) -> None:
+    from tests.integration.tracing_helpers import compile_c
+
+    prog = str(compile_c(LOOKUP_THEN_EXIT_C))
+    args = ["--debug"] if debug else []
+    r = subprocess.run([sys.executable, "-c", _BROKEN_REPORT, *args, "run", "--", prog],
+                       capture_output=True, text=True, timeout=120, env=_env())
+    assert r.stdout == "uid 0\n"  # the program ran to its end
+    if debug:
+        assert r.returncode == 1 and "Traceback" in r.stderr
+        assert "RuntimeError: render is broken" in r.stderr
+    else:
+        assert r.returncode == 70, r.stderr
+        assert r.stderr.strip().splitlines()[-1] == (
+            "cgotrace: internal error: RuntimeError: render is broken (rerun with --debug "
+            "for a traceback)")
+        assert "Traceback" not in r.stderr

@@ -24,7 +24,9 @@ import pytest
 
 from tests.integration.tracing_helpers import cgotrace_cmd, compile_c
 
-pytestmark = [pytest.mark.ptrace, pytest.mark.netns, pytest.mark.go]
+# podman mounts in this machine's mount table, which test_sandbox.py watches: one worker
+pytestmark = [pytest.mark.ptrace, pytest.mark.netns, pytest.mark.go,
+              pytest.mark.xdist_group("host-mount-table")]
 
 Sample = Callable[..., Path]
 GLIBC_INTERP = "/lib64/ld-linux-x86-64.so.2"
@@ -237,8 +239,28 @@ def test_x509roots_on_scratch_records_the_missing_ca_paths(sample: Sample,
             "/etc/ssl/certs"} <= missing, missing
 
 
-def test_static_glibc_unknown_uid_shows_nss_accesses_and_crash(sample: Sample,
-                                                              tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def glibc_root_sends_passwd_to_systemd() -> Path:
+    """The glibc preset root copies the host's nsswitch.conf and NSS modules; on a host
+    whose passwd line names `systemd` (Debian 12 default) with libnss_systemd installed,
+    an unknown uid reaches that module. The tests below are about exactly that."""
+    from tracer.sandbox import roots
+
+    root = roots.resolve_rootfs("glibc")
+    conf = root / "etc" / "nsswitch.conf"
+    passwd = [line.split(":", 1)[1].split() for line in
+              (conf.read_text().splitlines() if conf.exists() else [])
+              if line.startswith("passwd:")]
+    if not passwd or "systemd" not in passwd[0]:
+        pytest.skip(f"{conf}: the passwd line names no systemd source ({passwd})")
+    if not any((root / d / "libnss_systemd.so.2").exists()
+               for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")):
+        pytest.skip(f"libnss_systemd.so.2 is not in {root} (the host has none)")
+    return root
+
+
+def test_static_glibc_unknown_uid_shows_nss_accesses_and_crash(
+        sample: Sample, tmp_path: Path, glibc_root_sends_passwd_to_systemd: Path) -> None:
     out = tmp_path / "t.jsonl"
     r = cgotrace("run", "-o", str(out), "--rootfs", "glibc", "--",
                  str(sample("userlookup", "static")))
@@ -247,12 +269,12 @@ def test_static_glibc_unknown_uid_shows_nss_accesses_and_crash(sample: Sample,
            and x["kind"] == "dlopen-library" and "/libnss_" in x["path"]]
     assert accesses(lines, "/etc/nsswitch.conf") and nss
     assert all(a.get("c_function") == "getpwuid_r" for a in nss)
-    # Debian's nsswitch.conf sends the unknown uid to libnss_systemd, built for the shared
-    # glibc: the static one crashes in it (Go reports the SIGSEGV and exits 2).
-    if any("libnss_systemd" in a["path"] for a in nss):
-        assert r.returncode == 2 and "SIGSEGV" in r.stderr
-        signals = [x for x in lines if x["type"] == "event" and x["event"] == "signal"]
-        assert signals and signals[0]["signal_name"] == "SIGSEGV"
+    # the unknown uid goes to libnss_systemd, built for the shared glibc: the static one
+    # crashes in it (Go reports the SIGSEGV and exits 2)
+    assert any(a["path"].endswith("/libnss_systemd.so.2") for a in nss), nss
+    assert r.returncode == 2 and "SIGSEGV" in r.stderr
+    signals = [x for x in lines if x["type"] == "event" and x["event"] == "signal"]
+    assert signals and signals[0]["signal_name"] == "SIGSEGV"
 
 
 # --- matrix ---------------------------------------------------------------------------------
@@ -700,7 +722,8 @@ def test_matrix_shows_progress_on_a_terminal() -> None:
     assert "[1/2]" not in out  # the table itself has no progress lines
 
 
-def test_matrix_gate_applies_per_root(sample: Sample, tmp_path: Path) -> None:
+def test_matrix_gate_applies_per_root(sample: Sample, tmp_path: Path,
+                                      glibc_root_sends_passwd_to_systemd: Path) -> None:
     binary = str(sample("userlookup", "cgo"))
     r = cgotrace("matrix", "--fail-on", "nss-module", "--rootfs", "glibc,scratch", binary)
     assert r.returncode == 1

@@ -7,13 +7,40 @@ root), and the README's example: nine traced runs in all."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go, pytest.mark.netns]
+
+
+@pytest.fixture(autouse=True, params=["ptrace", "notify"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+           pytester: pytest.Pytester) -> Iterator[str]:
+    """Every test under each engine (the plugin's `cgotrace run` reads $CGOTRACE_ENGINE);
+    afterwards, every trace the test's sessions wrote is that engine's (the notify engine
+    counts its notifications in the exit line)."""
+    import time
+
+    from tracer.trace.recorder import read_trace
+
+    monkeypatch.setenv("CGOTRACE_ENGINE", request.param)
+    monkeypatch.delenv("CGOTRACE_NO_NOTIFY", raising=False)
+    start = time.time()
+    yield str(request.param)
+    checked = 0
+    for trace in pytester.path.parent.joinpath("basetemp").rglob("cgotrace-*.jsonl"):
+        if trace.stat().st_mtime < start:
+            continue  # an earlier test's session
+        stats = read_trace(trace).exit["stats"]
+        assert ("notifications" in stats) == (request.param == "notify"), (trace, stats)
+        checked += 1
+    assert checked or request.node.originalname in _UNTRACED, "no trace was written"
+
+
+_UNTRACED = {"test_entry_point_is_named_cgotrace", "test_without_the_plugin_there_is_no_fixture"}
 
 TESTS = '''
 import pytest

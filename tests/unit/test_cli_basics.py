@@ -1,3 +1,6 @@
+"""The CLI's own surface, without tracing anything: help, usage errors, a non-ELF input.
+(`run` with a program is in tests/integration/test_cli_run.py.)"""
+
 import subprocess
 import sys
 
@@ -29,13 +32,6 @@ def test_mistyped_option_before_the_program_is_a_usage_error() -> None:
     assert r.returncode == 2 and "--rootfss (did you mean --rootfs?)" in r.stderr
     r = run_cli("inspect", "--imag", "x", "/bin/true")
     assert r.returncode == 2 and "--imag (did you mean --image?)" in r.stderr
-
-
-def test_options_after_the_program_are_the_programs() -> None:
-    r = run_cli("run", "-q", "--no-stacks", "/bin/echo", "--imagee", "-x")
-    assert r.returncode == 0 and r.stdout == "--imagee -x\n"
-    r = run_cli("run", "-q", "--no-stacks", "--", "/bin/echo", "--rootfs")
-    assert r.returncode == 0 and r.stdout == "--rootfs\n"
 
 
 def test_matrix_of_a_file_that_is_not_elf_is_one_line_exit_3(tmp_path: object) -> None:

@@ -60,3 +60,52 @@ def test_main_package_must_be_relative(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(build, "APPS_DIR", tmp_path)
     with pytest.raises(build.BuildError, match="main_package"):
         build.main_package("bad")
+
+
+_FAKE_GO = """#!/bin/sh
+# a stand-in for `go build -o OUT ...`: counts its runs, takes a while, writes OUT
+echo run >> "$CGOTRACE_FAKE_GO_LOG"
+sleep 0.5
+while [ "$1" != "-o" ]; do shift; done
+printf 'built by %s\\n' "$$" > "$2"
+"""
+
+_BUILDER = """
+import sys
+from pathlib import Path
+from sample_apps import build
+build.BUILD_CACHE = Path(sys.argv[1])
+build.ROOT = Path(sys.argv[1])
+build.go_tool = lambda version: Path(sys.argv[2])
+build.go_env = lambda version: dict(__import__("os").environ)
+print(build.build("hello", "cgo", "1.27.3"))
+"""
+
+
+def test_concurrent_builders_build_a_target_once(tmp_path: Path) -> None:
+    """Two processes (pytest-xdist workers) ask for the same target at once: one builds,
+    the other waits and gets the same file; its stamp is written whole."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "go"
+    fake.write_text(_FAKE_GO)
+    fake.chmod(0o755)
+    log = tmp_path / "runs.log"
+    env = {**os.environ, "CGOTRACE_FAKE_GO_LOG": str(log),
+           "PYTHONPATH": str(Path(build.__file__).resolve().parents[1])}
+    cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILDER, str(cache), str(fake)],
+                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    target = cache / "1.27.3" / "hello-cgo"
+    assert outs == [str(target)] * 3
+    assert log.read_text().splitlines() == ["run"]  # built once
+    assert target.read_text().startswith("built by ")
+    digest = target.with_suffix(".digest").read_text()
+    assert digest.startswith(build._source_digest(build.APPS_DIR / "hello") + ":")
+    # no temporary file left behind (the lock file stays: an empty file, reused)
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        ".hello-cgo.lock", "hello-cgo", "hello-cgo.digest"]

@@ -11,10 +11,11 @@ files are opened through /proc/PID/root, and deleted or unreachable files throug
 A file that cannot be opened or parsed is recorded with a reason (`LoadedImage.problems`)
 and never raises: the unwinder reports it as unsymbolized and carries on.
 
-Layering: `tracer.process` sits above `tracer.unwind` and `tracer.symbols` (it builds their
-tables per image) and below the collector and the attributor; the unwinder sees modules
-only through its own protocols (tracer/unwind/stack.py `ModuleLike`), so nothing below
-imports this package. The maps text is parsed by `tracer.process.maps.parse_maps` only.
+Layering: this module sits above `tracer.unwind` and `tracer.binary` (it builds their
+tables per image) and is used by the rest of `tracer.attribution`; the unwinder sees
+modules only through its own protocols (tracer/unwind/stack.py `ModuleMap`, `Module`,
+`ImageLike`), so nothing below imports it. The maps text is parsed by
+`tracer.process.maps.parse_maps` only.
 """
 
 from __future__ import annotations

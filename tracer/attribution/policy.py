@@ -1,8 +1,8 @@
 """Which accesses the attributor works on, and how much: the keep-policy, and lazy building.
 
-Keep-policy (docs/architecture.md): a stack walk costs ~0.1 ms, and a program may open one
-file 20,000 times from one call site. So per process (`KeepPolicy`, one per traced
-process, held by its `ProcessState`):
+Keep-policy (docs/attribution.md, "Keep-policy"): a stack walk costs ~0.1 ms, and a
+program may open one file 20,000 times from one call site. So per process (`KeepPolicy`,
+one per traced process, held by its `ProcessState`):
 
 * the first FULL_PER_PATH accesses of each (syscall, path) are walked in full;
 * after that a short walk (the syscall PC and the first FAST_FRAMES frame PCs) gives a

@@ -252,7 +252,7 @@ class StaticFacts:
         }
 
 
-# === reading the Go tables (pclntab and buildinfo belong to tracer.symbols) ===============
+# === reading the Go tables (tracer/binary/pclntab.py, buildinfo.py; imported on use) =====
 
 def _function_names(img: ElfImage, notes: list[str]) -> tuple[list[str], str, int | None,
                                                                int | None]:
@@ -636,8 +636,9 @@ def _hazards(elf: ElfFacts, cgo: CgoFacts, features: tuple[FeatureFacts, ...],
 
 def static_header(facts: StaticFacts) -> dict[str, Any]:
     """What the findings rules read from static analysis, as recorded in a trace header
-    (docs/trace-format.md "static"). The first eight keys are the version-1 summary; the
-    rest were added for probes.analysis. Compact: no function lists, no symbol tables."""
+    (docs/trace-format.md, the header's `static` object). The first eight keys are the
+    version-1 summary; the rest were added for probes.analysis. Compact: no function
+    lists, no symbol tables."""
     settings = facts.go.settings if facts.go else {}
     c = facts.closure
     return {

@@ -1,1 +1,2 @@
-"""Process state read from /proc: mappings, thread groups, loaded images (no ptrace)."""
+"""Process state read from /proc: mappings, thread groups, a process's facts and sockets
+(no ptrace)."""

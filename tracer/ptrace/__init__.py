@@ -1,9 +1,11 @@
 """The only code that issues ptrace requests.
 
-python-ptrace provides the register structure (`user_regs_struct`), `siginfo` and the
-x86_64 syscall names; what it lacks (SEIZE, INTERRUPT, LISTEN, GET_SYSCALL_INFO, the seccomp
-option and event) is added here on a raw `ptrace(2)` binding, which is also what the hot
-loop uses: python-ptrace's debugger layer is much slower per stop (docs/ptrace-facts.md).
+Requests go through a raw `ptrace(2)` binding with ctypes structures of its own
+(`user_regs_struct`, `siginfo_t`, PTRACE_GET_SYSCALL_INFO's), which covers what
+python-ptrace lacks (SEIZE, INTERRUPT, LISTEN, GET_SYSCALL_INFO, the seccomp option and
+event) and is what the hot loop needs: python-ptrace's debugger layer is much slower per
+stop (docs/ptrace-facts.md). python-ptrace still gives the x86_64 syscall names
+(tracer/syscalls/table.py).
 
 Every failing request raises `PtraceRequestError` carrying `errno`; ESRCH is routine
 (threads vanish during exit_group and exec).

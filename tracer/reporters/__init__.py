@@ -11,8 +11,9 @@ formats whose module is installed, so a format is offered only when it works.
 An SBOM format (cyclonedx) also reads `Analysis.inventory`, which the command resolves
 from the root's package database before rendering (`NEEDS_INVENTORY`).
 
-Also here: `inspect.py` (the text of `cgotrace inspect`) and `summary.py` (the short
-per-run summary of counts and hidden dependencies).
+Also here, not formats: `static_facts.py` (the text of `cgotrace inspect`), `brief.py` (the
+short per-run summary of counts and hidden dependencies), and what several formats share:
+`graph.py`, `window.py`, `sources.py`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The JSON report: `Analysis.to_dict()` under a versioned envelope.
 
-Documented in docs/findings.md ("JSON report") and described by the JSON Schema shipped
+Documented in docs/findings.md ("Reports") and described by the JSON Schema shipped
 as tracer/reporters/schema/report-v1.schema.json (`SCHEMA_PATH`). Fields may be added in
 a minor revision; none is renamed without a new `version`.
 """

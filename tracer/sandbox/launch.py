@@ -5,7 +5,7 @@ parent PTRACE_SEIZEs it and only then says "go", so the first watched call (the 
 itself) already stops. A pipe rather than SIGSTOP because in a new pid namespace the child
 is PID 1, which ignores its own SIGSTOP. Everything the child reports (the grandchild's host
 pid, ready, a hook's error, the exec errno) travels over one CLOEXEC pipe: EOF after "ready"
-means the exec succeeded. See docs/engines.md ("Launch hook").
+means the exec succeeded. See docs/sandbox.md ("tracer/sandbox/launch.py").
 """
 
 from __future__ import annotations
