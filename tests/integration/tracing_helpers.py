@@ -261,10 +261,16 @@ def strace_set(argv: list[str], cwd: str, tmp: Path) -> set[Call]:
 
 
 def traced_calls(accesses: list[Access], observed_only: bool = False) -> list[Call]:
-    """(syscall, path, result) of every recorded call (the interpreter record, synthesised
-    from the exec, left out); `observed_only`: only calls whose result the tracer saw."""
-    return [(a.syscall, a.path, a.result) for a in accesses
-            if a.flags != "PT_INTERP" and (a.observed or not observed_only)]
+    """(syscall, path, result) of every recorded call, a record's repeats included (the
+    interpreter record, synthesised from the exec, left out); `observed_only`: only calls
+    whose result the tracer saw."""
+    out: list[Call] = []
+    for a in accesses:
+        if a.flags == "PT_INTERP":
+            continue
+        seen = int(a.observed) + a.repeats - a.repeats_unobserved
+        out += [(a.syscall, a.path, a.result)] * (seen if observed_only else a.calls)
+    return out
 
 
 def traced_set(accesses: list[Access]) -> set[Call]:
