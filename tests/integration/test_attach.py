@@ -140,7 +140,7 @@ def test_a_proxy_upstream_is_traffic_not_a_name_server(netdns: str,
             got = with_repeats(got, totals)  # a record counts its repeats (Access.calls)
             client.wait_for(2)
             ok, fail, failures = client.stop()
-        assert_untouched(svc.pid)
+        assert_untouched(svc.pid, svc.seccomp)
     assert fail == 0, failures
     dials = [a for a in got if a.syscall == "connect" and a.path == upstream]
     assert dials, sorted({a.path for a in got if a.syscall == "connect"})
