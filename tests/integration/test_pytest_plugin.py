@@ -40,7 +40,9 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
     assert checked or request.node.originalname in _UNTRACED, "no trace was written"
 
 
-_UNTRACED = {"test_entry_point_is_named_cgotrace", "test_without_the_plugin_there_is_no_fixture"}
+# tests whose sessions never trace: no plugin, or options refused before any test runs
+_UNTRACED = {"test_entry_point_is_named_cgotrace", "test_without_the_plugin_there_is_no_fixture",
+             "test_bad_options_are_one_error_before_any_test"}
 
 TESTS = '''
 import pytest
