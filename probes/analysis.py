@@ -128,6 +128,7 @@ class AnalysisBuilder:
         # kept by reference: attach fills in start_time once every thread is seized
         self.attach: dict[str, Any] | None = attach if isinstance(attach, dict) else None
         self.last_time = 0.0  # of the last access or event (seconds since the start)
+        self.unobserved = 0  # calls whose result was not seen (docs/trace-format.md)
 
     def add(self, a: Access) -> None:
         """One access record; it counts as `a.calls` calls (itself and its repeats)."""
@@ -135,6 +136,7 @@ class AnalysisBuilder:
         first = not self.counts
         kind = self._kind(a)
         self.counts[kind.value] += n
+        self.unobserved += (0 if a.observed else 1) + a.repeats_unobserved
         self.last_time = max(self.last_time, a.last_time or a.time)
         if self.first_pid is None:
             self.first_pid = a.pid
@@ -188,6 +190,7 @@ class AnalysisBuilder:
         n = added.count
         kind = self._kind(a)
         self.counts[kind.value] += n
+        self.unobserved += added.unobserved
         self.last_time = max(self.last_time, added.last_time)
         if kind in (AccessKind.RUNTIME, AccessKind.PROBE):
             return
@@ -236,7 +239,8 @@ class AnalysisBuilder:
                         truncated=truncated, unsymbolized=tuple(self.unsymbolized),
                         sandbox=str(self.sandbox) if self.sandbox else None,
                         executables=tuple(self.exes), connections=self._connections(),
-                        connections_more=self.connections_more, attach=attach)
+                        connections_more=self.connections_more, attach=attach,
+                        unobserved=self.unobserved)
         rules = self.rules if self.rules is not None else ruleset.default_rules()
         findings = checks.run_rules(rules, base, tuple(self.events))
         return Analysis(**{**base.__dict__, "findings": tuple(findings),

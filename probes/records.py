@@ -172,6 +172,10 @@ class Analysis:
     # an attach: the window (pid, start_time, end_time, ended, detached, tracer_died);
     # None for a program cgotrace launched (docs/trace-format.md)
     attach: dict[str, Any] | None = None
+    # calls whose result cgotrace did not see: repeats the notify engine let run without a
+    # stop (their result copied from an observed call of the same key), or a thread gone
+    # before its call returned (docs/trace-format.md, `observed`)
+    unobserved: int = 0
     # the probes.ruleset.Rule objects that ran (SARIF's rule list); not in to_dict()
     rules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
     # the used paths' OS packages, resolved in the run's root before an SBOM is rendered
@@ -215,7 +219,8 @@ class Analysis:
                 "unsymbolized": list(self.unsymbolized), "verdict": verdict(self).to_dict(),
                 "gate": self.gate, "sandbox": self.sandbox,
                 "connections": [c.to_dict() for c in self.connections],
-                "connections_more": self.connections_more, "attach": self.attach}
+                "connections_more": self.connections_more, "attach": self.attach,
+                "unobserved": self.unobserved}
 
 
 def frame_label(frame: Frame | None) -> str:

@@ -244,3 +244,27 @@ def test_an_upgrade_that_finds_the_thread_in_a_signal_handler_waits_for_the_call
     assert hostname.attribution is not None
     functions = [f.function for f in hostname.attribution.stack]
     assert "main" in functions and "on_usr1" not in functions, functions
+
+
+@pytest.mark.parametrize("engine", ["notify", "ptrace"])
+def test_the_report_says_how_many_results_were_not_seen(sample: Callable[..., Path],
+                                                          tmp_path: Path, engine: str) -> None:
+    """The notify engine lets repeats run without a stop and copies their result: the text
+    report's first line and the JSON report say how many; the ptrace engine sees every
+    result, and says nothing of the kind."""
+    import json
+
+    report = tmp_path / "r.json"
+    r = subprocess.run(cgotrace_cmd("run", "--engine", engine, "--json", str(report), "--",
+                                    str(sample("benchopen", "cgo")), "200"),
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode == 0, r.stderr
+    first = next(line for line in r.stderr.splitlines() if line.startswith("cgotrace: "))
+    unobserved = json.loads(report.read_text())["unobserved"]
+    if engine == "ptrace":
+        assert unobserved == 0 and "without a stop" not in first
+    else:
+        assert unobserved >= 180  # 200 opens of one path: all but the first few (188 seen)
+        assert f"({unobserved} ran without a stop: result copied from the same call seen " \
+               "before, observed: false in the trace)" in first

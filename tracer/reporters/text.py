@@ -71,8 +71,10 @@ def _headline(a: Analysis) -> str:
     where = f", in {a.sandbox}" if a.sandbox else ""
     n = a.accesses
     facts = f" ({', '.join(bits)}{where})" if bits or where else ""
+    unseen = (f" ({a.unobserved} ran without a stop: result copied from the same call "
+              "seen before, observed: false in the trace)") if a.unobserved else ""
     return (f"cgotrace: {name}{facts}: {status}, {n} "
-            f"access{'es' if n != 1 else ''}")
+            f"access{'es' if n != 1 else ''}{unseen}")
 
 
 def _verdict_line(a: Analysis, p: _Paint) -> str:
