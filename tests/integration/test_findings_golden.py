@@ -231,7 +231,8 @@ class CpuShare:
         return out
 
     def _note_places(self, raw: int, normalised: int) -> None:
-        """Text says "N places": map N, refusing a number two searches would map apart."""
+        """The text gives each search its place count: map the raw count to the normalised
+        one, refusing a number two searches would map apart."""
         if raw == normalised:
             self._exact_places.add(raw)
         else:

@@ -99,7 +99,7 @@ def test_nameservers_as_glibc_and_go_read_them() -> None:
     from probes.knowledge import DEFAULT_NAMESERVERS, parse_nameservers
 
     text = ("# generated\nsearch example.test\nnameserver 10.0.0.2 # primary\n"
-            "nameserver fe80::1%eth0\nnameserver not-an-address\n;nameserver 9.9.9.9\n"
-            "nameserver 1.1.1.1\nnameserver 8.8.8.8\n")
-    assert parse_nameservers(text) == ("10.0.0.2", "fe80::1", "1.1.1.1")  # the first three
+            "nameserver fe80::1%eth0\nnameserver not-an-address\n;nameserver 192.0.2.9\n"
+            "nameserver 192.0.2.1\nnameserver 198.51.100.53\n")
+    assert parse_nameservers(text) == ("10.0.0.2", "fe80::1", "192.0.2.1")  # the first three
     assert parse_nameservers("options ndots:2\n") == DEFAULT_NAMESERVERS
