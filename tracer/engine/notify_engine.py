@@ -168,29 +168,28 @@ class NotifyEngine(PtraceEngine):
 
         return restore
 
+    def _reap_stops(self, collector: Collector) -> bool:
+        """Handle every ptrace stop waiting now; False once no traced thread is left."""
+        while True:
+            try:
+                tid, status = os.waitpid(-1, WALL | WNOHANG)
+            except ChildProcessError:
+                return False
+            if tid == 0:
+                return bool(collector.tracing)
+            self.stops += 1
+            self.handle(collector, tid, status)
+
     def _loop(self, collector: Collector, wake_r: int, timeout: int | None) -> None:
         poller = select.poll()
         listener = self.listener
         poller.register(listener, select.POLLIN)
         poller.register(wake_r, select.POLLIN)
-        waitpid = os.waitpid
-        flags = WALL | WNOHANG
-        handle = self.handle
         notified = self._notified
         check_children = True
         while True:
-            if check_children:
-                while True:
-                    try:
-                        tid, status = waitpid(-1, flags)
-                    except ChildProcessError:
-                        return
-                    if tid == 0:
-                        break
-                    self.stops += 1
-                    handle(collector, tid, status)
-                if not collector.tracing:
-                    return
+            if check_children and not self._reap_stops(collector):
+                return
             check_children = timeout is not None
             for fd, ev in poller.poll(timeout):
                 if fd == listener:
@@ -206,24 +205,11 @@ class NotifyEngine(PtraceEngine):
     def _native_loop(self, collector: Collector, core: native_core.NativeCore, wake_r: int,
                      timeout: int | None) -> None:
         """`_loop` with the core's run() in place of poll + RECV (see the module doc)."""
-        waitpid = os.waitpid
-        flags = WALL | WNOHANG
-        handle = self.handle
         ms = -1 if timeout is None else timeout
         check_children = True
         while True:
-            if check_children:
-                while True:
-                    try:
-                        tid, status = waitpid(-1, flags)
-                    except ChildProcessError:
-                        return
-                    if tid == 0:
-                        break
-                    self.stops += 1
-                    handle(collector, tid, status)
-                if not collector.tracing:
-                    return
+            if check_children and not self._reap_stops(collector):
+                return
             check_children = timeout is not None
             got = core.run(ms)
             counts = core.drain()
