@@ -237,14 +237,8 @@ class AttachEngine(PtraceEngine):
                 if status >> 8 == SYSCALL_STOP and status & 0xFF == 0x7F:
                     self._watched_stop(collector, tid)  # owed, or a candidate: resumes it
                     continue
-                if status & 0x7F != 0x7F:
-                    if tid == waker:  # the duration is over (or a stop was requested)
-                        self._waker = None
-                        stop.set()
-                        break
-                    inside.discard(tid)  # exited
-                    self.seized.discard(tid)
-                self.handle(collector, tid, status)
+                if self._other_stop(collector, tid, status, waker):
+                    break
         except BaseException:
             self._held = tid  # maybe still in its stop: detach() must not wait for it
             raise
@@ -280,19 +274,26 @@ class AttachEngine(PtraceEngine):
                         inside.add(tid)
                     raw(resume, tid, None, None)  # fails only for a thread that is gone
                     continue
-                if status & 0x7F != 0x7F:
-                    if tid == waker:  # the duration is over (or a stop was requested)
-                        self._waker = None
-                        stop.set()
-                        break
-                    inside.discard(tid)  # exited
-                    self.seized.discard(tid)
-                self.handle(collector, tid, status)
+                if self._other_stop(collector, tid, status, waker):
+                    break
         except BaseException:
             self._held = tid  # maybe still in its stop: detach() must not wait for it
             raise
         finally:
             self.stops += stops
+
+    def _other_stop(self, collector: Collector, tid: int, status: int, waker: int) -> bool:
+        """A stop that is not a syscall stop: True when it ends the loop (the waker's exit:
+        the duration is over, or a stop was requested)."""
+        if status & 0x7F != 0x7F:
+            if tid == waker:
+                self._waker = None
+                self._stop.set()
+                return True
+            self._inside.discard(tid)  # exited
+            self.seized.discard(tid)
+        self.handle(collector, tid, status)
+        return False
 
     def _watched_stop(self, collector: Collector, tid: int) -> None:
         """The exit of a watched call (its result), or an entry whose number may be watched
