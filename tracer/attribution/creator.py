@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 PARK_WAIT: Final = 0.0005
 MAX_WAIT: Final = 0.008
-PARK_TIMEOUT: Final = 0.1
+PARK_TIMEOUT: Final = 0.5  # a loaded 2-CPU host was seen to need more than 0.1 s
 MAX_PARENT_DEPTH: Final = 4
 MAX_ALLGS: Final = 100_000
 
