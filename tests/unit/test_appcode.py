@@ -252,3 +252,18 @@ def test_helper_goroutine_without_any_app_frame_takes_its_creators_api() -> None
     assert note == "goroutine started by net.doBlockingWithCtx[...]"
     # without a parent analysis the goroutine's own API stays (nothing better is known)
     assert from_creator(st, creator, None, "net.x.func1", None)[1] == "net.x.func1"  # type: ignore[arg-type]
+
+
+def test_a_creator_walk_cut_short_lends_no_api() -> None:
+    """A creator whose walk did not reach runtime.goexit (its frames end in gopark, say)
+    names no API the application called: the goroutine keeps its own."""
+    from types import SimpleNamespace
+
+    from tracer.attribution.creator import from_creator
+    from tracer.attribution.frames import StackAttribution
+    from tracer.trace.model import Via
+
+    st = SimpleNamespace(app_code=lambda: SimpleNamespace(is_app=lambda f: False))
+    cut = StackAttribution(via=Via.GO, go_api="runtime.gopark", user_frame=None,
+                           c_function=None, stack=(), unsymbolized=(), started_by_go=False)
+    assert from_creator(st, None, cut, "net.x.func1", None)[1] == "net.x.func1"  # type: ignore[arg-type]

@@ -317,6 +317,8 @@ def from_creator(st: ProcessState, creator: Frame | None, parent: StackAttributi
     if parent is not None and parent.user_frame is not None:
         return parent.user_frame, parent.go_api or go_api, True, None
     # no application frame anywhere: the creator's API is what the application called (a
-    # helper goroutine's own go_api is an internal closure such as doBlockingWithCtx.func1)
-    api = parent.go_api if parent is not None and parent.go_api else go_api
+    # helper goroutine's own go_api is an internal closure such as doBlockingWithCtx.func1),
+    # when the creator's walk reached its goroutine's root (a cut walk names no API)
+    whole = parent is not None and parent.started_by_go and parent.go_api
+    api = parent.go_api if whole and parent is not None else go_api
     return None, api, False, no_user or goroutine_note(creator)
