@@ -3,36 +3,13 @@ running. Each way a test can avoid running or failing is tried in a pytester ses
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-CASES = '''
-import pytest
-
-def test_runs():
-    pass
-
-def test_skips():
-    pytest.skip("no ptrace here")
-
-@pytest.mark.skipif(True, reason="marker skip")
-def test_marked():
-    pass
-
-@pytest.fixture
-def needs_tool():
-    pytest.skip("tool missing")
-
-def test_fixture_skips(needs_tool):
-    pass
-
-@pytest.mark.xfail(reason="known bug")
-def test_xfail():
-    assert False
-
-@pytest.mark.xfail(reason="known bug, fixed")
-def test_xpass():
-    pass
-'''
+# a test module that avoids running every way it can (skips, a skipping fixture, xfail,
+# xpass): data for the pytester session, not a test of this suite
+CASES = (Path(__file__).resolve().parents[1] / "data" / "require_priv_cases.txt").read_text()
 MODULE_SKIP = 'import pytest\npytest.skip("whole module", allow_module_level=True)\n'
 IMPORT_SKIP = 'import pytest\npytest.importorskip("cgotrace_no_such_module")\n'
 ARGS = ("-p", "tests.require_priv", "-p", "no:cacheprovider", "-p", "no:cgotrace")
