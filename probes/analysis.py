@@ -144,13 +144,10 @@ class AnalysisBuilder:
             self.exes[a.path] = None
             if a.host_path:
                 self.exes[a.host_path] = None
-        if kind in (AccessKind.RUNTIME, AccessKind.PROBE):
+        key = self._listed(a, kind, n)
+        if key is None:
             return
-        result = knowledge.access_result(a.syscall, a.result)
-        if kind is AccessKind.NETWORK:
-            self._connection(a.path, result, n)
-            return
-        key = (a.path, result)
+        result = key[1]
         agg = self.aggs.get(key)
         if agg is None:
             agg = self.aggs[key] = _Agg(a.path, result, kind.value)
@@ -192,19 +189,27 @@ class AnalysisBuilder:
         self.counts[kind.value] += n
         self.unobserved += added.unobserved
         self.last_time = max(self.last_time, added.last_time)
-        if kind in (AccessKind.RUNTIME, AccessKind.PROBE):
+        key = self._listed(a, kind, n)
+        if key is None:
             return
-        result = knowledge.access_result(a.syscall, a.result)
-        if kind is AccessKind.NETWORK:
-            self._connection(a.path, result, n)
-            return
-        agg = self.aggs.get((a.path, result))
+        agg = self.aggs.get(key)
         if agg is None:
             return
         agg.count += n
         c = agg.callers.get(_caller_key(a, kind)[0])
         if c is not None:
             c.count += n
+
+    def _listed(self, a: Access, kind: AccessKind, n: int) -> tuple[str, str] | None:
+        """The (path, result) key `n` calls of `a` aggregate under; None for what is only
+        counted: the kernel's files and probes, and the program's own traffic (per address)."""
+        if kind in (AccessKind.RUNTIME, AccessKind.PROBE):
+            return None
+        result = knowledge.access_result(a.syscall, a.result)
+        if kind is AccessKind.NETWORK:
+            self._connection(a.path, result, n)
+            return None
+        return a.path, result
 
     def _kind(self, a: Access) -> AccessKind:
         """The access's kind, a connect's from the name servers in force."""
