@@ -257,7 +257,7 @@ def build(app: str, mode: str = "cgo", version: str = DEFAULT_GO) -> Path:
     # Concurrent builders (pytest-xdist workers, build_many's threads): one builds each
     # target while the others wait and then find it fresh; the binary and its stamp are
     # each replaced atomically, binary first (a stamp never vouches for an older binary).
-    with _locked(out.with_name(f".{out.name}.lock")):
+    with locked(out.with_name(f".{out.name}.lock")):
         if _fresh(out, stamp, digest):
             return out
         with _first_of_its_kind(version, m):
@@ -276,7 +276,7 @@ def _fresh(out: Path, stamp: Path, digest: str) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     """An exclusive flock on `path` (created if missing) for the block: processes and
     threads alike wait for each other (each open is its own lock owner)."""
     import fcntl
@@ -301,7 +301,7 @@ def _first_of_its_kind(version: str, m: Mode) -> Iterator[None]:
         yield
         return
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / f".cgotrace-warm-{key}.lock"):
+    with locked(cache / f".cgotrace-warm-{key}.lock"):
         yield
         marker.touch()
 

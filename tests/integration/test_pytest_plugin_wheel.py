@@ -20,11 +20,12 @@ import subprocess
 import sys
 import tomllib
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from sample_apps.build import locked
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.go, pytest.mark.slow]
 
@@ -80,18 +81,6 @@ def _package_files() -> list[Path]:
     return out
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One builder of the environment at a time (pytest-xdist workers)."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -142,7 +131,8 @@ def _install_wheel(venv: Path, tmp: Path) -> str:
 
 @pytest.fixture(scope="session")
 def plugin_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    with _locked(CACHE / ".lock"):
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with locked(CACHE / ".lock"):  # one builder of the environment (xdist workers)
         venv = _base_venv()
         _install_wheel(venv, tmp_path_factory.mktemp("wheel"))
     return venv
