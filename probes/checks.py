@@ -29,6 +29,9 @@ CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundl
               "/etc/ssl/ca-bundle.pem", "/etc/pki/tls/cacert.pem",
               "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", "/etc/ssl/cert.pem")
 CA_DIRS = ("/etc/ssl/certs", "/etc/pki/tls/certs")
+# Where OpenSSL-style C code (cgo) looks: its OPENSSLDIR's cert.pem and certs/.
+OPENSSL_ROOTS = ("/usr/lib/ssl/cert.pem", "/usr/lib/ssl/certs", "/usr/local/ssl/cert.pem",
+                 "/usr/local/ssl/certs")
 
 
 @dataclass(frozen=True)
@@ -354,11 +357,19 @@ def check_ca_roots(rule: Rule, ctx: Context) -> list[Finding]:
     when = rule.params.get("when", "found")
     if (when == "found") != bool(found):
         return []
-    tried = [d.path for d, _ in items if d.path in CA_BUNDLES or d.path in CA_DIRS]
-    missing = () if found else tuple(p for p in CA_BUNDLES if p in tried) or CA_BUNDLES[:1]
+    # A root load shows as a probe of a place roots are loaded from. Other paths of the
+    # feature (a trust-store tool probing /etc/pki/ca-trust/source/anchors/, say) are no
+    # evidence that the pool came out empty, and `missing` names only what was probed.
+    sources = {*CA_BUNDLES, *CA_DIRS, *OPENSSL_ROOTS, *env.values()}
+    tried = list(dict.fromkeys(d.path.rstrip("/") or "/" for d, _ in items
+                               if d.path.rstrip("/") in sources))
+    if not found and not tried:
+        return []
+    missing = () if found else tuple(tried)
+    loads = [(d, c) for d, c in items if d.path.rstrip("/") in sources or d in found]
     return [make_finding(rule, g, {"found": found[0].path if found else "none",
                                    "env": _env(ctx, rule)}, missing=missing)
-            for g in by_site(rule, items)]
+            for g in by_site(rule, loads)]
 
 
 def check_zoneinfo(rule: Rule, ctx: Context) -> list[Finding]:

@@ -739,3 +739,19 @@ def test_fixes_never_copy_what_the_container_runtime_mounts() -> None:
     (f,) = [f for f in analyze(header(), only).findings if f.id == "resolver-cgo"]
     assert f.dockerfile == () and "COPY" not in f.fix and "Or ship" not in f.fix
     assert "Not copied: /etc/hosts and /etc/resolv.conf" in f.fix
+
+
+def test_ca_roots_missing_needs_a_root_load() -> None:
+    """A trust-store tool probing a directory of the feature (caddy's smallstep truststore
+    stats /etc/pki/ca-trust/source/anchors/ at init) is no evidence of an empty pool: no
+    error, and no 'missing' path that was never probed."""
+    init = {"via": Via.GO, "api": "github.com/smallstep/truststore.init.0", "line": 3}
+    probe = [acc("/etc/pki/ca-trust/source/anchors/", AccessKind.DATA, result="ENOENT",
+                 hidden=True, **init)]
+    a = analyze(header(cwd="/"), probe, exit={"exit_code": 0, "code": 0})
+    assert not [f for f in a.findings if f.id.startswith("ca-roots")]
+    x509 = {"via": Via.GO, "api": "crypto/x509.SystemCertPool", "line": 16}
+    load = probe + [acc(p, AccessKind.DATA, result="ENOENT", hidden=True, **x509)
+                    for p in ("/etc/ssl/cert.pem", "/etc/ssl/certs")]
+    (f,) = [f for f in analyze(header(cwd="/"), load).findings if f.id == "ca-roots-missing"]
+    assert f.missing == ("/etc/ssl/cert.pem", "/etc/ssl/certs")
