@@ -14,11 +14,14 @@ GO_CACHE := .cache/go
 # chromium: the HTML graph test renders the page headless; graphviz checks the DOT output.
 # python3-dev: the headers `pip install` compiles the notify engine's native core with
 # (tracer/engine/_native.c; without them cgotrace installs and runs its pure-Python path).
+# hugo, caddy: the bench's real programs (bench/README.md; tests/integration/test_bench.py):
+# Debian's hugo builds the static-site rows (without it they build a sitegen site), caddy is
+# the reverse proxy `cgotrace attach` is measured on under load.
 APT_PACKAGES := gcc libc6-dev python3-dev musl-tools strace libsqlite3-dev binutils file \
-	iproute2 golang-1.19-go podman runc uidmap chromium graphviz
+	iproute2 golang-1.19-go podman runc uidmap chromium graphviz hugo caddy
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps go verify-layouts sample-apps test test-unit demo lint bench bench-deps clean
+.PHONY: help venv system-deps go verify-layouts sample-apps test test-unit demo lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -84,25 +87,11 @@ lint: venv ## ruff + mypy --strict
 
 # Bytecode first, as an installed package has it (a PYTHONDONTWRITEBYTECODE environment
 # would otherwise compile every module on every run and put that in the fixed cost).
-bench: venv system-deps go bench-deps ## measure inspect/run overhead against untraced runs and strace
+# system-deps installs hugo and caddy when root (else it names them and the bench falls
+# back: sitegen for the site rows, caddy's row says "not available").
+bench: venv system-deps go ## measure inspect/run overhead against untraced runs and strace
 	$(PY) -m compileall -q tracer probes >/dev/null
 	$(PY) -m bench
-
-# The bench's real programs (bench/README.md): Debian's hugo builds the static-site rows
-# (without it they fall back to the sample generator sitegen) and Debian's caddy is the
-# reverse proxy attached under load (without it that row says "not available").
-BENCH_APT_PACKAGES := hugo caddy
-
-bench-deps: ## apt-get the real programs `make bench` runs (hugo, caddy; root only)
-	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ]; then \
-	  echo "installing Debian packages for the bench:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else \
-	  echo "cgotrace bench: missing Debian packages:$$missing. Run as root: apt-get install$$missing" >&2; \
-	  echo "          (without hugo the static-site rows build a sitegen site; without caddy its row is left out)" >&2; \
-	fi
 
 clean: ## remove build caches (keeps .venv and the Go toolchains)
 	rm -rf .cache/build .pytest_cache
