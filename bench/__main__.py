@@ -468,6 +468,9 @@ def _attached_loop(binary: Path, n: str, tracer: Sequence[str] | None,
         m = re.search(r"requests in ([0-9.]+) s", prog.stdout.read())
         return float(m.group(1)) if m and prog.wait() == 0 else None
     finally:
+        if tr is not None and prog.poll() is not None:  # let it finish writing (-o) on its own
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                tr.wait(30)
         for p in (prog, tr):
             if p is not None and p.poll() is None:
                 p.kill()
