@@ -257,7 +257,6 @@ def part_b(runs: int, scale: float, build: Callable[[str], Path],
              "x w/o start-up", "notify (Python)", "x untraced", "ptrace", "x untraced",
              "strace -f", "strace seccomp", "notify vs seccomp", "tracer RSS"]]
     rss_ok = True
-    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="cgotrace-bench-") as tmp:
         for w in WORKLOADS:
             if not selected(w.key, only):
@@ -265,7 +264,6 @@ def part_b(runs: int, scale: float, build: Callable[[str], Path],
             args = tuple(str(max(1, int(int(a) * scale))) for a in w.args)
             if w.app == SITE:
                 prog, cwd, name = site_program(int(args[0]), tmp, build)
-                notes.append(f"{w.key}: {name}")
             else:
                 if w.tree:
                     args = (*args, os.path.join(tmp, w.app))
@@ -281,7 +279,6 @@ def part_b(runs: int, scale: float, build: Callable[[str], Path],
     out.append(table(rows))
     out.append(f"tracer peak RSS goal <= 100 MiB: {verdict(rss_ok)}")
     out.append(f"strace filter: -e trace={WATCHED}")
-    out += [f"site program, {n}" for n in notes]
     if ENGINE_LINE:
         out.append(f"`run -v` says: {ENGINE_LINE.removeprefix('cgotrace: ')}")
     return "\n".join(out)
@@ -559,13 +556,16 @@ CADDY = "/usr/bin/caddy"
 CADDY_GOAL = 2.0  # throughput attached, as a multiple of strace -f -p's (issue 18)
 CADDY_CLIENTS = 4
 # admin off (no admin socket), auto_https off and an http:// address (no ACME, no TLS, no
-# DNS), storage under the run's temp dir: nothing leaves the machine or the temp dir.
+# DNS), storage under the run's temp dir: nothing leaves the machine or the temp dir. The
+# site address only matches the Host; `bind` keeps the listener on loopback (without it
+# caddy listens on every address, [::]:PORT).
 CADDYFILE = """{{
 \tadmin off
 \tauto_https off
 \tstorage file_system {data}
 }}
 http://127.0.0.1:{port} {{
+\tbind 127.0.0.1
 \treverse_proxy {backend}
 }}
 """

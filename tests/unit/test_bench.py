@@ -107,4 +107,5 @@ def test_caddy_config_stays_on_loopback_without_admin_or_tls() -> None:
     lines = [line.strip() for line in text.splitlines()]
     assert {"admin off", "auto_https off", "storage file_system /tmp/x/data"} <= set(lines)
     assert "http://127.0.0.1:8123 {" in lines  # an http:// address: no ACME, no certificate
+    assert "bind 127.0.0.1" in lines  # the listener too, not only the Host match
     assert "reverse_proxy 127.0.0.1:9000" in lines
