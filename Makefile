@@ -14,8 +14,11 @@ GO_CACHE := .cache/go
 # chromium: the HTML graph test renders the page headless; graphviz checks the DOT output.
 # python3-dev: the headers `pip install` compiles the notify engine's native core with
 # (tracer/engine/_native.c; without them cgotrace installs and runs its pure-Python path).
+# hugo, caddy: the bench's real programs (bench/README.md; tests/integration/test_bench.py):
+# Debian's hugo builds the static-site rows (without it they build a sitegen site), caddy is
+# the reverse proxy `cgotrace attach` is measured on under load.
 APT_PACKAGES := gcc libc6-dev python3-dev musl-tools strace libsqlite3-dev binutils file \
-	iproute2 golang-1.19-go podman runc uidmap chromium graphviz
+	iproute2 golang-1.19-go podman runc uidmap chromium graphviz hugo caddy
 
 .DEFAULT_GOAL := help
 .PHONY: help venv system-deps go verify-layouts sample-apps test test-unit demo lint bench clean
@@ -84,6 +87,8 @@ lint: venv ## ruff + mypy --strict
 
 # Bytecode first, as an installed package has it (a PYTHONDONTWRITEBYTECODE environment
 # would otherwise compile every module on every run and put that in the fixed cost).
+# system-deps installs hugo and caddy when root (else it names them and the bench falls
+# back: sitegen for the site rows, caddy's row says "not available").
 bench: venv system-deps go ## measure inspect/run overhead against untraced runs and strace
 	$(PY) -m compileall -q tracer probes >/dev/null
 	$(PY) -m bench

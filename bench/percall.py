@@ -17,6 +17,11 @@ upgrade) under both engines. Each figure is (tracer loop time) / (watched calls)
   notify        `trace_program(engine="notify")`, no stacks: + summary, runner callbacks;
                 with the native core (the default) and with CGOTRACE_NATIVE=0
   ptrace        `trace_program(engine="ptrace")`, no stacks: two ptrace stops per call
+                (the ptrace engine has no native core)
+
+Then the same engines on `benchuser` (cgo lookups: N/4 of them), `benchwalk` (N*3/20 new
+files: 3000) and `cgotrace attach` on `benchhttp N` (per syscall stop, not per watched
+call: its stepping loop with the native core and with CGOTRACE_NATIVE=0).
 """
 
 from __future__ import annotations
@@ -177,6 +182,25 @@ def engine(exe: Path, args: list[str], name: str, native: bool = True) -> float:
     return 1e6 * elapsed / max(res.stats["accesses"], 1)
 
 
+def attach_stop(exe: Path, n: int, native: bool = True) -> float:
+    """Microseconds per syscall stop of `cgotrace attach` on `benchhttp n` (its stepping
+    loop in C, or with CGOTRACE_NATIVE=0 in Python): the program's own loop time over the
+    stops in the trace's exit stats (the CLI, attached before the loop starts)."""
+    import json
+    import tempfile
+
+    from bench.__main__ import CGOTRACE, _attached_loop
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "attach.jsonl")
+        env = {**os.environ, "CGOTRACE_NATIVE": "1" if native else "0"}
+        loop = _attached_loop(exe, str(n), [*CGOTRACE, "attach", "-q", "-o", out, "{pid}"],
+                              "cgotrace: attached to", env)
+        assert loop is not None, "cgotrace attach or benchhttp failed"
+        stops = json.loads(Path(out).read_text().splitlines()[-1])["stats"]["stops"]
+    return 1e6 * loop / max(int(stops), 1)
+
+
 def _quiet_call(fn: Callable[[], float]) -> float:
     with _quiet():
         return fn()
@@ -190,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     from sample_apps import build
 
     opener, walker = build.build("benchopen", "cgo"), build.build("benchwalk", "cgo")
+    user, http = build.build("benchuser", "cgo"), build.build("benchhttp", "cgo")
+    n_user = max(1, a.n // 4)  # a lookup makes three watched calls and a libc walk
     import tempfile
 
     rows: list[tuple[str, Callable[[], float]]] = [
@@ -204,18 +230,31 @@ def main(argv: list[str] | None = None) -> int:
              (f"notify engine, pure Python (benchopen {a.n})",
               lambda: engine(opener, [str(a.n)], "notify", native=False)),
              (f"ptrace engine (benchopen {a.n})",
-              lambda: engine(opener, [str(a.n)], "ptrace"))]
+              lambda: engine(opener, [str(a.n)], "ptrace")),
+             (f"notify engine, native core (benchuser {n_user})",
+              lambda: engine(user, [str(n_user)], "notify")),
+             (f"notify engine, pure Python (benchuser {n_user})",
+              lambda: engine(user, [str(n_user)], "notify", native=False)),
+             (f"ptrace engine (benchuser {n_user})",
+              lambda: engine(user, [str(n_user)], "ptrace")),
+             (f"attach, native core (benchhttp {a.n}, per syscall stop)",
+              lambda: attach_stop(http, a.n)),
+             (f"attach, pure Python (benchhttp {a.n}, per syscall stop)",
+              lambda: attach_stop(http, a.n, native=False))]
     with tempfile.TemporaryDirectory() as tmp:
         tree = os.path.join(tmp, "tree")
+        walk = str(max(1, a.n * 3 // 20))  # 3000 files at the default -n
         with _quiet():
-            os.spawnv(os.P_WAIT, str(walker), [str(walker), "3000", tree])  # generate
-        rows += [(f"{e} engine (benchwalk 3000: every path new)",
-                  lambda e=e: engine(walker, ["3000", tree], e)) for e in ("notify", "ptrace")]
-        rows += [("notify engine, pure Python (benchwalk 3000)",
-                  lambda: engine(walker, ["3000", tree], "notify", native=False))]
+            os.spawnv(os.P_WAIT, str(walker), [str(walker), walk, tree])  # generate
+        rows += [(f"notify engine, native core (benchwalk {walk}: every path new)",
+                  lambda: engine(walker, [walk, tree], "notify")),
+                 (f"notify engine, pure Python (benchwalk {walk})",
+                  lambda: engine(walker, [walk, tree], "notify", native=False)),
+                 (f"ptrace engine (benchwalk {walk}: every path new)",
+                  lambda: engine(walker, [walk, tree], "ptrace"))]
         print(f"per watched call, median of {a.runs} runs (us); load {os.getloadavg()[0]:.2f}")
         for label, fn in rows:
-            print(f"  {label:<52} {statistics.median(fn() for _ in range(a.runs)):7.1f}")
+            print(f"  {label:<60} {statistics.median(fn() for _ in range(a.runs)):7.1f}")
     return 0
 
 

@@ -1,0 +1,3 @@
+module cgotrace.test/benchload
+
+go 1.21
