@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tracer.errors import ExitCode
+
+if TYPE_CHECKING:
+    from tracer.gate import GateResult
 
 
 # The program starts at the first word that is not an option, or after `--`; an unknown
@@ -75,14 +79,16 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     from tracer.cli._reporting import check_report_paths, emit_reports, parse_report_specs
     from tracer.commands.run import RunOptions, program_environment, trace_program
     from tracer.errors import CgotraceError
-    from tracer.gate import gate, rules_for
 
     specs = parse_report_specs(reports) + ([("json", json_file)] if json_file else [])
-    rules = rules_for(probes)
-    if fail_on is not None or allow is not None:  # bad gate options fail before the run
-        from tracer.gate import check_options
+    gated_run = fail_on is not None or allow is not None
+    rules = None
+    if probes or gated_run:  # the gate (TOML, glob and spelling help) only when asked for
+        from tracer.gate import check_options, rules_for
 
-        check_options(fail_on, allow, rules)
+        rules = rules_for(probes)
+        if gated_run:  # bad gate options fail before the run
+            check_options(fail_on, allow, rules)
     check_report_paths(specs)  # as --output: an unwritable report fails before the run
     env = program_environment(env_file, env_vars)  # checked before the program starts
     debug = bool((ctx.obj or {}).get("debug"))
@@ -100,9 +106,9 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
         analysis = getattr(e, "analysis", None)
         if analysis is not None:  # on stderr only when it explains the failure
             emit_reports(analysis, specs, quiet or not analysis.findings, color,
-                         gate(analysis, fail_on, allow), source_root)
+                         _gate(analysis, fail_on, allow), source_root)
         raise
-    gated = gate(result.analysis, fail_on, allow)  # None without a gate (or findings)
+    gated = _gate(result.analysis, fail_on, allow)  # None without a gate (or findings)
     emit_reports(result.analysis, specs, quiet, color, gated, source_root)
     if not quiet and result.crash:
         print(result.crash, file=sys.stderr)
@@ -113,6 +119,15 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     if code == 0 and gated is not None and gated.failed:
         code = int(ExitCode.RUN_POLICY)
     ctx.exit(code)
+
+
+def _gate(analysis: Any, fail_on: str | None, allow: str | None) -> GateResult | None:
+    """tracer.gate.gate, imported only when --fail-on or --allow asks for a gate."""
+    if fail_on is None and allow is None:
+        return None
+    from tracer.gate import gate
+
+    return gate(analysis, fail_on, allow)
 
 
 def _network(value: str | None) -> str | None:
