@@ -165,6 +165,9 @@ class ClosedPipeGuard:
 def main(argv: list[str] | None = None) -> Any:
     """The console entry point: one line and a documented exit code for every failure
     (docs/exit-codes.md); a closed stdout or stderr never changes the exit status."""
+    from tracer.cli.dataclass_code import install
+
+    install()  # before any subcommand's module creates its dataclasses
     out, err = sys.stdout, sys.stderr
     # None: cgotrace was started with that descriptor closed; its output goes nowhere (no
     # descriptor is opened in its place: the traced program inherits the closed one)
