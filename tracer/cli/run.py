@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
-
-from tracer.errors import ExitCode
 
 
 # The program starts at the first word that is not an option, or after `--`; an unknown
@@ -71,48 +67,15 @@ def run(ctx: click.Context, output: str | None, json_file: str | None,
     SIGQUIT sent to cgotrace are forwarded to the program. The findings report goes to
     stderr; with --fail-on, a failed gate exits 121 (docs/exit-codes.md).
     """
-    from tracer.attribution.policy import LazyAttributor
-    from tracer.cli._reporting import check_report_paths, emit_reports, parse_report_specs
-    from tracer.commands.run import RunOptions, program_environment, trace_program
-    from tracer.errors import CgotraceError
-    from tracer.gate import gate, rules_for
+    from tracer.cli.run_program import run_program
 
-    specs = parse_report_specs(reports) + ([("json", json_file)] if json_file else [])
-    rules = rules_for(probes)
-    if fail_on is not None or allow is not None:  # bad gate options fail before the run
-        from tracer.gate import check_options
-
-        check_options(fail_on, allow, rules)
-    check_report_paths(specs)  # as --output: an unwritable report fails before the run
-    env = program_environment(env_file, env_vars)  # checked before the program starts
     debug = bool((ctx.obj or {}).get("debug"))
-    attributor = None if no_stacks else LazyAttributor()
-    # the findings are read by a report, the gate, or the text report on stderr
-    analyze = bool(specs) or not quiet or fail_on is not None or allow is not None
-    try:
-        result = trace_program(RunOptions(argv=list(program), output=output, rootfs=rootfs,
-                                          image=image, network=network, env=env,
-                                          debug=debug,
-                                          attributor=attributor, rules=rules,
-                                          engine=engine, verbose=verbose,
-                                          analyze=analyze))
-    except CgotraceError as e:  # exec failed: still write the reports; stderr gets one line
-        analysis = getattr(e, "analysis", None)
-        if analysis is not None:  # on stderr only when it explains the failure
-            emit_reports(analysis, specs, quiet or not analysis.findings, color,
-                         gate(analysis, fail_on, allow), source_root)
-        raise
-    gated = gate(result.analysis, fail_on, allow)  # None without a gate (or findings)
-    emit_reports(result.analysis, specs, quiet, color, gated, source_root)
-    if not quiet and result.crash:
-        print(result.crash, file=sys.stderr)
-    if result.diagnosis is not None:  # the program never ran: say why even with -q
-        print(f"cgotrace: {result.diagnosis.line}", file=sys.stderr)
-    sys.stdout.flush()
-    code = result.status.shell_code
-    if code == 0 and gated is not None and gated.failed:
-        code = int(ExitCode.RUN_POLICY)
-    ctx.exit(code)
+    ctx.exit(run_program(output=output, json_file=json_file, reports=reports, quiet=quiet,
+                         fail_on=fail_on, allow=allow, probes=probes, color=color,
+                         source_root=source_root, rootfs=rootfs, image=image,
+                         network=network, engine=engine, env_vars=env_vars,
+                         env_file=env_file, verbose=verbose, no_stacks=no_stacks,
+                         program=program, debug=debug))
 
 
 def _network(value: str | None) -> str | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from tracer.errors import BadBinaryError
 
@@ -262,6 +262,20 @@ class GoRuntime:
             allgs = decode_allgs(_code(img, for_each), for_each.entry)
         return cls(version, layout, tls if tls is not None else -8, depth, gslot, bp,
                    tuple((f.entry, f.end) for f in bodies), main_path, main_module, allgs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (`from_dict` reverses it): what the facts cache keeps per build id."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GoRuntime:
+        """The runtime `to_dict` gave (lists back to tuples); KeyError/TypeError when `d` is
+        not one."""
+        row: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                               for k, v in d["layout"].items()}
+        fields = {f.name: d[f.name] for f in dataclasses.fields(cls)}
+        return cls(**{**fields, "layout": RuntimeLayout(**row),
+                      "asmcgocall": tuple((int(lo), int(hi)) for lo, hi in d["asmcgocall"])})
 
 
 def _layout_from_code(slots: tuple[int, int] | None, pushes_bp: bool | None,
