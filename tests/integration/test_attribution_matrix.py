@@ -45,7 +45,7 @@ import pytest
 
 from sample_apps import appinfo
 from sample_apps.appinfo import Expectation
-from sample_apps.build import GO_VERSIONS, supported_modes
+from sample_apps.build import GO_VERSIONS, OLDER_GO_APPS, apps, supported_modes
 from tests.integration.tracing_helpers import with_repeats
 from tracer.attribution.attributor import Attributor
 from tracer.attribution.frames import c_name
@@ -121,6 +121,15 @@ def _grid() -> list[object]:
 
 
 _GRID = _grid()
+
+
+def test_older_go_apps_cover_the_grid() -> None:
+    """The apps the grid traces on the older Go are among the ones test_sample_apps.py and
+    test_inspect_oracle.py build there (sample_apps.build.OLDER_GO_APPS): the builds stay
+    shared, and OLDER_GO_APPS names only apps that exist."""
+    assert {*APPS, *DNS_APPS} <= OLDER_GO_APPS <= set(apps())
+
+
 _IMAGES = ImageCache()  # libc & co parsed once for the whole matrix
 _RUNS: dict[tuple[Path, tuple[str, ...], str],
             tuple[list[Access], int | None, Attributor]] = {}
