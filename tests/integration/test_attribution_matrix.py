@@ -13,7 +13,9 @@ One traced run per binary (cached for the module), many assertions:
 * no frame of any access lies in a module only cgotrace's own process maps (the launcher);
   loader accesses carry no stack, pure-Go builds report no cgo.
 
-The grid is every (mode, Go version) an app supports (`_GRID`); dnslookup and inventory run
+The grid (`_GRID`) is every mode an app supports on the newest Go and, on the older ones,
+the modes whose attribution differs per Go version (OLD_GO_MODES: the comment there says
+what each row left out protected and what still does). dnslookup and inventory run
 inside a loopback network namespace with sample_apps.dnsresponder on 127.0.0.1:53 (the
 sandbox's resolv.conf names 127.0.0.1), dnslookup plain and with -ctx (cgo lookups in net's
 helper goroutine, tied back to the user's call site); server is driven through its
@@ -43,7 +45,7 @@ import pytest
 
 from sample_apps import appinfo
 from sample_apps.appinfo import Expectation
-from sample_apps.build import GO_VERSIONS, supported_modes
+from sample_apps.build import GO_VERSIONS, OLDER_GO_APPS, apps, supported_modes
 from tests.integration.tracing_helpers import with_repeats
 from tracer.attribution.attributor import Attributor
 from tracer.attribution.frames import c_name
@@ -54,27 +56,59 @@ pytestmark = [pytest.mark.ptrace, pytest.mark.go]
 
 APPS = ("userlookup", "parallel", "x509roots", "tzload", "tzembed", "dlopen", "execchild",
         "server")
-# needs_dns apps, in a loopback netns: inventory on every Go version in all its modes
-# (cgo, pure, stripped, pie); dnslookup as below.
+# needs_dns apps, in a loopback netns (inventory: cgo, pure, stripped, pie).
 DNS_APPS = ("dnslookup", "inventory")
 MODES = ("cgo", "stripped", "pie", "static", "musl", "pure", "netgo")
-# dnslookup (one loopback netns per run): every mode on the newest Go, the three link kinds
-# that change its resolver (cgo, pure, static glibc) on the older ones.
-DNS_OLD_GO_MODES = ("cgo", "pure", "static")
+# The newest Go (GO_VERSIONS[0]) runs every app in every mode of MODES it supports. The older
+# ones (1.24, 1.21, 1.19) run what differs per Go version: the runtime's layout and its cgo
+# stack switch (asmcgocall pushes RBP from 1.21), pclntab's format, the standard library's
+# call paths (os/user's and net's cgo wrappers, 1.19's Go reads of nsswitch.conf, net's
+# helper goroutine from 1.21) and goroutine creators. Those show in three link kinds, for
+# every app: cgo (internal link), static glibc (TLS g at -96, C code linked in) and pure (no
+# cgo at all), which test_sample_apps.py and test_inspect_oracle.py build on every version
+# anyway (OLD_GO_MODES). Beyond them, on the older Go:
+# * userlookup keeps stripped, pie and musl (the builds test_symbols_oracle.py and
+#   test_unwind_toolchains.py make on every version): asmcgocall's facts decoded without a
+#   symbol table, the load bias and pclntab of a PIE (in .data.rel.ro.gopclntab up to 1.24,
+#   in gopclntab on 1.27), the no-CFI scan from static musl's C back to asmcgocall;
+# * parallel keeps musl: that scan on eight threads at once, goroutines tied to main's `go`.
+# Left out there (each a build no other test makes on that version, and two traced runs):
+# * netgo: for the apps without C code of their own the netgo,osusergo binary has the pure
+#   build's functions (readelf -s: the same names and sizes, net.initConfVal aside), so it
+#   is traced as the pure row (kept); dlopen's netgo adds only its own C call, as in its cgo
+#   row (kept). inventory has no netgo mode; dnslookup's older rows were cgo, pure, static.
+# * stripped, pie, musl of the other apps: their Go accesses (x509roots, tzload, tzembed,
+#   execchild's exec, server's handler goroutine, inventory's helper goroutines) and C
+#   calls are the ones their cgo and static rows check on the same version (kept); what
+#   those link kinds change (no .symtab, the load bias, no CFI in libc) is per binary, not
+#   per app, and stays covered on every version by userlookup's rows above,
+#   test_cgo_crossing.py (callback in cgo, stripped, pie, static: both directions of the
+#   crossing, traced), test_unwind_toolchains.py (userlookup's asmcgocall facts in cgo,
+#   pie, static, musl, stripped) and test_symbols_oracle.py (pclntab of stripped and pie
+#   builds against addr2line). The newest Go still runs all of them, so every app's
+#   expectations are checked in every mode.
+OLD_GO_MODES = ("cgo", "static", "pure")
+OLD_GO_EXTRA_MODES = {"userlookup": ("stripped", "pie", "musl"), "parallel": ("musl",)}
+
+
+def _on_older_go(app: str, mode: str) -> bool:
+    """Whether the (app, mode) row also runs on the older Go versions (see OLD_GO_MODES)."""
+    return mode in OLD_GO_MODES or mode in OLD_GO_EXTRA_MODES.get(app, ())
 
 
 def _grid() -> list[object]:
-    """(app, mode, go, engine) for every mode in MODES the app supports, on every Go
-    version, under each engine: the ptrace engine's row first, then the notify engine's,
-    which also compares its record with the ptrace row's (one xdist group per binary, so
-    both run on one worker and the ptrace run is traced once)."""
+    """(app, mode, go, engine) for every mode in MODES the app supports, on the newest Go,
+    and the OLD_GO_MODES subset on the older versions, under each engine: the ptrace
+    engine's row first, then the notify engine's, which also compares its record with the
+    ptrace row's (one xdist group per binary, so both run on one worker and the ptrace run
+    is traced once)."""
     out: list[object] = []
     for app in (*APPS, *DNS_APPS):
         for mode in MODES:
             for go in GO_VERSIONS:
                 if mode not in supported_modes(app):
                     continue
-                if app == "dnslookup" and go != GO_VERSIONS[0] and mode not in DNS_OLD_GO_MODES:
+                if go != GO_VERSIONS[0] and not _on_older_go(app, mode):
                     continue
                 marks = [pytest.mark.xdist_group(f"{app}-{mode}-{go}")]
                 if app in DNS_APPS:
@@ -87,6 +121,15 @@ def _grid() -> list[object]:
 
 
 _GRID = _grid()
+
+
+def test_older_go_apps_cover_the_grid() -> None:
+    """The apps the grid traces on the older Go are among the ones test_sample_apps.py and
+    test_inspect_oracle.py build there (sample_apps.build.OLDER_GO_APPS): the builds stay
+    shared, and OLDER_GO_APPS names only apps that exist."""
+    assert {*APPS, *DNS_APPS} <= OLDER_GO_APPS <= set(apps())
+
+
 _IMAGES = ImageCache()  # libc & co parsed once for the whole matrix
 _RUNS: dict[tuple[Path, tuple[str, ...], str],
             tuple[list[Access], int | None, Attributor]] = {}

@@ -1,8 +1,9 @@
-"""`inspect` against the oracles, for every sample app x build mode x Go version:
-settings == the `build` lines of `go version -m`, interpreter/NEEDED == readelf, cgo
-packages == the `_Cfunc_`/`_C2func_` symbols `go tool nm` sees, and the mode's own
-expectations (netgo/pure: no cgo form of os/user or net). Runs inspect in-process; one
-CLI subprocess checks that `--json` is the same document."""
+"""`inspect` against the oracles, for every sample app x build mode with the newest Go, and
+in cgo, pure and static with the older ones for the apps the tests use there
+(sample_apps.build.OLDER_GO_APPS): settings == the `build` lines of `go version -m`,
+interpreter/NEEDED == readelf, cgo packages == the `_Cfunc_`/`_C2func_` symbols `go tool nm`
+sees, and the mode's own expectations (netgo/pure: no cgo form of os/user or net). Runs
+inspect in-process; one CLI subprocess checks that `--json` is the same document."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ MODES_OLDER = ("cgo", "pure", "static")
 CASES = ([(app, mode, "1.27.3") for app in sample_build.apps() for mode in MODES_LATEST
           if mode in sample_build.supported_modes(app)]
          + [(app, mode, go) for go in ("1.24.11", "1.21.13", sample_build.GO_1_19)
-            for app in sample_build.apps()
+            for app in sorted(sample_build.OLDER_GO_APPS)
             for mode in MODES_OLDER if mode in sample_build.supported_modes(app)])
 _CGO_SYM = re.compile(r"^(?P<pkg>.+?)\.(?:\(\*?[^)]*\)\.)?_(?:Cfunc|C2func)_")
 
