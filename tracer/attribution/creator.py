@@ -108,7 +108,7 @@ class CreatorChain:
         lay = ctx.rt.layout
         gopc = word(read, g + lay.g_gopc)
         parent_goid = _recorded_parent(read, g, lay)
-        frame = self._go_statement(st, gopc)
+        frame = self.go_statement(st, gopc)
         if frame is None or package_of(frame.function or "") == "runtime":
             # runtime.main's goroutine (created by rt0_go) and runtime-internal workers
             return NO_CREATOR
@@ -119,7 +119,7 @@ class CreatorChain:
             parent = self._parent_analysis(st, read, parent_goid, fs_base, depth)
         return _remember(st, (g, goid), Creator(parent_goid, frame, parent))
 
-    def _go_statement(self, st: ProcessState, gopc: int) -> Frame | None:
+    def go_statement(self, st: ProcessState, gopc: int) -> Frame | None:
         """The named frame of the `go` statement at `gopc` (None when unnamed)."""
         if not gopc:
             return None

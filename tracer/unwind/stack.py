@@ -162,7 +162,7 @@ class PagedReader:
 
 def word(read: Reader, addr: int) -> int:
     """The little-endian word at `addr`; MemoryError_ when unreadable."""
-    if type(read) is PagedReader:
+    if isinstance(read, PagedReader):
         return read.word(addr)
     return _word_slow(read, addr)
 
@@ -340,6 +340,11 @@ class Unwinder:
                     ranges = tuple((lo + mod.bias, hi + mod.bias) for lo, hi in rt.asmcgocall)
                     self._go = (mod, rt, ranges)
                     break
+
+    def runtime(self) -> GoRuntime | None:
+        """The process's Go runtime (None: no Go module mapped)."""
+        self._sync()
+        return self._go[1] if self._go is not None else None
 
     def go_context(self, read: Reader, fs_base: int) -> GoContext | None:
         self._sync()
