@@ -23,6 +23,7 @@ thread resumed and read memory the capture did not hold is visible, never silent
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -39,6 +40,7 @@ G_SPAN: Final = 512  # bytes of a runtime.g the walk and the creator chain read
 M_SPAN: Final = 256  # bytes of a runtime.m (g0 at 0, curg at 184/192)
 MAX_ROUNDS: Final = 5  # TLS -> g -> m -> curg -> the goroutine's stack
 MAX_PAGES: Final = 64  # per round (tracer.ptrace.memory.MAX_BATCH_PAGES)
+_U64: Final = struct.Struct("<Q")
 
 
 @dataclass(slots=True)
@@ -103,7 +105,7 @@ class CaptureReader(PagedReader):
         data = self._pages.get(addr - off)
         if data is None or len(data) != PAGE or off > PAGE - 8:
             return None
-        return int.from_bytes(data[off:off + 8], "little")
+        return int(_U64.unpack_from(data, off)[0])
 
     def _page(self, page: int) -> bytes:
         if page not in self._pages:
