@@ -159,12 +159,15 @@ def test_capture_takes_both_stacks_and_the_runtime_words() -> None:
         word(r, addr)
     assert r.misses == 0
     assert (cap.regs.rsp, cap.regs.fs_base) == (G0_SP, FS)
-    assert set(cap.structs) == {G0 & ~(PAGE - 1), M & ~(PAGE - 1), CURG & ~(PAGE - 1)}
+    structs = {G0 & ~(PAGE - 1), M & ~(PAGE - 1), CURG & ~(PAGE - 1)}
+    assert structs <= set(cap.hint.pages)
+    assert (cap.hint.stack_lo, cap.hint.stack_hi) == (0, G0_HI)  # g0.stack.lo left 0 here
     assert r.calls == len(mem.batches) <= 5
-    # the next capture of this thread starts from those struct pages: fewer round trips
+    # the next capture of this thread starts from what this one found: one round trip
     mem.batches.clear()
-    again = take_capture(regs, mem.read, mem.read_pages, rt, cap.structs)
-    assert again.reader.calls < r.calls
+    again = take_capture(regs, mem.read, mem.read_pages, rt, cap.hint)
+    assert again.reader.calls == 1 < r.calls
+    assert all(again.reader.has(p) for p in cap.reader.touched)  # every readable one
 
 
 def test_capture_extends_a_goroutine_stack_to_its_top_and_no_further() -> None:

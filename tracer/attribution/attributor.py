@@ -41,7 +41,7 @@ from tracer.attribution.policy import FAST_FRAMES, MAX_KEYS, PathKey, site_key
 from tracer.attribution.state import AttributorStats, ProcessState, no_memory
 from tracer.attribution.symbolize import Symbolizer
 from tracer.trace.model import Attribution, Frame, Via
-from tracer.unwind.capture import Capture, take_capture
+from tracer.unwind.capture import NO_HINT, Capture, take_capture
 from tracer.unwind.stack import MemoryError_, PagedReader, Reader, Stack, word
 
 if TYPE_CHECKING:
@@ -122,10 +122,10 @@ class Attributor:
             cap = None
         else:
             cap = take_capture(regs, memory.read, memory.read_pages, st.unwinder.runtime(),
-                               st.hints.get(tid, ()))
+                               st.hints.get(tid, NO_HINT))
             if len(st.hints) >= MAX_KEYS:
                 st.hints.clear()
-            st.hints[tid] = cap.structs
+            st.hints[tid] = cap.hint
             self.stats.captures += 1
             self.stats.capture_calls += cap.reader.calls
         walked: Registers = regs if cap is None else cap.regs

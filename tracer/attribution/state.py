@@ -20,6 +20,7 @@ from tracer.attribution.creator import CreatorMemory
 from tracer.attribution.modules import ProcessMaps
 from tracer.attribution.policy import KeepPolicy
 from tracer.trace.model import Attribution
+from tracer.unwind.capture import Hint
 from tracer.unwind.stack import PagesReader, Reader, Stack, Unwinder
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class ProcessState:
         self.tid: int | None = None  # the thread of the access being attributed
         self.unwinder = Unwinder(maps)
         self.pages: dict[int, list[int]] = {}  # tid -> pages its last walk touched
-        self.hints: dict[int, tuple[int, ...]] = {}  # tid -> struct pages its last capture found
+        self.hints: dict[int, Hint] = {}  # tid -> what its last capture found
         self.keep = KeepPolicy()
         self.creators = CreatorMemory()
         self.interned: dict[tuple[Any, ...], Attribution] = {}

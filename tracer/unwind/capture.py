@@ -13,8 +13,9 @@ process_vm_readv with one iovec per page), a round only for pages not captured y
   m.curg); for a thread in C or runtime code on the system stack (TLS g is m.g0), m.curg's
   g and the goroutine's own stack from curg.sched.sp (asmcgocall and systemstack save it
   there) up to its stack.hi;
-* a hint: the struct pages this thread's previous capture found (an M keeps its g0 and m),
-  read in the first round, so the usual capture is one or two calls.
+* a hint (`Hint`): the struct pages and goroutine stack pages this thread's previous
+  capture found (an M keeps its g0 and m), and the bounds of the stack it was on, so the
+  first round already reads [SP, g.stack.hi): the usual capture is one call.
 
 `CaptureReader` is the walk's reader over it: a read inside a captured page costs a slice;
 a page not captured is read live and counted (`misses`), so a walk that ran after the
@@ -139,64 +140,82 @@ def _pages(lo: int, hi: int) -> range:
 
 
 @dataclass(frozen=True, slots=True)
+class Hint:
+    """What one capture of a thread tells the next: the runtime struct pages and the
+    goroutine stack pages it found (an M keeps its g0 and m; a repeated call path has the
+    same depth), and the bounds of the stack the thread was on."""
+
+    pages: tuple[int, ...] = ()
+    stack_lo: int = 0
+    stack_hi: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Capture:
-    """A stopped thread as captured: registers, its memory reader, the struct pages found
-    (the next capture's hint for the same thread)."""
+    """A stopped thread as captured: registers, its memory reader, and the hint for the
+    same thread's next capture."""
 
     regs: CapturedRegs
     reader: CaptureReader
-    structs: tuple[int, ...]
+    hint: Hint
+
+
+NO_HINT: Final = Hint()
 
 
 def take_capture(regs: Registers, read: Reader, read_pages: PagesReader,
-                 rt: GoRuntime | None, hint: Iterable[int] = ()) -> Capture:
+                 rt: GoRuntime | None, hint: Hint = NO_HINT) -> Capture:
     """Capture the thread stopped with `regs` (see the module docstring). `rt` is the
     process's Go runtime (None: a C program, only the stack window is taken)."""
     cregs = CapturedRegs.of(regs)
     reader = CaptureReader(read, read_pages)
-    structs: set[int] = set()
-    want = set(_pages(cregs.rsp, cregs.rsp + STACK_WINDOW)) | set(hint)
+    sp = cregs.rsp
+    if hint.stack_lo <= sp < hint.stack_hi:  # on the stack it was on last time
+        want = set(_pages(sp, min(hint.stack_hi, sp + MAX_WINDOW)))
+    else:
+        want = set(_pages(sp, sp + STACK_WINDOW))
+    want.update(hint.pages)
     if rt is not None and cregs.fs_base:
         want.add((cregs.fs_base + rt.tls_g_offset) & ~(PAGE - 1))
+    found = NO_HINT
     for _ in range(MAX_ROUNDS):
         reader.fill(want)
         if rt is None:
             break
-        want, structs = _go_pages(reader, cregs, rt)
+        want, found = _go_pages(reader, cregs, rt)
         if all(reader.has(p) for p in want):
             break
-    return Capture(cregs, reader, tuple(sorted(structs)))
+    return Capture(cregs, reader, found)
 
 
 def _go_pages(reader: CaptureReader, regs: CapturedRegs, rt: GoRuntime
-              ) -> tuple[set[int], set[int]]:
+              ) -> tuple[set[int], Hint]:
     """The pages a walk of this Go thread reads, as far as the capture so far tells, and
-    which of them hold runtime structs."""
+    the hint for the thread's next capture."""
     peek: Callable[[int], int | None] = reader.peek
     lay = rt.layout
     sp = regs.rsp
     stack = set(_pages(sp, sp + STACK_WINDOW))
-    structs: set[int] = set()
     if not regs.fs_base:
-        return stack, structs
+        return stack, NO_HINT
     tls = regs.fs_base + rt.tls_g_offset
     stack.add(tls & ~(PAGE - 1))
     g = peek(tls)
     if not g:
-        return stack, structs
-    structs.update(_pages(g, g + G_SPAN))
-    hi = peek(g + lay.g_stack_hi)
-    if hi is not None and sp < hi:
+        return stack, NO_HINT
+    kept: set[int] = set(_pages(g, g + G_SPAN))
+    lo, hi = peek(g) or 0, peek(g + lay.g_stack_hi) or 0  # g.stack: lo at 0, hi at 8
+    if sp < hi:
         stack = set(_pages(sp, min(hi, sp + MAX_WINDOW))) | {tls & ~(PAGE - 1)}
     m = peek(g + lay.g_m)
     if m:
-        structs.update(_pages(m, m + M_SPAN))
+        kept.update(_pages(m, m + M_SPAN))
         if peek(m + lay.m_g0) == g:  # on the system stack: the goroutine's own stack too
             curg = peek(m + lay.m_curg)
             if curg:
-                structs.update(_pages(curg, curg + G_SPAN))
+                kept.update(_pages(curg, curg + G_SPAN))
                 gsp = peek(curg + lay.g_sched)
                 ghi = peek(curg + lay.g_stack_hi)
                 if gsp and ghi and gsp < ghi:
-                    stack.update(_pages(gsp - 64, min(ghi, gsp + MAX_WINDOW)))
-    return stack | structs, structs
+                    kept.update(_pages(gsp - 64, min(ghi, gsp + MAX_WINDOW)))
+    return stack | kept, Hint(tuple(sorted(kept)), lo, hi)
