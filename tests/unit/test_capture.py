@@ -255,3 +255,60 @@ def test_a_walk_that_cannot_wait_runs_at_the_stop() -> None:
     eng.c.on_result(PID, 3, True)
     assert [a.path for a in rec.accesses] == ["/etc/passwd"]
     assert eng.c.stats.deferred == 0
+
+
+# --- the native capture takes what the Python one takes -----------------------------------
+def test_native_capture_equals_the_python_capture_on_real_memory() -> None:
+    """A fake Go thread laid out in this process's own memory, captured through
+    process_vm_readv by both implementations: the same pages, bytes and hint."""
+    import ctypes
+    import os
+
+    from tracer import ptrace
+    from tracer.unwind import capture
+
+    native = capture._native_capture()
+    if native is None:
+        import pytest
+
+        pytest.skip("the native core is not built")  # under REQUIRE_PRIV: a failure
+    buf = ctypes.create_string_buffer(64 * PAGE)
+    base = (ctypes.addressof(buf) + PAGE - 1) & ~(PAGE - 1)
+
+    def put(addr: int, value: int) -> None:
+        ctypes.c_uint64.from_address(addr).value = value
+
+    fs, g0, m, curg = base + 0x1000, base + 0x2000, base + 0x3000, base + 0x4000
+    g0_sp, g0_hi = base + 0x8100, base + 0xb000
+    curg_sp, curg_hi = base + 0x20f00, base + 0x24000
+    put(fs + TLS_OFF, g0)
+    put(g0, base + 0x6000)
+    put(g0 + LAY.g_stack_hi, g0_hi)
+    put(g0 + LAY.g_m, m)
+    put(m + LAY.m_g0, g0)
+    put(m + LAY.m_curg, curg)
+    put(curg + LAY.g_sched, curg_sp)
+    put(curg + LAY.g_stack_hi, curg_hi)
+    regs = SimpleNamespace(rip=0, rsp=g0_sp, rbp=0, rbx=0, r12=0, r13=0, r14=0, r15=0,
+                           fs_base=fs)
+    rt = SimpleNamespace(layout=LAY, tls_g_offset=TLS_OFF)
+    pid = os.getpid()
+
+    def read(addr: int, n: int) -> bytes:
+        return ptrace.read_memory(pid, addr, n)
+
+    def read_pages(pages: list[int]) -> list[bytes]:
+        return ptrace.read_pages(pid, pages)
+
+    hint = capture.NO_HINT
+    for _ in range(2):  # cold, then with the hint the first capture left
+        py = take_capture(regs, read, read_pages, rt, hint)  # type: ignore[arg-type]
+        c = take_capture(regs, read, read_pages, rt, hint, pid)  # type: ignore[arg-type]
+        assert py.hint == c.hint
+        assert sorted(py.reader.touched) == sorted(c.reader.touched)
+        for page in py.reader.touched:
+            assert py.reader(page, PAGE) == c.reader(page, PAGE)
+        assert c.reader.calls == py.reader.calls
+        assert curg_hi - PAGE in c.reader.touched and g0_sp & ~(PAGE - 1) in c.reader.touched
+        hint = c.hint
+    assert c.reader.calls == 1

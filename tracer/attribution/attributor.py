@@ -122,7 +122,7 @@ class Attributor:
             cap = None
         else:
             cap = take_capture(regs, memory.read, memory.read_pages, st.unwinder.runtime(),
-                               st.hints.get(tid, NO_HINT))
+                               st.hints.get(tid, NO_HINT), getattr(memory, "pid", None))
             if len(st.hints) >= MAX_KEYS:
                 st.hints.clear()
             st.hints[tid] = cap.hint

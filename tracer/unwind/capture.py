@@ -24,6 +24,7 @@ thread resumed and read memory the capture did not hold is visible, never silent
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -97,6 +98,11 @@ class CaptureReader(PagedReader):
                     break
                 self._pages[page] = data
 
+    def adopt(self, pages: tuple[int, ...], datas: tuple[bytes, ...], calls: int) -> None:
+        """Pages captured elsewhere (the native capture): b"" for an unreadable one."""
+        self._pages.update(zip(pages, datas, strict=True))
+        self.calls += calls
+
     def has(self, page: int) -> bool:
         return page in self._pages
 
@@ -135,6 +141,22 @@ class CaptureReader(PagedReader):
         return out
 
 
+_NativeCapture = Callable[..., tuple[tuple[int, ...], tuple[bytes, ...], int, tuple[int, ...],
+                                     int, int]]
+_native: dict[str | None, _NativeCapture | None] = {}  # by CGOTRACE_NATIVE's value
+
+
+def _native_capture() -> _NativeCapture | None:
+    """The native core's `capture`, unless it is off (CGOTRACE_NATIVE=0) or not built."""
+    switch = os.environ.get("CGOTRACE_NATIVE")
+    if switch not in _native:
+        from tracer.engine.native import load
+
+        module, _why = load()
+        _native[switch] = module.capture if module is not None else None
+    return _native[switch]
+
+
 def _pages(lo: int, hi: int) -> range:
     return range(lo & ~(PAGE - 1), hi, PAGE) if 0 < lo < hi else range(0)
 
@@ -164,11 +186,25 @@ NO_HINT: Final = Hint()
 
 
 def take_capture(regs: Registers, read: Reader, read_pages: PagesReader,
-                 rt: GoRuntime | None, hint: Hint = NO_HINT) -> Capture:
+                 rt: GoRuntime | None, hint: Hint = NO_HINT, pid: int | None = None
+                 ) -> Capture:
     """Capture the thread stopped with `regs` (see the module docstring). `rt` is the
-    process's Go runtime (None: a C program, only the stack window is taken)."""
+    process's Go runtime (None: a C program, only the stack window is taken). With the
+    process's `pid` and the native core (tracer/engine/_native.c, section "capture") the
+    rounds run in C; the same pages, the same hint."""
     cregs = CapturedRegs.of(regs)
     reader = CaptureReader(read, read_pages)
+    native = _native_capture() if pid is not None else None
+    if native is not None and pid is not None:
+        layout = None
+        if rt is not None:
+            lay = rt.layout
+            layout = (rt.tls_g_offset, lay.g_stack_hi, lay.g_m, lay.m_g0, lay.m_curg,
+                      lay.g_sched, STACK_WINDOW, MAX_WINDOW, G_SPAN, M_SPAN, MAX_ROUNDS)
+        pages, datas, calls, kept, lo, hi = native(pid, cregs.rsp, cregs.fs_base, layout,
+                                                   hint.pages, hint.stack_lo, hint.stack_hi)
+        reader.adopt(pages, datas, calls)
+        return Capture(cregs, reader, Hint(kept, lo, hi) if kept or lo or hi else NO_HINT)
     sp = cregs.rsp
     if hint.stack_lo <= sp < hint.stack_hi:  # on the stack it was on last time
         want = set(_pages(sp, min(hint.stack_hi, sp + MAX_WINDOW)))
