@@ -3,16 +3,27 @@ walk (EventCollector.run_deferred), on hand-built memory: no process is traced."
 
 from __future__ import annotations
 
+import ctypes
+import os
 import struct
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from tests.unit.test_collector import PID, make
+from tracer import ptrace
 from tracer.engine.base import Want
 from tracer.trace.model import Attribution, Via
-from tracer.unwind.capture import MAX_WINDOW, CaptureReader, take_capture
+from tracer.unwind.capture import (
+    MAX_WINDOW,
+    NO_HINT,
+    CaptureReader,
+    native_capture,
+    take_capture,
+)
 from tracer.unwind.goruntime import layout_for
-from tracer.unwind.stack import PAGE, MemoryError_, word
+from tracer.unwind.stack import PAGE, MemoryError_, Unwinder, word
 
 
 class Memory:
@@ -224,6 +235,8 @@ def test_the_walk_runs_after_the_resume_and_the_record_keeps_its_attribution() -
     eng.c.on_spawn(PID, PID, PID, "clone")
     assert eng.openat(PID, "/etc/passwd") is Want.RESULT
     assert hook.log == ["capture /etc/passwd"]  # nothing walked while the thread waits
+    eng.c.run_deferred()  # resumed into the call: it stops at the exit first, walk then
+    assert hook.log == ["capture /etc/passwd"]
     eng.c.on_result(PID, 3, True)
     assert rec.accesses == []  # its own walk is all that is pending: the record waits
     eng.c.run_deferred()  # the engine resumed the thread
@@ -261,16 +274,7 @@ def test_a_walk_that_cannot_wait_runs_at_the_stop() -> None:
 def test_native_capture_equals_the_python_capture_on_real_memory() -> None:
     """A fake Go thread laid out in this process's own memory, captured through
     process_vm_readv by both implementations: the same pages, bytes and hint."""
-    import ctypes
-    import os
-
-    from tracer import ptrace
-    from tracer.unwind import capture
-
-    native = capture._native_capture()
-    if native is None:
-        import pytest
-
+    if native_capture() is None:
         pytest.skip("the native core is not built")  # under REQUIRE_PRIV: a failure
     buf = ctypes.create_string_buffer(64 * PAGE)
     base = (ctypes.addressof(buf) + PAGE - 1) & ~(PAGE - 1)
@@ -300,7 +304,7 @@ def test_native_capture_equals_the_python_capture_on_real_memory() -> None:
     def read_pages(pages: list[int]) -> list[bytes]:
         return ptrace.read_pages(pid, pages)
 
-    hint = capture.NO_HINT
+    hint = NO_HINT
     for _ in range(2):  # cold, then with the hint the first capture left
         py = take_capture(regs, read, read_pages, rt, hint)  # type: ignore[arg-type]
         c = take_capture(regs, read, read_pages, rt, hint, pid)  # type: ignore[arg-type]
@@ -312,3 +316,56 @@ def test_native_capture_equals_the_python_capture_on_real_memory() -> None:
         assert curg_hi - PAGE in c.reader.touched and g0_sp & ~(PAGE - 1) in c.reader.touched
         hint = c.hint
     assert c.reader.calls == 1
+
+
+# --- a Go-only stack seen before costs a word per frame, not a walk -----------------------
+class _Pcln:
+    """Three Go functions: (name, entry, end, pcsp delta)."""
+
+    FUNCS = (("main.leaf", 0x1000, 0x1100, 0x10), ("main.caller", 0x2000, 0x2100, 0x20),
+             ("runtime.goexit", 0x3000, 0x3100, 0))
+
+    def func_for_pc(self, pc: int) -> Any:
+        for name, lo, hi, delta in self.FUNCS:
+            if lo <= pc < hi:
+                return SimpleNamespace(name=name, entry=lo, has_pcsp=True, flag=0, func_id=0,
+                                       delta=delta)
+        return None
+
+    def sp_delta(self, fn: Any, pc: int) -> int:
+        return int(fn.delta)
+
+
+class _Maps:
+    generation = 0
+    modules = ()
+    module = SimpleNamespace(name="prog", path="/prog", bias=0,
+                             image=SimpleNamespace(pcln=_Pcln(), cfi=None, goruntime=None,
+                                                   elf=None))
+
+    def module_for(self, pc: int) -> Any:
+        return self.module
+
+
+def test_a_go_stack_seen_before_is_checked_not_walked() -> None:
+    mem = Memory()
+    sp = 0x10000
+    mem.put_word(sp + 0x10, 0x2050)  # main.leaf's return into main.caller
+    mem.put_word(sp + 0x18 + 0x20, 0x3010)  # main.caller's into runtime.goexit
+    regs = SimpleNamespace(rip=0x1020, rsp=sp, rbp=0, rbx=0, r12=0, r13=0, r14=0, r15=0,
+                           fs_base=0)
+    unw = Unwinder(_Maps())  # type: ignore[arg-type]
+    first = unw.unwind(regs, mem.read)  # type: ignore[arg-type]
+    assert [f.pc for f in first.frames] == [0x1020, 0x2050, 0x3010] and first.end == "root"
+    built = unw.steps_built
+    again = unw.unwind(regs, mem.read)  # type: ignore[arg-type]
+    assert (unw.seen_hits, unw.steps_built) == (1, built)
+    assert again.frames == first.frames and again.end == "root"
+    mem.put_word(sp + 0x10, 0x2060)  # another return address: walked again
+    other = unw.unwind(regs, mem.read)  # type: ignore[arg-type]
+    assert unw.seen_hits == 1 and [f.pc for f in other.frames][1] == 0x2060
+    mem.put_word(sp + 0x18 + 0x20, 0x1050)  # no longer ends at a root: never kept
+    odd = unw.unwind(regs, mem.read)  # type: ignore[arg-type]
+    assert odd.end != "root"
+    assert unw.unwind(regs, mem.read).frames == odd.frames  # type: ignore[arg-type]
+    assert unw.seen_hits == 1

@@ -225,9 +225,10 @@ class Collector(Protocol):
 
     def run_deferred(self) -> None:
         """Work the collector put off until the thread it concerns was resumed (the walk
-        and symbolization of a captured first sighting). Engines call it after resuming
-        a thread, before they block; the collector also runs it first thing in every
-        other call, so the records and their order do not depend on when it runs."""
+        and symbolization of a captured first sighting, once the call's result came: the
+        thread runs on meanwhile). Engines call it after resuming a thread, before they
+        block; the collector also runs the work first thing in every other call, so the
+        records and their order do not depend on when, or whether, it is called."""
         ...
 
 

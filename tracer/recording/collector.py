@@ -271,7 +271,7 @@ class EventCollector:
 
     def finish(self) -> ExitStatus:
         if self._walks:
-            self.run_deferred()
+            self._settle()
         for tid in list(self.pending):
             self._flush_unknown(tid)
         self._flush_repeats()
@@ -286,7 +286,7 @@ class EventCollector:
 
     def on_repeated(self, counts: list[RepeatCounts]) -> None:
         if self._walks:
-            self.run_deferred()
+            self._settle()
         t0 = self._t0
         last = 0.0
         for fid, slot, slot_count, n, first_ns, last_ns in counts:
@@ -405,7 +405,7 @@ class EventCollector:
     def on_entry(self, view: ThreadView, nr: int, arch: int, args: tuple[int, ...],
                  ip: int, sp: int) -> Want:
         if self._walks:
-            self.run_deferred()
+            self._settle()
         tid = view.tid
         pid = view.pid
         if view.full and self._upgrading:
@@ -484,10 +484,17 @@ class EventCollector:
             self._disarm_all()
 
     def run_deferred(self) -> None:
+        """Seam 1, `Collector.run_deferred`: the walk whose access's result has come, and
+        its record, now that the engine resumed the thread. A walk whose result has not
+        come yet waits for that result's resume (its thread will stop again at the exit
+        first), or for any other collector call."""
+        if self._results:
+            self._settle()
+
+    def _settle(self) -> None:
         """The walks captured at earlier entries, in entry order, then the records whose
-        result came while their walk waited (seam 1, `Collector.run_deferred`). Every
-        other collector call runs this first, so decisions and records come in the same
-        order as with the walk at the stop."""
+        result came while their walk waited. Every other collector call runs this first,
+        so decisions and records come in the same order as with the walk at the stop."""
         walks = self._walks
         while walks:
             draft, job = walks.pop(0)
@@ -530,13 +537,13 @@ class EventCollector:
     def on_result(self, tid: int, rval: int | None, observed: bool) -> None:
         walks = self._walks
         if walks and not (len(walks) == 1 and walks[0][0].tid == tid and not self._results):
-            self.run_deferred()  # another access's walk or record comes first
+            self._settle()  # another access's walk or record comes first
         draft = self.pending.pop(tid, None)
         if draft is None:
             return
         if rval is not None and rval < 0 and -rval in RESTART_ERRNOS:
             if walks and walks[0][0] is draft:
-                self.run_deferred()  # its walk still counts (keep-policy) as at the stop
+                self._settle()  # its walk still counts (keep-policy) as at the stop
             return  # interrupted and restarted: the restarted call is reported by itself
         if walks:
             # only this access's own walk is pending: record it once that has run, after
@@ -548,7 +555,7 @@ class EventCollector:
     # -- process events ------------------------------------------------------------------
     def on_spawn(self, parent_tid: int, new_tid: int, new_pid: int, kind: str) -> None:
         if self._walks or self._results:
-            self.run_deferred()
+            self._settle()
         parent = self.pid_of(parent_tid)
         self.tid2pid[new_tid] = new_pid
         if new_pid != parent:
@@ -560,7 +567,7 @@ class EventCollector:
 
     def on_exec(self, tid: int, former_tid: int, pid: int) -> None:
         if self._walks or self._results:
-            self.run_deferred()
+            self._settle()
         self._disarm_pid(pid)  # a new image: loader phase, exe, attributor state
         self._end_folds(pid)
         if former_tid != tid:
@@ -602,7 +609,7 @@ class EventCollector:
     def on_signal(self, tid: int, sig: int, fault_address: int | None,
                   code: int = 0) -> None:
         if self._walks or self._results:
-            self.run_deferred()
+            self._settle()
         import signal
 
         pid = self.pid_of(tid)
@@ -618,7 +625,7 @@ class EventCollector:
 
     def on_exit(self, tid: int, status: int) -> None:
         if self._walks or self._results:
-            self.run_deferred()
+            self._settle()
         self._upgrading.pop(tid, None)
         if self._armed:
             self._disarm(self._armed_tids.get(tid))  # its tid may be reused

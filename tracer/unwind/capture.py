@@ -146,7 +146,7 @@ _NativeCapture = Callable[..., tuple[tuple[int, ...], tuple[bytes, ...], int, tu
 _native: dict[str | None, _NativeCapture | None] = {}  # by CGOTRACE_NATIVE's value
 
 
-def _native_capture() -> _NativeCapture | None:
+def native_capture() -> _NativeCapture | None:
     """The native core's `capture`, unless it is off (CGOTRACE_NATIVE=0) or not built."""
     switch = os.environ.get("CGOTRACE_NATIVE")
     if switch not in _native:
@@ -194,7 +194,7 @@ def take_capture(regs: Registers, read: Reader, read_pages: PagesReader,
     rounds run in C; the same pages, the same hint."""
     cregs = CapturedRegs.of(regs)
     reader = CaptureReader(read, read_pages)
-    native = _native_capture() if pid is not None else None
+    native = native_capture() if pid is not None else None
     if native is not None and pid is not None:
         layout = None
         if rt is not None:

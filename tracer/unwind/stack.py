@@ -65,6 +65,8 @@ class Module(Protocol):
     def image(self) -> ImageLike | None: ...
 
 MAX_FRAMES: Final = 128
+SEEN_PER_PC: Final = 8  # Go-only stacks kept per innermost PC (`Unwinder._seen_stack`)
+MAX_SEEN: Final = 4096  # innermost PCs with kept stacks (cleared when exceeded)
 SCAN_LIMIT: Final = 64 * 1024
 PAGE: Final = 4096
 _TRACKED: Final = frozenset(cfi.TRACKED)
@@ -326,12 +328,18 @@ class Unwinder:
         self._generation = -1
         self._go: tuple[Module, GoRuntime, tuple[tuple[int, int], ...]] | None = None
         self.steps_built = 0
+        # rip -> Go-only stacks walked from it: (return-slot offsets from SP, the PCs found
+        # there, the frames); a walk whose slots hold the same PCs again is that stack
+        self._seen: dict[int, list[tuple[tuple[int, ...], tuple[int, ...],
+                                         tuple[RawFrame, ...]]]] = {}
+        self.seen_hits = 0  # walks answered from `_seen`
 
     def _sync(self) -> None:
         gen = getattr(self.maps, "generation", 0)
         if gen != self._generation:
             self._generation = gen
             self._steps.clear()
+            self._seen.clear()
             self._go = None
             for mod in getattr(self.maps, "modules", ()):
                 img = mod.image
@@ -356,15 +364,57 @@ class Unwinder:
     def unwind(self, regs: Registers, read: Reader, *, max_frames: int | None = None) -> Stack:
         """The stack of a thread stopped with `regs`, innermost frame first (at most
         `max_frames` frames: a short walk for a cheap key)."""
-        state = {cfi.RSP: regs.rsp, cfi.RBP: regs.rbp, cfi.RBX: regs.rbx, 12: regs.r12,
-                 13: regs.r13, 14: regs.r14, 15: regs.r15}
         go = self.go_context(read, regs.fs_base)
-        stack = Stack()
-        self._walk(stack, regs.rip, state, read, go, innermost=True,
-                   limit=max_frames or self.max_frames)
+        stack = self._seen_stack(regs.rip, regs.rsp, read) if max_frames is None else None
+        if stack is None:
+            state = {cfi.RSP: regs.rsp, cfi.RBP: regs.rbp, cfi.RBX: regs.rbx, 12: regs.r12,
+                     13: regs.r13, 14: regs.r14, 15: regs.r15}
+            stack = Stack()
+            self._walk(stack, regs.rip, state, read, go, innermost=True,
+                       limit=max_frames or self.max_frames)
+            if max_frames is None:
+                self._remember(regs.rip, regs.rsp, stack)
         if stack.g is None and go is not None and max_frames is None:
             stack.g = self._current_goroutine(go, stack)
         return stack
+
+    # --- stacks seen before ---------------------------------------------------------------
+    def _seen_stack(self, rip: int, rsp: int, read: Reader) -> Stack | None:
+        """A Go-only stack walked before from this PC whose return slots (at the same
+        offsets from SP) hold the same PCs now: the walk would find the same frames, as a
+        Go step depends only on its PC and SP. One word read per frame, no step."""
+        for offsets, pcs, frames in self._seen.get(rip, ()):
+            try:
+                if all(word(read, rsp + off) == pc for off, pc in zip(offsets, pcs,
+                                                                        strict=True)):
+                    self.seen_hits += 1
+                    return Stack(frames=list(frames), end="root")
+            except MemoryError_:
+                return None
+        return None
+
+    def _remember(self, rip: int, rsp: int, stack: Stack) -> None:
+        """Keep a walk that only took Go steps up to a root (see `_seen_stack`)."""
+        if stack.end != "root" or stack.g is not None or stack.notes:
+            return
+        offsets: list[int] = []
+        sp = rsp
+        innermost = True
+        for frame in stack.frames[:-1]:
+            step = self._steps.get((frame.pc, innermost))
+            if step is None or step.op != OP_GO or step.delta is None:
+                return
+            offsets.append(sp + step.delta - rsp)
+            sp += step.delta + 8
+            innermost = False
+        pcs = tuple(f.pc for f in stack.frames[1:])
+        seen = self._seen.setdefault(rip, [])
+        if len(seen) >= SEEN_PER_PC:
+            seen.pop(0)
+        if len(self._seen) >= MAX_SEEN:
+            self._seen.clear()
+            seen = self._seen.setdefault(rip, [])
+        seen.append((tuple(offsets), pcs, tuple(stack.frames)))
 
     def unwind_goroutine(self, pc: int, sp: int, read: Reader, fs_base: int = 0) -> Stack:
         """The stack of a parked goroutine from its saved `g.sched` pc/sp."""
