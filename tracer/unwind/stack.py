@@ -328,9 +328,10 @@ class Unwinder:
         self._generation = -1
         self._go: tuple[Module, GoRuntime, tuple[tuple[int, int], ...]] | None = None
         self.steps_built = 0
-        # rip -> Go-only stacks walked from it: (return-slot offsets from SP, the PCs found
-        # there, the frames); a walk whose slots hold the same PCs again is that stack
-        self._seen: dict[int, list[tuple[tuple[int, ...], tuple[int, ...],
+        # rip -> Go-only stacks walked from it; a walk whose return slots (at the same
+        # offsets from SP) hold the same PCs again is that stack
+        # (bytes from SP to the last slot's end, the slots' unpacker, their PCs, frames)
+        self._seen: dict[int, list[tuple[int, struct.Struct, tuple[int, ...],
                                          tuple[RawFrame, ...]]]] = {}
         self.seen_hits = 0  # walks answered from `_seen`
 
@@ -382,15 +383,25 @@ class Unwinder:
     def _seen_stack(self, rip: int, rsp: int, read: Reader) -> Stack | None:
         """A Go-only stack walked before from this PC whose return slots (at the same
         offsets from SP) hold the same PCs now: the walk would find the same frames, as a
-        Go step depends only on its PC and SP. One word read per frame, no step."""
-        for offsets, pcs, frames in self._seen.get(rip, ()):
-            try:
-                if all(word(read, rsp + off) == pc for off, pc in zip(offsets, pcs,
-                                                                        strict=True)):
-                    self.seen_hits += 1
-                    return Stack(frames=list(frames), end="root")
-            except MemoryError_:
-                return None
+        Go step depends only on its PC and SP. One read of [SP, the last slot] and one
+        unpack, no step; the stack found moves to the front (a loop repeats it)."""
+        seen = self._seen.get(rip)
+        if not seen:
+            return None
+        data = b""
+        for i, (span, slots, pcs, frames) in enumerate(seen):
+            if len(data) < span:
+                try:
+                    data = read(rsp, span)
+                except OSError:
+                    return None
+                if len(data) < span:
+                    return None
+            if slots.unpack_from(data) == pcs:
+                if i:
+                    seen.insert(0, seen.pop(i))
+                self.seen_hits += 1
+                return Stack(frames=list(frames), end="root")
         return None
 
     def _remember(self, rip: int, rsp: int, stack: Stack) -> None:
@@ -408,13 +419,18 @@ class Unwinder:
             sp += step.delta + 8
             innermost = False
         pcs = tuple(f.pc for f in stack.frames[1:])
-        seen = self._seen.setdefault(rip, [])
-        if len(seen) >= SEEN_PER_PC:
-            seen.pop(0)
+        if not offsets or offsets[-1] + 8 > SCAN_LIMIT:
+            return
+        fmt, at = "<", 0
+        for off in offsets:  # ascending: each frame's slot lies above the previous one's
+            fmt += f"{off - at}xQ" if off > at else "Q"
+            at = off + 8
         if len(self._seen) >= MAX_SEEN:
             self._seen.clear()
-            seen = self._seen.setdefault(rip, [])
-        seen.append((tuple(offsets), pcs, tuple(stack.frames)))
+        seen = self._seen.setdefault(rip, [])
+        if len(seen) >= SEEN_PER_PC:
+            seen.pop()  # the one found least recently
+        seen.insert(0, (at, struct.Struct(fmt), pcs, tuple(stack.frames)))
 
     def unwind_goroutine(self, pc: int, sp: int, read: Reader, fs_base: int = 0) -> Stack:
         """The stack of a parked goroutine from its saved `g.sched` pc/sp."""
