@@ -355,17 +355,21 @@ def test_a_go_stack_seen_before_is_checked_not_walked() -> None:
     regs = SimpleNamespace(rip=0x1020, rsp=sp, rbp=0, rbx=0, r12=0, r13=0, r14=0, r15=0,
                            fs_base=0)
     unw = Unwinder(_Maps())  # type: ignore[arg-type]
-    first = unw.unwind(regs, mem.read)  # type: ignore[arg-type]
+    mem.map(sp, sp + 0x1000)
+    first = unw.unwind(regs, reader_over(mem, [sp]))  # type: ignore[arg-type]
     assert [f.pc for f in first.frames] == [0x1020, 0x2050, 0x3010] and first.end == "root"
     built = unw.steps_built
-    again = unw.unwind(regs, mem.read)  # type: ignore[arg-type]
+    again = unw.unwind(regs, reader_over(mem, [sp]))  # type: ignore[arg-type]
     assert (unw.seen_hits, unw.steps_built) == (1, built)
     assert again.frames == first.frames and again.end == "root"
     mem.put_word(sp + 0x10, 0x2060)  # another return address: walked again
-    other = unw.unwind(regs, mem.read)  # type: ignore[arg-type]
+    other = unw.unwind(regs, reader_over(mem, [sp]))  # type: ignore[arg-type]
     assert unw.seen_hits == 1 and [f.pc for f in other.frames][1] == 0x2060
+    shallow = reader_over(mem, [])  # nothing held: checked against nothing, walked live
+    assert unw.unwind(regs, shallow).frames == other.frames  # type: ignore[arg-type]
+    assert unw.seen_hits == 1
     mem.put_word(sp + 0x18 + 0x20, 0x1050)  # no longer ends at a root: never kept
-    odd = unw.unwind(regs, mem.read)  # type: ignore[arg-type]
+    odd = unw.unwind(regs, reader_over(mem, [sp]))  # type: ignore[arg-type]
     assert odd.end != "root"
-    assert unw.unwind(regs, mem.read).frames == odd.frames  # type: ignore[arg-type]
+    assert unw.unwind(regs, reader_over(mem, [sp])).frames == odd.frames  # type: ignore[arg-type]
     assert unw.seen_hits == 1

@@ -152,6 +152,21 @@ class PagedReader:
                 return data[addr - page:addr - page + n]
         return self._read(addr, n)
 
+    def cached(self, addr: int, n: int) -> bytes | None:
+        """The `n` bytes at `addr` when every page of them is held already (prefetched or
+        captured); None otherwise, without reading anything."""
+        out = b""
+        while n > 0:
+            page = addr & ~(PAGE - 1)
+            data = self._pages.get(page)
+            if data is None or len(data) != PAGE:
+                return None
+            take = min(n, page + PAGE - addr)
+            out += data[addr - page:addr - page + take]
+            addr += take
+            n -= take
+        return out
+
     def word(self, addr: int) -> int:
         """The little-endian word at `addr`; MemoryError_ when unreadable."""
         off = addr & (PAGE - 1)
@@ -383,20 +398,21 @@ class Unwinder:
     def _seen_stack(self, rip: int, rsp: int, read: Reader) -> Stack | None:
         """A Go-only stack walked before from this PC whose return slots (at the same
         offsets from SP) hold the same PCs now: the walk would find the same frames, as a
-        Go step depends only on its PC and SP. One read of [SP, the last slot] and one
+        Go step depends only on its PC and SP. One read of [SP, the last slot] from the
+        pages already held (never a live read: a reader that holds none is walked) and one
         unpack, no step; the stack found moves to the front (a loop repeats it)."""
         seen = self._seen.get(rip)
         if not seen:
             return None
+        held = read.cached if isinstance(read, PagedReader) else None
         data = b""
         for i, (span, slots, pcs, frames) in enumerate(seen):
             if len(data) < span:
-                try:
-                    data = read(rsp, span)
-                except OSError:
-                    return None
-                if len(data) < span:
-                    return None
+                # only what is held: a stack seen from this PC may be deeper than this one
+                got = held(rsp, span) if held is not None else None
+                if got is None:
+                    continue
+                data = got
             if slots.unpack_from(data) == pcs:
                 if i:
                     seen.insert(0, seen.pop(i))
