@@ -121,6 +121,10 @@ class Attributor:
             # ld.so: no walk (or a short one for the keep-policy): nothing worth capturing
             cap = None
         else:
+            # the module map knows the syscall's PC while /proc/PID/maps can be read: the
+            # process may be gone when the walk runs (a miss re-reads the maps then)
+            st.maps.epoch += 1
+            st.maps.module_for(int(regs.rip))
             cap = take_capture(regs, memory.read, memory.read_pages, st.unwinder.runtime(),
                                st.hints.get(tid, NO_HINT), getattr(memory, "pid", None))
             if len(st.hints) >= MAX_KEYS:
