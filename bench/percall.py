@@ -18,6 +18,9 @@ upgrade) under both engines. Each figure is (tracer loop time) / (watched calls)
                 with the native core (the default) and with CGOTRACE_NATIVE=0
   ptrace        `trace_program(engine="ptrace")`, no stacks: two ptrace stops per call
                 (the ptrace engine has no native core)
+  stacks on     benchwalk under each engine with the attributor (`LazyAttributor`, as
+                `cgotrace run` has by default): + capture, walk, symbolization per call
+                (`--only-walk` runs the benchwalk rows alone)
 
 Then the same engines on `benchuser` (cgo lookups: N/4 of them), `benchwalk` (N*3/20 new
 files: 3000) and `cgotrace attach` on `benchhttp N` (per syscall stop, not per watched
@@ -161,9 +164,12 @@ def native_floor(exe: Path, n: int) -> float:
     return 1e6 * elapsed / max(count, 1)
 
 
-def engine(exe: Path, args: list[str], name: str, native: bool = True) -> float:
-    """Microseconds per watched call of a whole traced run (stacks off); `native` False
-    runs the notify engine's pure-Python path (CGOTRACE_NATIVE=0)."""
+def engine(exe: Path, args: list[str], name: str, native: bool = True,
+           stacks: bool = False) -> float:
+    """Microseconds per watched call of a whole traced run (stacks off unless `stacks`, as
+    `cgotrace run` has them by default); `native` False runs the notify engine's
+    pure-Python path (CGOTRACE_NATIVE=0)."""
+    from tracer.attribution.policy import LazyAttributor
     from tracer.commands.run import RunOptions, trace_program
 
     saved = os.environ.get("CGOTRACE_NATIVE")
@@ -172,7 +178,8 @@ def engine(exe: Path, args: list[str], name: str, native: bool = True) -> float:
         with _quiet():
             t0 = time.perf_counter()
             res = trace_program(RunOptions(argv=[str(exe), *args], engine=name,
-                                           forward_signals=False, on_access=lambda a: None))
+                                           forward_signals=False, on_access=lambda a: None,
+                                           attributor=LazyAttributor() if stacks else None))
             elapsed = time.perf_counter() - t0
     finally:
         if saved is None:
@@ -210,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.percall")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("-n", type=int, default=20000)
+    ap.add_argument("--only-walk", action="store_true",
+                    help="only the benchwalk rows (stacks off and on)")
     a = ap.parse_args(argv)
     from sample_apps import build
 
@@ -252,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
                   lambda: engine(walker, [walk, tree], "notify", native=False)),
                  (f"ptrace engine (benchwalk {walk}: every path new)",
                   lambda: engine(walker, [walk, tree], "ptrace"))]
+        rows += [(f"{e} engine, stacks on (benchwalk {walk})",
+                  lambda e=e: engine(walker, [walk, tree], e, stacks=True))
+                 for e in ("notify", "ptrace")]
+        if a.only_walk:
+            rows = [r for r in rows if "benchwalk" in r[0]]
         print(f"per watched call, median of {a.runs} runs (us); load {os.getloadavg()[0]:.2f}")
         for label, fn in rows:
             print(f"  {label:<60} {statistics.median(fn() for _ in range(a.runs)):7.1f}")

@@ -4,7 +4,8 @@ One traced run per binary (cached for the module), many assertions:
 
 * the run ends as the mode's first `[[run]]` of app.toml says (a declared crash, such as
   static glibc loading NSS modules, is an exit code there; anything else fails);
-* the attributor raised nothing (`attributor_errors == 0`);
+* the attributor raised nothing (`attributor_errors == 0`), and no walk run after its
+  thread resumed read a page its capture lacked (`capture_misses == 0`);
 * every expectation of the mode is met by at least one access to its path, and EVERY access
   to a path some expectation names (keep-policy reuses, `same_as`, included) matches one of
   that path's expectations: via, go_api, c_function (also found among the C frames of the
@@ -419,6 +420,9 @@ def test_expectations(app: str, mode: str, go: str, engine: str,
     assert status == run.exit_code, (f"{app}/{mode}/go{go}/{engine}: exit {status}, app.toml "
                                      f"run {run.name!r} expects {run.exit_code}")
     assert att.calls > 0
+    # walks after the thread resumed read only what its capture held (docs/attribution.md,
+    # "Capture"): a page read live then could have changed since the stop
+    assert att.stats.capture_misses == 0, att.stats
     failures = _check(accesses, expectations, mode, exe)
     assert not failures, "\n".join([*failures, f"attributor: {att.stats}"])
     if app in _APP_CHECKS:

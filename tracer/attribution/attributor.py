@@ -17,6 +17,15 @@ Per access:
 What is kept per process is in tracer/attribution/state.py. Costs: names are cached per
 (image, pc); a repeated call path costs its memory reads (a few pages, cached per stop)
 plus a dict lookup.
+
+Capture, then walk (docs/attribution.md, "Capture"): `capture(view, draft)` is what must
+happen while the thread is stopped: the keep-policy's answer without registers, or a copy
+of the registers and the memory the walk will read (tracer/unwind/capture.py), returned as
+a `PendingWalk` the collector resolves once the engine has resumed the thread. Every walk
+reads the capture; a page it lacks is read live and counted. A goroutine whose creator
+chain is not known yet (its parent's stack must be walked as it is now) is walked at once,
+with the thread still stopped (`PendingWalk.deferrable` False). `__call__` is capture and
+resolve in one.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+from tracer.attribution.appcode import package_of
 from tracer.attribution.creator import CreatorChain, from_creator
 from tracer.attribution.frames import EXEC_SYSCALLS, StackAttribution, attribute_stack
 from tracer.attribution.modules import MapsRegistry
@@ -31,10 +41,11 @@ from tracer.attribution.policy import FAST_FRAMES, MAX_KEYS, PathKey, site_key
 from tracer.attribution.state import AttributorStats, ProcessState, no_memory
 from tracer.attribution.symbolize import Symbolizer
 from tracer.trace.model import Attribution, Frame, Via
-from tracer.unwind.stack import MemoryError_, PagedReader, Stack, word
+from tracer.unwind.capture import NO_HINT, Capture, take_capture
+from tracer.unwind.stack import MemoryError_, PagedReader, Reader, Stack, word
 
 if TYPE_CHECKING:
-    from tracer.engine.base import Registers, ThreadView
+    from tracer.engine.base import ProcessMemory, Registers, ThreadView
 
 _LOADER: Final = Attribution(via=Via.LOADER)
 # what a goroutine adds to a stack's answer: go_api, user_frame, goroutine, parent_goroutine,
@@ -85,6 +96,13 @@ class Attributor:
     # --- the hook -----------------------------------------------------------------------
     def __call__(self, view: ThreadView, draft: Any) -> Attribution | None:
         """The hook: registers and memory come from the engine's `view` of the thread."""
+        got = self.capture(view, draft)
+        return got.resolve(False) if isinstance(got, PendingWalk) else got
+
+    def capture(self, view: ThreadView, draft: Any) -> Attribution | PendingWalk | None:
+        """What must be done while the thread is stopped: the keep-policy's answer when
+        it needs no registers, else the thread's capture, to be walked by
+        `PendingWalk.resolve` (after the thread was resumed when `deferrable`)."""
         t0 = time.perf_counter()
         if not self.keep_all:
             sampled = self._sampled(view.pid, draft)
@@ -96,13 +114,29 @@ class Attributor:
         regs = view.regs()
         if regs is None:
             return None  # thread gone, or the engine has no registers for it
-        st = self._bind(view)
-        stats = self.stats
-        try:
-            return self._kept(st, view.tid, regs, draft)
-        finally:
-            stats.calls += 1
-            stats.seconds += time.perf_counter() - t0
+        st = self._state(view.pid)
+        memory = _memory_of(view)
+        tid = view.tid
+        if getattr(draft, "loader_phase", False):
+            # ld.so: no walk (or a short one for the keep-policy): nothing worth capturing
+            cap = None
+        else:
+            # the module map knows the syscall's PC while /proc/PID/maps can be read: the
+            # process may be gone when the walk runs (a miss re-reads the maps then)
+            st.maps.epoch += 1
+            st.maps.module_for(int(regs.rip))
+            cap = take_capture(regs, memory.read, memory.read_pages, st.unwinder.runtime(),
+                               st.hints.get(tid, NO_HINT), getattr(memory, "pid", None))
+            if len(st.hints) >= MAX_KEYS:
+                st.hints.clear()
+            st.hints[tid] = cap.hint
+            self.stats.captures += 1
+            self.stats.capture_calls += cap.reader.calls
+        walked: Registers = regs if cap is None else cap.regs
+        job = PendingWalk(self, st, tid, cap, walked, draft, memory, view.regs_of)
+        job.deferrable = cap is not None and self._creator_known(st, cap)
+        self.stats.seconds += time.perf_counter() - t0
+        return job
 
     def wants_walk(self, pid: int, draft: Any) -> bool:
         """The keep-policy without registers (notify engine): does this access need a
@@ -132,41 +166,72 @@ class Attributor:
         st = self._procs.get(pid)
         return st.keep.sampled(draft) if st is not None else None
 
-    def _bind(self, view: ThreadView) -> ProcessState:
-        """The process's state, reading through the engine's `view` for this stop."""
-        st = self._state(view.pid)
-        st.read, st.read_pages = view.read, view.read_pages
-        st.regs_of = view.regs_of
+    def _creator_known(self, st: ProcessState, cap: Capture) -> bool:
+        """Whether a walk of the captured thread can wait until it runs on: its goroutine
+        (from the capture alone) needs no creator chain, or has one cached. A creator's
+        parent must be walked as it is while this thread waits (it may move on once this
+        thread returns), so such an access is walked at once."""
+        rt = st.unwinder.runtime()
+        if rt is None:
+            return True  # no Go runtime: no goroutine, no creator
+        peek, lay = cap.reader.peek, rt.layout
+        g = peek(cap.regs.fs_base + rt.tls_g_offset) if cap.regs.fs_base else None
+        if not g:
+            return False  # a thread without a g (yet): the walk may still find one
+        m = peek(g + lay.g_m)
+        if m and peek(m + lay.m_g0) == g:
+            g = peek(m + lay.m_curg)
+            if not g:
+                return True  # runtime work on g0 with no user goroutine
+        goid, gopc = peek(g + lay.g_goid), peek(g + lay.g_gopc)
+        if goid is None or gopc is None:
+            return False
+        if not gopc or (g, goid) in st.creators.parents:
+            return True
+        frame = self.creators.go_statement(st, gopc)
+        return frame is None or package_of(frame.function or "") == "runtime"
+
+    def _bind(self, st: ProcessState, memory: ProcessMemory,
+              regs_of: Any) -> ProcessState:
+        """The process's state, reading its memory live through `memory` (what the
+        capture lacks, other goroutines) and other threads' registers through `regs_of`."""
+        st.read, st.read_pages = memory.read, memory.read_pages
+        st.regs_of = regs_of
         return st
 
-    def _kept(self, st: ProcessState, tid: int, regs: Registers, draft: Any) -> Attribution:
+    def _kept(self, st: ProcessState, tid: int, regs: Registers, draft: Any,
+              reader: PagedReader | None = None) -> Attribution:
         """A walked answer, or the keep-policy's earlier one for an access of a path."""
         syscall = str(getattr(draft, "syscall", ""))
         loader_phase = bool(getattr(draft, "loader_phase", False))
         path = getattr(draft, "path", None)
         if self.keep_all or not isinstance(path, str):
-            return self.attribute(st.pid, regs, syscall, loader_phase=loader_phase, tid=tid)
-        found = self._keep(st, tid, regs, (syscall, path), loader_phase)
+            return self.attribute(st.pid, regs, syscall, loader_phase=loader_phase, tid=tid,
+                                  reader=reader)
+        found = self._keep(st, tid, regs, (syscall, path), loader_phase, reader)
         st.keep.remember_site(site_key(draft), found)
         return found
 
     def _keep(self, st: ProcessState, tid: int, regs: Registers, key: PathKey,
-              loader_phase: bool) -> Attribution:
+              loader_phase: bool, reader: PagedReader | None = None) -> Attribution:
         """A full walk, or the Attribution of an earlier access with the same (syscall,
         path, fast key)."""
-        earlier = st.keep.earlier(key, lambda: self._first_pcs(st, regs))
+        earlier = st.keep.earlier(key, lambda: self._first_pcs(st, regs, reader))
         if earlier is not None:
             self.stats.reused += 1
             return earlier
-        attribution = self.attribute(st.pid, regs, key[0], loader_phase=loader_phase, tid=tid)
+        attribution = self.attribute(st.pid, regs, key[0], loader_phase=loader_phase, tid=tid,
+                                     reader=reader)
         st.keep.remember(key, attribution, self._last_pcs)
         return attribution
 
     @staticmethod
-    def _first_pcs(st: ProcessState, regs: Registers) -> tuple[int, ...]:
+    def _first_pcs(st: ProcessState, regs: Registers,
+                   reader: PagedReader | None = None) -> tuple[int, ...]:
         """The fast key's PCs: a walk of FAST_FRAMES frames."""
         st.maps.epoch += 1
-        short = st.unwinder.unwind(regs, PagedReader(st.read), max_frames=FAST_FRAMES)
+        read: Reader = reader if reader is not None else PagedReader(st.read)
+        short = st.unwinder.unwind(regs, read, max_frames=FAST_FRAMES)
         return tuple(f.pc for f in short.frames)
 
     # --- per-process state --------------------------------------------------------------
@@ -187,19 +252,24 @@ class Attributor:
 
     # --- the work -----------------------------------------------------------------------
     def attribute(self, pid: int, regs: Registers, syscall: str, *,
-                  loader_phase: bool = False, tid: int | None = None) -> Attribution:
-        """Attribution for thread registers `regs` of process `pid`, stopped at `syscall`."""
+                  loader_phase: bool = False, tid: int | None = None,
+                  reader: PagedReader | None = None) -> Attribution:
+        """Attribution for thread registers `regs` of process `pid`, stopped at `syscall`;
+        memory from `reader` (a capture) or, without one, read live with a prefetch of
+        the pages this thread's previous walk touched."""
         st = self._state(pid)
         st.maps.epoch += 1
-        read = PagedReader(st.read, st.read_pages)
-        if tid is not None:
-            read.prefetch(st.pages.get(tid, []))
+        read = reader
+        if read is None:
+            read = PagedReader(st.read, st.read_pages)
+            if tid is not None:
+                read.prefetch(st.pages.get(tid, []))
         st.tid, st.creators.stopped = tid, None
         try:
             return self._attribute(st, read, regs, syscall, loader_phase)
         finally:
             st.creators.stopped = None
-            if tid is not None:
+            if tid is not None and reader is None:
                 st.pages[tid] = read.touched
 
     def _attribute(self, st: ProcessState, read: PagedReader, regs: Registers, syscall: str,
@@ -252,6 +322,66 @@ class Attributor:
                 pass
         return _interned(st, analysis, (go_api, user_frame, goroutine, parent, creator,
                                         via_goroutine, no_user, origin))
+
+
+class _LiveMemory:
+    """`ProcessMemory` from a view that has no `process_memory` (test doubles): its own
+    readers, valid only while the thread is stopped (such a walk is never deferred)."""
+
+    __slots__ = ("read", "read_pages")
+
+    def __init__(self, view: ThreadView) -> None:
+        self.read = view.read
+        self.read_pages = view.read_pages
+
+
+def _memory_of(view: ThreadView) -> ProcessMemory:
+    get = getattr(view, "process_memory", None)
+    return get() if get is not None else _LiveMemory(view)
+
+
+class PendingWalk:
+    """A captured access waiting for its walk (the `PendingAttribution` of the collector's
+    hook seam). `resolve(resumed)` walks it once and returns its Attribution; `misses`
+    then counts the pages the walk read live because the capture lacked them."""
+
+    __slots__ = ("attributor", "cap", "deferrable", "draft", "memory", "misses", "regs",
+                 "regs_of", "st", "tid")
+
+    def __init__(self, attributor: Attributor, st: ProcessState, tid: int,
+                 cap: Capture | None, regs: Registers, draft: Any, memory: ProcessMemory,
+                 regs_of: Any) -> None:
+        self.attributor = attributor
+        self.st = st
+        self.tid = tid
+        self.cap = cap
+        self.regs = regs
+        self.draft = draft
+        self.memory = memory
+        self.regs_of = regs_of
+        self.deferrable = False  # True: may be resolved after the thread was resumed
+        self.misses = 0
+
+    def resolve(self, resumed: bool) -> Attribution | None:
+        """Walk and symbolize (once). `resumed`: the thread runs on now, so a page read
+        live may have changed since the stop (counted apart)."""
+        att = self.attributor
+        stats = att.stats
+        t0 = time.perf_counter()
+        st = att._bind(self.st, self.memory, self.regs_of)  # noqa: SLF001 - its own job
+        reader = self.cap.reader if self.cap is not None else None
+        try:
+            return att._kept(st, self.tid, self.regs, self.draft, reader)  # noqa: SLF001
+        finally:
+            if reader is not None:
+                self.misses = reader.misses
+                if resumed:
+                    stats.deferred += 1
+                    stats.capture_misses += reader.misses
+                else:
+                    stats.capture_misses_stopped += reader.misses
+            stats.calls += 1
+            stats.seconds += time.perf_counter() - t0
 
 
 def _interned(st: ProcessState, analysis: StackAttribution, g: _Goroutine) -> Attribution:

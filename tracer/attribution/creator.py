@@ -66,6 +66,7 @@ class CreatorMemory:
     parents: dict[tuple[int, int], Creator] = field(default_factory=dict)  # (g, goid) ->
     stopped: dict[int, Stack] | None = None  # this stop: g -> stack (other threads)
     gave_up: set[tuple[int, int]] = field(default_factory=set)  # (g, goid) polled in vain
+    statements: dict[int, Frame] = field(default_factory=dict)  # gopc -> its `go` frame
 
 
 class _Backoff:
@@ -108,7 +109,7 @@ class CreatorChain:
         lay = ctx.rt.layout
         gopc = word(read, g + lay.g_gopc)
         parent_goid = _recorded_parent(read, g, lay)
-        frame = self._go_statement(st, gopc)
+        frame = self.go_statement(st, gopc)
         if frame is None or package_of(frame.function or "") == "runtime":
             # runtime.main's goroutine (created by rt0_go) and runtime-internal workers
             return NO_CREATOR
@@ -119,10 +120,22 @@ class CreatorChain:
             parent = self._parent_analysis(st, read, parent_goid, fs_base, depth)
         return _remember(st, (g, goid), Creator(parent_goid, frame, parent))
 
-    def _go_statement(self, st: ProcessState, gopc: int) -> Frame | None:
-        """The named frame of the `go` statement at `gopc` (None when unnamed)."""
+    def go_statement(self, st: ProcessState, gopc: int) -> Frame | None:
+        """The named frame of the `go` statement at `gopc` (None when unnamed); named
+        once per PC for the process's image."""
         if not gopc:
             return None
+        known = st.creators.statements
+        frame = known.get(gopc)
+        if frame is None:
+            frame = self._name_go_statement(st, gopc)
+            if frame is not None:  # unnamed: a module not mapped yet may name it later
+                if len(known) >= MAX_ALLGS:
+                    known.clear()
+                known[gopc] = frame
+        return frame
+
+    def _name_go_statement(self, st: ProcessState, gopc: int) -> Frame | None:
         names = self.symbolizer.name(RawFrame(gopc, st.maps.module_for(gopc), "go", True))
         return names[0].frame if names and names[0].frame.function else None
 

@@ -297,6 +297,10 @@ class ProcessMaps:
             except OSError:
                 text = ""
         mappings = parse_maps(text)
+        if not mappings and self.modules:
+            # the process is gone (a walk run after its thread resumed, docs/attribution.md
+            # "Capture, then walk", may outlive it): its last map still names its frames
+            return
         by_file: dict[tuple[str, int], list[Mapping]] = {}
         specials: list[Mapping] = []
         for m in mappings:

@@ -166,6 +166,11 @@ class LazyAttributor:
         """The attributor hook (tracer/recording/collector.py `AttributionHook`)."""
         return self._loader_answer(draft) or self._get()(view, draft)
 
+    def capture(self, view: ThreadView, draft: Any) -> Any:
+        """The hook's capture (`Attributor.capture`): `via=loader` at once for a
+        loader-phase access, else the attributor's answer or pending walk."""
+        return self._loader_answer(draft) or self._get().capture(view, draft)
+
     def wants_walk(self, pid: int, draft: Any) -> bool:
         """No walk for a loader-phase access; else as the attributor's keep-policy says."""
         if self._loader_answer(draft) is not None:

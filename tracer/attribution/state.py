@@ -20,6 +20,7 @@ from tracer.attribution.creator import CreatorMemory
 from tracer.attribution.modules import ProcessMaps
 from tracer.attribution.policy import KeepPolicy
 from tracer.trace.model import Attribution
+from tracer.unwind.capture import Hint
 from tracer.unwind.stack import PagesReader, Reader, Stack, Unwinder
 
 if TYPE_CHECKING:
@@ -40,6 +41,11 @@ class AttributorStats:
     creator_waits: int = 0  # creator goroutines polled until they parked
     creator_misses: int = 0  # creator goroutines whose stack could not be walked
     creator_stopped: int = 0  # running creators walked from their stopped thread's registers
+    captures: int = 0  # threads captured for a walk (tracer/unwind/capture.py)
+    capture_calls: int = 0  # read_pages calls (process_vm_readv) those captures made
+    deferred: int = 0  # walks run after the thread was resumed
+    capture_misses: int = 0  # pages those read live: not in the capture (may be stale)
+    capture_misses_stopped: int = 0  # pages walks on a capture read live, thread stopped
 
 
 def no_memory(addr: int, n: int) -> bytes:
@@ -66,6 +72,7 @@ class ProcessState:
         self.tid: int | None = None  # the thread of the access being attributed
         self.unwinder = Unwinder(maps)
         self.pages: dict[int, list[int]] = {}  # tid -> pages its last walk touched
+        self.hints: dict[int, Hint] = {}  # tid -> what its last capture found
         self.keep = KeepPolicy()
         self.creators = CreatorMemory()
         self.interned: dict[tuple[Any, ...], Attribution] = {}

@@ -277,7 +277,8 @@ def _result(opts: AttachOptions, facts: procfs.ProcessFacts, engine: Any,
     cs = collector.stats
     stats = {"stops": engine.stops, "accesses": cs.accesses, "repeats": cs.repeats,
              "unknown": cs.lost,
-             "attributor_errors": cs.attributor_errors, "threads": nthreads,
+             "attributor_errors": cs.attributor_errors, "deferred_walks": cs.deferred,
+             "capture_misses": cs.capture_misses, "threads": nthreads,
              "native_resumed": engine.native_resumed}
     end = engine.end_time or time.time()
     status = engine.ended or ExitStatus(code=None)

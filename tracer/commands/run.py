@@ -199,6 +199,8 @@ def _trace(opts: RunOptions, lspec: LaunchSpec, rec: Recording, program: str,
     err = tracee.exec_errno()
     tracee.close()
     stats = _stats(engine, collector)
+    if opts.verbose and opts.attributor is not None:
+        print(f"cgotrace: stacks: {stacks_line(collector)}", file=sys.stderr, flush=True)
     diagnosis = _diagnose(err, program, prepared, status, rec.loader_accesses)
     diagnoses = [diagnosis.to_dict()] if diagnosis is not None else []
     analysis = rec.finish(status, stats=stats, diagnoses=diagnoses)
@@ -230,11 +232,20 @@ def _line_with_finding_fix(diagnosis: Diagnosis, analysis: Any,
     return f"{diagnosis.message}. Fix: {fix}" if fix else diagnosis.message
 
 
+def stacks_line(collector: EventCollector) -> str:
+    """What -v says of the walks: how many ran after their thread resumed, and how many
+    pages they read live because the capture lacked them (could have changed since)."""
+    cs = collector.stats
+    return (f"{cs.deferred} walks ran after their thread resumed, "
+            f"{cs.capture_misses} capture misses")
+
+
 def _stats(engine: Any, collector: EventCollector) -> dict[str, int]:
     cs = collector.stats
     stats = {"stops": engine.stops, "accesses": cs.accesses, "repeats": cs.repeats,
              "unknown": cs.lost, "unobserved": cs.unobserved,
-             "attributor_errors": cs.attributor_errors}
+             "attributor_errors": cs.attributor_errors, "deferred_walks": cs.deferred,
+             "capture_misses": cs.capture_misses}
     if isinstance(engine, NotifyEngine):
         stats["notifications"] = engine.notifications
         stats["upgrades"] = engine.upgrades

@@ -692,6 +692,8 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
+static int capture_add(PyObject *m); /* the capture section, at the end of the file */
+
 PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&CoreType) < 0)
         return NULL;
@@ -709,5 +711,275 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyModule_AddIntConstant(m, "HUP", R_HUP);
     PyModule_AddIntConstant(m, "TICK", R_TICK);
     PyModule_AddIntConstant(m, "EINTR", R_EINTR);
+    if (capture_add(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     return m;
+}
+
+/* capture */
+/*
+ * capture(pid, rsp, fs_base, layout, hint_pages, hint_lo, hint_hi)
+ *   -> (pages, datas, calls, hint_pages, stack_lo, stack_hi)
+ *
+ * tracer/unwind/capture.py's take_capture in C: the pages of a stopped thread a walk will
+ * read, in rounds of one process_vm_readv each (one iovec per page), a round only for
+ * pages not captured yet. `layout` is None (no Go runtime: only [SP, SP+STACK_WINDOW)) or
+ * (tls_g_offset, g_stack_hi, g_m, m_g0, m_curg, g_sched, stack_window, max_window, g_span,
+ * m_span, max_rounds). `datas[i]` is page `pages[i]`, b"" when it was unreadable. The
+ * pure-Python function is the reference: the same pages, the same hint.
+ */
+
+#define CAP_PAGE 4096ULL
+#define CAP_MAX 192 /* pages one capture holds */
+#define CAP_BATCH 64 /* iovecs per process_vm_readv */
+
+typedef struct {
+    uint64_t addr[CAP_MAX];
+    signed char ok[CAP_MAX]; /* 1 read, 0 unreadable */
+    int n;
+    int calls;
+    char data[CAP_MAX][CAP_PAGE];
+} CapStore;
+
+static CapStore cap_store;
+
+typedef struct {
+    uint64_t p[CAP_MAX];
+    int n;
+} CapSet;
+
+static void capset_add(CapSet *s, uint64_t page) {
+    for (int i = 0; i < s->n; i++)
+        if (s->p[i] == page)
+            return;
+    if (s->n < CAP_MAX)
+        s->p[s->n++] = page;
+}
+
+static void capset_range(CapSet *s, uint64_t lo, uint64_t hi) {
+    if (lo == 0 || lo >= hi)
+        return;
+    for (uint64_t p = lo & ~(CAP_PAGE - 1); p < hi && s->n < CAP_MAX; p += CAP_PAGE)
+        capset_add(s, p);
+}
+
+static int cap_find(const CapStore *st, uint64_t page) {
+    for (int i = 0; i < st->n; i++)
+        if (st->addr[i] == page)
+            return i;
+    return -1;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Read the pages of `want` not held yet; the kernel stops a batch at its first unreadable
+ * page: that one is kept as unreadable and the rest asked again. */
+static void cap_fill(pid_t pid, CapStore *st, const CapSet *want) {
+    uint64_t todo[CAP_MAX];
+    int n = 0;
+    for (int i = 0; i < want->n; i++)
+        if (cap_find(st, want->p[i]) < 0)
+            todo[n++] = want->p[i];
+    qsort(todo, (size_t)n, sizeof(uint64_t), cmp_u64);
+    int at = 0;
+    while (at < n && st->n < CAP_MAX) {
+        int batch = n - at;
+        if (batch > CAP_BATCH)
+            batch = CAP_BATCH;
+        if (batch > CAP_MAX - st->n)
+            batch = CAP_MAX - st->n;
+        struct iovec local[CAP_BATCH], remote[CAP_BATCH];
+        int first = st->n;
+        for (int i = 0; i < batch; i++) {
+            st->addr[first + i] = todo[at + i];
+            st->ok[first + i] = 0;
+            local[i].iov_base = st->data[first + i];
+            local[i].iov_len = CAP_PAGE;
+            remote[i].iov_base = (void *)(uintptr_t)todo[at + i];
+            remote[i].iov_len = CAP_PAGE;
+        }
+        st->calls++;
+        ssize_t got = process_vm_readv(pid, local, (unsigned long)batch, remote,
+                                       (unsigned long)batch, 0);
+        int full = got > 0 ? (int)((uint64_t)got / CAP_PAGE) : 0;
+        for (int i = 0; i < full; i++)
+            st->ok[first + i] = 1;
+        if (full < batch) { /* page todo[at+full] is unreadable: keep it so, go on after */
+            st->n = first + full + 1;
+            at += full + 1;
+        } else {
+            st->n = first + batch;
+            at += batch;
+        }
+    }
+}
+
+/* The word at addr from the capture alone; 0 with *found = 0 when not captured. */
+static uint64_t cap_peek(const CapStore *st, uint64_t addr, int *found) {
+    uint64_t off = addr & (CAP_PAGE - 1);
+    int i = cap_find(st, addr - off);
+    *found = 0;
+    if (i < 0 || !st->ok[i] || off > CAP_PAGE - 8)
+        return 0;
+    uint64_t v;
+    memcpy(&v, st->data[i] + off, 8);
+    *found = 1;
+    return v;
+}
+
+typedef struct {
+    long long tls_off;
+    uint64_t g_stack_hi, g_m, m_g0, m_curg, g_sched, window, max_window, g_span, m_span;
+    long rounds;
+} CapLayout;
+
+/* _go_pages: the pages a walk reads as far as the capture tells, and the hint. */
+static void cap_go_pages(const CapStore *st, const CapLayout *l, uint64_t sp,
+                         uint64_t fs_base, CapSet *want, CapSet *kept, uint64_t *lo,
+                         uint64_t *hi) {
+    int f;
+    want->n = 0;
+    kept->n = 0;
+    *lo = *hi = 0;
+    if (!fs_base) {
+        capset_range(want, sp, sp + l->window);
+        return;
+    }
+    uint64_t tls = fs_base + (uint64_t)l->tls_off;
+    uint64_t g = cap_peek(st, tls, &f);
+    if (!g) {
+        capset_range(want, sp, sp + l->window);
+        capset_add(want, tls & ~(CAP_PAGE - 1));
+        return;
+    }
+    capset_range(kept, g, g + l->g_span);
+    uint64_t glo = cap_peek(st, g, &f);
+    uint64_t ghi = cap_peek(st, g + l->g_stack_hi, &f);
+    if (sp < ghi) {
+        uint64_t top = sp + l->max_window < ghi ? sp + l->max_window : ghi;
+        capset_range(want, sp, top);
+    } else {
+        capset_range(want, sp, sp + l->window);
+    }
+    capset_add(want, tls & ~(CAP_PAGE - 1));
+    uint64_t m = cap_peek(st, g + l->g_m, &f);
+    if (m) {
+        capset_range(kept, m, m + l->m_span);
+        if (cap_peek(st, m + l->m_g0, &f) == g) {
+            uint64_t curg = cap_peek(st, m + l->m_curg, &f);
+            if (curg) {
+                capset_range(kept, curg, curg + l->g_span);
+                uint64_t gsp = cap_peek(st, curg + l->g_sched, &f);
+                uint64_t chi = cap_peek(st, curg + l->g_stack_hi, &f);
+                if (gsp && chi && gsp < chi) {
+                    uint64_t top = gsp + l->max_window < chi ? gsp + l->max_window : chi;
+                    capset_range(kept, gsp - 64, top);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < kept->n; i++)
+        capset_add(want, kept->p[i]);
+    *lo = glo;
+    *hi = ghi;
+}
+
+static PyObject *native_capture(PyObject *self, PyObject *args) {
+    (void)self;
+    int pid;
+    unsigned long long sp, fs_base, hint_lo, hint_hi;
+    PyObject *layout, *hint;
+    if (!PyArg_ParseTuple(args, "iKKOOKK", &pid, &sp, &fs_base, &layout, &hint, &hint_lo,
+                          &hint_hi))
+        return NULL;
+    CapLayout l = {0, 0, 0, 0, 0, 0, 16384, 65536, 512, 256, 1};
+    int go = layout != Py_None;
+    if (go && !PyArg_ParseTuple(layout, "LKKKKKKKKKl", &l.tls_off, &l.g_stack_hi, &l.g_m,
+                                &l.m_g0, &l.m_curg, &l.g_sched, &l.window, &l.max_window,
+                                &l.g_span, &l.m_span, &l.rounds))
+        return NULL;
+    if (!PyTuple_Check(hint)) {
+        PyErr_SetString(PyExc_TypeError, "hint must be a tuple");
+        return NULL;
+    }
+    CapStore *st = &cap_store;
+    st->n = 0;
+    st->calls = 0;
+    CapSet want = {.n = 0}, kept = {.n = 0};
+    if (hint_lo <= sp && sp < hint_hi)
+        capset_range(&want, sp, sp + l.max_window < hint_hi ? sp + l.max_window : hint_hi);
+    else
+        capset_range(&want, sp, sp + l.window);
+    Py_ssize_t nh = PyTuple_Size(hint);
+    for (Py_ssize_t i = 0; i < nh; i++) {
+        unsigned long long page = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(hint, i));
+        if (PyErr_Occurred())
+            return NULL;
+        capset_add(&want, page);
+    }
+    if (go && fs_base)
+        capset_add(&want, (fs_base + (uint64_t)l.tls_off) & ~(CAP_PAGE - 1));
+    uint64_t lo = 0, hi = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (long round = 0; round < (go ? l.rounds : 1); round++) {
+        cap_fill((pid_t)pid, st, &want);
+        if (!go)
+            break;
+        cap_go_pages(st, &l, sp, fs_base, &want, &kept, &lo, &hi);
+        int all = 1;
+        for (int i = 0; i < want.n && all; i++)
+            all = cap_find(st, want.p[i]) >= 0;
+        if (all)
+            break;
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *pages = PyTuple_New(st->n), *datas = PyTuple_New(st->n);
+    PyObject *hint_pages = NULL;
+    if (pages == NULL || datas == NULL)
+        goto fail;
+    for (int i = 0; i < st->n; i++) {
+        PyObject *a = PyLong_FromUnsignedLongLong(st->addr[i]);
+        PyObject *d = PyBytes_FromStringAndSize(st->ok[i] ? st->data[i] : "",
+                                                st->ok[i] ? (Py_ssize_t)CAP_PAGE : 0);
+        if (a == NULL || d == NULL) {
+            Py_XDECREF(a);
+            Py_XDECREF(d);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(pages, i, a);
+        PyTuple_SET_ITEM(datas, i, d);
+    }
+    qsort(kept.p, (size_t)kept.n, sizeof(uint64_t), cmp_u64);
+    hint_pages = PyTuple_New(kept.n);
+    if (hint_pages == NULL)
+        goto fail;
+    for (int i = 0; i < kept.n; i++) {
+        PyObject *a = PyLong_FromUnsignedLongLong(kept.p[i]);
+        if (a == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(hint_pages, i, a);
+    }
+    return Py_BuildValue("(NNiNKK)", pages, datas, st->calls, hint_pages,
+                         (unsigned long long)lo, (unsigned long long)hi);
+fail:
+    Py_XDECREF(pages);
+    Py_XDECREF(datas);
+    Py_XDECREF(hint_pages);
+    return NULL;
+}
+
+static PyMethodDef capture_methods[] = {
+    {"capture", native_capture, METH_VARARGS,
+     "capture(pid, rsp, fs_base, layout, hint_pages, hint_lo, hint_hi) -> (pages, datas, "
+     "calls, hint_pages, stack_lo, stack_hi): tracer/unwind/capture.py's take_capture"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int capture_add(PyObject *m) {
+    return PyModule_AddFunctions(m, capture_methods);
 }

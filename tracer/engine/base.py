@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 if TYPE_CHECKING:
     from tracer.trace.model import ExitStatus
 
-__all__ = ["FAULT_SIGNALS", "Capabilities", "Collector", "Engine", "Registers", "Regs",
-           "RepeatCounts", "RepeatTable", "ThreadView", "Want"]
+__all__ = ["FAULT_SIGNALS", "Capabilities", "Collector", "Engine", "ProcessMemory",
+           "Registers", "Regs", "RepeatCounts", "RepeatTable", "ThreadView", "Want"]
 
 FAULT_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
                            signal.SIGABRT, signal.SIGSYS})
@@ -70,6 +70,20 @@ class Capabilities:
     registers: bool  # full user registers at a watched call (for the unwinder)
     results: str  # "all" (every call's result) | "selected" (only when the collector asks)
     blocks_filter: bool  # True for attach: no seccomp filter, every syscall stops
+
+
+class ProcessMemory(Protocol):
+    """A traced process's memory, valid after the call that handed out the view returned
+    (until the process execs or exits): what work deferred past the thread's resume reads
+    when its capture misses."""
+
+    def read(self, addr: int, n: int) -> bytes:
+        """As `ThreadView.read`."""
+        ...
+
+    def read_pages(self, pages: list[int]) -> list[bytes]:
+        """As `ThreadView.read_pages`."""
+        ...
 
 
 class ThreadView(Protocol):
@@ -102,7 +116,13 @@ class ThreadView(Protocol):
         ...
 
     def read_pages(self, pages: list[int]) -> list[bytes]:
-        """Whole pages in one request (b"" for unreadable ones): the unwinder's prefetch."""
+        """Whole pages in one request (b"" for unreadable ones): the unwinder's prefetch
+        and the capture of a first sighting (one process_vm_readv, several iovecs)."""
+        ...
+
+    def process_memory(self) -> ProcessMemory:
+        """This thread's process's memory, still readable after this call returns (the
+        view itself is re-pointed at the next stop)."""
         ...
 
 
@@ -201,6 +221,14 @@ class Collector(Protocol):
 
     def on_repeated(self, counts: list[RepeatCounts]) -> None:
         """The engine counted armed calls on its own (`RepeatTable.drain`)."""
+        ...
+
+    def run_deferred(self) -> None:
+        """Work the collector put off until the thread it concerns was resumed (the walk
+        and symbolization of a captured first sighting, once the call's result came: the
+        thread runs on meanwhile). Engines call it after resuming a thread, before they
+        block; the collector also runs the work first thing in every other call, so the
+        records and their order do not depend on when, or whether, it is called."""
         ...
 
 

@@ -59,6 +59,12 @@ class _Module(Protocol):
         """The attach engine's stepping loop (tracer/engine/stepping.py)."""
         ...
 
+    def capture(self, pid: int, rsp: int, fs_base: int, layout: tuple[int, ...] | None,
+                hint: tuple[int, ...], hint_lo: int, hint_hi: int
+                ) -> tuple[tuple[int, ...], tuple[bytes, ...], int, tuple[int, ...], int, int]:
+        """A stopped thread's capture (tracer/unwind/capture.py `take_capture`)."""
+        ...
+
 
 def load() -> tuple[_Module | None, str]:
     """(the compiled module, or None), and why, for `run -v`."""

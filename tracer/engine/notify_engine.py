@@ -186,11 +186,14 @@ class NotifyEngine(PtraceEngine):
         poller.register(listener, select.POLLIN)
         poller.register(wake_r, select.POLLIN)
         notified = self._notified
+        deferred = getattr(collector, "run_deferred", None)  # before blocking: seam 1
         check_children = True
         while True:
             if check_children and not self._reap_stops(collector):
                 return
             check_children = timeout is not None
+            if deferred is not None:
+                deferred()
             for fd, ev in poller.poll(timeout):
                 if fd == listener:
                     if ev & select.POLLIN:
@@ -206,11 +209,14 @@ class NotifyEngine(PtraceEngine):
                      timeout: int | None) -> None:
         """`_loop` with the core's run() in place of poll + RECV (see the module doc)."""
         ms = -1 if timeout is None else timeout
+        deferred = getattr(collector, "run_deferred", None)  # before blocking: seam 1
         check_children = True
         while True:
             if check_children and not self._reap_stops(collector):
                 return
             check_children = timeout is not None
+            if deferred is not None:
+                deferred()
             got = core.run(ms)
             counts = core.drain()
             if counts:  # before anything else reaches the collector

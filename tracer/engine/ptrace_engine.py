@@ -45,6 +45,21 @@ _SPAWN_KIND = {ptrace.EVENT_CLONE: "clone", ptrace.EVENT_FORK: "fork",
                ptrace.EVENT_VFORK: "vfork"}
 
 
+class ProcessReader:
+    """`ProcessMemory` of one process (process_vm_readv on its pid)."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def read(self, addr: int, n: int) -> bytes:
+        return ptrace.read_memory(self.pid, addr, n)
+
+    def read_pages(self, pages: list[int]) -> list[bytes]:
+        return ptrace.read_pages(self.pid, pages)
+
+
 class PtraceView:
     """The `ThreadView` of a ptrace-stopped thread (one object, re-pointed per stop)."""
 
@@ -89,6 +104,10 @@ class PtraceView:
     def read_pages(self, pages: list[int]) -> list[bytes]:
         return ptrace.read_pages(self.pid, pages)
 
+    def process_memory(self) -> ProcessReader:
+        """This process's memory, readable after the stop (deferred walks)."""
+        return ProcessReader(self.pid)
+
 
 def spawned_pid(new: int, event: int) -> int:
     """fork/vfork events are new processes; clone usually a thread (ask /proc to be sure)."""
@@ -116,7 +135,10 @@ class PtraceEngine:
         waitpid = os.waitpid
         seccomp_stop = ptrace.EVENT_SECCOMP
         collector.start(self.pid)
+        deferred = getattr(collector, "run_deferred", None)  # before blocking: seam 1
         while collector.tracing:
+            if deferred is not None:
+                deferred()
             try:
                 tid, status = waitpid(-1, WALL)
             except ChildProcessError:

@@ -315,6 +315,9 @@ class AttachEngine(PtraceEngine):
             self._entry(collector, tid, info)
         # else: an exit we took for an entry; the next stop is an entry again
         self.resume(tid)
+        deferred = getattr(collector, "run_deferred", None)  # after a resume: seam 1
+        if deferred is not None:
+            deferred()
 
     def _entry(self, collector: Collector, tid: int, info: ptrace.SyscallInfo) -> None:
         watched = self._native if info.arch == AUDIT_ARCH_X86_64 else self._compat

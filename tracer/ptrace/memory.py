@@ -117,7 +117,8 @@ def read_cstring(pid: int, addr: int, limit: int = PATH_MAX) -> bytes | None:
 
 MAX_BATCH_PAGES = 64
 _batch_buf = ctypes.create_string_buffer(MAX_BATCH_PAGES * PAGE)
-_batch_local = _Iovec(ctypes.addressof(_batch_buf), 0)
+_batch_addr = ctypes.addressof(_batch_buf)
+_batch_local = _Iovec(_batch_addr, 0)
 _batch_remote = (_Iovec * MAX_BATCH_PAGES)()
 
 
@@ -135,7 +136,7 @@ def read_pages(pid: int, pages: list[int]) -> list[bytes]:
     got = _readv(pid, ctypes.addressof(_batch_local), 1, ctypes.addressof(_batch_remote),
                  len(pages), 0)
     full = max(0, got) // PAGE
-    raw = _batch_buf.raw[:full * PAGE]
+    raw = _string_at(_batch_addr, full * PAGE)  # .raw would copy the whole 256 KiB buffer
     return [raw[i * PAGE:(i + 1) * PAGE] if i < full else b"" for i in range(len(pages))]
 
 

@@ -59,7 +59,8 @@ from tracer.trace.model import (
 if TYPE_CHECKING:
     pass
 
-__all__ = ["AccessDraft", "AttributionHook", "CollectorStats", "EventCollector", "exit_status"]
+__all__ = ["AccessDraft", "AttributionHook", "CollectorStats", "EventCollector",
+           "PendingAttribution", "exit_status"]
 
 MAX_SHARED_ATTRIBUTIONS = 65_536  # bound on the same_as table (cleared when full)
 _LAUNCH_EXEC = Attribution(via=Via.EXEC)  # the launched program's exec: no stack of ours
@@ -69,11 +70,27 @@ FLUSH_INTERVAL = 0.5  # seconds of trace time between two reports of pending rep
 _O_WRITE = 0o1 | 0o2 | 0o100  # O_WRONLY | O_RDWR | O_CREAT
 
 
+class PendingAttribution(Protocol):
+    """An access captured at its stop whose walk is still to run (`AttributionHook.capture`)."""
+
+    deferrable: bool  # True: may run after the engine resumed the thread
+    misses: int  # after resolve: pages the walk read live (the capture lacked them)
+
+    def resolve(self, resumed: bool) -> Attribution | None:
+        """Walk and symbolize; `resumed`: the thread runs on meanwhile."""
+        ...
+
+
 class AttributionHook(Protocol):
     """What the collector asks of attribution (tracer/attribution implements it): name the
     Go code behind an access; registers and memory come from `view`."""
 
     def __call__(self, view: ThreadView, draft: AccessDraft) -> Attribution | None: ...
+
+    # Optional (the collector calls `__call__` when a hook lacks it):
+    # def capture(self, view, draft) -> Attribution | PendingAttribution | None
+    # what must happen while the thread is stopped; a PendingAttribution is resolved by
+    # the collector, after the engine resumed the thread when it is `deferrable`.
 
     def wants_walk(self, pid: int, draft: AccessDraft) -> bool:
         """Keep-policy without registers (notify): does this access need a stack walk?"""
@@ -89,8 +106,8 @@ class AttributionHook(Protocol):
 
 
 class CollectorStats:
-    __slots__ = ("accesses", "attributor_errors", "lost", "native_repeats", "repeats", "stops",
-                 "unobserved", "upgrades")
+    __slots__ = ("accesses", "attributor_errors", "capture_misses", "deferred", "lost",
+                 "native_repeats", "repeats", "stops", "unobserved", "upgrades")
 
     def __init__(self) -> None:
         self.stops = 0  # kernel reports handled (ptrace stops + notifications; engines add)
@@ -101,6 +118,8 @@ class CollectorStats:
         self.unobserved = 0  # accesses let run without a stop (result not seen)
         self.upgrades = 0  # entries answered Want.FULL without a full view
         self.attributor_errors = 0
+        self.deferred = 0  # walks run after the engine resumed the thread (`run_deferred`)
+        self.capture_misses = 0  # pages those walks read live: not in the capture
 
 
 def exit_status(status: int, fault: tuple[int, int, int] | None = None) -> ExitStatus:
@@ -217,6 +236,11 @@ class EventCollector:
         self._armed_paths: dict[tuple[int, str], set[int]] = {}
         self._armed_tids: dict[int, set[int]] = {}
         self._epoch = getattr(attributor, "epoch", 0)
+        # capture now, walk once the thread runs on: the hook's `capture`, if it has one
+        self._capture = getattr(attributor, "capture", None)
+        self._walks: list[tuple[AccessDraft, PendingAttribution]] = []  # captured, not walked
+        # tid -> (draft, rval, observed): results whose draft waits for its walk
+        self._results: dict[int, tuple[AccessDraft, int | None, bool]] = {}
         self._native = x86_64_table()
         self._t0 = time.monotonic()
         self._debug = debug
@@ -246,6 +270,8 @@ class EventCollector:
         return time.monotonic() - self._t0
 
     def finish(self) -> ExitStatus:
+        if self._walks:
+            self._settle()
         for tid in list(self.pending):
             self._flush_unknown(tid)
         self._flush_repeats()
@@ -259,6 +285,8 @@ class EventCollector:
         return True
 
     def on_repeated(self, counts: list[RepeatCounts]) -> None:
+        if self._walks:
+            self._settle()
         t0 = self._t0
         last = 0.0
         for fid, slot, slot_count, n, first_ns, last_ns in counts:
@@ -376,6 +404,8 @@ class EventCollector:
 
     def on_entry(self, view: ThreadView, nr: int, arch: int, args: tuple[int, ...],
                  ip: int, sp: int) -> Want:
+        if self._walks:
+            self._settle()
         tid = view.tid
         pid = view.pid
         if view.full and self._upgrading:
@@ -431,15 +461,55 @@ class EventCollector:
             draft.attribution = _LAUNCH_EXEC
         elif kind is not AccessKind.RUNTIME:
             try:
-                draft.attribution = attributor(view, draft)
+                if self._capture is None:
+                    draft.attribution = attributor(view, draft)
+                else:
+                    got = self._capture(view, draft)
+                    if isinstance(got, Attribution) or got is None:
+                        draft.attribution = got
+                    elif got.deferrable:
+                        self._walks.append((draft, got))  # walked once the thread runs on
+                    else:
+                        draft.attribution = got.resolve(False)
             except Exception as e:  # noqa: BLE001 - counted, the access is kept
                 self._attributor_failed(e)
-            epoch = getattr(attributor, "epoch", 0)
-            if epoch != self._epoch:  # a keep-policy table was cleared: forget every arm
-                self._epoch = epoch
-                self._disarm_all()
+            self._check_epoch()
         self.pending[tid] = draft
         return Want.RESULT
+
+    def _check_epoch(self) -> None:
+        epoch = getattr(self._attributor, "epoch", 0)
+        if epoch != self._epoch:  # a keep-policy table was cleared: forget every arm
+            self._epoch = epoch
+            self._disarm_all()
+
+    def run_deferred(self) -> None:
+        """Seam 1, `Collector.run_deferred`: the walk whose access's result has come, and
+        its record, now that the engine resumed the thread. A walk whose result has not
+        come yet waits for that result's resume (its thread will stop again at the exit
+        first), or for any other collector call."""
+        if self._results:
+            self._settle()
+
+    def _settle(self) -> None:
+        """The walks captured at earlier entries, in entry order, then the records whose
+        result came while their walk waited. Every other collector call runs this first,
+        so decisions and records come in the same order as with the walk at the stop."""
+        walks = self._walks
+        while walks:
+            draft, job = walks.pop(0)
+            try:
+                draft.attribution = job.resolve(True)
+            except Exception as e:  # noqa: BLE001 - counted, the access is kept
+                self._attributor_failed(e)
+            self.stats.deferred += 1
+            self.stats.capture_misses += job.misses
+            self._check_epoch()
+        if self._results:
+            results = list(self._results.values())
+            self._results.clear()
+            for draft, rval, observed in results:
+                self._finish(draft, rval, observed)
 
     def _needs_full(self, draft: AccessDraft, kind: object) -> bool:
         if draft.cls in ("exec", "connect"):
@@ -465,15 +535,27 @@ class EventCollector:
             print(f"cgotrace: attributor failed: {type(e).__name__}: {e}", file=sys.stderr)
 
     def on_result(self, tid: int, rval: int | None, observed: bool) -> None:
+        walks = self._walks
+        if walks and not (len(walks) == 1 and walks[0][0].tid == tid and not self._results):
+            self._settle()  # another access's walk or record comes first
         draft = self.pending.pop(tid, None)
         if draft is None:
             return
         if rval is not None and rval < 0 and -rval in RESTART_ERRNOS:
+            if walks and walks[0][0] is draft:
+                self._settle()  # its walk still counts (keep-policy) as at the stop
             return  # interrupted and restarted: the restarted call is reported by itself
+        if walks:
+            # only this access's own walk is pending: record it once that has run, after
+            # the engine resumed the thread (`run_deferred`)
+            self._results[tid] = (draft, rval, observed)
+            return
         self._finish(draft, rval, observed)
 
     # -- process events ------------------------------------------------------------------
     def on_spawn(self, parent_tid: int, new_tid: int, new_pid: int, kind: str) -> None:
+        if self._walks or self._results:
+            self._settle()
         parent = self.pid_of(parent_tid)
         self.tid2pid[new_tid] = new_pid
         if new_pid != parent:
@@ -484,6 +566,8 @@ class EventCollector:
                                          "vfork": kind == "vfork"}))
 
     def on_exec(self, tid: int, former_tid: int, pid: int) -> None:
+        if self._walks or self._results:
+            self._settle()
         self._disarm_pid(pid)  # a new image: loader phase, exe, attributor state
         self._end_folds(pid)
         if former_tid != tid:
@@ -524,6 +608,8 @@ class EventCollector:
 
     def on_signal(self, tid: int, sig: int, fault_address: int | None,
                   code: int = 0) -> None:
+        if self._walks or self._results:
+            self._settle()
         import signal
 
         pid = self.pid_of(tid)
@@ -538,6 +624,8 @@ class EventCollector:
             "fault_address": hex(addr)}))
 
     def on_exit(self, tid: int, status: int) -> None:
+        if self._walks or self._results:
+            self._settle()
         self._upgrading.pop(tid, None)
         if self._armed:
             self._disarm(self._armed_tids.get(tid))  # its tid may be reused

@@ -65,6 +65,8 @@ class Module(Protocol):
     def image(self) -> ImageLike | None: ...
 
 MAX_FRAMES: Final = 128
+SEEN_PER_PC: Final = 8  # Go-only stacks kept per innermost PC (`Unwinder._seen_stack`)
+MAX_SEEN: Final = 4096  # innermost PCs with kept stacks (cleared when exceeded)
 SCAN_LIMIT: Final = 64 * 1024
 PAGE: Final = 4096
 _TRACKED: Final = frozenset(cfi.TRACKED)
@@ -150,6 +152,21 @@ class PagedReader:
                 return data[addr - page:addr - page + n]
         return self._read(addr, n)
 
+    def cached(self, addr: int, n: int) -> bytes | None:
+        """The `n` bytes at `addr` when every page of them is held already (prefetched or
+        captured); None otherwise, without reading anything."""
+        out = b""
+        while n > 0:
+            page = addr & ~(PAGE - 1)
+            data = self._pages.get(page)
+            if data is None or len(data) != PAGE:
+                return None
+            take = min(n, page + PAGE - addr)
+            out += data[addr - page:addr - page + take]
+            addr += take
+            n -= take
+        return out
+
     def word(self, addr: int) -> int:
         """The little-endian word at `addr`; MemoryError_ when unreadable."""
         off = addr & (PAGE - 1)
@@ -162,7 +179,7 @@ class PagedReader:
 
 def word(read: Reader, addr: int) -> int:
     """The little-endian word at `addr`; MemoryError_ when unreadable."""
-    if type(read) is PagedReader:
+    if isinstance(read, PagedReader):
         return read.word(addr)
     return _word_slow(read, addr)
 
@@ -326,12 +343,19 @@ class Unwinder:
         self._generation = -1
         self._go: tuple[Module, GoRuntime, tuple[tuple[int, int], ...]] | None = None
         self.steps_built = 0
+        # rip -> Go-only stacks walked from it; a walk whose return slots (at the same
+        # offsets from SP) hold the same PCs again is that stack
+        # (bytes from SP to the last slot's end, the slots' unpacker, their PCs, frames)
+        self._seen: dict[int, list[tuple[int, struct.Struct, tuple[int, ...],
+                                         tuple[RawFrame, ...]]]] = {}
+        self.seen_hits = 0  # walks answered from `_seen`
 
     def _sync(self) -> None:
         gen = getattr(self.maps, "generation", 0)
         if gen != self._generation:
             self._generation = gen
             self._steps.clear()
+            self._seen.clear()
             self._go = None
             for mod in getattr(self.maps, "modules", ()):
                 img = mod.image
@@ -340,6 +364,11 @@ class Unwinder:
                     ranges = tuple((lo + mod.bias, hi + mod.bias) for lo, hi in rt.asmcgocall)
                     self._go = (mod, rt, ranges)
                     break
+
+    def runtime(self) -> GoRuntime | None:
+        """The process's Go runtime (None: no Go module mapped)."""
+        self._sync()
+        return self._go[1] if self._go is not None else None
 
     def go_context(self, read: Reader, fs_base: int) -> GoContext | None:
         self._sync()
@@ -351,15 +380,73 @@ class Unwinder:
     def unwind(self, regs: Registers, read: Reader, *, max_frames: int | None = None) -> Stack:
         """The stack of a thread stopped with `regs`, innermost frame first (at most
         `max_frames` frames: a short walk for a cheap key)."""
-        state = {cfi.RSP: regs.rsp, cfi.RBP: regs.rbp, cfi.RBX: regs.rbx, 12: regs.r12,
-                 13: regs.r13, 14: regs.r14, 15: regs.r15}
         go = self.go_context(read, regs.fs_base)
-        stack = Stack()
-        self._walk(stack, regs.rip, state, read, go, innermost=True,
-                   limit=max_frames or self.max_frames)
+        stack = self._seen_stack(regs.rip, regs.rsp, read) if max_frames is None else None
+        if stack is None:
+            state = {cfi.RSP: regs.rsp, cfi.RBP: regs.rbp, cfi.RBX: regs.rbx, 12: regs.r12,
+                     13: regs.r13, 14: regs.r14, 15: regs.r15}
+            stack = Stack()
+            self._walk(stack, regs.rip, state, read, go, innermost=True,
+                       limit=max_frames or self.max_frames)
+            if max_frames is None:
+                self._remember(regs.rip, regs.rsp, stack)
         if stack.g is None and go is not None and max_frames is None:
             stack.g = self._current_goroutine(go, stack)
         return stack
+
+    # --- stacks seen before ---------------------------------------------------------------
+    def _seen_stack(self, rip: int, rsp: int, read: Reader) -> Stack | None:
+        """A Go-only stack walked before from this PC whose return slots (at the same
+        offsets from SP) hold the same PCs now: the walk would find the same frames, as a
+        Go step depends only on its PC and SP. One read of [SP, the last slot] from the
+        pages already held (never a live read: a reader that holds none is walked) and one
+        unpack, no step; the stack found moves to the front (a loop repeats it)."""
+        seen = self._seen.get(rip)
+        if not seen:
+            return None
+        held = read.cached if isinstance(read, PagedReader) else None
+        data = b""
+        for i, (span, slots, pcs, frames) in enumerate(seen):
+            if len(data) < span:
+                # only what is held: a stack seen from this PC may be deeper than this one
+                got = held(rsp, span) if held is not None else None
+                if got is None:
+                    continue
+                data = got
+            if slots.unpack_from(data) == pcs:
+                if i:
+                    seen.insert(0, seen.pop(i))
+                self.seen_hits += 1
+                return Stack(frames=list(frames), end="root")
+        return None
+
+    def _remember(self, rip: int, rsp: int, stack: Stack) -> None:
+        """Keep a walk that only took Go steps up to a root (see `_seen_stack`)."""
+        if stack.end != "root" or stack.g is not None or stack.notes:
+            return
+        offsets: list[int] = []
+        sp = rsp
+        innermost = True
+        for frame in stack.frames[:-1]:
+            step = self._steps.get((frame.pc, innermost))
+            if step is None or step.op != OP_GO or step.delta is None:
+                return
+            offsets.append(sp + step.delta - rsp)
+            sp += step.delta + 8
+            innermost = False
+        pcs = tuple(f.pc for f in stack.frames[1:])
+        if not offsets or offsets[-1] + 8 > SCAN_LIMIT:
+            return
+        fmt, at = "<", 0
+        for off in offsets:  # ascending: each frame's slot lies above the previous one's
+            fmt += f"{off - at}xQ" if off > at else "Q"
+            at = off + 8
+        if len(self._seen) >= MAX_SEEN:
+            self._seen.clear()
+        seen = self._seen.setdefault(rip, [])
+        if len(seen) >= SEEN_PER_PC:
+            seen.pop()  # the one found least recently
+        seen.insert(0, (at, struct.Struct(fmt), pcs, tuple(stack.frames)))
 
     def unwind_goroutine(self, pc: int, sp: int, read: Reader, fs_base: int = 0) -> Stack:
         """The stack of a parked goroutine from its saved `g.sched` pc/sp."""
