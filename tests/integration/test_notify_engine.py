@@ -53,8 +53,11 @@ def test_repeats_are_counts_and_unobserved_ones_point_at_an_observed_result(
     assert res.stats["unobserved"] >= unobserved
     if native == "1":  # and most of those never entered the interpreter
         assert res.stats["native_repeats"] >= 200
+        # the upgrades' stops were driven by the core, up to the result
+        assert 0 < res.stats["native_upgrades"] <= res.stats["upgrades"]
     else:
         assert res.stats["native_repeats"] == 0
+        assert res.stats["native_upgrades"] == 0
     # the first sighting and the power-of-two samples (2, 4, ..., 256) were seen at exit
     assert 9 <= 300 - unobserved <= 20
     by_seq = {a.seq: a for a in trace.accesses}
@@ -205,12 +208,15 @@ int main(void) {
 """
 
 
+@pytest.mark.parametrize("native", ["1", "0"])
 def test_an_upgrade_that_finds_the_thread_in_a_signal_handler_waits_for_the_call_again(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, native: str) -> None:
     """A signal delivered while the call waits for the reply, before the tracer's interrupt
     lands, stops the thread in its handler: those registers are not the call's. The engine
     lets the handler run; the call restarts, notifies again and is recorded once, with the
-    stack of the call (main -> open), not of the handler."""
+    stack of the call (main -> open), not of the handler. With the native core (which
+    drives the upgrade's stops) as without it."""
+    monkeypatch.setenv("CGOTRACE_NATIVE", native)
     from tests.integration.tracing_helpers import compile_c
     from tracer import ptrace
     from tracer.engine import notify_engine
@@ -238,6 +244,7 @@ def test_an_upgrade_that_finds_the_thread_in_a_signal_handler_waits_for_the_call
     monkeypatch.setattr(notify_engine.ptrace, "interrupt", signal_first)
     res, acc = _run([str(exe)], "notify", attributor=Attributor())
     assert fired and res.status.code == 0, res.status
+    assert ("native per-call core" in res.engine_reason) is (native == "1"), res.engine_reason
     assert res.stats["lost_upgrades"] == 1
     (hostname,) = [a for a in acc if a.path == "/etc/hostname"]
     assert hostname.observed and hostname.result == "ok"

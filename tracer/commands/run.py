@@ -241,6 +241,7 @@ def _stats(engine: Any, collector: EventCollector) -> dict[str, int]:
         stats["lost_upgrades"] = engine.lost_upgrades
         stats["native_repeats"] = cs.native_repeats
         stats["native_dropped"] = engine.native_stats.get("dropped", 0)
+        stats["native_upgrades"] = engine.native_upgrades
     return stats
 
 

@@ -24,7 +24,13 @@ Per notification (`SECCOMP_IOCTL_NOTIF_RECV`: id, tid, nr, arch, ip, args):
 With the native core (tracer/engine/native.py; `native=` the loaded module) the loop is
 the core's `run()`: it polls both fds, receives, and answers the repeats the collector armed
 on its own; the engine drains its counts into the collector, then handles what it returned
-(a notification, as above, or a wake-up) exactly as the pure-Python loop does.
+(a notification, as above, or a wake-up) exactly as the pure-Python loop does. The
+upgrade's mechanics run in the core too (`_native_upgrade`): once interrupted, `core.upgrade`
+returns the registers of the interrupt stop (Python checks them and runs `on_entry`),
+`core.finish` drives the stops up to the result and resumes the thread (Python runs
+`on_result`). Whatever the core meets that is not the next step of that sequence (another
+thread's report or notification, a signal, a group-stop, an exit) it hands back with the
+thread's upgrade state, and the Python state machine below carries on from there.
 
 Foreign-ABI calls still return RET_TRACE and are handled exactly as by the ptrace engine.
 If the tracer dies, EXITKILL kills the tracee (a dead listener would otherwise make every
@@ -117,8 +123,11 @@ class NotifyEngine(PtraceEngine):
         self.notifications = 0
         self.upgrades = 0
         self.lost_upgrades = 0  # interrupts that found the thread in a signal handler
+        self.native_upgrades = 0  # upgrades the core drove from the interrupt to the result
         # tid -> [state, nr, arch, args, ip] for calls being upgraded to a full view
         self.upgrading: dict[int, list[Any]] = {}
+        self.reap_due = False  # the core emptied the wake-up fd: reap before polling again
+        self._timeout_ms = -1
         self._nview = NotifyView()
         self._notif = ctypes.create_string_buffer(NOTIF_SIZE)
         self._resp = ctypes.create_string_buffer(RESP_SIZE)
@@ -205,11 +214,12 @@ class NotifyEngine(PtraceEngine):
     def _native_loop(self, collector: Collector, core: native_core.NativeCore, wake_r: int,
                      timeout: int | None) -> None:
         """`_loop` with the core's run() in place of poll + RECV (see the module doc)."""
-        ms = -1 if timeout is None else timeout
+        ms = self._timeout_ms = -1 if timeout is None else timeout
         check_children = True
         while True:
-            if check_children and not self._reap_stops(collector):
+            if (check_children or self.reap_due) and not self._reap_stops(collector):
                 return
+            self.reap_due = False
             check_children = timeout is not None
             got = core.run(ms)
             counts = core.drain()
@@ -267,8 +277,58 @@ class NotifyEngine(PtraceEngine):
             self._continue(nid)  # gone, or not ours to stop: let the call run
             return
         self.upgrades += 1
+        if self.core is not None:
+            self._native_upgrade(collector, self.core, tid, [INTERRUPTED, nr, arch, args, ip])
+            return
         self.upgrading[tid] = [INTERRUPTED, nr, arch, args, ip]
         self._chase(collector, tid)
+
+    def _native_upgrade(self, collector: Collector, core: native_core.NativeCore, tid: int,
+                        up: list[Any]) -> None:
+        """The upgrade of an interrupted thread with the core driving the stops (see the
+        module docstring)."""
+        kind, value = self._core_step(collector, core, tid, up, core.upgrade(tid))
+        if kind != native_core.U_REGS:
+            return
+        regs = ptrace.regs_from(value) if value is not None else None
+        view = self._view.at(tid, collector.pid_of(tid)).with_regs(regs)
+        if not self._at_call(tid, up, regs):
+            return
+        sp = int(regs.rsp) if regs is not None else 0
+        collector.on_entry(view, up[1], up[2], up[3], up[4], sp)
+        kind, value = self._core_step(collector, core, tid, up,
+                                      core.finish(tid, self._timeout_ms))
+        if kind == native_core.U_RESULT:
+            self.native_upgrades += 1
+            collector.on_result(tid, value, True)
+        elif kind == native_core.U_GONE:
+            collector.on_result(tid, None, False)
+
+    def _core_step(self, collector: Collector, core: native_core.NativeCore, tid: int,
+                   up: list[Any], got: native_core.Upgrade) -> tuple[int, Any]:
+        """Account for what the core took, and carry on in Python from a hand-back: the
+        thread's upgrade state goes into `upgrading` and the report or notification the
+        core returned is handled as the pure-Python loop would. (kind, value) for the
+        caller."""
+        kind, state, value, chase, reap, stops, notifications = got
+        self.stops += stops + notifications  # what the core took; a hand-back counts below
+        self.notifications += notifications
+        self.reap_due = self.reap_due or bool(reap)
+        counts = core.drain()  # other threads' repeats the core answered meanwhile
+        if counts:
+            collector.on_repeated(counts)
+        if kind in (native_core.U_REGS, native_core.U_RESULT, native_core.U_GONE, native_core.U_QUIET, native_core.U_NOCHILD):
+            return kind, value
+        up[0] = state
+        self.upgrading[tid] = up
+        if kind == native_core.U_OTHER:
+            self.stops += 1
+            self.handle(collector, value[0], value[1])
+            if chase:
+                self._chase(collector, tid)
+        elif kind == native_core.U_NOTIF:
+            self._notification(collector, value)
+        return kind, value
 
     def _chase(self, collector: Collector, tid: int) -> None:
         """Reap the two stops that follow an interrupt at once (its PTRACE_EVENT_STOP, then
@@ -322,14 +382,7 @@ class NotifyEngine(PtraceEngine):
         """At the PTRACE_EVENT_STOP of an interrupted notification: the full view."""
         view = self._view.at(tid, collector.pid_of(tid))
         regs = view.regs()
-        if regs is not None and (int(regs.rip) != up[4]
-                                 or int(getattr(regs, "orig_rax", up[1])) != up[1]):
-            # Not at the call: a signal (Go's SIGURG preemption, most often) ended the wait
-            # first and was delivered, so the thread stops in its handler. The call
-            # restarts when the handler returns and notifies again: handled afresh then.
-            del self.upgrading[tid]
-            self.lost_upgrades += 1
-            PtraceEngine.resume(self, tid)
+        if not self._at_call(tid, up, regs):
             return
         sp = int(regs.rsp) if regs is not None else 0
         collector.on_entry(view, up[1], up[2], up[3], up[4], sp)
@@ -338,6 +391,19 @@ class NotifyEngine(PtraceEngine):
             ptrace.syscall(tid)
         except ptrace.PtraceRequestError:
             self.upgrading.pop(tid, None)
+
+    def _at_call(self, tid: int, up: list[Any], regs: Registers | None) -> bool:
+        """At the interrupt stop: are the registers those of the notified call? If not, a
+        signal (Go's SIGURG preemption, most often) ended the wait first and was delivered,
+        so the thread stops in its handler: it is let run, and the call, restarted when
+        the handler returns, notifies again and is handled afresh then."""
+        if regs is None or (int(regs.rip) == up[4]
+                            and int(getattr(regs, "orig_rax", up[1])) == up[1]):
+            return True
+        self.upgrading.pop(tid, None)
+        self.lost_upgrades += 1
+        PtraceEngine.resume(self, tid)
+        return False
 
     def syscall_stop(self, collector: Collector, tid: int) -> None:
         up = self.upgrading.get(tid)
