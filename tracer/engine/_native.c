@@ -476,9 +476,9 @@ static int at_syscall_stop(pid_t tid, upgrade_t *o) {
 /* The reports waiting now (the wake-up fd had a byte): the thread's own syscall stops are
  * taken here; the first other report is handed back. -1: none left, go on polling. */
 static int take_reports(Core *c, pid_t tid, upgrade_t *o) {
-    char sink[256];
-    while (read(c->wake_fd, sink, sizeof sink) > 0)
-        ;
+    char sink[512];
+    while (read(c->wake_fd, sink, sizeof sink) == (ssize_t)sizeof sink)
+        ; /* a short read emptied it: no second read to learn so */
     o->reap = 1; /* bytes were taken: Python reaps what may be left once it is back */
     for (;;) {
         int status = 0;
@@ -543,21 +543,22 @@ static int drive(Core *c, pid_t tid, int timeout_ms, upgrade_t *o) {
                 continue;
             return U_NOCHILD;
         }
+        /* the notification first: the wake-up fd still holds the bytes of the stops taken
+         * while chasing, and by the time the call is answered its exit may have come */
+        if (c->listener_open && (fds[1].revents & POLLIN)) {
+            memset(&c->last, 0, sizeof c->last);
+            if (ioctl(c->listener, IOCTL_NOTIF_RECV, &c->last) == 0) {
+                int k = take_notification(c, tid, o);
+                if (k >= 0)
+                    return k;
+            }
+        } else if (c->listener_open && (fds[1].revents & (POLLHUP | POLLERR | POLLNVAL))) {
+            c->listener_open = 0;
+        }
         if (r == 0 || fds[0].revents) {
             int k = take_reports(c, tid, o);
             if (k >= 0)
                 return k;
-            continue;
-        }
-        if (fds[1].revents & POLLIN) {
-            memset(&c->last, 0, sizeof c->last);
-            if (ioctl(c->listener, IOCTL_NOTIF_RECV, &c->last) != 0)
-                continue;
-            int k = take_notification(c, tid, o);
-            if (k >= 0)
-                return k;
-        } else if (fds[1].revents & (POLLHUP | POLLERR | POLLNVAL)) {
-            c->listener_open = 0;
         }
     }
 }
