@@ -295,9 +295,12 @@ def _engine_for(tracee: Any) -> PtraceEngine:
         return PtraceEngine(tracee.pid)
     sync = set_sync_wakeup(tracee.listener)
     tracee.engine_reason += ", SYNC_WAKE_UP on" if sync else ", SYNC_WAKE_UP refused"
+    tracee.engine_reason += (", WAIT_KILLABLE_RECV on: one stop per upgrade"
+                             if tracee.wait_killable else ", WAIT_KILLABLE_RECV off")
     module, why = native.load()
     tracee.engine_reason += f", {why}"
-    return NotifyEngine(tracee.pid, tracee.listener, sync, native=module)
+    return NotifyEngine(tracee.pid, tracee.listener, sync, native=module,
+                        wait_killable=tracee.wait_killable)
 
 
 def _host_path_of(prepared: Any) -> Callable[[str], str | None] | None:

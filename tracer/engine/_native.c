@@ -385,7 +385,11 @@ static PyObject *native_step(PyObject *module, PyObject *args) {
  * round again, as in Python. Armed repeats of other threads are answered meanwhile
  * (try_repeat). Anything else is handed back to the Python loop with the thread's upgrade
  * state, which then continues exactly as without the core: another thread's report or
- * notification, a signal or group-stop of this thread, its exit, a CONTINUE refused. */
+ * notification, a signal or group-stop of this thread, its exit, a CONTINUE refused.
+ * With WAIT_KILLABLE_RECV (tracer/sandbox/launch.py) Python answers CONTINUE right after the
+ * interrupt, and `await_ran(tid, timeout_ms)` waits for the interrupt stop that follows the
+ * call (on the listener and the wake-up fd, as for the exit stop): its registers carry the
+ * result; `finish` is then needed only when that result is a restart errno. */
 
 #include <sys/user.h>
 
@@ -400,7 +404,7 @@ static PyObject *native_step(PyObject *module, PyObject *args) {
 enum { U_REGS = 0, U_RESULT = 1, U_OTHER = 2, U_NOTIF = 3, U_FAILED = 4, U_GONE = 5,
        U_QUIET = 6, U_PENDING = 7, U_NOCHILD = 8 };
 /* the thread's upgrade state, as NotifyEngine.upgrading numbers it */
-enum { S_INTERRUPTED = 1, S_RESTART = 2, S_AWAIT_NOTIF = 3, S_AWAIT_EXIT = 4 };
+enum { S_INTERRUPTED = 1, S_RESTART = 2, S_AWAIT_NOTIF = 3, S_AWAIT_EXIT = 4, S_RAN = 5 };
 
 struct sc_exit_info { /* struct ptrace_syscall_info, up to the exit member */
     uint8_t op;
@@ -487,7 +491,12 @@ static int take_reports(Core *c, pid_t tid, upgrade_t *o) {
             return -1;
         if (got < 0)
             return U_NOCHILD;
-        if (got == tid && is_syscall_stop(status)) {
+        if (got == tid && o->state == S_RAN && is_interrupt_stop(status)) {
+            o->stops++; /* back from the call: its result and registers (await_ran) */
+            o->have_regs = ptrace(PTRACE_GETREGS, tid, 0, &o->regs) == 0;
+            return U_REGS;
+        }
+        if (got == tid && o->state != S_RAN && is_syscall_stop(status)) {
             o->stops++;
             int k = at_syscall_stop(tid, o);
             if (k >= 0)
@@ -504,7 +513,7 @@ static int take_reports(Core *c, pid_t tid, upgrade_t *o) {
 static int take_notification(Core *c, pid_t tid, upgrade_t *o) {
     struct notif *n = &c->last;
     o->notifications++;
-    if ((pid_t)n->pid == tid && o->state != S_AWAIT_EXIT) {
+    if ((pid_t)n->pid == tid && (o->state == S_AWAIT_NOTIF || o->state == S_RESTART)) {
         if (reply_continue(c, n->id) != 0)
             return U_PENDING; /* a signal ended the wait: it restarts and notifies again */
         o->state = S_AWAIT_EXIT;
@@ -610,6 +619,22 @@ static PyObject *Core_upgrade(Core *c, PyObject *args) {
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     o.kind = wait_interrupt_stop((pid_t)tid, &o);
+    Py_END_ALLOW_THREADS
+    return upgrade_result(c, &o);
+}
+
+/* WAIT_KILLABLE_RECV: Python interrupted the thread and answered CONTINUE; the call runs
+ * and the thread stops on its way back to user mode. Waited for on the listener and the
+ * wake-up fd together (the call may take time), the listener served meanwhile. */
+static PyObject *Core_await_ran(Core *c, PyObject *args) {
+    int tid, timeout_ms = -1;
+    upgrade_t o;
+    memset(&o, 0, sizeof o);
+    if (!PyArg_ParseTuple(args, "i|i", &tid, &timeout_ms))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    o.state = S_RAN;
+    o.kind = drive(c, (pid_t)tid, timeout_ms, &o);
     Py_END_ALLOW_THREADS
     return upgrade_result(c, &o);
 }
@@ -929,6 +954,9 @@ static PyMethodDef Core_methods[] = {
     {"upgrade", (PyCFunction)Core_upgrade, METH_VARARGS,
      "upgrade(tid) -> (kind, state, value, chase, reap, stops, notifications): wait for the "
      "interrupt stop of a thread Python interrupted (see /* upgrade */)"},
+    {"await_ran", (PyCFunction)Core_await_ran, METH_VARARGS,
+     "await_ran(tid, timeout_ms=-1) -> as upgrade(): the interrupt stop that follows the "
+     "call Python answered (WAIT_KILLABLE_RECV)"},
     {"finish", (PyCFunction)Core_finish, METH_VARARGS,
      "finish(tid, timeout_ms=-1) -> as upgrade(): from the interrupt stop to the result"},
     {NULL, NULL, 0, NULL},

@@ -66,6 +66,11 @@ class NativeCore(RepeatTable, Protocol):
         (U_REGS, state, the registers' bytes or None, ...) or a hand-back (see Upgrade)."""
         ...
 
+    def await_ran(self, tid: int, timeout_ms: int = -1) -> Upgrade:
+        """WAIT_KILLABLE_RECV: after Python's interrupt and CONTINUE, wait (serving the
+        listener) for the interrupt stop that follows the call: (U_REGS, ...) as upgrade."""
+        ...
+
     def finish(self, tid: int, timeout_ms: int = -1) -> Upgrade:
         """From the interrupt stop to the real result: (RESULT, state, rval, ...) with the
         thread resumed, or a hand-back (see Upgrade)."""

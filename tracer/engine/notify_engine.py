@@ -53,6 +53,7 @@ from tracer.engine import native as native_core
 from tracer.engine.base import Capabilities, Collector, Want
 from tracer.engine.ptrace_engine import STOP_SIGNALS, WALL, PtraceEngine, PtraceView
 from tracer.syscalls.decode import RESTART_ERRNOS
+from tracer.syscalls.table import EXEC, x86_64_table
 
 if TYPE_CHECKING:
     from tracer.engine.base import Registers
@@ -72,12 +73,18 @@ WNOHANG = os.WNOHANG
 _NOTIF = struct.Struct("<QIIiIQ6Q")
 _RESP = struct.Struct("<QqiI")
 _ERESTARTSYS = 512
+_ERESTARTNOINTR = 513
+# calls that do not return where they were made when they succeed (a new image): under
+# WAIT_KILLABLE_RECV they are upgraded the two-notification way (see _notification)
+_NO_RETURN = frozenset(nr for nr, spec in x86_64_table().items() if spec.cls == EXEC)
 
 # upgrade states of a thread (NotifyEngine.upgrading)
 INTERRUPTED = 1  # PTRACE_INTERRUPT sent while it waits for the reply
 RESTART = 2  # resumed with PTRACE_SYSCALL: the restarted call's entry stop comes next
 AWAIT_NOTIF = 3  # past that entry stop: the same call notifies again
 AWAIT_EXIT = 4  # replied CONTINUE: its syscall-exit stop gives the result
+RAN = 5  # WAIT_KILLABLE_RECV: interrupted, then answered CONTINUE: the call runs, and the
+#          interrupt stop on its way back to user mode gives the result
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl
@@ -113,9 +120,11 @@ class NotifyEngine(PtraceEngine):
     caps = Capabilities(registers=True, results="selected", blocks_filter=False)
 
     def __init__(self, pid: int, listener: int, sync_wakeup: bool = False,
-                 native: Any = None) -> None:
+                 native: Any = None, wait_killable: bool = False) -> None:
         super().__init__(pid)
         self.listener = listener
+        # the filter has SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: the one-stop upgrade
+        self.wait_killable = wait_killable
         self.native = native  # the compiled module (native.load()), or None: pure Python
         self.core: native_core.NativeCore | None = None
         self.native_stats: dict[str, int] = {}  # the core's counters, once run() is over
@@ -243,6 +252,14 @@ class NotifyEngine(PtraceEngine):
         _RESP.pack_into(self._resp, 0, nid, 0, 0, USER_NOTIF_FLAG_CONTINUE)
         return bool(_ioctl(self.listener, IOCTL_NOTIF_SEND, self._resp_addr) == 0)
 
+    def _reply_restart(self, nid: int) -> bool:
+        """Answer -ERESTARTNOINTR: with an interrupt pending, the thread stops on its way
+        back to user mode with the registers of the call, and the call is then restarted
+        (the kernel's restart of an interrupted call: rip back on the syscall instruction)
+        and notifies again. What PTRACE_INTERRUPT does to a wait that is not killable."""
+        _RESP.pack_into(self._resp, 0, nid, 0, -_ERESTARTNOINTR, 0)
+        return bool(_ioctl(self.listener, IOCTL_NOTIF_SEND, self._resp_addr) == 0)
+
     def _notified(self, collector: Collector) -> None:
         got = self._recv()
         if got is not None:
@@ -277,6 +294,16 @@ class NotifyEngine(PtraceEngine):
             self._continue(nid)  # gone, or not ours to stop: let the call run
             return
         self.upgrades += 1
+        if self.wait_killable:
+            if nr not in _NO_RETURN:
+                self._run_interrupted(collector, nid, tid, [RAN, nr, arch, args, ip])
+                return
+            # an exec's stack must be walked before the image goes: the reply makes the
+            # call restart, so the thread stops at it as the interrupt alone would without
+            # the flag, and the upgrade goes on as below
+            if not self._reply_restart(nid):
+                collector.on_result(tid, -_ERESTARTSYS, False)  # a fatal signal
+                return
         if self.core is not None:
             self._native_upgrade(collector, self.core, tid, [INTERRUPTED, nr, arch, args, ip])
             return
@@ -290,19 +317,77 @@ class NotifyEngine(PtraceEngine):
         kind, value = self._core_step(collector, core, tid, up, core.upgrade(tid))
         if kind != native_core.U_REGS:
             return
+        self.native_upgrades += 1
         regs = ptrace.regs_from(value) if value is not None else None
         view = self._view.at(tid, collector.pid_of(tid)).with_regs(regs)
         if not self._at_call(tid, up, regs):
             return
         sp = int(regs.rsp) if regs is not None else 0
         collector.on_entry(view, up[1], up[2], up[3], up[4], sp)
+        self._native_finish(collector, core, tid, up)
+
+    def _native_finish(self, collector: Collector, core: native_core.NativeCore, tid: int,
+                       up: list[Any]) -> None:
+        """From the interrupt stop to the restarted call's result, driven by the core."""
         kind, value = self._core_step(collector, core, tid, up,
                                       core.finish(tid, self._timeout_ms))
         if kind == native_core.U_RESULT:
-            self.native_upgrades += 1
             collector.on_result(tid, value, True)
         elif kind == native_core.U_GONE:
             collector.on_result(tid, None, False)
+
+    def _run_interrupted(self, collector: Collector, nid: int, tid: int,
+                         up: list[Any]) -> None:
+        """The one-stop upgrade (WAIT_KILLABLE_RECV): the interrupt did not end the wait,
+        which only a fatal signal can once the notification is received, so the call is
+        answered CONTINUE now. It runs with the interrupt pending, and the thread stops
+        (PTRACE_EVENT_STOP) on its way back to user mode, before any instruction of its
+        own: `_ran` reads the result and the registers of the call there."""
+        if not self._continue(nid):  # a fatal signal: the thread is dying
+            collector.on_result(tid, -_ERESTARTSYS, False)
+            return
+        self.upgrading[tid] = up
+        if self.core is None:
+            return  # the interrupt stop comes through the loop: event() -> _ran
+        kind, value = self._core_step(collector, self.core, tid, up,
+                                      self.core.await_ran(tid, self._timeout_ms))
+        if kind == native_core.U_REGS:
+            self.native_upgrades += 1
+            self._ran(collector, tid, up, ptrace.regs_from(value) if value is not None
+                      else None)
+
+    def _ran(self, collector: Collector, tid: int, up: list[Any],
+             regs: Registers | None) -> None:
+        """At the interrupt stop after a call answered CONTINUE (state RAN): rax is the
+        result, rip/rsp/rbp are the call's (the stack untouched since). A restart errno
+        there (the pending interrupt cut a blocking call short) sends the restarted call
+        through the upgrade's second half (RESTART): its exit stop gives the result."""
+        self.upgrading.pop(tid, None)
+        view = self._view.at(tid, collector.pid_of(tid)).with_regs(regs)
+        rax = getattr(regs, "rax", None)  # a user_regs_struct has it; the seam does not say
+        if regs is None or rax is None or int(regs.rip) != up[4] \
+                or int(getattr(regs, "orig_rax", up[1])) != up[1]:
+            # not the call's return: gone, or not what the flag promises; no result
+            collector.on_result(tid, None, False)
+            PtraceEngine.resume(self, tid)
+            return
+        collector.on_entry(view, up[1], up[2], up[3], up[4], int(regs.rsp))
+        rval = _signed(int(rax))
+        if rval < 0 and -rval in RESTART_ERRNOS:
+            up[0] = RESTART
+            if self.core is not None:
+                self._native_finish(collector, self.core, tid, up)
+                return
+            self.upgrading[tid] = up
+            try:
+                ptrace.syscall(tid)
+            except ptrace.PtraceRequestError:
+                self.upgrading.pop(tid, None)
+                return
+            self._chase(collector, tid)
+            return
+        collector.on_result(tid, rval, True)
+        PtraceEngine.resume(self, tid)
 
     def _core_step(self, collector: Collector, core: native_core.NativeCore, tid: int,
                    up: list[Any], got: native_core.Upgrade) -> tuple[int, Any]:
@@ -317,7 +402,8 @@ class NotifyEngine(PtraceEngine):
         counts = core.drain()  # other threads' repeats the core answered meanwhile
         if counts:
             collector.on_repeated(counts)
-        if kind in (native_core.U_REGS, native_core.U_RESULT, native_core.U_GONE, native_core.U_QUIET, native_core.U_NOCHILD):
+        if kind in (native_core.U_REGS, native_core.U_RESULT, native_core.U_GONE,
+                    native_core.U_QUIET, native_core.U_NOCHILD):
             return kind, value
         up[0] = state
         self.upgrading[tid] = up
@@ -349,7 +435,7 @@ class NotifyEngine(PtraceEngine):
     # -- ptrace stops that belong to an upgrade ------------------------------------------
     def resume(self, tid: int, sig: int = 0) -> None:
         up = self.upgrading.get(tid)
-        if up is not None and up[0] != INTERRUPTED:
+        if up is not None and up[0] not in (INTERRUPTED, RAN):
             with contextlib.suppress(ptrace.PtraceRequestError):
                 ptrace.syscall(tid, sig)
             return
@@ -357,6 +443,10 @@ class NotifyEngine(PtraceEngine):
 
     def event(self, collector: Collector, tid: int, event: int, sig: int) -> None:
         up = self.upgrading.get(tid)
+        if up is not None and up[0] == RAN and event == ptrace.EVENT_STOP \
+                and sig == signal.SIGTRAP:
+            self._ran(collector, tid, up, self._view.at(tid, collector.pid_of(tid)).regs())
+            return
         if up is not None and up[0] == INTERRUPTED and event == ptrace.EVENT_STOP \
                 and sig == signal.SIGTRAP:
             self._upgraded(collector, tid, up)
@@ -435,6 +525,11 @@ class NotifyEngine(PtraceEngine):
         if status & 0x7F != 0x7F:
             self.upgrading.pop(tid, None)
         super().handle(collector, tid, status, seccomp_stop)
+
+
+def _signed(value: int) -> int:
+    """A 64-bit register as the signed long a syscall returns."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def notify_unavailable_reason() -> str | None:
