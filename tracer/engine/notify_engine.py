@@ -20,6 +20,15 @@ Per notification (`SECCOMP_IOCTL_NOTIF_RECV`: id, tid, nr, arch, ip, args):
   restarted call -> PTRACE_SYSCALL -> the same call notifies again -> reply CONTINUE ->
   syscall-exit stop: the real result, `on_result(tid, rval, observed=True)`, PTRACE_CONT.
   A restart errno at that exit (a signal interrupted the call itself) goes round again.
+- FULL with WAIT_KILLABLE_RECV (the filter's flag, kernel 6.0+; `wait_killable`): the
+  one-stop upgrade. The interrupt does not end a received wait, so CONTINUE is answered at
+  once (state RAN); the call runs and the thread stops on its way back to user mode before
+  any instruction of its own: rax is the result, the registers and stack are the call's:
+  `on_entry` (full view), `on_result(rval, observed=True)`, PTRACE_CONT (`_ran`). A
+  restart errno in rax (the pending interrupt cut a blocking call short) sends the
+  restarted call through the upgrade's second half (RESTART, as above). An exec is
+  answered -ERESTARTNOINTR instead (its stack must be walked before the image goes): the
+  thread stops at the call, which then restarts, and the upgrade above goes on.
 
 With the native core (tracer/engine/native.py; `native=` the loaded module) the loop is
 the core's `run()`: it polls both fds, receives, and answers the repeats the collector armed
