@@ -141,7 +141,7 @@ class NotifyEngine(PtraceEngine):
         self.notifications = 0
         self.upgrades = 0
         self.lost_upgrades = 0  # interrupts that found the thread in a signal handler
-        self.native_upgrades = 0  # upgrades the core drove from the interrupt to the result
+        self.native_upgrades = 0  # upgrades whose interrupt stop (and what follows) the core took
         # tid -> [state, nr, arch, args, ip] for calls being upgraded to a full view
         self.upgrading: dict[int, list[Any]] = {}
         self.reap_due = False  # the core emptied the wake-up fd: reap before polling again
