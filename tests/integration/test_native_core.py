@@ -196,3 +196,33 @@ def test_verbose_says_which_per_call_path_ran(flag: str, said: str) -> None:
     assert proc.returncode == 0, proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("cgotrace: engine")]
     assert line.startswith("cgotrace: engine notify (") and line.endswith(f", {said})")
+
+
+@pytest.mark.go
+def test_the_one_stop_upgrade_gives_the_records_of_the_two_notification_one(
+        sample: Sample, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """WAIT_KILLABLE_RECV (the default here) reads a first sighting's result at the stop
+    after the call; CGOTRACE_WAIT_KILLABLE=0 upgrades the old way. benchwalk, every path
+    new: the same records (path, flags, result, observed, attribution) either way, with
+    fewer stops, and strace's set."""
+    _available()
+    exe = str(sample("benchwalk", "cgo"))
+    tree = tmp_path / "tree"
+    subprocess.run([exe, "200", str(tree)], check=True, capture_output=True, timeout=60)
+    runs: dict[str, tuple[RunResult, list[Access]]] = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("CGOTRACE_WAIT_KILLABLE", flag)
+        res, _ = trace([exe, "200", str(tree)], engine="notify", attributor=Attributor(),
+                       output=str(tmp_path / f"k{flag}.jsonl"))
+        assert res.status.code == 0, res.status
+        assert ("WAIT_KILLABLE_RECV on" in res.engine_reason) is (flag == "1")
+        runs[flag] = res, read_trace(tmp_path / f"k{flag}.jsonl").accesses
+    (one, records), (two, reference) = runs["1"], runs["0"]
+    assert _summary(records) == _summary(reference)
+    assert sum(a.path.startswith(str(tree)) for a in records) >= 400  # stat + open each
+    assert one.stats["upgrades"] == two.stats["upgrades"] >= 400
+    assert one.stats["native_upgrades"] >= 0.95 * one.stats["upgrades"]
+    # one notification and one stop per upgrade, against two and three
+    assert one.stats["stops"] < 0.6 * two.stats["stops"]
+    assert one.stats["lost_upgrades"] == 0
+    assert traced_set(records) == strace_set([exe, "200", str(tree)], os.getcwd(), tmp_path)

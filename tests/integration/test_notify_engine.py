@@ -53,8 +53,11 @@ def test_repeats_are_counts_and_unobserved_ones_point_at_an_observed_result(
     assert res.stats["unobserved"] >= unobserved
     if native == "1":  # and most of those never entered the interpreter
         assert res.stats["native_repeats"] >= 200
+        # the upgrades' stops were driven by the core, up to the result
+        assert 0 < res.stats["native_upgrades"] <= res.stats["upgrades"]
     else:
         assert res.stats["native_repeats"] == 0
+        assert res.stats["native_upgrades"] == 0
     # the first sighting and the power-of-two samples (2, 4, ..., 256) were seen at exit
     assert 9 <= 300 - unobserved <= 20
     by_seq = {a.seq: a for a in trace.accesses}
@@ -205,12 +208,17 @@ int main(void) {
 """
 
 
+@pytest.mark.parametrize("native", ["1", "0"])
 def test_an_upgrade_that_finds_the_thread_in_a_signal_handler_waits_for_the_call_again(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A signal delivered while the call waits for the reply, before the tracer's interrupt
-    lands, stops the thread in its handler: those registers are not the call's. The engine
-    lets the handler run; the call restarts, notifies again and is recorded once, with the
-    stack of the call (main -> open), not of the handler."""
+        monkeypatch: pytest.MonkeyPatch, native: str) -> None:
+    """Without WAIT_KILLABLE_RECV (a kernel before 6.0; forced here): a signal delivered
+    while the call waits for the reply, before the tracer's interrupt lands, stops the
+    thread in its handler: those registers are not the call's. The engine lets the handler
+    run; the call restarts, notifies again and is recorded once, with the stack of the call
+    (main -> open), not of the handler. With the native core (which drives the upgrade's
+    stops) as without it."""
+    monkeypatch.setenv("CGOTRACE_NATIVE", native)
+    monkeypatch.setenv("CGOTRACE_WAIT_KILLABLE", "0")
     from tests.integration.tracing_helpers import compile_c
     from tracer import ptrace
     from tracer.engine import notify_engine
@@ -238,7 +246,50 @@ def test_an_upgrade_that_finds_the_thread_in_a_signal_handler_waits_for_the_call
     monkeypatch.setattr(notify_engine.ptrace, "interrupt", signal_first)
     res, acc = _run([str(exe)], "notify", attributor=Attributor())
     assert fired and res.status.code == 0, res.status
+    assert ("native per-call core" in res.engine_reason) is (native == "1"), res.engine_reason
+    assert "WAIT_KILLABLE_RECV off" in res.engine_reason, res.engine_reason
     assert res.stats["lost_upgrades"] == 1
+    (hostname,) = [a for a in acc if a.path == "/etc/hostname"]
+    assert hostname.observed and hostname.result == "ok"
+    assert hostname.attribution is not None
+    functions = [f.function for f in hostname.attribution.stack]
+    assert "main" in functions and "on_usr1" not in functions, functions
+
+
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_with_wait_killable_a_signal_waits_for_the_reply_and_one_stop_gives_the_result(
+        monkeypatch: pytest.MonkeyPatch, native: str) -> None:
+    """With WAIT_KILLABLE_RECV (the default where the kernel has it) the interrupt does not
+    end the received wait, and neither does a signal: SIGUSR1 sent before the interrupt is
+    delivered after the call. The engine answers CONTINUE right after the interrupt; the
+    call runs and the thread stops on its way back, where rax is the result: recorded once,
+    observed, with the stack of the call, no upgrade lost; the handler runs afterwards (the
+    program checks it)."""
+    from tests.integration.tracing_helpers import compile_c
+    from tracer.engine import notify_engine
+
+    monkeypatch.setenv("CGOTRACE_NATIVE", native)
+    monkeypatch.delenv("CGOTRACE_WAIT_KILLABLE", raising=False)
+    exe = compile_c(_HANDLER_C, "-g", "-O0")
+    real_interrupt = notify_engine.ptrace.interrupt
+    fired: list[int] = []
+
+    def signal_first(tid: int) -> None:
+        with open(f"/proc/{tid}/status") as f:
+            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+        if not fired and int(caught, 16) & (1 << (signal.SIGUSR1 - 1)):
+            fired.append(tid)
+            os.kill(tid, signal.SIGUSR1)  # pending: the received wait is killable only
+        real_interrupt(tid)
+
+    monkeypatch.setattr(notify_engine.ptrace, "interrupt", signal_first)
+    res, acc = _run([str(exe)], "notify", attributor=Attributor())
+    assert fired and res.status.code == 0, res.status
+    assert "WAIT_KILLABLE_RECV on" in res.engine_reason, res.engine_reason
+    assert res.stats["lost_upgrades"] == 0
+    assert res.stats["upgrades"] >= 1
+    if native == "1":
+        assert res.stats["native_upgrades"] == res.stats["upgrades"]
     (hostname,) = [a for a in acc if a.path == "/etc/hostname"]
     assert hostname.observed and hostname.result == "ok"
     assert hostname.attribution is not None

@@ -252,6 +252,7 @@ def _stats(engine: Any, collector: EventCollector) -> dict[str, int]:
         stats["lost_upgrades"] = engine.lost_upgrades
         stats["native_repeats"] = cs.native_repeats
         stats["native_dropped"] = engine.native_stats.get("dropped", 0)
+        stats["native_upgrades"] = engine.native_upgrades
     return stats
 
 
@@ -305,9 +306,12 @@ def _engine_for(tracee: Any) -> PtraceEngine:
         return PtraceEngine(tracee.pid)
     sync = set_sync_wakeup(tracee.listener)
     tracee.engine_reason += ", SYNC_WAKE_UP on" if sync else ", SYNC_WAKE_UP refused"
+    tracee.engine_reason += (", WAIT_KILLABLE_RECV on: one stop per upgrade"
+                             if tracee.wait_killable else ", WAIT_KILLABLE_RECV off")
     module, why = native.load()
     tracee.engine_reason += f", {why}"
-    return NotifyEngine(tracee.pid, tracee.listener, sync, native=module)
+    return NotifyEngine(tracee.pid, tracee.listener, sync, native=module,
+                        wait_killable=tracee.wait_killable)
 
 
 def _host_path_of(prepared: Any) -> Callable[[str], str | None] | None:

@@ -372,6 +372,290 @@ static PyObject *native_step(PyObject *module, PyObject *args) {
     return result;
 }
 
+/* upgrade */
+/* The notify engine's upgrade of a notification to a full view (tracer/engine/notify_engine.py,
+ * "FULL"), driven here between the two points where Python decides: once Python has sent
+ * PTRACE_INTERRUPT, `upgrade(tid)` waits (waitpid(-1, __WALL), the GIL released) for the
+ * thread's PTRACE_EVENT_STOP and returns its registers (Python checks them and runs
+ * on_entry with a full view); `finish(tid, timeout_ms)` resumes it with PTRACE_SYSCALL,
+ * takes the restarted call's entry stop, resumes again, receives the same call's second
+ * notification and answers CONTINUE, then waits for the syscall-exit stop on the listener
+ * and the wake-up fd together, reads the result (PTRACE_GET_SYSCALL_INFO) and resumes the
+ * thread with PTRACE_CONT before returning the result. A restart errno at that exit goes
+ * round again, as in Python. Armed repeats of other threads are answered meanwhile
+ * (try_repeat). Anything else is handed back to the Python loop with the thread's upgrade
+ * state, which then continues exactly as without the core: another thread's report or
+ * notification, a signal or group-stop of this thread, its exit, a CONTINUE refused.
+ * With WAIT_KILLABLE_RECV (tracer/sandbox/launch.py) Python answers CONTINUE right after the
+ * interrupt, and `await_ran(tid, timeout_ms)` waits for the interrupt stop that follows the
+ * call (on the listener and the wake-up fd, as for the exit stop): its registers carry the
+ * result; `finish` is then needed only when that result is a restart errno. */
+
+#include <sys/user.h>
+
+#ifndef PTRACE_GET_SYSCALL_INFO
+#define PTRACE_GET_SYSCALL_INFO 0x420e
+#endif
+#define EVENT_STOP 128
+#define SC_INFO_ENTRY 1
+#define SC_INFO_EXIT 2
+
+/* what upgrade()/finish() return first; notify_engine.py has the same numbers */
+enum { U_REGS = 0, U_RESULT = 1, U_OTHER = 2, U_NOTIF = 3, U_FAILED = 4, U_GONE = 5,
+       U_QUIET = 6, U_PENDING = 7, U_NOCHILD = 8 };
+/* the thread's upgrade state, as NotifyEngine.upgrading numbers it */
+enum { S_INTERRUPTED = 1, S_RESTART = 2, S_AWAIT_NOTIF = 3, S_AWAIT_EXIT = 4, S_RAN = 5 };
+
+struct sc_exit_info { /* struct ptrace_syscall_info, up to the exit member */
+    uint8_t op;
+    uint8_t pad[3];
+    uint32_t arch;
+    uint64_t ip, sp;
+    union {
+        struct { int64_t rval; uint8_t is_error; } exit;
+        uint64_t raw[8];
+    } u;
+};
+
+typedef struct {
+    int kind, state, chase, reap;
+    pid_t got;
+    int status;
+    int64_t rval;
+    unsigned stops, notifications;
+    int have_regs;
+    struct user_regs_struct regs;
+} upgrade_t;
+
+static int is_syscall_stop(int status) {
+    return (status & 0xFF) == 0x7F && ((status >> 8) & 0xFFFF) == (SIGTRAP | 0x80);
+}
+
+static int is_interrupt_stop(int status) {
+    return (status & 0xFF) == 0x7F && ((status >> 8) & 0xFF) == SIGTRAP &&
+           ((status >> 16) & 0xFF) == EVENT_STOP;
+}
+
+/* waitpid(-1, __WALL | flags), retried on EINTR: the tid, 0 (WNOHANG: none), -1 (no child) */
+static pid_t wait_any(int flags, int *status) {
+    for (;;) {
+        pid_t got = waitpid(-1, status, __WALL | flags);
+        if (got >= 0 || errno != EINTR)
+            return got < 0 ? -1 : got;
+    }
+}
+
+static int restart_errno(int64_t rval) {
+    return rval == -512 || rval == -513 || rval == -514 || rval == -516;
+}
+
+/* At the thread's own syscall stop: the next state, with the thread resumed; or a final
+ * kind (U_RESULT, U_GONE) with o filled. Mirrors NotifyEngine.syscall_stop. */
+static int at_syscall_stop(pid_t tid, upgrade_t *o) {
+    if (o->state == S_RESTART) { /* resumed from the interrupt: the restarted call's entry */
+        o->state = S_AWAIT_NOTIF;
+        ptrace(PTRACE_SYSCALL, tid, 0, 0);
+        return -1;
+    }
+    struct sc_exit_info info;
+    memset(&info, 0, sizeof info);
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, (void *)sizeof info, &info) <= 0)
+        return U_GONE;
+    if (info.op == SC_INFO_ENTRY) {
+        o->state = S_AWAIT_NOTIF;
+    } else if (o->state == S_AWAIT_EXIT && info.op == SC_INFO_EXIT) {
+        int64_t rval = info.u.exit.rval;
+        if (info.u.exit.is_error && restart_errno(rval)) {
+            o->state = S_RESTART; /* interrupted again: it restarts and notifies again */
+        } else {
+            o->rval = rval;
+            ptrace(PTRACE_CONT, tid, 0, 0); /* fails only for a thread that is gone */
+            return U_RESULT;
+        }
+    }
+    ptrace(PTRACE_SYSCALL, tid, 0, 0);
+    return -1;
+}
+
+/* The reports waiting now (the wake-up fd had a byte): the thread's own syscall stops are
+ * taken here; the first other report is handed back. -1: none left, go on polling. */
+static int take_reports(Core *c, pid_t tid, upgrade_t *o) {
+    char sink[512];
+    while (read(c->wake_fd, sink, sizeof sink) == (ssize_t)sizeof sink)
+        ; /* a short read emptied it: no second read to learn so */
+    o->reap = 1; /* bytes were taken: Python reaps what may be left once it is back */
+    for (;;) {
+        int status = 0;
+        pid_t got = wait_any(WNOHANG, &status);
+        if (got == 0)
+            return -1;
+        if (got < 0)
+            return U_NOCHILD;
+        if (got == tid && o->state == S_RAN && is_interrupt_stop(status)) {
+            o->stops++; /* back from the call: its result and registers (await_ran) */
+            o->have_regs = ptrace(PTRACE_GETREGS, tid, 0, &o->regs) == 0;
+            return U_REGS;
+        }
+        if (got == tid && o->state != S_RAN && is_syscall_stop(status)) {
+            o->stops++;
+            int k = at_syscall_stop(tid, o);
+            if (k >= 0)
+                return k;
+            continue;
+        }
+        o->got = got; /* Python counts what it handles */
+        o->status = status;
+        return U_OTHER;
+    }
+}
+
+/* A notification received while the thread is between its entry stop and its exit. */
+static int take_notification(Core *c, pid_t tid, upgrade_t *o) {
+    struct notif *n = &c->last;
+    o->notifications++;
+    if ((pid_t)n->pid == tid && (o->state == S_AWAIT_NOTIF || o->state == S_RESTART)) {
+        if (reply_continue(c, n->id) != 0)
+            return U_PENDING; /* a signal ended the wait: it restarts and notifies again */
+        o->state = S_AWAIT_EXIT;
+        return -1;
+    }
+    if ((pid_t)n->pid != tid && try_repeat(c, n, now_ns()))
+        return -1;
+    c->given++;
+    o->notifications--; /* Python counts what it handles */
+    return U_NOTIF;
+}
+
+static int drive(Core *c, pid_t tid, int timeout_ms, upgrade_t *o) {
+    for (;;) {
+        if (o->chase) { /* the restarted call's entry stop comes without anyone's help */
+            int status = 0;
+            pid_t got = wait_any(0, &status);
+            if (got < 0)
+                return U_NOCHILD;
+            if (got != tid || !is_syscall_stop(status)) {
+                o->got = got;
+                o->status = status;
+                return U_OTHER;
+            }
+            o->stops++;
+            o->chase = 0;
+            int k = at_syscall_stop(tid, o);
+            if (k >= 0)
+                return k;
+            continue;
+        }
+        struct pollfd fds[2] = {{c->wake_fd, POLLIN, 0}, {c->listener, POLLIN, 0}};
+        int r = poll(fds, c->listener_open ? 2 : 1, timeout_ms);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return U_NOCHILD;
+        }
+        /* the notification first: the wake-up fd still holds the bytes of the stops taken
+         * while chasing, and by the time the call is answered its exit may have come */
+        if (c->listener_open && (fds[1].revents & POLLIN)) {
+            memset(&c->last, 0, sizeof c->last);
+            if (ioctl(c->listener, IOCTL_NOTIF_RECV, &c->last) == 0) {
+                int k = take_notification(c, tid, o);
+                if (k >= 0)
+                    return k;
+            }
+        } else if (c->listener_open && (fds[1].revents & (POLLHUP | POLLERR | POLLNVAL))) {
+            c->listener_open = 0;
+        }
+        if (r == 0 || fds[0].revents) {
+            int k = take_reports(c, tid, o);
+            if (k >= 0)
+                return k;
+        }
+    }
+}
+
+static int wait_interrupt_stop(pid_t tid, upgrade_t *o) {
+    o->state = S_INTERRUPTED;
+    o->chase = 1;
+    int status = 0;
+    pid_t got = wait_any(0, &status);
+    if (got < 0)
+        return U_NOCHILD;
+    if (got != tid || !is_interrupt_stop(status)) {
+        o->got = got;
+        o->status = status;
+        return U_OTHER;
+    }
+    o->stops++;
+    o->have_regs = ptrace(PTRACE_GETREGS, tid, 0, &o->regs) == 0;
+    return U_REGS;
+}
+
+static PyObject *notification_tuple(const struct notif *n);
+
+static PyObject *upgrade_result(Core *c, upgrade_t *o) {
+    PyObject *a;
+    if (o->kind == U_REGS && o->have_regs)
+        a = PyBytes_FromStringAndSize((const char *)&o->regs, sizeof o->regs);
+    else if (o->kind == U_RESULT)
+        a = PyLong_FromLongLong((long long)o->rval);
+    else if (o->kind == U_OTHER)
+        a = Py_BuildValue("(ii)", (int)o->got, o->status);
+    else if (o->kind == U_NOTIF)
+        a = notification_tuple(&c->last);
+    else {
+        Py_INCREF(Py_None);
+        a = Py_None;
+    }
+    if (a == NULL)
+        return NULL;
+    return Py_BuildValue("(iiNiiII)", o->kind, o->state, a, o->chase, o->reap, o->stops,
+                         o->notifications);
+}
+
+static PyObject *Core_upgrade(Core *c, PyObject *args) {
+    int tid;
+    upgrade_t o;
+    memset(&o, 0, sizeof o);
+    if (!PyArg_ParseTuple(args, "i", &tid))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    o.kind = wait_interrupt_stop((pid_t)tid, &o);
+    Py_END_ALLOW_THREADS
+    return upgrade_result(c, &o);
+}
+
+/* WAIT_KILLABLE_RECV: Python interrupted the thread and answered CONTINUE; the call runs
+ * and the thread stops on its way back to user mode. Waited for on the listener and the
+ * wake-up fd together (the call may take time), the listener served meanwhile. */
+static PyObject *Core_await_ran(Core *c, PyObject *args) {
+    int tid, timeout_ms = -1;
+    upgrade_t o;
+    memset(&o, 0, sizeof o);
+    if (!PyArg_ParseTuple(args, "i|i", &tid, &timeout_ms))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    o.state = S_RAN;
+    o.kind = drive(c, (pid_t)tid, timeout_ms, &o);
+    Py_END_ALLOW_THREADS
+    return upgrade_result(c, &o);
+}
+
+static PyObject *Core_finish(Core *c, PyObject *args) {
+    int tid, timeout_ms = -1;
+    upgrade_t o;
+    memset(&o, 0, sizeof o);
+    if (!PyArg_ParseTuple(args, "i|i", &tid, &timeout_ms))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    o.state = S_RESTART;
+    o.chase = 1;
+    if (ptrace(PTRACE_SYSCALL, (pid_t)tid, 0, 0) != 0)
+        o.kind = U_QUIET;
+    else
+        o.kind = drive(c, (pid_t)tid, timeout_ms, &o);
+    Py_END_ALLOW_THREADS
+    return upgrade_result(c, &o);
+}
+
 /* -- Python methods ----------------------------------------------------------------- */
 
 static PyObject *Core_run(Core *c, PyObject *args) {
@@ -387,7 +671,10 @@ static PyObject *Core_run(Core *c, PyObject *args) {
     }
     if (r != R_NOTIF)
         return PyLong_FromLong(r);
-    const struct notif *n = &c->last;
+    return notification_tuple(&c->last);
+}
+
+static PyObject *notification_tuple(const struct notif *n) {
     return Py_BuildValue("(KkkiIKKKKKKK)", (unsigned long long)n->id, (unsigned long)n->pid,
                          (unsigned long)n->flags, (int)n->data.nr, (unsigned int)n->data.arch,
                          (unsigned long long)n->data.ip, (unsigned long long)n->data.args[0],
@@ -664,6 +951,14 @@ static PyMethodDef Core_methods[] = {
     {"drain", (PyCFunction)Core_drain, METH_NOARGS,
      "[(fold, slot, slot count, calls, first ns, last ns)] since the last drain"},
     {"stats", (PyCFunction)Core_stats, METH_NOARGS, "counters"},
+    {"upgrade", (PyCFunction)Core_upgrade, METH_VARARGS,
+     "upgrade(tid) -> (kind, state, value, chase, reap, stops, notifications): wait for the "
+     "interrupt stop of a thread Python interrupted (see /* upgrade */)"},
+    {"await_ran", (PyCFunction)Core_await_ran, METH_VARARGS,
+     "await_ran(tid, timeout_ms=-1) -> as upgrade(): the interrupt stop that follows the "
+     "call Python answered (WAIT_KILLABLE_RECV)"},
+    {"finish", (PyCFunction)Core_finish, METH_VARARGS,
+     "finish(tid, timeout_ms=-1) -> as upgrade(): from the interrupt stop to the result"},
     {NULL, NULL, 0, NULL},
 };
 

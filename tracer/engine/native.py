@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from tracer.engine.base import RepeatCounts, RepeatTable
 from tracer.syscalls.table import CONNECT, EXEC, x86_64_table
@@ -30,6 +30,18 @@ ENV = "CGOTRACE_NATIVE"
 TIMEOUT, WAKE, HUP, TICK, EINTR = 0, 1, 2, 3, 4
 
 Notification = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
+
+# what NativeCore.upgrade/finish return first (the C module's U_ constants)
+U_REGS, U_RESULT, U_OTHER, U_NOTIF, U_GONE, U_QUIET, U_PENDING, U_NOCHILD = 0, 1, 2, 3, 5, 6, 7, 8
+Upgrade = tuple[int, int, Any, int, int, int, int]
+"""(kind, the thread's upgrade state, a value, chase, reap, ptrace reports taken,
+notifications taken). The value: the registers' bytes (U_REGS; None when unreadable), the
+result (U_RESULT), (tid, status) of a report for Python (U_OTHER), a notification for
+Python (U_NOTIF); None otherwise. U_GONE: the
+thread vanished at its exit stop; U_QUIET: it vanished at the interrupt stop; U_PENDING:
+its CONTINUE was refused (it notifies again); U_NOCHILD: no child left. chase: the hand-back
+came before the restarted call's entry stop (Python chases it as without the core); reap:
+the wake-up fd was emptied, so Python reaps what may be waiting."""
 
 
 class NativeCore(RepeatTable, Protocol):
@@ -48,6 +60,21 @@ class NativeCore(RepeatTable, Protocol):
         ...
 
     def drain(self) -> list[RepeatCounts]: ...
+
+    def upgrade(self, tid: int) -> Upgrade:
+        """Wait for the interrupt stop of a thread Python has just PTRACE_INTERRUPTed:
+        (U_REGS, state, the registers' bytes or None, ...) or a hand-back (see Upgrade)."""
+        ...
+
+    def await_ran(self, tid: int, timeout_ms: int = -1) -> Upgrade:
+        """WAIT_KILLABLE_RECV: after Python's interrupt and CONTINUE, wait (serving the
+        listener) for the interrupt stop that follows the call: (U_REGS, ...) as upgrade."""
+        ...
+
+    def finish(self, tid: int, timeout_ms: int = -1) -> Upgrade:
+        """From the interrupt stop to the real result: (RESULT, state, rval, ...) with the
+        thread resumed, or a hand-back (see Upgrade)."""
+        ...
 
 
 class _Module(Protocol):

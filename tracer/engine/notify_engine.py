@@ -20,11 +20,26 @@ Per notification (`SECCOMP_IOCTL_NOTIF_RECV`: id, tid, nr, arch, ip, args):
   restarted call -> PTRACE_SYSCALL -> the same call notifies again -> reply CONTINUE ->
   syscall-exit stop: the real result, `on_result(tid, rval, observed=True)`, PTRACE_CONT.
   A restart errno at that exit (a signal interrupted the call itself) goes round again.
+- FULL with WAIT_KILLABLE_RECV (the filter's flag, kernel 6.0+; `wait_killable`): the
+  one-stop upgrade. The interrupt does not end a received wait, so CONTINUE is answered at
+  once (state RAN); the call runs and the thread stops on its way back to user mode before
+  any instruction of its own: rax is the result, the registers and stack are the call's:
+  `on_entry` (full view), `on_result(rval, observed=True)`, PTRACE_CONT (`_ran`). A
+  restart errno in rax (the pending interrupt cut a blocking call short) sends the
+  restarted call through the upgrade's second half (RESTART, as above). An exec is
+  answered -ERESTARTNOINTR instead (its stack must be walked before the image goes): the
+  thread stops at the call, which then restarts, and the upgrade above goes on.
 
 With the native core (tracer/engine/native.py; `native=` the loaded module) the loop is
 the core's `run()`: it polls both fds, receives, and answers the repeats the collector armed
 on its own; the engine drains its counts into the collector, then handles what it returned
-(a notification, as above, or a wake-up) exactly as the pure-Python loop does.
+(a notification, as above, or a wake-up) exactly as the pure-Python loop does. The
+upgrade's mechanics run in the core too (`_native_upgrade`): once interrupted, `core.upgrade`
+returns the registers of the interrupt stop (Python checks them and runs `on_entry`),
+`core.finish` drives the stops up to the result and resumes the thread (Python runs
+`on_result`). Whatever the core meets that is not the next step of that sequence (another
+thread's report or notification, a signal, a group-stop, an exit) it hands back with the
+thread's upgrade state, and the Python state machine below carries on from there.
 
 Foreign-ABI calls still return RET_TRACE and are handled exactly as by the ptrace engine.
 If the tracer dies, EXITKILL kills the tracee (a dead listener would otherwise make every
@@ -47,6 +62,7 @@ from tracer.engine import native as native_core
 from tracer.engine.base import Capabilities, Collector, Want
 from tracer.engine.ptrace_engine import STOP_SIGNALS, WALL, PtraceEngine, PtraceView
 from tracer.syscalls.decode import RESTART_ERRNOS
+from tracer.syscalls.table import EXEC, x86_64_table
 
 if TYPE_CHECKING:
     from tracer.engine.base import Registers
@@ -66,12 +82,18 @@ WNOHANG = os.WNOHANG
 _NOTIF = struct.Struct("<QIIiIQ6Q")
 _RESP = struct.Struct("<QqiI")
 _ERESTARTSYS = 512
+_ERESTARTNOINTR = 513
+# calls that do not return where they were made when they succeed (a new image): under
+# WAIT_KILLABLE_RECV they are upgraded the two-notification way (see _notification)
+_NO_RETURN = frozenset(nr for nr, spec in x86_64_table().items() if spec.cls == EXEC)
 
 # upgrade states of a thread (NotifyEngine.upgrading)
 INTERRUPTED = 1  # PTRACE_INTERRUPT sent while it waits for the reply
 RESTART = 2  # resumed with PTRACE_SYSCALL: the restarted call's entry stop comes next
 AWAIT_NOTIF = 3  # past that entry stop: the same call notifies again
 AWAIT_EXIT = 4  # replied CONTINUE: its syscall-exit stop gives the result
+RAN = 5  # WAIT_KILLABLE_RECV: interrupted, then answered CONTINUE: the call runs, and the
+#          interrupt stop on its way back to user mode gives the result
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl
@@ -107,9 +129,11 @@ class NotifyEngine(PtraceEngine):
     caps = Capabilities(registers=True, results="selected", blocks_filter=False)
 
     def __init__(self, pid: int, listener: int, sync_wakeup: bool = False,
-                 native: Any = None) -> None:
+                 native: Any = None, wait_killable: bool = False) -> None:
         super().__init__(pid)
         self.listener = listener
+        # the filter has SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: the one-stop upgrade
+        self.wait_killable = wait_killable
         self.native = native  # the compiled module (native.load()), or None: pure Python
         self.core: native_core.NativeCore | None = None
         self.native_stats: dict[str, int] = {}  # the core's counters, once run() is over
@@ -117,8 +141,11 @@ class NotifyEngine(PtraceEngine):
         self.notifications = 0
         self.upgrades = 0
         self.lost_upgrades = 0  # interrupts that found the thread in a signal handler
+        self.native_upgrades = 0  # upgrades whose interrupt stop (and what follows) the core took
         # tid -> [state, nr, arch, args, ip] for calls being upgraded to a full view
         self.upgrading: dict[int, list[Any]] = {}
+        self.reap_due = False  # the core emptied the wake-up fd: reap before polling again
+        self._timeout_ms = -1
         self._nview = NotifyView()
         self._notif = ctypes.create_string_buffer(NOTIF_SIZE)
         self._resp = ctypes.create_string_buffer(RESP_SIZE)
@@ -208,12 +235,13 @@ class NotifyEngine(PtraceEngine):
     def _native_loop(self, collector: Collector, core: native_core.NativeCore, wake_r: int,
                      timeout: int | None) -> None:
         """`_loop` with the core's run() in place of poll + RECV (see the module doc)."""
-        ms = -1 if timeout is None else timeout
+        ms = self._timeout_ms = -1 if timeout is None else timeout
         deferred = getattr(collector, "run_deferred", None)  # before blocking: seam 1
         check_children = True
         while True:
-            if check_children and not self._reap_stops(collector):
+            if (check_children or self.reap_due) and not self._reap_stops(collector):
                 return
+            self.reap_due = False
             check_children = timeout is not None
             if deferred is not None:
                 deferred()
@@ -237,6 +265,14 @@ class NotifyEngine(PtraceEngine):
 
     def _continue(self, nid: int) -> bool:
         _RESP.pack_into(self._resp, 0, nid, 0, 0, USER_NOTIF_FLAG_CONTINUE)
+        return bool(_ioctl(self.listener, IOCTL_NOTIF_SEND, self._resp_addr) == 0)
+
+    def _reply_restart(self, nid: int) -> bool:
+        """Answer -ERESTARTNOINTR: with an interrupt pending, the thread stops on its way
+        back to user mode with the registers of the call, and the call is then restarted
+        (the kernel's restart of an interrupted call: rip back on the syscall instruction)
+        and notifies again. What PTRACE_INTERRUPT does to a wait that is not killable."""
+        _RESP.pack_into(self._resp, 0, nid, 0, -_ERESTARTNOINTR, 0)
         return bool(_ioctl(self.listener, IOCTL_NOTIF_SEND, self._resp_addr) == 0)
 
     def _notified(self, collector: Collector) -> None:
@@ -273,8 +309,127 @@ class NotifyEngine(PtraceEngine):
             self._continue(nid)  # gone, or not ours to stop: let the call run
             return
         self.upgrades += 1
+        if self.wait_killable:
+            if nr not in _NO_RETURN:
+                self._run_interrupted(collector, nid, tid, [RAN, nr, arch, args, ip])
+                return
+            # an exec's stack must be walked before the image goes: the reply makes the
+            # call restart, so the thread stops at it as the interrupt alone would without
+            # the flag, and the upgrade goes on as below
+            if not self._reply_restart(nid):
+                collector.on_result(tid, -_ERESTARTSYS, False)  # a fatal signal
+                return
+        if self.core is not None:
+            self._native_upgrade(collector, self.core, tid, [INTERRUPTED, nr, arch, args, ip])
+            return
         self.upgrading[tid] = [INTERRUPTED, nr, arch, args, ip]
         self._chase(collector, tid)
+
+    def _native_upgrade(self, collector: Collector, core: native_core.NativeCore, tid: int,
+                        up: list[Any]) -> None:
+        """The upgrade of an interrupted thread with the core driving the stops (see the
+        module docstring)."""
+        kind, value = self._core_step(collector, core, tid, up, core.upgrade(tid))
+        if kind != native_core.U_REGS:
+            return
+        self.native_upgrades += 1
+        regs = ptrace.regs_from(value) if value is not None else None
+        view = self._view.at(tid, collector.pid_of(tid)).with_regs(regs)
+        if not self._at_call(tid, up, regs):
+            return
+        sp = int(regs.rsp) if regs is not None else 0
+        collector.on_entry(view, up[1], up[2], up[3], up[4], sp)
+        self._native_finish(collector, core, tid, up)
+
+    def _native_finish(self, collector: Collector, core: native_core.NativeCore, tid: int,
+                       up: list[Any]) -> None:
+        """From the interrupt stop to the restarted call's result, driven by the core."""
+        kind, value = self._core_step(collector, core, tid, up,
+                                      core.finish(tid, self._timeout_ms))
+        if kind == native_core.U_RESULT:
+            collector.on_result(tid, value, True)
+        elif kind == native_core.U_GONE:
+            collector.on_result(tid, None, False)
+
+    def _run_interrupted(self, collector: Collector, nid: int, tid: int,
+                         up: list[Any]) -> None:
+        """The one-stop upgrade (WAIT_KILLABLE_RECV): the interrupt did not end the wait,
+        which only a fatal signal can once the notification is received, so the call is
+        answered CONTINUE now. It runs with the interrupt pending, and the thread stops
+        (PTRACE_EVENT_STOP) on its way back to user mode, before any instruction of its
+        own: `_ran` reads the result and the registers of the call there."""
+        if not self._continue(nid):  # a fatal signal: the thread is dying
+            collector.on_result(tid, -_ERESTARTSYS, False)
+            return
+        self.upgrading[tid] = up
+        if self.core is None:
+            return  # the interrupt stop comes through the loop: event() -> _ran
+        kind, value = self._core_step(collector, self.core, tid, up,
+                                      self.core.await_ran(tid, self._timeout_ms))
+        if kind == native_core.U_REGS:
+            self.native_upgrades += 1
+            self._ran(collector, tid, up, ptrace.regs_from(value) if value is not None
+                      else None)
+
+    def _ran(self, collector: Collector, tid: int, up: list[Any],
+             regs: Registers | None) -> None:
+        """At the interrupt stop after a call answered CONTINUE (state RAN): rax is the
+        result, rip/rsp/rbp are the call's (the stack untouched since). A restart errno
+        there (the pending interrupt cut a blocking call short) sends the restarted call
+        through the upgrade's second half (RESTART): its exit stop gives the result."""
+        self.upgrading.pop(tid, None)
+        view = self._view.at(tid, collector.pid_of(tid)).with_regs(regs)
+        rax = getattr(regs, "rax", None)  # a user_regs_struct has it; the seam does not say
+        if regs is None or rax is None or int(regs.rip) != up[4] \
+                or int(getattr(regs, "orig_rax", up[1])) != up[1]:
+            # not the call's return: gone, or not what the flag promises; no result
+            collector.on_result(tid, None, False)
+            PtraceEngine.resume(self, tid)
+            return
+        collector.on_entry(view, up[1], up[2], up[3], up[4], int(regs.rsp))
+        rval = _signed(int(rax))
+        if rval < 0 and -rval in RESTART_ERRNOS:
+            up[0] = RESTART
+            if self.core is not None:
+                self._native_finish(collector, self.core, tid, up)
+                return
+            self.upgrading[tid] = up
+            try:
+                ptrace.syscall(tid)
+            except ptrace.PtraceRequestError:
+                self.upgrading.pop(tid, None)
+                return
+            self._chase(collector, tid)
+            return
+        collector.on_result(tid, rval, True)
+        PtraceEngine.resume(self, tid)
+
+    def _core_step(self, collector: Collector, core: native_core.NativeCore, tid: int,
+                   up: list[Any], got: native_core.Upgrade) -> tuple[int, Any]:
+        """Account for what the core took, and carry on in Python from a hand-back: the
+        thread's upgrade state goes into `upgrading` and the report or notification the
+        core returned is handled as the pure-Python loop would. (kind, value) for the
+        caller."""
+        kind, state, value, chase, reap, stops, notifications = got
+        self.stops += stops + notifications  # what the core took; a hand-back counts below
+        self.notifications += notifications
+        self.reap_due = self.reap_due or bool(reap)
+        counts = core.drain()  # other threads' repeats the core answered meanwhile
+        if counts:
+            collector.on_repeated(counts)
+        if kind in (native_core.U_REGS, native_core.U_RESULT, native_core.U_GONE,
+                    native_core.U_QUIET, native_core.U_NOCHILD):
+            return kind, value
+        up[0] = state
+        self.upgrading[tid] = up
+        if kind == native_core.U_OTHER:
+            self.stops += 1
+            self.handle(collector, value[0], value[1])
+            if chase:
+                self._chase(collector, tid)
+        elif kind == native_core.U_NOTIF:
+            self._notification(collector, value)
+        return kind, value
 
     def _chase(self, collector: Collector, tid: int) -> None:
         """Reap the two stops that follow an interrupt at once (its PTRACE_EVENT_STOP, then
@@ -295,7 +450,7 @@ class NotifyEngine(PtraceEngine):
     # -- ptrace stops that belong to an upgrade ------------------------------------------
     def resume(self, tid: int, sig: int = 0) -> None:
         up = self.upgrading.get(tid)
-        if up is not None and up[0] != INTERRUPTED:
+        if up is not None and up[0] not in (INTERRUPTED, RAN):
             with contextlib.suppress(ptrace.PtraceRequestError):
                 ptrace.syscall(tid, sig)
             return
@@ -303,6 +458,10 @@ class NotifyEngine(PtraceEngine):
 
     def event(self, collector: Collector, tid: int, event: int, sig: int) -> None:
         up = self.upgrading.get(tid)
+        if up is not None and up[0] == RAN and event == ptrace.EVENT_STOP \
+                and sig == signal.SIGTRAP:
+            self._ran(collector, tid, up, self._view.at(tid, collector.pid_of(tid)).regs())
+            return
         if up is not None and up[0] == INTERRUPTED and event == ptrace.EVENT_STOP \
                 and sig == signal.SIGTRAP:
             self._upgraded(collector, tid, up)
@@ -328,14 +487,7 @@ class NotifyEngine(PtraceEngine):
         """At the PTRACE_EVENT_STOP of an interrupted notification: the full view."""
         view = self._view.at(tid, collector.pid_of(tid))
         regs = view.regs()
-        if regs is not None and (int(regs.rip) != up[4]
-                                 or int(getattr(regs, "orig_rax", up[1])) != up[1]):
-            # Not at the call: a signal (Go's SIGURG preemption, most often) ended the wait
-            # first and was delivered, so the thread stops in its handler. The call
-            # restarts when the handler returns and notifies again: handled afresh then.
-            del self.upgrading[tid]
-            self.lost_upgrades += 1
-            PtraceEngine.resume(self, tid)
+        if not self._at_call(tid, up, regs):
             return
         sp = int(regs.rsp) if regs is not None else 0
         collector.on_entry(view, up[1], up[2], up[3], up[4], sp)
@@ -344,6 +496,19 @@ class NotifyEngine(PtraceEngine):
             ptrace.syscall(tid)
         except ptrace.PtraceRequestError:
             self.upgrading.pop(tid, None)
+
+    def _at_call(self, tid: int, up: list[Any], regs: Registers | None) -> bool:
+        """At the interrupt stop: are the registers those of the notified call? If not, a
+        signal (Go's SIGURG preemption, most often) ended the wait first and was delivered,
+        so the thread stops in its handler: it is let run, and the call, restarted when
+        the handler returns, notifies again and is handled afresh then."""
+        if regs is None or (int(regs.rip) == up[4]
+                            and int(getattr(regs, "orig_rax", up[1])) == up[1]):
+            return True
+        self.upgrading.pop(tid, None)
+        self.lost_upgrades += 1
+        PtraceEngine.resume(self, tid)
+        return False
 
     def syscall_stop(self, collector: Collector, tid: int) -> None:
         up = self.upgrading.get(tid)
@@ -375,6 +540,11 @@ class NotifyEngine(PtraceEngine):
         if status & 0x7F != 0x7F:
             self.upgrading.pop(tid, None)
         super().handle(collector, tid, status, seccomp_stop)
+
+
+def _signed(value: int) -> int:
+    """A 64-bit register as the signed long a syscall returns."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def notify_unavailable_reason() -> str | None:

@@ -77,6 +77,11 @@ class PtraceView:
         self._regs = None
         return self
 
+    def with_regs(self, regs: Any) -> PtraceView:
+        """The registers already read at this stop (the native core's PTRACE_GETREGS)."""
+        self._regs = regs
+        return self
+
     def regs(self) -> Registers | None:
         if self._regs is None:
             try:

@@ -54,6 +54,7 @@ from tracer.ptrace.requests import (
     interrupt,
     listen,
     raw_ptrace,
+    regs_from,
     seize,
     syscall,
     syscall_info,
@@ -70,5 +71,5 @@ __all__ = [
     "interrupt", "listen", "memory_reader", "pages_reader", "read_cstring", "read_memory",
     "read_pages", "seize", "syscall",
     "syscall_info", "syscall_nr", "ORIG_RAX", "PTRACE_PEEKUSER", "PTRACE_SYSCALL",
-    "raw_ptrace",
+    "raw_ptrace", "regs_from",
 ]

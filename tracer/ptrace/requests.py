@@ -179,6 +179,11 @@ def get_regs(tid: int) -> Any:
     return regs
 
 
+def regs_from(raw: bytes) -> Any:
+    """A `user_regs_struct` from the bytes PTRACE_GETREGS wrote (the native core's copy)."""
+    return _Regs.from_buffer_copy(raw)
+
+
 def get_siginfo(tid: int) -> Any:
     """PTRACE_GETSIGINFO as a `siginfo_t` (si_signo, si_code, _sigfault._addr)."""
     info = _Siginfo()

@@ -61,6 +61,7 @@ class Tracee:
     engine: str = "ptrace"  # the engine the filter was installed for
     listener: int | None = None  # the seccomp listener fd (notify)
     engine_reason: str = ""  # why this engine (auto)
+    wait_killable: bool = False  # the notify filter has SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
 
     def exec_errno(self) -> int | None:
         """The errno of a failed exec, once the child has exited (None: exec succeeded)."""
@@ -184,7 +185,7 @@ def _install_filter(prog: list[seccomp.Insn], notify_prog: list[seccomp.Insn] | 
     the ptrace filter as the fallback when allowed (`N`: notify, `F<errno>`: fell back)."""
     if notify_prog is not None and fd_sock is not None:
         try:
-            fd = seccomp.install_listener(notify_prog)
+            fd, said = _install_listener(notify_prog)
         except OSError as e:
             if prog:
                 os.write(report_w, b"F%d\n" % (e.errno or 0))
@@ -194,9 +195,26 @@ def _install_filter(prog: list[seccomp.Insn], notify_prog: list[seccomp.Insn] | 
         socket.send_fds(fd_sock, [b"N"], [fd])
         os.close(fd)  # the tracee must not hold its own listener
         fd_sock.close()
-        os.write(report_w, b"N\n")
+        os.write(report_w, said)
         return
     seccomp.install(prog)
+
+
+WAIT_KILLABLE_ENV = "CGOTRACE_WAIT_KILLABLE"
+
+
+def _install_listener(notify_prog: list[seccomp.Insn]) -> tuple[int, bytes]:
+    """The notify filter with WAIT_KILLABLE_RECV when the kernel has it (6.0+) and
+    $CGOTRACE_WAIT_KILLABLE is not 0, else without: (listener, the line for the parent:
+    `K` with the flag, `N` without)."""
+    if os.environ.get(WAIT_KILLABLE_ENV, "1").strip().lower() not in ("0", "no", "off",
+                                                                       "false"):
+        try:
+            return seccomp.install_listener(notify_prog, wait_killable=True), b"K\n"
+        except OSError as e:
+            if e.errno != errno_mod.EINVAL:
+                raise
+    return seccomp.install_listener(notify_prog), b"N\n"
 
 
 def _notify_reason(engine: str) -> str | None:
@@ -242,7 +260,7 @@ def launch(spec: LaunchSpec) -> Tracee:
     if child_sock is not None:
         child_sock.close()
     pid = child
-    engine, reason, listener = "ptrace", skip or "", None
+    engine, reason, listener, killable = "ptrace", skip or "", None, False
     buf = b""
     try:
         while True:
@@ -258,11 +276,11 @@ def launch(spec: LaunchSpec) -> Tracee:
                 elif line.startswith(b"F"):
                     reason = ("seccomp user notification refused "
                               f"({errno_mod.errorcode.get(int(line[1:]), line[1:].decode())})")
-                elif line == b"N" and parent_sock is not None:
+                elif line in (b"N", b"K") and parent_sock is not None:
                     _, fds, _, _ = socket.recv_fds(parent_sock, 16, 1)
                     if not fds:
                         raise TracerError("the seccomp listener was not received")
-                    listener, engine = fds[0], "notify"
+                    listener, engine, killable = fds[0], "notify", line == b"K"
                     reason = reason or "seccomp user notification available"
                 elif line == b"R":
                     break
@@ -290,7 +308,7 @@ def launch(spec: LaunchSpec) -> Tracee:
             parent_sock.close()
     os.set_blocking(report_r, False)
     return Tracee(pid=pid, child=child, exec_path=path, report_fd=report_r, engine=engine,
-                  listener=listener, engine_reason=reason)
+                  listener=listener, engine_reason=reason, wait_killable=killable)
 
 
 def _kill_and_reap(child: int, pid: int) -> None:

@@ -105,21 +105,27 @@ SYS_SECCOMP = 317
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_GET_NOTIF_SIZES = 3
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
 
 
-def install_listener(prog: list[Insn]) -> int:
+def install_listener(prog: list[Insn], wait_killable: bool = False) -> int:
     """NO_NEW_PRIVS, then seccomp(SET_MODE_FILTER, NEW_LISTENER): the listener fd.
+    `wait_killable` adds SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (kernel 6.0+): once the
+    tracer has received a notification, only a fatal signal ends the thread's wait for the
+    reply (the notify engine's one-stop upgrade relies on it, docs/engines.md).
 
     Raises OSError (EBUSY when a filter with a listener is already installed, EINVAL on
-    kernels without user notification). Makes no watched syscall."""
+    kernels without user notification or without the flag). Makes no watched syscall."""
     libc = ctypes.CDLL(None, use_errno=True)
     raw = ctypes.create_string_buffer(encode(prog))
     fprog = _SockFprog(len(prog), ctypes.addressof(raw))
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, "prctl(PR_SET_NO_NEW_PRIVS)")
-    fd = int(libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER,
-                          SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(fprog)))
+    flags = SECCOMP_FILTER_FLAG_NEW_LISTENER
+    if wait_killable:
+        flags |= SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+    fd = int(libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog)))
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)")
