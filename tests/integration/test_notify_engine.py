@@ -319,3 +319,64 @@ def test_the_report_says_how_many_results_were_not_seen(sample: Callable[..., Pa
         assert unobserved >= 180  # 200 opens of one path: all but the first few (188 seen)
         assert f"({unobserved} ran without a stop: result copied from the same call seen " \
                "before, observed: false in the trace)" in first
+
+
+@pytest.mark.go
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_a_group_stop_during_a_one_stop_upgrade_keeps_the_trace(
+        sample: Sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: str) -> None:
+    """SIGSTOP sent to the program just before an upgrade's interrupt, SIGCONT 20 ms later,
+    20 times: the group-stop meets the upgrade's stops (in one run with the engine's events
+    printed, it took the thread between the interrupt and the restarted call's entry every
+    time). The run ends, every call is recorded once with its result, and the set is the
+    one of an undisturbed run (benchwalk: every call a first sighting, so every call is
+    upgraded)."""
+    import threading
+
+    from tracer.engine import notify_engine
+
+    monkeypatch.setenv("CGOTRACE_NATIVE", native)
+    monkeypatch.delenv("CGOTRACE_WAIT_KILLABLE", raising=False)
+    walk, tree = str(sample("benchwalk", "cgo")), str(tmp_path / "tree")
+    subprocess.run([walk, "200", tree], check=True, capture_output=True, timeout=60)
+
+    def calls(acc: list[Access]) -> set[tuple[str, str, str, bool]]:
+        return {(a.syscall, a.path, a.result, a.observed) for a in acc if a.path.startswith(tree)}
+
+    quiet_res, quiet = _run([walk, "200", tree], "notify")
+    assert quiet_res.status.code == 0 and len(calls(quiet)) >= 400
+    real_interrupt = notify_engine.ptrace.interrupt
+    stopped: list[int] = []
+    timers: list[threading.Timer] = []
+
+    states: list[str] = []
+
+    def resume(tgid: int) -> None:
+        with open(f"/proc/{tgid}/stat") as f:  # the state after ")": T or t when stopped
+            states.append(f.read().rsplit(")", 1)[1].split()[0])
+        os.kill(tgid, signal.SIGCONT)
+
+    def stop_first(tid: int) -> None:
+        with open(f"/proc/{tid}/status") as f:
+            tgid = int(next(line for line in f if line.startswith("Tgid:")).split()[1])
+        if len(stopped) < 20 and notify_engine.ptrace.interrupt is stop_first:
+            stopped.append(tgid)
+            os.kill(tgid, signal.SIGSTOP)  # pending: the received wait is killable only
+            timers.append(threading.Timer(0.02, resume, (tgid,)))
+            timers[-1].start()
+        real_interrupt(tid)
+
+    monkeypatch.setattr(notify_engine.ptrace, "interrupt", stop_first)
+    watchdog = threading.Timer(60, lambda: [os.kill(p, signal.SIGKILL) for p in stopped[:1]])
+    watchdog.start()
+    try:
+        res, acc = _run([walk, "200", tree], "notify")
+    finally:
+        watchdog.cancel()
+        for t in timers:
+            t.join()
+    assert len(stopped) == 20 and res.status.code == 0, res.status
+    assert {"T", "t"} & set(states), states  # the group-stops happened
+    assert "WAIT_KILLABLE_RECV on" in res.engine_reason, res.engine_reason
+    assert calls(acc) == calls(quiet)
+    assert res.stats["unknown"] == 0 and res.stats["upgrades"] >= 400
