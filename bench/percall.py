@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.__main__ import _stdout_to_devnull as _quiet
 
@@ -111,12 +112,17 @@ def layered(exe: Path, n: int, layer: str) -> float:
             continue
         eng._continue(nid)
     elapsed = time.perf_counter() - t0
+    _close(tr, wake_r, wake_w, restore)
+    return 1e6 * elapsed / max(count, 1)
+
+
+def _close(tr: Any, wake_r: int, wake_w: int, restore: Callable[[], object] | None) -> None:
+    """The end of a floor loop: the signal wake-up restored, its fds and the tracee gone."""
     if restore is not None:
         restore()
     for fd in (wake_r, wake_w, tr.listener):
         os.close(fd)
     tr.close()
-    return 1e6 * elapsed / max(count, 1)
 
 
 def native_floor(exe: Path, n: int) -> float:
@@ -156,11 +162,7 @@ def native_floor(exe: Path, n: int) -> float:
         eng._continue(nid)
     elapsed = time.perf_counter() - t0
     count += core.stats()["handled"]
-    if restore is not None:
-        restore()
-    for fd in (wake_r, wake_w, tr.listener):
-        os.close(fd)
-    tr.close()
+    _close(tr, wake_r, wake_w, restore)
     return 1e6 * elapsed / max(count, 1)
 
 

@@ -35,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from tracer.cachedir import locked
+
 ROOT = Path(__file__).resolve().parent.parent
 APPS_DIR = ROOT / "sample_apps"
 GO_CACHE = ROOT / ".cache" / "go"
@@ -281,20 +283,6 @@ def _fresh(out: Path, stamp: Path, digest: str) -> bool:
         return out.exists() and stamp.read_text() == digest
     except OSError:
         return False
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path` (created if missing) for the block: processes and
-    threads alike wait for each other (each open is its own lock owner)."""
-    import fcntl
-
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,9 @@ it with `rm -rf ~/.cache/cgotrace`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -17,3 +19,17 @@ def user_cache() -> Path:
 def small_caches_off() -> bool:
     """`CGOTRACE_NO_CACHE=1` turns off the facts and rules caches."""
     return bool(os.environ.get("CGOTRACE_NO_CACHE"))
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if missing) for the block: processes and
+    threads alike wait for each other (each open is its own lock owner)."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -15,16 +15,15 @@ tracer.binary.nsswitch: the same code that later judges the preset.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 from tracer.binary.loader import GLIBC_INTERPRETER, resolve_libraries
 from tracer.binary.nsswitch import NSSWITCH_CONF, nss_module, nss_services, parse_nsswitch
+from tracer.cachedir import locked
 from tracer.errors import BadImageError, NotFoundError
 from tracer.sandbox.trees import building_tree, cache_dir, ensure_dir, read_stamp
 
@@ -62,25 +61,12 @@ def build_preset(name: str, *, force: bool = False) -> Path:
     # One builder at a time (parallel test workers, two cgotrace runs): a second builder
     # that finds the tree done returns it instead of swapping it out from under a sandbox
     # that may already run in it.
-    with _locked(dest.with_name(f".{dest.name}.lock")):
+    with locked(dest.with_name(f".{dest.name}.lock")):
         if not force and read_stamp(dest) == stamp:
             return dest
         with building_tree(dest, stamp) as tmp:
             {"scratch": _scratch, "static": _static, "musl": _musl, "glibc": _glibc}[name](tmp)
     return dest
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path` (created if missing) for the block."""
-    import fcntl
-
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _write(root: Path, path: str, text: str, mode: int = 0o644) -> None:
